@@ -1,0 +1,132 @@
+"""The asset factory: one real -> model -> synthetic -> repaired chain per table.
+
+``synthetic/<t>`` depends on ``repaired/<p>`` for every parent ``p``, so a table is only
+sampled once its parents are final (and have passed their blocking checks). A final
+``published/synthetic_db`` asset writes the output database once every table is repaired.
+The work itself is domain code; these functions read, call and record.
+"""
+
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from synth_pipeline.modeling.cardinality import is_count_column
+from synth_pipeline.modeling.table_model import TableModel, real_subset_for, table_seed
+from synth_pipeline.repair import repair_table
+from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
+from synth_pipeline.schema.metadata import Metadata
+
+PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
+
+
+def stage_key(stage: str, table: str) -> dg.AssetKey:
+    return dg.AssetKey([stage, table])
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()
+    return hashlib.sha256(hashed + ",".join(map(str, frame.columns)).encode()).hexdigest()[:16]
+
+
+def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
+    shown = frame[[c for c in frame.columns if not is_count_column(c)]].head(rows)
+    return dg.MetadataValue.md(shown.to_markdown(index=False))
+
+
+def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
+    parents = metadata.parents(name)
+
+    @dg.asset(key=stage_key("real", name), group_name=name, kinds={"duckdb"},
+              description=f"The real '{name}' table as loaded from the source.")
+    def real(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: Warehouse) -> dg.MaterializeResult:
+        frame = source.load_table(metadata, name)
+        warehouse.write("real", name, frame)
+        context.log.info(f"{name}: loaded {len(frame)} real rows")
+        return dg.MaterializeResult(
+            metadata={"row_count": len(frame), "preview": preview(frame)},
+            data_version=dg.DataVersion(content_hash(frame)),
+        )
+
+    @dg.asset(key=stage_key("model", name), group_name=name, kinds={"pytorch"},
+              deps=[stage_key("real", t) for t in real_subset_for(metadata, name)],
+              description=f"A fitted model of '{name}' (its columns, key formats, children per parent).")
+    def model(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        real_tables = {t: warehouse.read("real", t) for t in real_subset_for(metadata, name)}
+        fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
+                                table_seed(settings.seed, name, "fit"))
+        path = warehouse.save_model(fitted)
+        described = fitted.describe()
+        context.log.info(f"{name}: model fitted in {fitted.fit_seconds:.1f}s")
+        meta = {"path": dg.MetadataValue.path(str(path)), "fit_seconds": round(fitted.fit_seconds, 2),
+                "model": dg.MetadataValue.json(described)}
+        if "training" in described:
+            meta.update({f"training_{k}": v for k, v in described["training"].items()})
+        return dg.MaterializeResult(metadata=meta)
+
+    @dg.asset(key=stage_key("synthetic", name), group_name=name, kinds={"pandas"},
+              deps=[stage_key("model", name)] + [stage_key("repaired", p) for p in parents],
+              description=f"Rows of '{name}' sampled from its model, given the repaired synthetic parents.")
+    def synthetic(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        fitted = warehouse.load_model(name)
+        parent_frames = {p: warehouse.read("repaired", p) for p in parents}
+        frame = fitted.sample(metadata, parent_frames, settings.scale, table_seed(settings.seed, name, "sample"))
+        warehouse.write("synthetic", name, frame)
+        seconds = time.perf_counter() - started
+        context.log.info(f"{name}: sampled {len(frame)} rows in {seconds:.1f}s")
+        return dg.MaterializeResult(metadata={"row_count": len(frame), "sample_seconds": round(seconds, 2),
+                                              "rows_per_second": round(len(frame) / max(seconds, 1e-6))})
+
+    @dg.asset(key=stage_key("repaired", name), group_name=name, kinds={"pandas"},
+              deps=[stage_key("synthetic", name)] + [stage_key("repaired", p) for p in parents],
+              description=f"The published form of '{name}': unique keys, resolvable foreign keys.")
+    def repaired(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        fitted = warehouse.load_model(name)
+        parent_frames = {p: warehouse.read("repaired", p) for p in parents}
+        frame, repairs = repair_table(warehouse.read("synthetic", name), metadata, name, parent_frames, fitted,
+                                      table_seed(settings.seed, name, "repair"))
+        warehouse.write("repaired", name, frame)
+        context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes)")
+        return dg.MaterializeResult(metadata={"row_count": len(frame), "repairs": dg.MetadataValue.json(repairs.fixes),
+                                              "repair_count": repairs.total, "preview": preview(frame)})
+
+    return [real, model, synthetic, repaired]
+
+
+def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
+    @dg.asset(key=PUBLISHED_KEY, group_name="publish", kinds={"duckdb"},
+              deps=[stage_key("repaired", t) for t in metadata.topological_order()],
+              description="The synthetic database (PRIMARY/FOREIGN KEYs declared) and report.json, "
+                          "written only after every table passed its checks.")
+    def synthetic_db(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        from synth_pipeline.evaluation.run_report import build_run_report
+        from synth_pipeline.publish import write_database
+
+        out = Path(settings.out_dir)
+        synthetic = {t: _published_columns(metadata, t, warehouse.read("repaired", t)) for t in metadata.tables}
+        real = {t: warehouse.read("real", t) for t in metadata.tables}
+        report = build_run_report(metadata, real, synthetic, settings.cardinality_threshold)
+        write_database(real, metadata, out / "real.duckdb", constraints=False)
+        path = write_database(synthetic, metadata, out / "synthetic.duckdb")
+        tmp = out / ".report.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        tmp.replace(out / "report.json")
+        context.log.info(f"published {path} ({sum(len(f) for f in synthetic.values())} rows)")
+        return dg.MaterializeResult(metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "report": dg.MetadataValue.path(str(out / "report.json")),
+            "row_counts": dg.MetadataValue.json({t: len(f) for t, f in synthetic.items()}),
+            "fk_violations": report["totals"]["fk_violations"],
+            "mean_cardinality_similarity": report["totals"]["mean_cardinality_similarity"],
+        })
+
+    return synthetic_db
+
+
+def _published_columns(metadata: Metadata, table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[list(metadata.table(table).columns)]

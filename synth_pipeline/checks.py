@@ -1,0 +1,92 @@
+"""Blocking checks on every ``repaired/<t>``, backed by Great Expectations.
+
+Per table: the primary key is unique and not null; per foreign key: every value is a key
+of the repaired parent (nulls only where the real column had them) and the
+children-per-parent distribution is close to the real one (KS complement at least the
+run's ``cardinality_threshold``). All are blocking: one failure stops every descendant,
+including the publish step, so the last published database stays as it was.
+"""
+
+
+import dagster as dg
+
+from synth_pipeline.assets import stage_key
+from synth_pipeline.evaluation.expectations import validate_table
+from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity
+from synth_pipeline.resources import RunSettings, Warehouse
+from synth_pipeline.schema.metadata import Metadata, Relationship
+
+
+def fk_check_name(rel: Relationship) -> str:
+    return f"fk_{rel.child_foreign_key}_resolves"
+
+
+def cardinality_check_name(rel: Relationship) -> str:
+    return f"cardinality_{rel.child_foreign_key}_close_to_real"
+
+
+def table_checks(metadata: Metadata, name: str) -> dg.AssetChecksDefinition:
+    asset = stage_key("repaired", name)
+    table = metadata.table(name)
+    fks = metadata.foreign_keys(name)
+    specs = [dg.AssetCheckSpec("primary_key_unique_not_null", asset=asset, blocking=True,
+                               description=f"({', '.join(table.primary_key)}) unique and never null")]
+    for rel in fks:
+        specs.append(dg.AssetCheckSpec(fk_check_name(rel), asset=asset, blocking=True,
+                                       description=f"every {rel.label} value exists in the parent"))
+        specs.append(dg.AssetCheckSpec(cardinality_check_name(rel), asset=asset, blocking=True,
+                                       description=f"children per {rel.parent_table_name} row under {rel.child_foreign_key} close to real"))
+
+    @dg.multi_asset_check(specs=specs, name=f"{name}_checks", can_subset=True)
+    def checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, settings: RunSettings):
+        frame = warehouse.read("repaired", name)
+        parents = {r.parent_table_name: frame if r.is_self_reference else warehouse.read("repaired", r.parent_table_name)
+                   for r in fks}
+        real = warehouse.read("real", name)
+        expectations = {"primary_key_unique_not_null": _pk_expectation(table.primary_key)}
+        for key in table.primary_key:
+            expectations[f"primary_key_unique_not_null__{key}"] = ("ExpectColumnValuesToNotBeNull", {"column": key})
+        for rel in fks:
+            keys = parents[rel.parent_table_name][rel.parent_primary_key].dropna().unique().tolist()
+            expectations[fk_check_name(rel)] = ("ExpectColumnValuesToBeInSet",
+                                                {"column": rel.child_foreign_key, "value_set": keys})
+            if real[rel.child_foreign_key].notna().all():
+                expectations[f"{fk_check_name(rel)}__not_null"] = ("ExpectColumnValuesToNotBeNull",
+                                                                   {"column": rel.child_foreign_key})
+        outcomes = validate_table(frame, name, expectations)
+        selected = context.selected_asset_check_keys
+        for spec in specs:
+            if dg.AssetCheckKey(asset, spec.name) not in selected:
+                continue
+            if spec.name.startswith("cardinality_"):
+                rel = next(r for r in fks if cardinality_check_name(r) == spec.name)
+                yield _cardinality_result(spec.name, rel, warehouse, frame, parents, real, settings.cardinality_threshold)
+                continue
+            parts = [o for key, o in outcomes.items() if key == spec.name or key.startswith(f"{spec.name}__")]
+            failing = sum(o.unexpected_count for o in parts)
+            yield dg.AssetCheckResult(
+                check_name=spec.name, passed=all(o.success for o in parts),
+                metadata={"unexpected_count": failing,
+                          "examples": dg.MetadataValue.json([e for o in parts for e in o.examples][:5])},
+            )
+
+    return checks
+
+
+def _pk_expectation(primary_key: tuple[str, ...]) -> tuple[str, dict]:
+    if len(primary_key) == 1:
+        return "ExpectColumnValuesToBeUnique", {"column": primary_key[0]}
+    return "ExpectCompoundColumnsToBeUnique", {"column_list": list(primary_key)}
+
+
+def _cardinality_result(check_name, rel, warehouse, frame, parents, real, threshold) -> dg.AssetCheckResult:
+    real_parent = real if rel.is_self_reference else warehouse.read("real", rel.parent_table_name)
+    real_counts = cardinality_counts(real_parent, real, rel)
+    syn_counts = cardinality_counts(parents[rel.parent_table_name], frame, rel)
+    similarity = cardinality_similarity(real_counts, syn_counts)
+    return dg.AssetCheckResult(
+        check_name=check_name, passed=bool(similarity >= threshold),
+        metadata={"cardinality_similarity": round(similarity, 4), "threshold": threshold,
+                  "real_max_children": int(real_counts.max()) if len(real_counts) else 0,
+                  "synthetic_max_children": int(syn_counts.max()) if len(syn_counts) else 0},
+    )

@@ -1,0 +1,141 @@
+"""``synth-pipeline``: synthesize the demo or any database, detect metadata.
+
+Errors a user can cause print as one line (no traceback) and exit with status 2; a run
+whose steps or blocking checks failed exits with status 1 and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from synth_pipeline.errors import SynthPipelineError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        return args.handler(args)
+    except SynthPipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synth-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    demo = sub.add_parser("demo", help="synthesize the embedded school database")
+    demo.add_argument("--students", type=int, default=1000, help="students in the simulated school (default 1000)")
+    _common(demo)
+    demo.set_defaults(handler=_demo)
+
+    run = sub.add_parser("run", help="synthesize any database")
+    run.add_argument("--source", required=True, help="DuckDB file, SQLite file, or folder of CSV/Parquet files")
+    run.add_argument("--metadata", help="SDV multi-table metadata JSON (detected from the source when omitted)")
+    run.add_argument("--config", help="YAML configuration; command-line options override it")
+    _common(run)
+    run.set_defaults(handler=_run)
+
+    detect = sub.add_parser("detect", help="print metadata detected from a source as SDV JSON")
+    detect.add_argument("--source", required=True)
+    detect.set_defaults(handler=_detect)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="output folder (default data/output)")
+    p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
+    p.add_argument("--scale", type=float, default=None, help="root-table rows = scale x real rows (default 1)")
+    p.add_argument("--quality", choices=["fast", "default", "best"], default=None)
+    p.add_argument("--steps", type=int, default=None, help="training steps per table (overrides --quality)")
+
+
+def _overrides(args) -> dict:
+    out = {k: getattr(args, k) for k in ("seed", "scale", "quality", "steps") if getattr(args, k) is not None}
+    if args.out:
+        out["out_dir"] = Path(args.out).resolve()
+    return out
+
+
+def _demo(args) -> int:
+    from synth_pipeline.config import school_config
+
+    config = school_config(students=args.students, seed=args.seed or 0)
+    return _execute(config.replace(**_overrides(args)))
+
+
+def _run(args) -> int:
+    from synth_pipeline.config import PipelineConfig, config_from_yaml
+
+    config = config_from_yaml(args.config) if args.config else PipelineConfig(source=Path(args.source).resolve(), metadata_path=None)
+    changes = _overrides(args)
+    changes["source"] = Path(args.source).resolve()
+    if args.metadata:
+        changes["metadata_path"] = Path(args.metadata).resolve()
+    return _execute(config.replace(**changes))
+
+
+def _detect(args) -> int:
+    from synth_pipeline.schema.detect import detect_metadata
+
+    print(json.dumps(detect_metadata(args.source).to_dict(), indent=2))
+    return 0
+
+
+def _execute(config) -> int:
+    from synth_pipeline.runner import run_pipeline
+
+    log = logging.getLogger("synth_pipeline")
+    log.info("source %s -> %s", config.source, config.out_dir)
+    outcome = run_pipeline(config)
+    if not outcome.success:
+        for line in outcome.failures:
+            print(f"failed: {line}", file=sys.stderr)
+        print(f"run failed after {outcome.seconds:.0f}s; the published output in {config.out_dir} was left as it was",
+              file=sys.stderr)
+        return 1
+    print(_summary(outcome.report))
+    print(f"\nwrote {config.out_dir / 'synthetic.duckdb'} and {config.out_dir / 'report.json'} in {outcome.seconds:.0f}s")
+    return 0
+
+
+def _summary(report: dict) -> str:
+    lines = [f"{'table':<24}{'real':>9}{'synthetic':>11}{'FK viol.':>10}{'cardinality':>13}"]
+    by_child: dict[str, list[dict]] = {}
+    for rel in report["relationships"]:
+        by_child.setdefault(rel["child_table_name"], []).append(rel)
+    for name, t in report["tables"].items():
+        rels = by_child.get(name, [])
+        viol = sum(r["fk_violations"] for r in rels)
+        card = min((r["cardinality_similarity"] for r in rels), default=None)
+        lines.append(f"{name:<24}{t['real_rows']:>9}{t['synthetic_rows']:>11}{viol:>10}"
+                     f"{'-' if card is None else f'{card:.3f}':>13}")
+    totals = report["totals"]
+    lines.append(f"{'total':<24}{totals['real_rows']:>9}{totals['synthetic_rows']:>11}{totals['fk_violations']:>10}"
+                 f"{totals['mean_cardinality_similarity']:>13.3f}")
+    return "\n".join(lines)
+
+
+def _setup_logging(quiet: bool) -> None:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log = logging.getLogger("synth_pipeline")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

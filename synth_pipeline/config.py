@@ -1,0 +1,132 @@
+"""One configuration for the CLI and ``dagster dev``: a YAML file, validated with clear errors.
+
+```yaml
+source: path/to/db.duckdb        # DuckDB or SQLite file, or a folder of CSV/Parquet files
+metadata: path/to/metadata.json  # SDV multi-table JSON; detected from the source when absent
+out_dir: data/output             # synthetic.duckdb, real.duckdb and report.json land here
+seed: 0
+scale: 1.0                       # root tables get scale x their real row count
+quality: default                 # fast | default | best
+steps: null                      # fixed training steps per table (overrides quality)
+cardinality_threshold: 0.80      # blocking check: KS complement of children per parent
+schedule_cron: "0 2 * * *"       # the nightly refresh
+```
+Relative paths are taken from the YAML file's folder. ``SYNTH_PIPELINE_CONFIG`` names the
+file ``dagster dev`` uses; without it the embedded school database is synthesized.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synth_pipeline.errors import ConfigError
+from synth_pipeline.schema.metadata import Metadata
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_ROOT / "data"
+SCHOOL_DB = DATA_DIR / "school" / "school.duckdb"
+SCHOOL_METADATA = DATA_DIR / "school" / "metadata.json"
+CONFIG_ENV = "SYNTH_PIPELINE_CONFIG"
+QUALITIES = ("fast", "default", "best")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    source: Path = SCHOOL_DB
+    metadata_path: Path | None = SCHOOL_METADATA
+    out_dir: Path = DATA_DIR / "output"
+    work_dir: Path | None = None
+    seed: int = 0
+    scale: float = 1.0
+    quality: str = "default"
+    steps: int | None = None
+    cardinality_threshold: float = 0.80
+    schedule_cron: str = "0 2 * * *"
+    school_students: int = 0  # > 0: simulate the school database at `source` when it is missing
+    school_seed: int = 0
+
+    def __post_init__(self):
+        if self.work_dir is None:
+            object.__setattr__(self, "work_dir", Path(self.out_dir) / "work")
+        if self.quality not in QUALITIES:
+            raise ConfigError(f"config: quality must be one of {', '.join(QUALITIES)}, got '{self.quality}'")
+        if not self.scale > 0:
+            raise ConfigError(f"config: scale must be a positive number, got {self.scale}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"config: steps must be at least 1, got {self.steps}")
+        if not 0 <= self.cardinality_threshold <= 1:
+            raise ConfigError(f"config: cardinality_threshold must be within [0, 1], got {self.cardinality_threshold}")
+
+    def metadata(self) -> Metadata:
+        if self.metadata_path is not None:
+            return Metadata.load(self.metadata_path)
+        from synth_pipeline.schema.detect import detect_metadata
+
+        return detect_metadata(self.source)
+
+    def replace(self, **changes: Any) -> "PipelineConfig":
+        if "out_dir" in changes and "work_dir" not in changes:
+            changes["work_dir"] = None
+        return dataclasses.replace(self, **changes)
+
+
+def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = None, **overrides) -> PipelineConfig:
+    """The demo: the embedded school database (rebuilt when missing)."""
+    source = SCHOOL_DB if students == 1000 and seed == 0 else DATA_DIR / "school" / f"school_{students}_{seed}.duckdb"
+    return PipelineConfig(source=source, metadata_path=SCHOOL_METADATA, out_dir=out_dir or DATA_DIR / "output",
+                          school_students=students, school_seed=seed, seed=seed, **overrides)
+
+
+_FIELDS = {
+    "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float,
+    "quality": str, "steps": int, "cardinality_threshold": float, "schedule_cron": str,
+    "school_students": int, "school_seed": int,
+}
+
+
+def config_from_yaml(path: str | Path) -> PipelineConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot be read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping of settings")
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"config {path}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(_FIELDS)})")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = _FIELDS[key]
+        if value is None:
+            values[key] = None
+            continue
+        try:
+            if kind is Path:
+                value = Path(value)
+                values[key] = value if value.is_absolute() else (path.parent / value).resolve()
+            elif kind is int and (isinstance(value, bool) or not float(value).is_integer()):
+                raise ValueError
+            else:
+                values[key] = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config {path}: '{key}' must be {kind.__name__}, got {value!r}") from None
+    if "source" not in values:
+        raise ConfigError(f"config {path}: 'source' is required")
+    values["metadata_path"] = values.pop("metadata", None)
+    return PipelineConfig(**values)
+
+
+def load_config() -> PipelineConfig:
+    path = os.environ.get(CONFIG_ENV)
+    if path:
+        return config_from_yaml(path)
+    return school_config()

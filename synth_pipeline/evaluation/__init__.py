@@ -1,0 +1,1 @@
+"""Fidelity, structure and privacy metrics, the report, and the benchmark (no Dagster here)."""

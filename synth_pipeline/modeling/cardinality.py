@@ -1,0 +1,43 @@
+"""Children-per-parent counts: measured on real data, calibrated on generated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.schema.metadata import Relationship
+
+COUNT_PREFIX = "__children__"
+
+
+def count_column(rel: Relationship) -> str:
+    """The parent-table column that carries a parent row's number of children under ``rel``."""
+    return f"{COUNT_PREFIX}{rel.child_table_name}__{rel.child_foreign_key}"
+
+
+def is_count_column(name: str) -> bool:
+    return name.startswith(COUNT_PREFIX)
+
+
+def child_counts(parent_keys: pd.Series, child_fk: pd.Series) -> np.ndarray:
+    """For each parent key, how many child rows point at it (zeros included)."""
+    counts = child_fk.dropna().value_counts()
+    return parent_keys.map(counts).fillna(0).to_numpy(dtype="int64")
+
+
+def calibrate_counts(generated: np.ndarray, real_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rank-map generated counts onto the real count distribution.
+
+    A generated count keeps its rank among its siblings (so a parent the model gave many
+    children still has many), but the values are the real distribution's, which keeps the
+    zeros and the long tail (the maximum) that GAN outputs smooth away. Ties are broken at
+    random so equal generated counts spread over the real values they straddle.
+    """
+    n = len(generated)
+    if n == 0 or len(real_counts) == 0:
+        return np.zeros(n, dtype="int64")
+    order = np.lexsort((rng.random(n), generated))
+    ranks = np.empty(n)
+    ranks[order] = (np.arange(n) + 0.5) / n
+    real_sorted = np.sort(real_counts)
+    return real_sorted[np.minimum((ranks * len(real_sorted)).astype(int), len(real_sorted) - 1)].astype("int64")

@@ -1,0 +1,239 @@
+"""A CTGAN trained by a step budget, with an optional per-row context vector.
+
+Built from the ``ctgan`` package's pieces (mode-specific normalisation in its
+DataTransformer, its Generator/Discriminator layers, training-by-sampling through its
+DataSampler). Two changes matter here:
+
+* training runs for a fixed number of optimiser steps, so cost grows with the budget,
+  not with the row count, and the transformer is fitted on a row sample;
+* each row may carry a context vector (its encoded parent row). The generator gets
+  noise + conditional vector + context, the discriminator sees row + conditional
+  vector + context, so children are generated *given* their parent. With no context the
+  model is a plain CTGAN.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from ctgan.data_sampler import DataSampler
+from ctgan.data_transformer import DataTransformer
+from ctgan.synthesizers.ctgan import Discriminator, Generator
+from torch import optim
+from torch.nn import functional
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GanSettings:
+    steps: int = 300
+    batch_size: int = 300
+    embedding_dim: int = 64
+    generator_dim: tuple[int, ...] = (128, 128)
+    discriminator_dim: tuple[int, ...] = (128, 128)
+    learning_rate: float = 1e-3
+    pac: int = 10
+    transformer_sample: int = 2000
+    device: str = "cpu"
+
+
+class _SyncTransformer(DataTransformer):
+    """ctgan's DataTransformer without its joblib process pool (slower than serial here)."""
+
+    def transform(self, raw_data: pd.DataFrame) -> np.ndarray:
+        parts = self._synchronous_transform(raw_data, self._column_transform_info_list)
+        return np.concatenate(parts, axis=1).astype("float32")
+
+
+@dataclass
+class TrainingLog:
+    steps: int = 0
+    seconds: float = 0.0
+    generator_loss: list[float] = field(default_factory=list)
+    discriminator_loss: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        g, d = self.generator_loss, self.discriminator_loss
+        tail = max(1, len(g) // 10)
+        return {
+            "steps": self.steps, "seconds": round(self.seconds, 2),
+            "steps_per_second": round(self.steps / self.seconds, 1) if self.seconds else 0.0,
+            "generator_loss_first": round(float(np.mean(g[:tail])), 4) if g else 0.0,
+            "generator_loss_last": round(float(np.mean(g[-tail:])), 4) if g else 0.0,
+            "discriminator_loss_first": round(float(np.mean(d[:tail])), 4) if d else 0.0,
+            "discriminator_loss_last": round(float(np.mean(d[-tail:])), 4) if d else 0.0,
+        }
+
+
+class ContextCTGAN:
+    """Fit on a frame (+ optional context matrix), sample rows (given context rows)."""
+
+    def __init__(self, settings: GanSettings = GanSettings()):
+        self.settings = settings
+        self.training = TrainingLog()
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: pd.DataFrame, discrete_columns: list[str], context: np.ndarray | None = None,
+            seed: int = 0, label: str = "") -> "ContextCTGAN":
+        s = self.settings
+        _seed_everything(seed)
+        device = torch.device(s.device)
+        self.columns = list(data.columns)
+        self.context_dim = 0 if context is None else context.shape[1]
+        sample = data if len(data) <= s.transformer_sample else data.sample(s.transformer_sample, random_state=seed)
+        self.transformer = _SyncTransformer()
+        self.transformer.fit(sample, discrete_columns)
+        train = self.transformer.transform(data)
+        self.sampler = DataSampler(train, self.transformer.output_info_list, log_frequency=True)
+        self._category_probs = self._true_category_probs(train)
+        data_dim = self.transformer.output_dimensions
+        cond_dim = self.sampler.dim_cond_vec()
+        self.generator = Generator(s.embedding_dim + cond_dim + self.context_dim, s.generator_dim, data_dim).to(device)
+        discriminator = Discriminator(data_dim + cond_dim + self.context_dim, s.discriminator_dim, pac=s.pac).to(device)
+        opt_g = optim.Adam(self.generator.parameters(), lr=s.learning_rate, betas=(0.5, 0.9), weight_decay=1e-6)
+        opt_d = optim.Adam(discriminator.parameters(), lr=s.learning_rate, betas=(0.5, 0.9), weight_decay=1e-6)
+        batch = max(s.pac, min(s.batch_size, len(train)) // s.pac * s.pac)
+        ctx = None if context is None else torch.from_numpy(context.astype("float32")).to(device)
+        train_t = torch.from_numpy(train).to(device)
+        started, report_every = time.perf_counter(), max(1, s.steps // 5)
+        self.training = TrainingLog()
+        for step in range(s.steps):
+            loss_d = self._discriminator_step(discriminator, opt_d, train_t, ctx, batch, device)
+            loss_g = self._generator_step(discriminator, opt_g, train_t, ctx, batch, device)
+            self.training.generator_loss.append(loss_g)
+            self.training.discriminator_loss.append(loss_d)
+            if (step + 1) % report_every == 0:
+                elapsed = time.perf_counter() - started
+                log.info("%s: step %d/%d, %.1f steps/s, loss G %.3f D %.3f", label or "model", step + 1, s.steps,
+                         (step + 1) / elapsed, loss_g, loss_d)
+        self.training.steps = s.steps
+        self.training.seconds = time.perf_counter() - started
+        self.generator.eval()
+        return self
+
+    def _condition(self, batch: int, device):
+        condvec = self.sampler.sample_condvec(batch)
+        if condvec is None:
+            return None, None, None, None
+        c, m, col, opt = condvec
+        return torch.from_numpy(c).to(device), torch.from_numpy(m).to(device), col, opt
+
+    def _real_rows(self, train_t, batch, col, opt):
+        """Row indices of real rows matching the sampled conditions (training by sampling)."""
+        if col is None:
+            return torch.from_numpy(np.random.randint(len(train_t), size=batch))
+        idx = [np.random.choice(self.sampler._rid_by_cat_cols[c][o]) for c, o in zip(col, opt)]
+        return torch.from_numpy(np.asarray(idx))
+
+    def _fake(self, batch, c, ctx_rows, device):
+        z = torch.randn(batch, self.settings.embedding_dim, device=device)
+        parts = [z] + [t for t in (c, ctx_rows) if t is not None]
+        raw = self.generator(torch.cat(parts, dim=1))
+        return raw, self._activate(raw)
+
+    def _discriminator_step(self, disc, opt, train_t, ctx, batch, device) -> float:
+        c, _, col, opt_ = self._condition(batch, device)
+        perm = np.random.permutation(batch)
+        real_idx = self._real_rows(train_t, batch, None if col is None else col[perm], None if opt_ is None else opt_[perm])
+        # Fake rows are generated for the same contexts as the real rows they are compared with.
+        ctx_rows = None if ctx is None else ctx[real_idx]
+        c_fake = None if c is None else c[perm]
+        _, fake = self._fake(batch, c_fake, ctx_rows, device)
+        real = train_t[real_idx]
+        extra = [t for t in (c_fake, ctx_rows) if t is not None]
+        real_cat, fake_cat = torch.cat([real, *extra], dim=1), torch.cat([fake, *extra], dim=1)
+        pen = disc.calc_gradient_penalty(real_cat, fake_cat, device, self.settings.pac)
+        loss = -(torch.mean(disc(real_cat)) - torch.mean(disc(fake_cat)))
+        opt.zero_grad(set_to_none=False)
+        pen.backward(retain_graph=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def _generator_step(self, disc, opt, train_t, ctx, batch, device) -> float:
+        c, m, col, opt_ = self._condition(batch, device)
+        ctx_rows = None
+        if ctx is not None:
+            ctx_rows = ctx[self._real_rows(train_t, batch, col, opt_)]
+        raw, fake = self._fake(batch, c, ctx_rows, device)
+        extra = [t for t in (c, ctx_rows) if t is not None]
+        y_fake = disc(torch.cat([fake, *extra], dim=1))
+        cross_entropy = 0 if c is None else self._cond_loss(raw, c, m)
+        loss = -torch.mean(y_fake) + cross_entropy
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    # --------------------------------------------------------------- sample
+    @torch.no_grad()
+    def sample(self, n: int, context: np.ndarray | None = None, seed: int = 0) -> pd.DataFrame:
+        if n == 0:
+            return pd.DataFrame({c: pd.Series(dtype=self.transformer._column_raw_dtypes[c]) for c in self.columns})
+        _seed_everything(seed)
+        device = torch.device(self.settings.device)
+        chunks, step = [], 4096
+        for start in range(0, n, step):
+            size = min(step, n - start)
+            c = self._sample_condition(size, device)
+            ctx = None if context is None else torch.from_numpy(context[start:start + size].astype("float32")).to(device)
+            _, fake = self._fake(size, c, ctx, device)
+            chunks.append(fake.cpu().numpy())
+        return self.transformer.inverse_transform(np.concatenate(chunks))
+
+    def _sample_condition(self, n: int, device):
+        """Condition on one discrete column, its category drawn at its *real* frequency."""
+        if self.sampler.dim_cond_vec() == 0:
+            return None
+        cond = np.zeros((n, self.sampler.dim_cond_vec()), dtype="float32")
+        cols = np.random.randint(len(self._category_probs), size=n)
+        for j, (offset, probs) in enumerate(self._category_probs):
+            rows = np.nonzero(cols == j)[0]
+            cond[rows, offset + np.random.choice(len(probs), size=len(rows), p=probs)] = 1
+        return torch.from_numpy(cond).to(device)
+
+    def _true_category_probs(self, train: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        out, st, cond_st = [], 0, 0
+        for info in self.transformer.output_info_list:
+            dim = sum(span.dim for span in info)
+            if len(info) == 1 and info[0].activation_fn == "softmax":
+                freq = train[:, st:st + dim].sum(axis=0)
+                out.append((cond_st, freq / freq.sum()))
+                cond_st += dim
+            st += dim
+        return out
+
+    # ------------------------------------------------------------- ctgan math
+    def _activate(self, data):
+        parts, st = [], 0
+        for info in self.transformer.output_info_list:
+            for span in info:
+                ed = st + span.dim
+                if span.activation_fn == "tanh":
+                    parts.append(torch.tanh(data[:, st:ed]))
+                else:
+                    parts.append(functional.gumbel_softmax(data[:, st:ed], tau=0.2))
+                st = ed
+        return torch.cat(parts, dim=1)
+
+    def _cond_loss(self, data, c, m):
+        losses, st, st_c = [], 0, 0
+        for info in self.transformer.output_info_list:
+            if len(info) != 1 or info[0].activation_fn != "softmax":
+                st += sum(span.dim for span in info)
+                continue
+            ed, ed_c = st + info[0].dim, st_c + info[0].dim
+            losses.append(functional.cross_entropy(data[:, st:ed], torch.argmax(c[:, st_c:ed_c], dim=1), reduction="none"))
+            st, st_c = ed, ed_c
+        return (torch.stack(losses, dim=1) * m).sum() / data.size()[0]
+
+
+def _seed_everything(seed: int) -> None:
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

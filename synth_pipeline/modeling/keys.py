@@ -1,0 +1,126 @@
+"""Key formats inferred from real values, and fresh unique keys generated in them.
+
+Keys are never learned as categories. A format is one of:
+
+* ``integer``: whole numbers; fresh keys are 1..n;
+* ``uuid``: UUIDs of the real data's version; fresh keys from the seeded generator;
+* ``pattern``: every value has the same shape of letter runs, digit runs and separators
+  (``ENR-2023-00042``, ``EMP-0042``, ``MATH-101``). The last digit run becomes a counter
+  (zero-padded to the real width, widened when n needs it); the other runs are drawn
+  from the real values' runs at their real frequencies;
+* ``string``: anything else; fresh keys are ``K`` + a zero-padded counter.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-([0-9a-fA-F])[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+TOKEN_RE = re.compile(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9]+")
+
+
+@dataclass
+class KeyFormat:
+    kind: str
+    uuid_version: int = 4
+    tokens: list[tuple[str, object]] = field(default_factory=list)  # (kind, payload)
+    counter_width: int = 6
+
+    # ---------------------------------------------------------------- fit
+    @classmethod
+    def infer(cls, values: pd.Series) -> "KeyFormat":
+        values = values.dropna()
+        if len(values) == 0:
+            return cls("integer")
+        if pd.api.types.is_integer_dtype(values) or (
+                pd.api.types.is_float_dtype(values) and np.all(values == np.round(values))):
+            return cls("integer")
+        text = values.astype(str)
+        versions = text.str.extract(UUID_RE)[0]
+        if versions.notna().all():
+            return cls("uuid", uuid_version=int(versions.mode().iat[0], 16))
+        return _infer_pattern(text) or cls("string", counter_width=max(6, len(str(len(text)))))
+
+    @property
+    def regex(self) -> str:
+        """A regular expression every generated (and real) key of this format matches."""
+        if self.kind == "integer":
+            return r"-?[0-9]+"
+        if self.kind == "uuid":
+            return r"[0-9a-f]{8}-[0-9a-f]{4}-" + f"{self.uuid_version:x}" + r"[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"
+        if self.kind == "string":
+            return r"K[0-9]+"
+        parts = []
+        for kind, payload in self.tokens:
+            if kind == "const":
+                parts.append(re.escape(str(payload)))
+            elif kind == "counter":
+                parts.append(f"[0-9]{{{self.counter_width},}}")
+            else:
+                parts.append("(" + "|".join(re.escape(str(v)) for v in payload[0]) + ")")
+        return "".join(parts)
+
+    def matches(self, values: pd.Series) -> pd.Series:
+        return values.astype(str).str.fullmatch(self.regex)
+
+    # ----------------------------------------------------------- generate
+    def generate(self, n: int, rng: np.random.Generator, start: int = 0) -> np.ndarray:
+        """``n`` distinct keys (counter values ``start+1 .. start+n``)."""
+        if self.kind == "integer":
+            return np.arange(start + 1, start + n + 1, dtype="int64")
+        if self.kind == "uuid":
+            raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+            return np.array([str(uuid.UUID(bytes=bytes(r), version=self.uuid_version)) for r in raw], dtype=object)
+        counter = np.arange(start + 1, start + n + 1)
+        width = max(self.counter_width, len(str(counter[-1]))) if n else self.counter_width
+        numbers = pd.Series(counter).astype(str).str.zfill(width)
+        if self.kind == "string":
+            return ("K" + numbers).to_numpy(dtype=object)
+        out = pd.Series([""] * n, dtype=object)
+        for kind, payload in self.tokens:
+            if kind == "const":
+                out = out + str(payload)
+            elif kind == "counter":
+                out = out + numbers
+            else:
+                choices, probs = payload
+                out = out + pd.Series(np.asarray(choices, dtype=object)[rng.choice(len(choices), n, p=probs)])
+        return out.to_numpy(dtype=object)
+
+
+def _infer_pattern(text: pd.Series) -> KeyFormat | None:
+    split = text.map(TOKEN_RE.findall)
+    shapes = split.map(lambda toks: tuple(_token_class(t) for t in toks))
+    if shapes.nunique() != 1:
+        return None
+    shape = shapes.iat[0]
+    digit_positions = [i for i, c in enumerate(shape) if c == "digit"]
+    if not digit_positions:
+        return None
+    counter_at = digit_positions[-1]
+    columns = list(zip(*split.tolist()))
+    tokens: list[tuple[str, object]] = []
+    for i, col in enumerate(columns):
+        if i == counter_at:
+            tokens.append(("counter", None))
+            continue
+        counts = pd.Series(col).value_counts()
+        if len(counts) == 1:
+            tokens.append(("const", counts.index[0]))
+        else:
+            tokens.append(("choice", (counts.index.tolist(), (counts / counts.sum()).to_numpy())))
+    widths = pd.Series(columns[counter_at]).str.len()
+    return KeyFormat("pattern", tokens=tokens, counter_width=int(widths.min()))
+
+
+def _token_class(token: str) -> str:
+    if token.isdigit():
+        return "digit"
+    if token.isalpha():
+        return "alpha"
+    return token  # separators must match exactly

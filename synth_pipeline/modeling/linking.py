@@ -1,0 +1,58 @@
+"""Point generated child rows at generated parent rows.
+
+Primary parents own their children (a parent with 5 generated fees gets 5 fee rows).
+Other foreign keys are linked under capacities: each candidate parent's capacity is the
+child count generated for it, so the second parent's own children-per-parent
+distribution survives too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def allocate(total: int, capacity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Integer shares of ``total`` proportional to ``capacity`` (largest remainder, random ties)."""
+    capacity = np.asarray(capacity, dtype=float)
+    if len(capacity) == 0:
+        raise ValueError("no parent rows to link to")
+    if capacity.sum() <= 0:
+        capacity = np.ones_like(capacity)
+    target = capacity / capacity.sum() * total
+    base = np.floor(target).astype("int64")
+    short = total - int(base.sum())
+    if short > 0:
+        remainder = target - base
+        extra = rng.choice(len(capacity), size=short, replace=False, p=remainder / remainder.sum()) \
+            if np.count_nonzero(remainder) >= short else rng.choice(len(capacity), size=short, p=capacity / capacity.sum())
+        np.add.at(base, extra, 1)
+    return base
+
+
+def link_by_capacity(n_rows: int, parent_keys: np.ndarray, capacity: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``n_rows`` parent keys, parent i used about ``capacity[i]`` times (rescaled to fit)."""
+    shares = allocate(n_rows, capacity, rng)
+    keys = np.repeat(np.asarray(parent_keys, dtype=object), shares)
+    rng.shuffle(keys)
+    return keys
+
+
+def link_self(keys: np.ndarray, has_parent: np.ndarray, capacity: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
+    """Parents within the same table, always earlier in a random order: a forest, no cycles."""
+    n = len(keys)
+    order = np.concatenate([np.nonzero(~has_parent)[0], rng.permutation(np.nonzero(has_parent)[0])])
+    weight = np.asarray(capacity, dtype=float)[order] + 0.1
+    out = np.full(n, None, dtype=object)
+    for pos in range(1, n):
+        row = order[pos]
+        if has_parent[row]:
+            w = weight[:pos]
+            out[row] = keys[order[rng.choice(pos, p=w / w.sum())]]
+    return out
+
+
+def null_mask(n: int, null_rate: float, rng: np.random.Generator) -> np.ndarray:
+    return rng.random(n) < null_rate

@@ -1,0 +1,185 @@
+"""The per-table model: fit on the real table, sample given the synthetic parents.
+
+What a model of table ``t`` holds:
+
+* a CTGAN over ``t``'s modelled columns plus one child-count column per relationship in
+  which ``t`` is the parent, so counts correlate with the row's attributes and each other;
+* the real children-per-parent distributions, to calibrate generated counts by rank;
+* key formats (primary and alternate keys) and identity-column specs, never real values;
+* each foreign key's null rate.
+
+Rows of a child table are created per synthetic primary parent from that parent's
+calibrated count; other foreign keys are linked under the second parent's own counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.modeling import linking
+from synth_pipeline.modeling.cardinality import calibrate_counts, child_counts, count_column
+from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
+from synth_pipeline.modeling.keys import KeyFormat
+from synth_pipeline.modeling.pii import IdentitySpec
+from synth_pipeline.modeling.transforms import TableCodec
+from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
+
+log = logging.getLogger(__name__)
+
+QUALITY_STEPS = {"fast": (60, 150), "default": (250, 900), "best": (1000, 4000)}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    quality: str = "default"
+    steps: int | None = None  # overrides the quality preset
+    device: str = "cpu"
+
+    def steps_for(self, rows: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        low, high = QUALITY_STEPS[self.quality]
+        return int(min(high, low + rows // 30))
+
+
+def table_seed(run_seed: int, table: str, purpose: str = "") -> int:
+    """One seed per table and purpose, derived from the run seed and the names."""
+    return (run_seed * 1_000_003 + zlib.crc32(f"{table}/{purpose}".encode())) % (2**31)
+
+
+@dataclass
+class TableModel:
+    table: str
+    real_rows: int
+    codec: TableCodec | None
+    gan: ContextCTGAN | None
+    key_formats: dict[str, KeyFormat]
+    identities: list[IdentitySpec]
+    real_counts: dict[str, np.ndarray]  # count column -> real children-per-parent values
+    fk_null_rates: dict[str, float]
+    column_order: list[str]
+    fit_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------- fit
+    @classmethod
+    def fit(cls, metadata: Metadata, name: str, real: dict[str, pd.DataFrame], settings: ModelSettings,
+            seed: int) -> "TableModel":
+        started = time.perf_counter()
+        table = metadata.table(name)
+        frame = real[name]
+        keys = metadata.key_columns(name)
+        fk_columns = {r.child_foreign_key for r in metadata.foreign_keys(name)}
+        id_keys = [c.name for c in table.columns.values() if c.sdtype == ID_SDTYPE and c.name not in fk_columns]
+        key_formats = {k: KeyFormat.infer(frame[k]) for k in id_keys}
+        identities = [IdentitySpec.fit(c.name, c.sdtype, frame[c.name]) for c in table.columns.values()
+                      if c.is_identity_text and c.name not in keys]
+        modelled = [c for c in table.columns.values()
+                    if c.sdtype in MODELLED_SDTYPES and c.name not in keys and c.name not in key_formats]
+        real_counts: dict[str, np.ndarray] = {}
+        training = frame[[c.name for c in modelled]].copy()
+        pk = table.single_primary_key
+        for rel in metadata.child_relationships(name):
+            col = count_column(rel)
+            counts = child_counts(frame[pk], real[rel.child_table_name][rel.child_foreign_key])
+            real_counts[col] = counts
+            training[col] = counts
+            modelled.append(Column(col, "numerical", computer_representation="Int64"))
+        codec = gan = None
+        if modelled and len(frame):
+            codec = TableCodec.fit(training, modelled)
+            steps = settings.steps_for(len(frame))
+            gan = ContextCTGAN(GanSettings(steps=steps, device=settings.device))
+            log.info("%s: fitting CTGAN on %d rows x %d columns, %d steps", name, len(frame), len(modelled), steps)
+            gan.fit(codec.encode(training), codec.discrete_columns, seed=seed, label=name)
+        return cls(
+            table=name, real_rows=len(frame), codec=codec, gan=gan, key_formats=key_formats,
+            identities=identities, real_counts=real_counts,
+            fk_null_rates={r.child_foreign_key: float(frame[r.child_foreign_key].isna().mean())
+                           for r in metadata.foreign_keys(name)},
+            column_order=list(table.columns) + list(real_counts),
+            fit_seconds=time.perf_counter() - started,
+        )
+
+    # ---------------------------------------------------------------- sample
+    def sample(self, metadata: Metadata, parents: dict[str, pd.DataFrame], scale: float, seed: int) -> pd.DataFrame:
+        """Synthetic rows of this table given the (repaired) synthetic parent tables."""
+        rng = np.random.default_rng(seed)
+        primary = metadata.primary_relationship(self.table)
+        if primary is None:
+            n = int(round(self.real_rows * scale))
+            owners = None
+        else:
+            parent = parents[primary.parent_table_name]
+            counts = parent[count_column(primary)].to_numpy(dtype="int64")
+            owners = np.repeat(parent[primary.parent_primary_key].to_numpy(dtype=object), counts)
+            n = len(owners)
+        out = self._sample_columns(n, seed)
+        for name, fmt in self.key_formats.items():
+            out[name] = fmt.generate(n, rng)
+        for spec in self.identities:
+            out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out).to_numpy()
+        if primary is not None:
+            out[primary.child_foreign_key] = owners
+        for rel in metadata.second_relationships(self.table):
+            out[rel.child_foreign_key] = self._link(rel, out, parents, rng)
+        return out[self.column_order]
+
+    def _sample_columns(self, n: int, seed: int) -> pd.DataFrame:
+        if self.gan is None:
+            return pd.DataFrame(index=range(n))
+        raw = self.codec.decode(self.gan.sample(n, seed=seed))
+        rng = np.random.default_rng(seed + 1)
+        for col, real in self.real_counts.items():
+            raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
+        return raw.reset_index(drop=True)
+
+    def _link(self, rel: Relationship, rows: pd.DataFrame, parents: dict[str, pd.DataFrame],
+              rng: np.random.Generator) -> np.ndarray:
+        n = len(rows)
+        has_parent = ~linking.null_mask(n, self.fk_null_rates.get(rel.child_foreign_key, 0.0), rng)
+        source = rows if rel.is_self_reference else parents[rel.parent_table_name]
+        capacity = source[count_column(rel)].to_numpy(dtype=float)
+        keys = source[rel.parent_primary_key].to_numpy(dtype=object)
+        if rel.is_self_reference:
+            return linking.link_self(keys, has_parent, capacity, rng)
+        out = np.full(n, None, dtype=object)
+        if has_parent.any():
+            out[has_parent] = linking.link_by_capacity(int(has_parent.sum()), keys, capacity, rng)
+        return out
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            pickle.dump(self, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(path)
+
+    @staticmethod
+    def load(path: str | Path) -> "TableModel":
+        with Path(path).open("rb") as fh:
+            return pickle.load(fh)
+
+    def describe(self) -> dict[str, object]:
+        summary: dict[str, object] = {"real_rows": self.real_rows, "fit_seconds": round(self.fit_seconds, 2),
+                                      "key_formats": {k: f.kind for k, f in self.key_formats.items()},
+                                      "identity_columns": [s.column for s in self.identities]}
+        if self.gan is not None:
+            summary["training"] = self.gan.training.summary()
+        return summary
+
+
+def real_subset_for(metadata: Metadata, name: str) -> list[str]:
+    """The real tables a model of ``name`` reads: itself and its children (for counts)."""
+    return [name] + [r.child_table_name for r in metadata.child_relationships(name) if not r.is_self_reference]
+

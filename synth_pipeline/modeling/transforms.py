@@ -1,0 +1,167 @@
+"""Turn a table's modelled columns into a frame CTGAN can learn, and back.
+
+Dates become day numbers, booleans and categories become strings (nulls a category of
+their own), numeric nulls become a fill value plus a null-indicator category. After
+sampling, numeric and date columns are mapped by rank onto the real marginal
+distribution (interpolated quantiles, so values are new, not copied), integers are
+rounded and nulls restored: the GAN's joint structure is kept, its marginal errors are not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.schema.metadata import Column
+
+NULL = "__null__"
+EPOCH = pd.Timestamp("1970-01-01")
+QUANTILES = 1001
+FEW_VALUES = 12
+
+
+@dataclass
+class ColumnCodec:
+    name: str
+    kind: str  # "numerical" | "datetime" | "categorical" | "boolean"
+    integer: bool = False
+    decimals: int | None = None
+    few_values: bool = False  # a numeric column with a handful of values is learned as categories
+    null_rate: float = 0.0
+    quantiles: np.ndarray | None = None
+    categories: list = field(default_factory=list)
+    datetime_unit: str = "D"
+    dtype: str = "object"
+
+    @property
+    def null_column(self) -> str:
+        return f"{self.name}.__isnull__"
+
+
+@dataclass
+class TableCodec:
+    columns: list[ColumnCodec]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, columns: list[Column]) -> "TableCodec":
+        return cls([_fit_column(frame[c.name], c) for c in columns])
+
+    @property
+    def discrete_columns(self) -> list[str]:
+        out = []
+        for c in self.columns:
+            if c.kind in ("categorical", "boolean") or c.few_values:
+                out.append(c.name)
+            elif 0 < c.null_rate < 1:
+                out.append(c.null_column)
+        return out
+
+    def encode(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = {}
+        for c in self.columns:
+            values = frame[c.name]
+            if c.few_values:
+                values = pd.to_numeric(values, errors="coerce").astype(float)
+            if c.kind in ("categorical", "boolean") or c.few_values:
+                out[c.name] = values.astype(object).where(values.notna(), NULL).astype(str)
+                continue
+            numbers = _to_number(values, c)
+            fill = np.nanmedian(numbers) if np.isfinite(numbers).any() else 0.0
+            out[c.name] = np.where(np.isnan(numbers), fill, numbers)
+            if 0 < c.null_rate < 1:
+                out[c.null_column] = np.where(np.isnan(numbers), "yes", "no")
+        return pd.DataFrame(out, index=frame.index)
+
+    def decode(self, encoded: pd.DataFrame) -> pd.DataFrame:
+        out = {}
+        for c in self.columns:
+            values = encoded[c.name]
+            if c.kind in ("categorical", "boolean"):
+                out[c.name] = _decode_category(values, c)
+                continue
+            if c.few_values:
+                decoded = _decode_category(values, c)
+                numbers = pd.to_numeric(decoded, errors="coerce").to_numpy(dtype=float)
+                out[c.name] = _from_number(numbers, np.isnan(numbers), c)
+                continue
+            numbers = _rank_map(values.to_numpy(dtype=float), c.quantiles)
+            if c.integer:
+                numbers = np.round(numbers)
+            elif c.decimals is not None:
+                numbers = np.round(numbers, c.decimals)
+            if c.null_rate >= 1:
+                is_null = np.ones(len(numbers), dtype=bool)
+            elif c.null_rate > 0:
+                is_null = encoded[c.null_column].astype(str).to_numpy() == "yes"
+            else:
+                is_null = np.zeros(len(numbers), dtype=bool)
+            out[c.name] = _from_number(numbers, is_null, c)
+        return pd.DataFrame(out, index=encoded.index)
+
+
+def _fit_column(values: pd.Series, column: Column) -> ColumnCodec:
+    kind = column.sdtype
+    codec = ColumnCodec(name=column.name, kind=kind, null_rate=float(values.isna().mean()), dtype=str(values.dtype))
+    if kind in ("categorical", "boolean"):
+        codec.categories = sorted(values.dropna().unique().tolist(), key=str)
+        return codec
+    numbers = _to_number(values, codec)
+    finite = numbers[np.isfinite(numbers)]
+    codec.integer = kind == "numerical" and (column.computer_representation or "").startswith("Int") or (
+        kind == "numerical" and len(finite) > 0 and bool(np.all(finite == np.round(finite))))
+    if kind == "datetime":
+        codec.integer = True
+    distinct = np.unique(finite)
+    if kind == "numerical" and 0 < len(distinct) <= FEW_VALUES:
+        codec.few_values = True
+        codec.categories = distinct.tolist()
+    if kind == "numerical" and not codec.integer:
+        codec.decimals = _decimals(finite)
+    codec.quantiles = np.quantile(finite, np.linspace(0, 1, QUANTILES)) if len(finite) else np.zeros(QUANTILES)
+    return codec
+
+
+def _to_number(values: pd.Series, codec: ColumnCodec) -> np.ndarray:
+    if codec.kind == "datetime":
+        stamps = pd.to_datetime(values, errors="coerce")
+        return ((stamps - EPOCH) / pd.Timedelta(1, codec.datetime_unit)).to_numpy(dtype=float)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
+def _from_number(numbers: np.ndarray, is_null: np.ndarray, codec: ColumnCodec) -> pd.Series:
+    if codec.kind == "datetime":
+        stamps = EPOCH + pd.to_timedelta(np.where(is_null, 0, numbers), unit=codec.datetime_unit)
+        return pd.Series(stamps).where(~is_null)
+    if codec.integer:
+        series = pd.Series(np.where(is_null, 0, numbers).astype("int64"))
+        return series.astype("Int64").where(~is_null) if is_null.any() else series
+    return pd.Series(np.where(is_null, np.nan, numbers))
+
+
+def _decimals(values: np.ndarray, most: int = 6) -> int | None:
+    """The number of decimals every value fits in (None when more than ``most``)."""
+    sample = values[:5000]
+    for d in range(most + 1):
+        if np.allclose(sample, np.round(sample, d), rtol=0, atol=1e-9):
+            return d
+    return None
+
+
+def _rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Keep each value's rank among the samples, take the real distribution's value there."""
+    if len(values) == 0:
+        return values
+    ranks = (pd.Series(values).rank(method="first").to_numpy() - 0.5) / len(values)
+    return np.interp(ranks, np.linspace(0, 1, len(quantiles)), quantiles)
+
+
+def _decode_category(values: pd.Series, codec: ColumnCodec) -> pd.Series:
+    lookup = {str(v): v for v in codec.categories}
+    if codec.few_values:
+        lookup = {str(float(v)): v for v in codec.categories}
+    decoded = values.astype(str).map(lookup)
+    if codec.kind == "boolean":
+        return decoded.astype("boolean") if decoded.isna().any() else decoded.astype(bool)
+    return decoded.astype(object)

@@ -1,0 +1,98 @@
+"""Write a set of tables as one DuckDB database with PRIMARY KEY / FOREIGN KEY declared.
+
+DuckDB verifies every key on insert, so a database this module finishes writing is
+referentially sound. The file is built beside its destination and moved into place only
+when complete: a reader never sees a half-written database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.errors import SynthPipelineError
+from synth_pipeline.schema.metadata import Metadata, Table
+
+
+class PublishError(SynthPipelineError):
+    """DuckDB refused the tables (a key constraint failed)."""
+
+
+def write_database(tables: dict[str, pd.DataFrame], metadata: Metadata, path: str | Path,
+                   constraints: bool = True) -> Path:
+    """Write ``tables`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            for name in metadata.topological_order():
+                frame = tables[name][list(metadata.tables[name].columns)]
+                con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints))
+                for part in _insert_batches(metadata, name, frame):
+                    con.register("incoming", part)
+                    con.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
+                    con.unregister("incoming")
+            con.execute("CHECKPOINT")
+        os.replace(tmp, path)
+    except duckdb.ConstraintException as exc:
+        raise PublishError(f"publishing {path.name}: {str(exc).splitlines()[0]}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return path
+
+
+def duckdb_type(series: pd.Series, sdtype: str, datetime_format: str | None) -> str:
+    if sdtype == "datetime" or pd.api.types.is_datetime64_any_dtype(series):
+        fmt = datetime_format or ""
+        return "TIMESTAMP" if any(tok in fmt for tok in ("%H", "%M", "%S")) else "DATE"
+    if pd.api.types.is_bool_dtype(series):
+        return "BOOLEAN"
+    if pd.api.types.is_integer_dtype(series):
+        return "BIGINT"
+    if pd.api.types.is_float_dtype(series):
+        return "DOUBLE"
+    return "VARCHAR"
+
+
+def _create_statement(metadata: Metadata, table: Table, frame: pd.DataFrame, constraints: bool) -> str:
+    cols = [f'"{c.name}" {duckdb_type(frame[c.name], c.sdtype, c.datetime_format)}' for c in table.columns.values()]
+    if constraints:
+        cols.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in table.primary_key) + ")")
+        for rel in metadata.foreign_keys(table.name):
+            cols.append(f'FOREIGN KEY ("{rel.child_foreign_key}") REFERENCES "{rel.parent_table_name}" ("{rel.parent_primary_key}")')
+    return f'CREATE TABLE "{table.name}" (' + ", ".join(cols) + ")"
+
+
+def _insert_batches(metadata: Metadata, name: str, frame: pd.DataFrame):
+    """One batch, or for a self-referencing table one batch per level of its hierarchy."""
+    self_refs = [r for r in metadata.foreign_keys(name) if r.is_self_reference]
+    if not self_refs:
+        yield frame
+        return
+    rel = self_refs[0]
+    level = hierarchy_levels(frame[rel.parent_primary_key], frame[rel.child_foreign_key])
+    for depth in np.unique(level):
+        yield frame[level == depth]
+
+
+def hierarchy_levels(keys: pd.Series, parents: pd.Series) -> np.ndarray:
+    """Depth of each row in a self-referencing hierarchy (roots and dangling links: 0)."""
+    position = pd.Series(np.arange(len(keys)), index=keys.to_numpy())
+    parent_pos = parents.map(position).to_numpy()
+    level = np.zeros(len(keys), dtype=int)
+    for _ in range(len(keys)):
+        has_parent = ~pd.isna(parent_pos)
+        new = level.copy()
+        idx = parent_pos[has_parent].astype(int)
+        new[has_parent] = level[idx] + 1
+        if np.array_equal(new, level):
+            break
+        level = new
+    return level

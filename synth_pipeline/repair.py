@@ -1,0 +1,87 @@
+"""Post-generation repair: whatever the model could not guarantee, enforce here.
+
+* primary keys: nulls and duplicates get fresh keys of the table's format (composite
+  keys: duplicate rows are dropped);
+* alternate (business) keys: duplicates get fresh values;
+* foreign keys: a value that is not a key of the synthetic parent is pointed at a random
+  existing parent (or set null when the real column had nulls).
+
+Every fix is counted, so the report can say how much repair was needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.modeling.keys import KeyFormat
+from synth_pipeline.modeling.table_model import TableModel
+from synth_pipeline.schema.metadata import Metadata
+
+
+@dataclass
+class RepairLog:
+    fixes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, what: str, count: int) -> None:
+        if count:
+            self.fixes[what] = self.fixes.get(what, 0) + int(count)
+
+    @property
+    def total(self) -> int:
+        return sum(self.fixes.values())
+
+
+def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: dict[str, pd.DataFrame],
+                 model: TableModel, seed: int) -> tuple[pd.DataFrame, RepairLog]:
+    rng = np.random.default_rng(seed)
+    table = metadata.table(name)
+    frame = frame.reset_index(drop=True).copy()
+    repairs = RepairLog()
+    pk = table.single_primary_key
+    if pk is not None:
+        fmt = model.key_formats.get(pk) or KeyFormat.infer(frame[pk])
+        repairs.add(f"primary key {pk}", _refresh_duplicates(frame, pk, fmt, rng))
+    for key in table.alternate_keys:
+        if key in model.key_formats:
+            repairs.add(f"alternate key {key}", _refresh_duplicates(frame, key, model.key_formats[key], rng))
+    for rel in metadata.foreign_keys(name):
+        source = frame if rel.is_self_reference else parents[rel.parent_table_name]
+        valid = source[rel.parent_primary_key].to_numpy(dtype=object)
+        values = frame[rel.child_foreign_key]
+        bad = values.notna() & ~values.isin(valid)
+        if model.fk_null_rates.get(rel.child_foreign_key, 0.0) == 0.0:
+            bad |= values.isna()
+        if bad.any():
+            if model.fk_null_rates.get(rel.child_foreign_key, 0.0) > 0 or len(valid) == 0:
+                frame.loc[bad, rel.child_foreign_key] = None
+            else:
+                frame.loc[bad, rel.child_foreign_key] = rng.choice(valid, int(bad.sum()))
+        repairs.add(f"foreign key {rel.child_foreign_key}", int(bad.sum()))
+    if len(table.primary_key) > 1:
+        dup = frame.duplicated(list(table.primary_key)) | frame[list(table.primary_key)].isna().any(axis=1)
+        repairs.add(f"duplicate composite key ({', '.join(table.primary_key)}) rows dropped", int(dup.sum()))
+        frame = frame[~dup].reset_index(drop=True)
+    return frame, repairs
+
+
+def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: np.random.Generator) -> int:
+    values = frame[column]
+    bad = values.isna() | values.duplicated()
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return 0
+    taken = set(values.dropna().astype(str))
+    fresh: list = []
+    start = len(frame)
+    while len(fresh) < n_bad:
+        candidates = fmt.generate(n_bad, rng, start=start)
+        fresh.extend(c for c in candidates if str(c) not in taken)
+        start += n_bad
+    frame[column] = frame[column].astype(object)
+    frame.loc[bad, column] = np.asarray(fresh[:n_bad], dtype=object)
+    if fmt.kind == "integer":
+        frame[column] = frame[column].astype("int64")
+    return n_bad

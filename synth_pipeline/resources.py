@@ -1,0 +1,99 @@
+"""Typed settings and storage the assets use: the real source, the staging warehouse, the run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from synth_pipeline.errors import SchemaError
+from synth_pipeline.modeling.table_model import ModelSettings, TableModel
+from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.sources.loaders import load_tables
+
+
+class SourceDatabase(dg.ConfigurableResource):
+    """The real database: a DuckDB or SQLite file, or a folder of CSV/Parquet files.
+
+    With ``school_students`` > 0 and no file at ``path``, the embedded school database is
+    simulated there first (seeded by ``school_seed``).
+    """
+
+    path: str
+    school_students: int = 0
+    school_seed: int = 0
+
+    def ensure(self) -> Path:
+        path = Path(self.path)
+        if not path.exists() and self.school_students > 0:
+            from synth_pipeline.sources import build_school_database
+
+            build_school_database(path, students=self.school_students, seed=self.school_seed)
+        return path
+
+    def load_table(self, metadata: Metadata, name: str) -> pd.DataFrame:
+        frame = load_tables(self.ensure(), [name])[name]
+        missing = [c for c in metadata.table(name).columns if c not in frame.columns]
+        if missing:
+            raise SchemaError(f"table '{name}': column(s) {', '.join(missing)} named in the metadata are missing from the source")
+        return frame[list(metadata.table(name).columns)]
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Staging storage of a run: one Parquet file per stage and table, one pickle per model.
+
+    Files rather than one DuckDB file, so tables can be written by parallel processes;
+    every write goes to a temporary file first and is moved into place when complete.
+    """
+
+    root: str
+
+    def table_path(self, stage: str, table: str) -> Path:
+        return Path(self.root) / stage / f"{table}.parquet"
+
+    def write(self, stage: str, table: str, frame: pd.DataFrame) -> Path:
+        path = self.table_path(stage, table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        tmp.replace(path)
+        return path
+
+    def read(self, stage: str, table: str) -> pd.DataFrame:
+        path = self.table_path(stage, table)
+        if not path.exists():
+            raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {stage}/{table} first)")
+        return pq.read_table(path).to_pandas()
+
+    def model_path(self, table: str) -> Path:
+        return Path(self.root) / "models" / f"{table}.pkl"
+
+    def save_model(self, model: TableModel) -> Path:
+        path = self.model_path(model.table)
+        model.save(path)
+        return path
+
+    def load_model(self, table: str) -> TableModel:
+        path = self.model_path(table)
+        if not path.exists():
+            raise SchemaError(f"table '{table}': no fitted model in {path.parent} (materialize model/{table} first)")
+        return TableModel.load(path)
+
+
+class RunSettings(dg.ConfigurableResource):
+    """What a run generates and where it publishes."""
+
+    out_dir: str
+    seed: int = 0
+    scale: float = 1.0
+    quality: str = "default"
+    steps: int | None = None
+    device: str = "cpu"
+    cardinality_threshold: float = 0.80
+
+    def model_settings(self) -> ModelSettings:
+        return ModelSettings(quality=self.quality, steps=self.steps, device=self.device)

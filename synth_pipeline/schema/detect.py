@@ -1,0 +1,119 @@
+"""Metadata detected from a source: keys the catalog declares first, then the data's shape.
+
+* primary keys: the catalog's, else a unique non-null column named ``id``/``<table>_id``;
+* foreign keys: the catalog's, else a column named like another table's primary key (or
+  ``<parent>_id``) whose values are contained in that key;
+* sdtypes: dates, booleans, numbers, identity text by name hints and value shape (emails,
+  phones, names, addresses), ids for high-cardinality codes, categories otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables
+
+NAME_HINTS = [  # (regex on the lowercased column name, sdtype)
+    (r"(^|_)e?mail", "email"), (r"phone|mobile|contact$|fax", "phone_number"),
+    (r"^first_?name$", "first_name"), (r"^last_?name$|surname", "last_name"),
+    (r"(^|_)(full_?)?name$", "name"), (r"address_?(line)?_?1?$|^street", "street_address"),
+    (r"address_?(line)?_?2$", "secondary_address"), (r"^city$", "city"),
+    (r"postal|zip|postcode", "postcode"), (r"plate|vehicle_?(number|no)", "license_plate"),
+]
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I)
+PHONE_RE = re.compile(r"^\+?[0-9 ()\-.]{7,}$")
+DATE_NAME_RE = re.compile(r"date|time|_at$|_on$|^dob$|birth", re.I)
+
+
+def detect_metadata(source: str | Path) -> Metadata:
+    frames = load_tables(source)
+    return detect_from_frames(frames, catalog_keys(source))
+
+
+def detect_from_frames(frames: dict[str, pd.DataFrame], catalog: CatalogKeys | None = None) -> Metadata:
+    catalog = catalog or CatalogKeys()
+    pks = {t: catalog.primary_keys.get(t) or _guess_primary_key(t, f) for t, f in frames.items()}
+    fks = list(catalog.foreign_keys) or _guess_foreign_keys(frames, pks)
+    key_columns = {t: set(pks[t] or []) for t in frames}
+    for child, col, _, _ in fks:
+        key_columns[child].add(col)
+    tables = {}
+    for name, frame in frames.items():
+        columns = {c: _column_spec(c, frame[c], c in key_columns[name]) for c in frame.columns}
+        spec: dict = {"columns": columns}
+        if pks[name]:
+            spec["primary_key"] = pks[name][0] if len(pks[name]) == 1 else list(pks[name])
+        tables[name] = spec
+    relationships = [{"parent_table_name": p, "parent_primary_key": pk, "child_table_name": c, "child_foreign_key": fk}
+                     for c, fk, p, pk in fks]
+    return Metadata.from_dict({"tables": tables, "relationships": relationships})
+
+
+def _guess_primary_key(table: str, frame: pd.DataFrame) -> list[str] | None:
+    singular = table.lower().rstrip("s")
+    candidates = ["id", f"{table.lower()}_id", f"{singular}_id", f"{table.lower()}id", f"{singular}id"]
+    by_lower = {c.lower(): c for c in frame.columns}
+    ordered = [by_lower[c] for c in candidates if c in by_lower]
+    ordered += [c for c in frame.columns if c.lower().endswith("id") and c not in ordered]
+    for col in ordered:
+        values = frame[col]
+        if len(values) and values.notna().all() and values.is_unique:
+            return [col]
+    return None
+
+
+def _guess_foreign_keys(frames: dict[str, pd.DataFrame], pks: dict[str, list[str] | None]) -> list[tuple]:
+    out = []
+    for child, frame in frames.items():
+        for col in frame.columns:
+            if pks[child] == [col]:
+                continue
+            for parent, pk in pks.items():
+                if not pk or len(pk) != 1:
+                    continue
+                pk_col = pk[0]
+                names = {pk_col.lower(), f"{parent.lower().rstrip('s')}_id", f"{parent.lower()}_id"}
+                if col.lower() not in names or (parent == child and col == pk_col):
+                    continue
+                values = frame[col].dropna()
+                if len(values) and values.isin(frames[parent][pk_col]).mean() >= 0.9:
+                    out.append((child, col, parent, pk_col))
+                    break
+    return out
+
+
+def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
+    if is_key:
+        return {"sdtype": "id"}
+    present = values.dropna()
+    if pd.api.types.is_bool_dtype(values):
+        return {"sdtype": "boolean"}
+    if pd.api.types.is_datetime64_any_dtype(values):
+        has_time = bool(len(present)) and bool((present != present.dt.normalize()).any())
+        return {"sdtype": "datetime", "datetime_format": "%Y-%m-%d %H:%M:%S" if has_time else "%Y-%m-%d"}
+    if pd.api.types.is_numeric_dtype(values):
+        integer = bool(len(present)) and bool((present == present.round()).all())
+        return {"sdtype": "numerical", "computer_representation": "Int64" if integer else "Float"}
+    text = present.astype(str)
+    if len(text) and DATE_NAME_RE.search(name) and pd.to_datetime(text, errors="coerce").notna().mean() > 0.95:
+        parsed = pd.to_datetime(text, errors="coerce")
+        has_time = bool((parsed.dropna() != parsed.dropna().dt.normalize()).any())
+        return {"sdtype": "datetime", "datetime_format": "%Y-%m-%d %H:%M:%S" if has_time else "%Y-%m-%d"}
+    lowered = name.lower()
+    for pattern, sdtype in NAME_HINTS:
+        if re.search(pattern, lowered):
+            return {"sdtype": sdtype, "pii": True}
+    sample = text.head(500)
+    if len(sample) and sample.str.match(EMAIL_RE).mean() > 0.9:
+        return {"sdtype": "email", "pii": True}
+    if len(sample) and sample.str.match(PHONE_RE).mean() > 0.9 and sample.str.count(r"[0-9]").min() >= 7:
+        return {"sdtype": "phone_number", "pii": True}
+    distinct = text.nunique()
+    if len(text) >= 20 and distinct > 0.5 * len(text):
+        long_text = text.str.len().mean() > 30 or text.str.count(" ").mean() >= 3
+        return {"sdtype": "text"} if long_text else {"sdtype": "id"}
+    return {"sdtype": "categorical"}

@@ -1,0 +1,155 @@
+"""Read a whole source database into data frames: DuckDB, SQLite, or a folder of files."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from synth_pipeline.errors import SourceError
+
+FILE_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".asc": "csv", ".txt": "csv"}
+
+
+@dataclass
+class CatalogKeys:
+    """Keys a database catalog declares (what detection trusts before guessing)."""
+
+    primary_keys: dict[str, list[str]] = field(default_factory=dict)
+    foreign_keys: list[tuple[str, str, str, str]] = field(default_factory=list)  # child, fk, parent, pk
+
+
+def source_kind(path: str | Path) -> str:
+    """``duckdb``, ``sqlite`` or ``folder``; a clear SourceError for anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"source {path}: no such file or folder")
+    if path.is_dir():
+        return "folder"
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head.startswith(b"SQLite format 3"):
+        return "sqlite"
+    if head[8:12] == b"DUCK":
+        return "duckdb"
+    raise SourceError(f"source {path}: not a DuckDB or SQLite database, nor a folder of CSV/Parquet files")
+
+
+def load_tables(path: str | Path, tables: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Every table of the source (or just ``tables``), keyed by table name."""
+    path = Path(path)
+    kind = source_kind(path)
+    loader = {"duckdb": _load_duckdb, "sqlite": _load_sqlite, "folder": _load_folder}[kind]
+    frames = loader(path, tables)
+    if not frames:
+        raise SourceError(f"source {path}: holds no tables")
+    if tables is not None:
+        missing = [t for t in tables if t not in frames]
+        if missing:
+            raise SourceError(f"source {path}: table(s) {', '.join(missing)} named in the metadata are missing")
+    return frames
+
+
+def catalog_keys(path: str | Path) -> CatalogKeys:
+    """Primary and foreign keys declared in a SQLite or DuckDB catalog (empty for folders)."""
+    kind = source_kind(path)
+    if kind == "sqlite":
+        return _sqlite_keys(Path(path))
+    if kind == "duckdb":
+        return _duckdb_keys(Path(path))
+    return CatalogKeys()
+
+
+# ------------------------------------------------------------------- duckdb
+def _load_duckdb(path: Path, only: list[str] | None) -> dict[str, pd.DataFrame]:
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            names = [r[0] for r in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name").fetchall()]
+            return {n: con.execute(f'SELECT * FROM "{n}"').df() for n in names if only is None or n in only}
+    except duckdb.Error as exc:
+        raise SourceError(f"source {path}: cannot be read as DuckDB ({_first_line(exc)})") from None
+
+
+def _duckdb_keys(path: Path) -> CatalogKeys:
+    keys = CatalogKeys()
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute(
+            "SELECT table_name, constraint_type, constraint_column_names, referenced_table, referenced_column_names "
+            "FROM duckdb_constraints() WHERE schema_name = 'main' AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY')"
+        ).fetchall()
+    for table, kind, cols, ref_table, ref_cols in rows:
+        if kind == "PRIMARY KEY":
+            keys.primary_keys[table] = list(cols)
+        elif len(cols) == 1:
+            keys.foreign_keys.append((table, cols[0], ref_table, ref_cols[0]))
+    return keys
+
+
+# ------------------------------------------------------------------- sqlite
+def _sqlite_connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def _load_sqlite(path: Path, only: list[str] | None) -> dict[str, pd.DataFrame]:
+    try:
+        con = _sqlite_connect(path)
+        try:
+            names = [r[0] for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            return {n: pd.read_sql_query(f'SELECT * FROM "{n}"', con) for n in names if only is None or n in only}
+        finally:
+            con.close()
+    except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        raise SourceError(f"source {path}: cannot be read as SQLite ({_first_line(exc)})") from None
+
+
+def _sqlite_keys(path: Path) -> CatalogKeys:
+    keys = CatalogKeys()
+    con = _sqlite_connect(path)
+    try:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        for n in names:
+            info = con.execute(f'PRAGMA table_info("{n}")').fetchall()
+            pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
+            if pk:
+                keys.primary_keys[n] = pk
+            for fk in con.execute(f'PRAGMA foreign_key_list("{n}")').fetchall():
+                _, _, parent, col, parent_col = fk[:5]
+                keys.foreign_keys.append((n, col, parent, parent_col))
+    finally:
+        con.close()
+    return keys
+
+
+# ------------------------------------------------------------------- folder
+def _load_folder(path: Path, only: list[str] | None) -> dict[str, pd.DataFrame]:
+    files: dict[str, Path] = {}
+    for file in sorted(path.iterdir()):
+        if FILE_SUFFIXES.get(file.suffix.lower()) is None or not file.is_file():
+            continue
+        if file.stem in files:
+            raise SourceError(f"source {path}: table '{file.stem}' is given by two files")
+        files[file.stem] = file
+    return {name: _read_file(file, FILE_SUFFIXES[file.suffix.lower()])
+            for name, file in files.items() if only is None or name in only}
+
+
+def _read_file(file: Path, kind: str) -> pd.DataFrame:
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(file).to_pandas()
+        with duckdb.connect() as con:
+            return con.execute("SELECT * FROM read_csv(?, header = true, sample_size = -1)", [str(file)]).df()
+    except Exception as exc:  # pyarrow and duckdb raise many types for a corrupt file
+        raise SourceError(f"source file {file}: cannot be read as {kind.upper()} ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
