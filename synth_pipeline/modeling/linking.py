@@ -55,4 +55,7 @@ def link_self(keys: np.ndarray, has_parent: np.ndarray, capacity: np.ndarray,
 
 
 def null_mask(n: int, null_rate: float, rng: np.random.Generator) -> np.ndarray:
-    return rng.random(n) < null_rate
+    """Exactly round(null_rate * n) positions, so linked row totals match the real share."""
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, size=int(round(null_rate * n)), replace=False)] = True
+    return mask

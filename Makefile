@@ -1,0 +1,35 @@
+# Two commands matter: `make run` (synthesize the embedded school database) and `make test`.
+# Both create .venv/ and install everything on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+TORCH  := torch==2.13.0
+PYTHON ?= python3
+
+.PHONY: install run test bench dev clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv
+	# The CPU build of torch first (pip finds a local wheel where one is configured);
+	# a plain `torch` requirement could otherwise pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(UV) pip install --quiet --python $(PY) -e ".[dev,benchmark]"
+	touch $@
+
+run: install
+	$(VENV)/bin/synth-pipeline demo
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m synth_pipeline.evaluation.benchmark
+
+dev: install
+	$(VENV)/bin/dagster dev
+
+clean:
+	rm -rf data/output data/school/school.duckdb

@@ -1,0 +1,145 @@
+"""End to end on a tiny school database: structure of the published output, and blocking checks."""
+
+import json
+import shutil
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from synth_pipeline.assets import PUBLISHED_KEY, stage_key
+from synth_pipeline.pipeline import build_definitions
+from synth_pipeline_tests.conftest import materialize_all
+
+UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+
+
+def _published(config):
+    return duckdb.connect(str(config.out_dir / "synthetic.duckdb"), read_only=True)
+
+
+def test_run_succeeds_and_publishes_every_table_with_real_columns(tiny_run, school_metadata):
+    config, result = tiny_run
+    assert result.success
+    with _published(config) as con:
+        names = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert names == set(school_metadata.tables)
+        for name, table in school_metadata.tables.items():
+            assert con.table(name).columns == list(table.columns)
+            assert con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] > 0
+
+
+def test_published_database_has_zero_fk_violations_and_declares_keys(tiny_run, school_metadata):
+    config, _ = tiny_run
+    with _published(config) as con:
+        for rel in school_metadata.relationships:
+            orphans = con.execute(
+                f'SELECT count(*) FROM "{rel.child_table_name}" c WHERE c."{rel.child_foreign_key}" IS NOT NULL '
+                f'AND c."{rel.child_foreign_key}" NOT IN (SELECT "{rel.parent_primary_key}" FROM "{rel.parent_table_name}")'
+            ).fetchone()[0]
+            assert orphans == 0, rel.label
+        declared = con.execute(
+            "SELECT constraint_type, count(*) FROM duckdb_constraints() "
+            "WHERE constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') GROUP BY 1").fetchall()
+        assert dict(declared) == {"PRIMARY KEY": len(school_metadata.tables),
+                                  "FOREIGN KEY": len(school_metadata.relationships)}
+
+
+def test_keys_are_unique_and_well_formed(tiny_run, school_metadata):
+    config, _ = tiny_run
+    with _published(config) as con:
+        for name, table in school_metadata.tables.items():
+            pk = table.primary_key[0]
+            keys = con.execute(f'SELECT "{pk}" FROM "{name}"').df()[pk]
+            assert keys.is_unique and keys.notna().all(), name
+            assert keys.str.fullmatch(UUID4).all(), name
+        formats = {("teachers", "employee_code"): r"EMP-\d{4}", ("students", "enrollment_number"): r"ENR-\d{4}-\d{5}",
+                   ("courses", "course_code"): r"[A-Z]{2,4}-\d{3}", ("transport_assignments", "vehicle_number"): r"SCH-[A-Z]{2}-\d{4}"}
+        for (name, column), pattern in formats.items():
+            values = con.execute(f'SELECT "{column}" FROM "{name}"').df()[column]
+            assert values.is_unique, (name, column)
+            assert values.str.fullmatch(pattern).all(), (name, column)
+
+
+def test_identity_text_is_not_copied_from_the_real_data(tiny_run, tiny_school_db):
+    config, _ = tiny_run
+    with duckdb.connect(str(tiny_school_db), read_only=True) as real, _published(config) as syn:
+        for column in ("email", "phone", "address_line1"):
+            real_values = set(real.execute(f"SELECT {column} FROM students").df()[column].dropna())
+            synthetic = syn.execute(f"SELECT {column} FROM students").df()[column].dropna()
+            assert synthetic.isin(real_values).mean() < 0.02, column
+
+
+def test_every_blocking_check_ran_and_passed(tiny_run, school_metadata):
+    _, result = tiny_run
+    evaluations = result.get_asset_check_evaluations()
+    expected = len(school_metadata.tables) + 2 * len(school_metadata.relationships)
+    assert len(evaluations) == expected
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed]
+    assert failed == []
+
+
+def test_report_json_has_row_counts_and_cardinality(tiny_run, school_metadata):
+    config, _ = tiny_run
+    report = json.loads((config.out_dir / "report.json").read_text())
+    assert set(report["tables"]) == set(school_metadata.tables)
+    assert report["totals"]["fk_violations"] == 0
+    assert report["totals"]["pk_duplicates"] == 0
+    assert len(report["relationships"]) == len(school_metadata.relationships)
+    # Counts are calibrated to the real children-per-parent distribution.
+    assert report["totals"]["mean_cardinality_similarity"] >= 0.9
+    fees = next(r for r in report["relationships"] if r["child_table_name"] == "fees" and r["child_foreign_key"] == "student_id")
+    assert abs(fees["synthetic_children_per_parent"]["max"] - fees["real_children_per_parent"]["max"]) <= 3
+
+
+def test_same_seed_same_output(tiny_run, tiny_school_db, school_metadata, tmp_path):
+    from synth_pipeline_tests.conftest import tiny_config
+
+    config, _ = tiny_run
+    again = tiny_config(tmp_path, tiny_school_db)
+    assert materialize_all(school_metadata, again).success
+    with _published(config) as a, _published(again) as b:
+        for name in ("teachers", "students", "fees", "marks"):
+            left, right = a.table(name).df(), b.table(name).df()
+            pd.testing.assert_frame_equal(left, right)
+
+
+def test_corrupted_parent_fails_its_check_blocks_descendants_and_keeps_the_published_db(
+        tiny_run, school_metadata, tmp_path):
+    config, _ = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(config.out_dir, out)
+    corrupted_config = config.replace(out_dir=out)
+    published = (out / "synthetic.duckdb").read_bytes()
+
+    students_path = out / "work" / "repaired" / "students.parquet"
+    students = pd.read_parquet(students_path)
+    students.loc[1, "student_id"] = students.loc[0, "student_id"]  # a duplicate primary key
+    students.to_parquet(students_path, index=False)
+
+    students_key = stage_key("repaired", "students")
+    selection = (dg.AssetSelection.checks_for_assets(students_key)
+                 | dg.AssetSelection.assets(students_key).downstream(include_self=False))
+    result = materialize_all(school_metadata, corrupted_config, selection=selection)
+
+    assert not result.success
+    pk_check = [e for e in result.get_asset_check_evaluations()
+                if e.asset_key == students_key and e.check_name == "primary_key_unique_not_null"]
+    assert len(pk_check) == 1 and not pk_check[0].passed
+    materialized = {e.event_specific_data.materialization.asset_key
+                    for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert stage_key("synthetic", "fees") not in materialized
+    assert PUBLISHED_KEY not in materialized
+    assert (out / "synthetic.duckdb").read_bytes() == published
+
+
+def test_definitions_load_with_the_default_school_config():
+    from synth_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"real/students", "model/students", "synthetic/students", "repaired/students",
+            "published/synthetic_db"} <= keys
+    assert graph.get(stage_key("synthetic", "students")).group_name == "students"
+    assert defs.resolve_job_def("synthesize") is not None
