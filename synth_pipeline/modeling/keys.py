@@ -76,21 +76,34 @@ class KeyFormat:
         if self.kind == "uuid":
             raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
             return np.array([str(uuid.UUID(bytes=bytes(r), version=self.uuid_version)) for r in raw], dtype=object)
-        counter = np.arange(start + 1, start + n + 1)
-        width = max(self.counter_width, len(str(counter[-1]))) if n else self.counter_width
-        numbers = pd.Series(counter).astype(str).str.zfill(width)
         if self.kind == "string":
-            return ("K" + numbers).to_numpy(dtype=object)
-        out = pd.Series([""] * n, dtype=object)
+            return ("K" + _padded(np.arange(start + 1, start + n + 1), self.counter_width)).to_numpy(dtype=object)
+        parts = []
         for kind, payload in self.tokens:
             if kind == "const":
-                out = out + str(payload)
-            elif kind == "counter":
-                out = out + numbers
-            else:
+                parts.append(pd.Series([str(payload)] * n, dtype=object))
+            elif kind == "choice":
                 choices, probs = payload
-                out = out + pd.Series(np.asarray(choices, dtype=object)[rng.choice(len(choices), n, p=probs)])
+                parts.append(pd.Series(np.asarray(choices, dtype=object)[rng.choice(len(choices), n, p=probs)]))
+            else:
+                parts.append(None)
+        # The counter runs within each combination of the other parts (MATH-001 and SCI-001
+        # are both unique), so a short real counter width holds many more keys.
+        group = pd.Series([""] * n, dtype=object)
+        for part in parts:
+            if part is not None:
+                group = group + "|" + part
+        counter = group.groupby(group).cumcount().to_numpy() + start + 1
+        numbers = _padded(counter, self.counter_width)
+        out = pd.Series([""] * n, dtype=object)
+        for part in parts:
+            out = out + (numbers if part is None else part)
         return out.to_numpy(dtype=object)
+
+
+def _padded(counter: np.ndarray, width: int) -> pd.Series:
+    width = max(width, len(str(int(counter.max())))) if len(counter) else width
+    return pd.Series(counter).astype(str).str.zfill(width)
 
 
 def _infer_pattern(text: pd.Series) -> KeyFormat | None:

@@ -1,0 +1,93 @@
+"""Key formats, identity text, detection from data and catalogs, and the CLI's error handling."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synth_pipeline.modeling.keys import KeyFormat
+from synth_pipeline.modeling.pii import IdentitySpec
+from synth_pipeline.schema.detect import detect_from_frames, detect_metadata
+from synth_pipeline_tests.conftest import require_dataset
+
+
+@pytest.mark.parametrize("values, kind, pattern", [
+    (pd.Series([3, 7, 11]), "integer", r"\d+"),
+    (pd.Series(["0b7a54f6-8d4b-4a61-9e58-2c3b0a4d9f11", "5d7c1c8e-3b0a-4f2e-8d7c-1a2b3c4d5e6f"]), "uuid",
+     r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    (pd.Series(["ENR-2023-00042", "ENR-2021-00007", "ENR-2023-00100"]), "pattern", r"ENR-(2023|2021)-\d{5}"),
+    (pd.Series(["EMP-0042", "EMP-0001"]), "pattern", r"EMP-\d{4}"),
+    (pd.Series(["MATH-101", "SCI-204", "CS-330"]), "pattern", r"(MATH|SCI|CS)-\d{3}"),
+    (pd.Series(["a b", "cd", "e-f-1"]), "string", r"K\d+"),
+])
+def test_key_formats_generate_fresh_unique_keys(values, kind, pattern):
+    fmt = KeyFormat.infer(values)
+    assert fmt.kind == kind
+    keys = pd.Series(fmt.generate(2000, np.random.default_rng(0)))
+    assert keys.is_unique
+    assert keys.astype(str).str.fullmatch(pattern).all()
+    assert fmt.matches(keys).all()
+    if kind != "string":  # the fallback format describes generated keys only
+        assert fmt.matches(values).all()
+
+
+def test_identity_columns_keep_shape_not_values():
+    real = pd.Series(["(555) 123-4567", "(555) 987-6543", None])
+    phones = IdentitySpec.fit("phone", "phone_number", real).generate(300, seed=1)
+    assert phones.dropna().str.fullmatch(r"\(\d{3}\) \d{3}-\d{4}").all()
+    assert 0.2 < phones.isna().mean() < 0.45
+    rows = pd.DataFrame({"first_name": ["Ann", "Ann"], "last_name": ["Lee", "Lee"]})
+    emails = IdentitySpec.fit("email", "email", pd.Series(["x@school.edu"])).generate(2, seed=1, rows=rows)
+    assert emails.tolist() == ["ann.lee@school.edu", "ann.lee1@school.edu"]
+
+
+def test_detection_from_frames_finds_keys_and_sdtypes(school_tables):
+    frames = {k: school_tables[k] for k in ("teachers", "students", "fees")}
+    md = detect_from_frames(frames)
+    assert md.tables["students"].primary_key == ("student_id",)
+    rels = {(r.child_table_name, r.child_foreign_key, r.parent_table_name) for r in md.relationships}
+    assert ("fees", "student_id", "students") in rels
+    cols = md.tables["students"].columns
+    assert cols["email"].sdtype == "email" and cols["phone"].sdtype == "phone_number"
+    assert cols["enrollment_date"].sdtype == "datetime" and cols["gender"].sdtype == "categorical"
+    assert md.tables["fees"].columns["amount_due"].sdtype == "numerical"
+
+
+def test_detection_from_the_sqlite_catalog_of_chinook():
+    path = require_dataset("chinook") / "Chinook_Sqlite.sqlite"
+    md = detect_metadata(path)
+    assert md.tables["PlaylistTrack"].primary_key == ("PlaylistId", "TrackId")
+    assert len(md.relationships) == 11
+    assert any(r.is_self_reference and r.child_foreign_key == "ReportsTo" for r in md.relationships)
+    assert set(md.parents("Track")) == {"Album", "Genre", "MediaType"}
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "synth_pipeline.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_detect_prints_sdv_json():
+    path = require_dataset("chinook") / "Chinook_Sqlite.sqlite"
+    done = _cli("detect", "--source", str(path))
+    assert done.returncode == 0, done.stderr
+    meta = json.loads(done.stdout)
+    assert {"tables", "relationships"} <= set(meta)
+    assert meta["tables"]["Employee"]["primary_key"] == "EmployeeId"
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda tmp: tmp / "missing.duckdb", "no such file or folder"),
+    (lambda tmp: (tmp / "junk.db").write_bytes(b"not a database at all") and tmp / "junk.db",
+     "not a DuckDB or SQLite database"),
+])
+def test_cli_bad_source_is_one_clear_line(tmp_path, setup, message):
+    source = setup(tmp_path)
+    done = _cli("run", "--source", str(source), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [line.startswith("error: ") for line in done.stderr.strip().splitlines()].count(True) == 1
+    assert not (tmp_path / "out" / "synthetic.duckdb").exists()
