@@ -60,6 +60,7 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
         fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
                                 table_seed(settings.seed, name, "fit"))
         path = warehouse.save_model(fitted)
+        warehouse.record_seconds(name, "fit", fitted.fit_seconds)
         described = fitted.describe()
         context.log.info(f"{name}: model fitted in {fitted.fit_seconds:.1f}s")
         meta = {"path": dg.MetadataValue.path(str(path)), "fit_seconds": round(fitted.fit_seconds, 2),
@@ -78,6 +79,7 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
         frame = fitted.sample(metadata, parent_frames, settings.scale, table_seed(settings.seed, name, "sample"))
         warehouse.write("synthetic", name, frame)
         seconds = time.perf_counter() - started
+        warehouse.record_seconds(name, "sample", seconds)
         context.log.info(f"{name}: sampled {len(frame)} rows in {seconds:.1f}s")
         return dg.MaterializeResult(metadata={"row_count": len(frame), "sample_seconds": round(seconds, 2),
                                               "rows_per_second": round(len(frame) / max(seconds, 1e-6))})
@@ -91,11 +93,32 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
         frame, repairs = repair_table(warehouse.read("synthetic", name), metadata, name, parent_frames, fitted,
                                       table_seed(settings.seed, name, "repair"))
         warehouse.write("repaired", name, frame)
-        context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes)")
+        scores = table_quality(metadata, name, warehouse, frame, parent_frames)
+        context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes), "
+                         f"column shapes {scores['column_shapes']}, FK violations {scores['fk_violations']}")
         return dg.MaterializeResult(metadata={"row_count": len(frame), "repairs": dg.MetadataValue.json(repairs.fixes),
-                                              "repair_count": repairs.total, "preview": preview(frame)})
+                                              "repair_count": repairs.total, **scores, "preview": preview(frame)})
 
     return [real, model, synthetic, repaired]
+
+
+def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd.DataFrame,
+                  parent_frames: dict[str, pd.DataFrame]) -> dict:
+    """What a person wants to see on a repaired table in the UI: violations and similarity scores."""
+    from synth_pipeline.evaluation.fidelity import column_shapes, compared_columns
+    from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity, fk_violations
+
+    real = warehouse.read("real", name)
+    shapes = column_shapes(real, frame, compared_columns(metadata, name))
+    scores: dict = {"column_shapes": round(sum(shapes.values()) / len(shapes), 4) if shapes else None,
+                    "fk_violations": 0}
+    for rel in metadata.foreign_keys(name):
+        parent = frame if rel.is_self_reference else parent_frames[rel.parent_table_name]
+        real_parent = real if rel.is_self_reference else warehouse.read("real", rel.parent_table_name)
+        scores["fk_violations"] += fk_violations(frame, parent, rel)
+        similarity = cardinality_similarity(cardinality_counts(real_parent, real, rel), cardinality_counts(parent, frame, rel))
+        scores[f"cardinality_similarity_{rel.child_foreign_key}"] = round(similarity, 4)
+    return scores
 
 
 def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
@@ -114,7 +137,7 @@ def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
         write_database(real, metadata, out / "real.duckdb", constraints=False)
         path = write_database(synthetic, metadata, out / "synthetic.duckdb")
         tmp = out / ".report.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps({"run": report}, indent=2, default=str) + "\n")
         tmp.replace(out / "report.json")
         context.log.info(f"published {path} ({sum(len(f) for f in synthetic.values())} rows)")
         return dg.MaterializeResult(metadata={
@@ -126,6 +149,33 @@ def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
         })
 
     return synthetic_db
+
+
+EVALUATION_KEY = dg.AssetKey(["published", "evaluation"])
+
+
+def evaluation_asset(metadata: Metadata) -> dg.AssetsDefinition:
+    @dg.asset(key=EVALUATION_KEY, group_name="publish", deps=[PUBLISHED_KEY], kinds={"html"},
+              description="Fidelity, structure and privacy scores of the published database (report.json, report.html).")
+    def evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        from synth_pipeline.evaluation.evaluate import build_report, write_report
+
+        real = {t: warehouse.read("real", t) for t in metadata.tables}
+        synthetic = {t: _published_columns(metadata, t, warehouse.read("repaired", t)) for t in metadata.tables}
+        out = Path(settings.out_dir)
+        report = build_report(real, synthetic, metadata, seed=settings.seed, timings=warehouse.timings())
+        previous = out / "report.json"
+        if previous.exists():  # the publish step's structural report of this run
+            report = {"run": json.loads(previous.read_text()).get("run"), **report}
+        json_path, html_path = write_report(report, real, synthetic, metadata, out)
+        summary = report["synth_pipeline"]["summary"]
+        context.log.info(f"evaluation written to {html_path}")
+        return dg.MaterializeResult(metadata={
+            "report_json": dg.MetadataValue.path(str(json_path)), "report_html": dg.MetadataValue.path(str(html_path)),
+            **{k: v for k, v in summary.items() if isinstance(v, (int, float)) and v is not None},
+        })
+
+    return evaluation
 
 
 def _published_columns(metadata: Metadata, table: str, frame: pd.DataFrame) -> pd.DataFrame:

@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     _common(run)
     run.set_defaults(handler=_run)
 
+    evaluate = sub.add_parser("evaluate", help="score a synthetic database against the real one (report.json, report.html)")
+    evaluate.add_argument("--real", required=True, help="the real database (any source run accepts)")
+    evaluate.add_argument("--synthetic", required=True, help="the synthetic database, e.g. data/output/synthetic.duckdb")
+    evaluate.add_argument("--metadata", help="SDV metadata JSON (detected from the real database when omitted)")
+    evaluate.add_argument("--baseline", choices=["hma"], help="also fit SDV's HMA and score it on the same sub-schema")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", required=True, help="folder for report.json and report.html")
+    evaluate.set_defaults(handler=_evaluate)
+
     detect = sub.add_parser("detect", help="print metadata detected from a source as SDV JSON")
     detect.add_argument("--source", required=True)
     detect.set_defaults(handler=_detect)
@@ -86,6 +95,49 @@ def _run(args) -> int:
     return _execute(config.replace(**changes))
 
 
+def _evaluate(args) -> int:
+    from synth_pipeline.evaluation.evaluate import build_report, write_report
+    from synth_pipeline.resources import read_timings
+    from synth_pipeline.schema.detect import detect_metadata
+    from synth_pipeline.schema.metadata import Metadata
+    from synth_pipeline.sources import load_tables
+
+    metadata = Metadata.load(args.metadata) if args.metadata else detect_metadata(args.real)
+    tables = list(metadata.tables)
+    real, synthetic = load_tables(args.real, tables), load_tables(args.synthetic, tables)
+    timings = read_timings(Path(args.synthetic).resolve().parent / "work")
+    report = build_report(real, synthetic, metadata, baseline=args.baseline, seed=args.seed, timings=timings)
+    json_path, html_path = write_report(report, real, synthetic, metadata, args.out)
+    print(_evaluation_summary(report))
+    print(f"\nwrote {json_path} and {html_path}")
+    return 0
+
+
+def _evaluation_summary(report: dict) -> str:
+    from synth_pipeline.evaluation.html import SUMMARY_LABELS
+
+    ours = report["synth_pipeline"]["summary"]
+    comparison = report.get("comparison")
+    header = f"{'metric':<48}{'synth_pipeline':>16}" + (f"{'HMA (sub-schema)':>18}" if comparison else "")
+    lines = [header]
+    for key, label in SUMMARY_LABELS:
+        if key not in ours and not (comparison and key in comparison["hma"]):
+            continue
+        row = f"{label:<48}{_cell(ours.get(key)):>16}"
+        if comparison:
+            row = f"{label:<48}{_cell(comparison['synth_pipeline'].get(key)):>16}{_cell(comparison['hma'].get(key)):>18}"
+        lines.append(row)
+    if comparison:
+        lines.append(f"(scored on the sub-schema HMA accepts: {', '.join(comparison['tables'])})")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _detect(args) -> int:
     from synth_pipeline.schema.detect import detect_metadata
 
@@ -106,24 +158,28 @@ def _execute(config) -> int:
               file=sys.stderr)
         return 1
     print(_summary(outcome.report))
-    print(f"\nwrote {config.out_dir / 'synthetic.duckdb'} and {config.out_dir / 'report.json'} in {outcome.seconds:.0f}s")
+    print(f"\nwrote {config.out_dir / 'synthetic.duckdb'} in {outcome.seconds:.0f}s; "
+          f"report: {config.out_dir / 'report.html'} (figures in {config.out_dir / 'report.json'})")
     return 0
 
 
 def _summary(report: dict) -> str:
-    lines = [f"{'table':<24}{'real':>9}{'synthetic':>11}{'FK viol.':>10}{'cardinality':>13}"]
+    """Per table: rows, FK violations, worst cardinality similarity of its FKs, column shapes."""
+    run, quality = report["run"], report.get("synth_pipeline", {}).get("tables", {})
+    lines = [f"{'table':<24}{'real':>8}{'synthetic':>11}{'FK viol.':>10}{'cardinality':>13}{'col. shapes':>13}"]
     by_child: dict[str, list[dict]] = {}
-    for rel in report["relationships"]:
+    for rel in run["relationships"]:
         by_child.setdefault(rel["child_table_name"], []).append(rel)
-    for name, t in report["tables"].items():
+    for name, t in run["tables"].items():
         rels = by_child.get(name, [])
         viol = sum(r["fk_violations"] for r in rels)
         card = min((r["cardinality_similarity"] for r in rels), default=None)
-        lines.append(f"{name:<24}{t['real_rows']:>9}{t['synthetic_rows']:>11}{viol:>10}"
-                     f"{'-' if card is None else f'{card:.3f}':>13}")
-    totals = report["totals"]
-    lines.append(f"{'total':<24}{totals['real_rows']:>9}{totals['synthetic_rows']:>11}{totals['fk_violations']:>10}"
-                 f"{totals['mean_cardinality_similarity']:>13.3f}")
+        shapes = quality.get(name, {}).get("column_shapes")
+        lines.append(f"{name:<24}{t['real_rows']:>8}{t['synthetic_rows']:>11}{viol:>10}{_cell(card):>13}{_cell(shapes):>13}")
+    totals = run["totals"]
+    overall = report.get("synth_pipeline", {}).get("summary", {}).get("column_shapes")
+    lines.append(f"{'total':<24}{totals['real_rows']:>8}{totals['synthetic_rows']:>11}{totals['fk_violations']:>10}"
+                 f"{_cell(totals['mean_cardinality_similarity']):>13}{_cell(overall):>13}")
     return "\n".join(lines)
 
 

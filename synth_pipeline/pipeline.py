@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from synth_pipeline.assets import publish_asset, table_assets
+from synth_pipeline.assets import evaluation_asset, publish_asset, table_assets
 from synth_pipeline.checks import table_checks
 from synth_pipeline.config import PipelineConfig
 from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
@@ -21,7 +21,7 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
     job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.all(),
                               description="Fit, sample, repair and publish every table.")
     parts.append(dg.Definitions(
-        assets=[publish_asset(metadata)],
+        assets=[publish_asset(metadata), evaluation_asset(metadata)],
         jobs=[job],
         schedules=[dg.ScheduleDefinition(name="nightly_refresh", job=job, cron_schedule=config.schedule_cron,
                                          default_status=dg.DefaultScheduleStatus.STOPPED)],

@@ -69,6 +69,15 @@ class Warehouse(dg.ConfigurableResource):
             raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {stage}/{table} first)")
         return pq.read_table(path).to_pandas()
 
+    def record_seconds(self, table: str, stage: str, seconds: float) -> None:
+        """Wall time of one stage of one table (the evaluation compares them with HMA's)."""
+        path = Path(self.root) / "timings" / stage / f"{table}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{seconds:.3f}\n")
+
+    def timings(self) -> dict[str, dict[str, float]]:
+        return read_timings(Path(self.root))
+
     def model_path(self, table: str) -> Path:
         return Path(self.root) / "models" / f"{table}.pkl"
 
@@ -82,6 +91,14 @@ class Warehouse(dg.ConfigurableResource):
         if not path.exists():
             raise SchemaError(f"table '{table}': no fitted model in {path.parent} (materialize model/{table} first)")
         return TableModel.load(path)
+
+
+def read_timings(root: Path) -> dict[str, dict[str, float]]:
+    """``{table: {stage: seconds}}`` recorded under a run's work folder."""
+    out: dict[str, dict[str, float]] = {}
+    for path in (root / "timings").glob("*/*.txt"):
+        out.setdefault(path.stem, {})[path.parent.name] = float(path.read_text())
+    return out
 
 
 class RunSettings(dg.ConfigurableResource):

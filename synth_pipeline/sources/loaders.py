@@ -43,7 +43,7 @@ def load_tables(path: str | Path, tables: list[str] | None = None) -> dict[str, 
     path = Path(path)
     kind = source_kind(path)
     loader = {"duckdb": _load_duckdb, "sqlite": _load_sqlite, "folder": _load_folder}[kind]
-    frames = loader(path, tables)
+    frames = {name: _normalise_dtypes(frame) for name, frame in loader(path, tables).items()}
     if not frames:
         raise SourceError(f"source {path}: holds no tables")
     if tables is not None:
@@ -51,6 +51,17 @@ def load_tables(path: str | Path, tables: list[str] | None = None) -> dict[str, 
         if missing:
             raise SourceError(f"source {path}: table(s) {', '.join(missing)} named in the metadata are missing")
     return frames
+
+
+def _normalise_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Datetimes as nanosecond, timezone-naive columns: what pandas, rdt and sdv all expect."""
+    for col in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[col]):
+            values = frame[col]
+            if getattr(values.dt, "tz", None) is not None:
+                values = values.dt.tz_localize(None)
+            frame[col] = values.astype("datetime64[ns]")
+    return frame
 
 
 def catalog_keys(path: str | Path) -> CatalogKeys:

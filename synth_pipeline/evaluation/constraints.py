@@ -1,0 +1,147 @@
+"""Constraints that hold in 100% of the real rows, and how often synthetic rows keep them.
+
+Discovered per table: inequalities between number/date columns (``amount_paid <=
+amount_due``, ``valid_from < valid_to``), functional dependencies from a category
+(``grade_letter -> grade_points``, ``route_name -> monthly_fee``), shared null patterns
+(``payment_date`` null exactly when ``payment_mode`` is), and across each foreign key,
+a child date on or after a parent date (``transaction_date >= enrollment_date``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
+from synth_pipeline.schema.metadata import Metadata
+
+MIN_ROWS = 20
+
+
+@dataclass(frozen=True)
+class Constraint:
+    table: str
+    kind: str  # "inequality" | "functional_dependency" | "null_pattern" | "parent_date_order"
+    columns: tuple[str, ...]
+    description: str
+    strict: bool = False
+    parent: str | None = None
+    foreign_key: str | None = None
+
+
+def discover(real: dict[str, pd.DataFrame], metadata: Metadata) -> list[Constraint]:
+    found: list[Constraint] = []
+    for table in metadata.topological_order():
+        frame, kinds = real[table], compared_columns(metadata, table)
+        if len(frame) < MIN_ROWS:
+            continue
+        found += _inequalities(table, frame, kinds) + _dependencies(table, frame, kinds) + _null_patterns(table, frame, kinds)
+        found += _parent_date_orders(table, real, metadata)
+    return found
+
+
+def report(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata) -> list[dict]:
+    out = []
+    for c in discover(real, metadata):
+        ok = _holds(c, synthetic, metadata, reference=real)
+        out.append({**asdict(c), "columns": list(c.columns), "satisfied_share": round(float(ok.mean()), 4) if len(ok) else 1.0,
+                    "applicable_rows": int(len(ok))})
+    return out
+
+
+def _inequalities(table, frame, kinds) -> list[Constraint]:
+    numeric = [c for c, k in kinds.items() if k in NUMERIC]
+    out = []
+    for a, b in itertools.combinations(numeric, 2):
+        if kinds[a] != kinds[b]:
+            continue
+        x, y = as_numbers(frame[a], kinds[a]), as_numbers(frame[b], kinds[b])
+        both = x.notna() & y.notna()
+        if both.sum() < MIN_ROWS:
+            continue
+        x, y = x[both], y[both]
+        for lo, hi, xs, ys in ((a, b, x, y), (b, a, y, x)):
+            if (xs <= ys).all() and not (xs == ys).all():
+                strict = bool((xs < ys).all())
+                out.append(Constraint(table, "inequality", (lo, hi), f"{lo} {'<' if strict else '<='} {hi}", strict))
+    return out
+
+
+def _dependencies(table, frame, kinds) -> list[Constraint]:
+    out = []
+    for a, b in itertools.permutations(kinds, 2):
+        if kinds[a] not in ("categorical", "boolean"):
+            continue
+        keys = as_labels(frame[a])
+        n_keys = keys.nunique()
+        if not (1 < n_keys <= min(100, len(frame) // 5)):
+            continue
+        values = as_labels(frame[b]) if kinds[b] not in NUMERIC else frame[b].astype(str)
+        if values.nunique() < 2 or n_keys < values.nunique():
+            continue
+        if (values.groupby(keys).nunique() == 1).all():
+            out.append(Constraint(table, "functional_dependency", (a, b), f"{a} -> {b}"))
+    return out
+
+
+def _null_patterns(table, frame, kinds) -> list[Constraint]:
+    nullable = [c for c in frame.columns if 0 < frame[c].isna().mean() < 1]
+    return [Constraint(table, "null_pattern", (a, b), f"{a} is null exactly when {b} is null")
+            for a, b in itertools.combinations(nullable, 2) if (frame[a].isna() == frame[b].isna()).all()]
+
+
+def _parent_date_orders(table, real, metadata) -> list[Constraint]:
+    out = []
+    child_dates = [c for c, k in compared_columns(metadata, table).items() if k == "datetime"]
+    for rel in metadata.foreign_keys(table):
+        if rel.is_self_reference:
+            continue
+        parent_dates = [c for c, k in compared_columns(metadata, rel.parent_table_name).items() if k == "datetime"]
+        joined = _join_parent(real, rel, child_dates, parent_dates)
+        for c, p in itertools.product(child_dates, parent_dates):
+            x, y = as_numbers(joined[c], "datetime"), as_numbers(joined[f"parent.{p}"], "datetime")
+            both = x.notna() & y.notna()
+            if both.sum() >= MIN_ROWS and (x[both] >= y[both]).all():
+                out.append(Constraint(table, "parent_date_order", (c, p),
+                                      f"{table}.{c} >= {rel.parent_table_name}.{p} (via {rel.child_foreign_key})",
+                                      parent=rel.parent_table_name, foreign_key=rel.child_foreign_key))
+    return out
+
+
+def _join_parent(tables, rel, child_cols, parent_cols) -> pd.DataFrame:
+    child = tables[rel.child_table_name][[rel.child_foreign_key, *child_cols]]
+    parent = tables[rel.parent_table_name][[rel.parent_primary_key, *parent_cols]].add_prefix("parent.")
+    return child.merge(parent, left_on=rel.child_foreign_key, right_on=f"parent.{rel.parent_primary_key}", how="inner")
+
+
+def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, reference) -> pd.Series:
+    frame = tables[c.table]
+    kinds = compared_columns(metadata, c.table)
+    if c.kind == "inequality":
+        a, b = c.columns
+        x, y = as_numbers(frame[a], kinds[a]), as_numbers(frame[b], kinds[b])
+        both = x.notna() & y.notna()
+        return (x[both] < y[both]) if c.strict else (x[both] <= y[both])
+    if c.kind == "functional_dependency":
+        a, b = c.columns
+        source = reference[c.table] if reference is not None else frame
+        mapping = _as_values(source[b], kinds[b]).groupby(as_labels(source[a])).first()
+        return _as_values(frame[b], kinds[b]).reset_index(drop=True) == as_labels(frame[a]).map(mapping).reset_index(drop=True)
+    if c.kind == "null_pattern":
+        a, b = c.columns
+        return frame[a].isna() == frame[b].isna()
+    rel = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
+    child_col, parent_col = c.columns
+    joined = _join_parent(tables, rel, [child_col], [parent_col])
+    x, y = as_numbers(joined[child_col], "datetime"), as_numbers(joined[f"parent.{parent_col}"], "datetime")
+    both = x.notna() & y.notna()
+    return x[both] >= y[both]
+
+
+def _as_values(values: pd.Series, kind: str) -> pd.Series:
+    if kind in NUMERIC:
+        return as_numbers(values, kind).round(6).astype(str)
+    return as_labels(values)
