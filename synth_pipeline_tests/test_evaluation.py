@@ -1,0 +1,164 @@
+"""Each metric on constructed cases where the right answer is known."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synth_pipeline.evaluation import constraints
+from synth_pipeline.evaluation.baseline import HMA_MAX_TABLES, hma_subschema
+from synth_pipeline.evaluation.detection import parent_detection
+from synth_pipeline.evaluation.fidelity import cross_table_trends, two_hop_chains
+from synth_pipeline.evaluation.privacy import table_privacy
+from synth_pipeline.evaluation.report import evaluate
+from synth_pipeline.schema.metadata import Metadata
+
+
+TABLES = ["teachers", "courses", "students", "fees", "student_courses", "marks"]
+
+
+def _school_part(school_tables, students):
+    """Some students with their fees and course enrollments (with marks)."""
+    frames = {"teachers": school_tables["teachers"], "courses": school_tables["courses"], "students": students}
+    frames["fees"] = school_tables["fees"][school_tables["fees"].student_id.isin(students.student_id)]
+    frames["student_courses"] = school_tables["student_courses"][school_tables["student_courses"].student_id.isin(students.student_id)]
+    frames["marks"] = school_tables["marks"][school_tables["marks"].student_course_id.isin(frames["student_courses"].student_course_id)]
+    return {t: f.reset_index(drop=True) for t, f in frames.items()}
+
+
+@pytest.fixture(scope="module")
+def small_school(school_tables, school_metadata):
+    return _school_part(school_tables, school_tables["students"].iloc[:400]), school_metadata.restrict(TABLES)
+
+
+def test_two_samples_of_the_same_school_are_undetectable(school_tables, school_metadata):
+    md = school_metadata.restrict(TABLES)
+    first = _school_part(school_tables, school_tables["students"].iloc[:500])
+    second = _school_part(school_tables, school_tables["students"].iloc[500:])
+    detected = parent_detection(first, second, md, "students")
+    assert 0.38 <= detected["logistic_regression"] <= 0.62, detected
+    assert 0.38 <= detected["gradient_boosting"] <= 0.62, detected
+
+
+def test_identical_data_scores_one(small_school):
+    real, md = small_school
+    copy = {t: f.copy() for t, f in real.items()}
+    report = evaluate(real, copy, md, privacy=False)
+    s = report["summary"]
+    assert s["column_shapes"] == pytest.approx(1.0, abs=1e-6)
+    assert s["column_pair_trends"] == pytest.approx(1.0, abs=1e-6)
+    assert s["cardinality_similarity_min"] == pytest.approx(1.0)
+    assert s["intertable_trends"] == pytest.approx(1.0, abs=1e-6)
+    assert s["two_hop_trends"] == pytest.approx(1.0, abs=1e-6)
+    assert s["fk_violations"] == 0 and s["pk_duplicates"] == 0
+    assert s["constraint_satisfaction_mean"] == 1.0
+    # Exact duplicates across the two classes leave nothing to learn: at most chance.
+    assert s["detection_logistic_regression_max"] <= 0.6 and s["detection_gradient_boosting_max"] <= 0.6
+
+
+def test_a_shuffled_foreign_key_lowers_intertable_trends_and_is_detected(small_school):
+    real, md = small_school
+    shuffled = {t: f.copy() for t, f in real.items()}
+    rng = np.random.default_rng(0)
+    shuffled["fees"]["student_id"] = rng.permutation(shuffled["fees"]["student_id"].to_numpy())
+    rel = next(r for r in md.relationships if r.child_table_name == "fees" and r.child_foreign_key == "student_id")
+    same = cross_table_trends(real, real, md, [rel])["score"]
+    broken = cross_table_trends(real, shuffled, md, [rel])["score"]
+    assert same == pytest.approx(1.0, abs=1e-6)
+    assert broken < same - 0.02
+    # Fee counts per student no longer follow course load: the aggregate table gives it away.
+    detected = parent_detection(real, shuffled, md, "students")
+    assert detected["gradient_boosting"] > 0.6
+
+
+def test_a_corrupted_column_lowers_column_shapes_and_breaks_constraints(small_school):
+    real, md = small_school
+    bad = {t: f.copy() for t, f in real.items()}
+    bad["fees"]["amount_paid"] = bad["fees"]["amount_due"] * 1.5  # everyone paid too much
+    report = evaluate(real, bad, md, privacy=False, detection=False)
+    assert report["tables"]["fees"]["column_shapes_by_column"]["amount_paid"] < 0.7
+    paid = next(c for c in report["constraints"] if c["description"] == "amount_paid <= amount_due")
+    assert paid["satisfied_share"] == 0.0
+
+
+def test_constraints_discovered_on_the_school_data(school_tables, school_metadata):
+    found = {(c.table, c.description) for c in constraints.discover(school_tables, school_metadata)}
+    assert ("fees", "amount_paid <= amount_due") in found
+    assert ("transport_assignments", "valid_from < valid_to") in found
+    assert ("student_courses", "grade_letter -> grade_points") in found
+    assert ("transport_assignments", "route_name -> monthly_fee") in found
+    assert any(t == "canteen_transactions" and "transaction_date >= students.enrollment_date" in d for t, d in found)
+
+
+def test_privacy_flags_a_copied_real_row_and_verbatim_identity(small_school):
+    real, md = small_school
+    students = real["students"]
+    synthetic = students.iloc[:50].copy()
+    synthetic["student_id"] = [f"new-{i}" for i in range(50)]
+    for col in ("first_name", "last_name", "email", "phone", "address_line1", "postal_code", "guardian_name", "guardian_contact"):
+        synthetic[col] = [f"fake-{col}-{i}" for i in range(50)]
+    clean = table_privacy(students, synthetic.assign(date_of_birth=pd.Timestamp("1990-01-01")), md, "students")
+    assert clean["copied_rows"] == 0 and clean["verbatim_identity_strings"] == 0
+    leaked = synthetic.copy()
+    leaked.iloc[3] = students.iloc[7]  # one real row, verbatim
+    result = table_privacy(students, leaked, md, "students")
+    assert result["copied_rows"] >= 1
+    assert result["identity_columns"]["email"]["verbatim"] == 1
+    assert result["verbatim_identity_strings"] >= 4  # email, phone, address, guardian contact...
+    assert result["dcr"]["synthetic_at_zero_share"] > 0
+
+
+def test_two_hop_chains_cover_grandparent_grandchild_paths(school_metadata):
+    paths = {" -> ".join([c[0].parent_table_name, c[0].child_table_name, c[1].child_table_name])
+             for c in two_hop_chains(school_metadata)}
+    assert "students -> student_courses -> marks" in paths
+    assert "courses -> student_courses -> marks" in paths
+    assert "teachers -> students -> fees" in paths
+
+
+def test_hma_subschema_is_one_it_accepts(school_tables, school_metadata):
+    tables = hma_subschema(school_metadata, school_tables)
+    sub = school_metadata.restrict(tables)
+    assert len(tables) == HMA_MAX_TABLES
+    assert tables[0] == "students"
+    assert all(r.parent_table_name == "students" for r in sub.relationships)  # depth 2 (parent -> child)
+
+
+def test_evaluate_command_with_the_hma_baseline(tiny_run, tmp_path):
+    config, _ = tiny_run
+    out = tmp_path / "eval"
+    done = subprocess.run(
+        [sys.executable, "-m", "synth_pipeline.cli", "evaluate", "--real", str(config.out_dir / "real.duckdb"),
+         "--synthetic", str(config.out_dir / "synthetic.duckdb"), "--metadata", str(config.metadata_path),
+         "--baseline", "hma", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    comparison = report["comparison"]
+    assert len(comparison["tables"]) <= HMA_MAX_TABLES
+    for system in ("synth_pipeline", "hma"):
+        summary = comparison[system]
+        assert summary["fk_violations"] == 0
+        assert 0 < summary["column_shapes"] <= 1 and 0 < summary["cardinality_similarity_mean"] <= 1
+        assert summary["fit_seconds"] > 0 and summary["sample_seconds"] > 0
+    # Keys: ours keep the real format, HMA's do not (the seed's UUID complaint).
+    assert comparison["synth_pipeline"]["key_format_adherence_min"] == 1.0
+    html = (out / "report.html").read_text()
+    assert "Against SDV HMA" in html and html.count("data:image/png;base64") >= 3
+
+
+def test_pipeline_evaluation_asset_writes_the_report(tiny_run, school_metadata):
+    config, result = tiny_run
+    report = json.loads((config.out_dir / "report.json").read_text())
+    assert {"run", "synth_pipeline"} <= set(report)
+    summary = report["synth_pipeline"]["summary"]
+    assert summary["fk_violations"] == 0 and summary["pk_duplicates"] == 0
+    assert summary["key_format_adherence_min"] == 1.0
+    assert summary["verbatim_identity_strings"] <= 3
+    assert (config.out_dir / "report.html").exists()
+    repaired = result.asset_materializations_for_node("repaired__fees")[0].metadata
+    assert repaired["fk_violations"].value == 0
+    assert 0 < repaired["column_shapes"].value <= 1
+    assert "cardinality_similarity_student_id" in repaired
