@@ -8,6 +8,7 @@ seed: 0
 scale: 1.0                       # root tables get scale x their real row count
 quality: default                 # fast | default | best
 steps: null                      # fixed training steps per table (overrides quality)
+conditional: true                # children generated given their parent row
 cardinality_threshold: 0.80      # blocking check: KS complement of children per parent
 schedule_cron: "0 2 * * *"       # the nightly refresh
 ```
@@ -44,6 +45,7 @@ class PipelineConfig:
     scale: float = 1.0
     quality: str = "default"
     steps: int | None = None
+    conditional: bool = True
     cardinality_threshold: float = 0.80
     schedule_cron: str = "0 2 * * *"
     school_students: int = 0  # > 0: simulate the school database at `source` when it is missing
@@ -83,7 +85,7 @@ def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = No
 
 _FIELDS = {
     "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float,
-    "quality": str, "steps": int, "cardinality_threshold": float, "schedule_cron": str,
+    "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
     "school_students": int, "school_seed": int,
 }
 
@@ -114,6 +116,8 @@ def config_from_yaml(path: str | Path) -> PipelineConfig:
                 value = Path(value)
                 values[key] = value if value.is_absolute() else (path.parent / value).resolve()
             elif kind is int and (isinstance(value, bool) or not float(value).is_integer()):
+                raise ValueError
+            elif kind is bool and not isinstance(value, bool):
                 raise ValueError
             else:
                 values[key] = kind(value)

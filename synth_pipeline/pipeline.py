@@ -36,7 +36,7 @@ def resources_for(config: PipelineConfig) -> dict:
                                  school_seed=config.school_seed),
         "warehouse": Warehouse(root=str(config.work_dir)),
         "settings": RunSettings(out_dir=str(config.out_dir), seed=config.seed, scale=config.scale,
-                                quality=config.quality, steps=config.steps,
+                                quality=config.quality, steps=config.steps, conditional=config.conditional,
                                 cardinality_threshold=config.cardinality_threshold),
     }
 

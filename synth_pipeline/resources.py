@@ -110,7 +110,8 @@ class RunSettings(dg.ConfigurableResource):
     quality: str = "default"
     steps: int | None = None
     device: str = "cpu"
+    conditional: bool = True
     cardinality_threshold: float = 0.80
 
     def model_settings(self) -> ModelSettings:
-        return ModelSettings(quality=self.quality, steps=self.steps, device=self.device)
+        return ModelSettings(quality=self.quality, steps=self.steps, device=self.device, conditional=self.conditional)

@@ -63,6 +63,7 @@ def _cardinality_plots(report: dict) -> str:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Children per parent (share of parents), real vs synthetic")
+    fig.tight_layout()
     return _png(fig)
 
 

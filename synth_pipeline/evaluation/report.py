@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.evaluation import constraints as constraint_checks
+from synth_pipeline import constraints as constraint_checks
 from synth_pipeline.evaluation.detection import parent_detection
 from synth_pipeline.evaluation.fidelity import (column_shapes, compared_columns, cross_table_trends, pair_trends,
                                                 two_hop_chains)

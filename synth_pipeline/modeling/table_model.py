@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling import linking
-from synth_pipeline.modeling.cardinality import calibrate_counts, child_counts, count_column
+from synth_pipeline.modeling.cardinality import calibrate_counts, child_counts, count_column, is_count_column
+from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
@@ -42,6 +43,7 @@ class ModelSettings:
     quality: str = "default"
     steps: int | None = None  # overrides the quality preset
     device: str = "cpu"
+    conditional: bool = True  # children generated given their parent row (False: unconditioned)
 
     def steps_for(self, rows: int) -> int:
         if self.steps is not None:
@@ -66,6 +68,7 @@ class TableModel:
     real_counts: dict[str, np.ndarray]  # count column -> real children-per-parent values
     fk_null_rates: dict[str, float]
     column_order: list[str]
+    context_encoder: ContextEncoder | None = None
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -82,30 +85,30 @@ class TableModel:
         key_formats = {k: KeyFormat.infer(frame[k]) for k in id_keys}
         identities = [IdentitySpec.fit(c.name, c.sdtype, frame[c.name]) for c in table.columns.values()
                       if c.is_identity_text and c.name not in keys]
-        modelled = [c for c in table.columns.values()
-                    if c.sdtype in MODELLED_SDTYPES and c.name not in keys and c.name not in key_formats]
-        real_counts: dict[str, np.ndarray] = {}
-        training = frame[[c.name for c in modelled]].copy()
-        pk = table.single_primary_key
-        for rel in metadata.child_relationships(name):
-            col = count_column(rel)
-            counts = child_counts(frame[pk], real[rel.child_table_name][rel.child_foreign_key])
-            real_counts[col] = counts
-            training[col] = counts
-            modelled.append(Column(col, "numerical", computer_representation="Int64"))
+        modelled = modelled_columns(metadata, name)
+        training = with_child_counts(metadata, name, real)
+        real_counts = {c: training[c].to_numpy() for c in training.columns if is_count_column(c)}
+        modelled += [Column(c, "numerical", computer_representation="Int64") for c in real_counts]
+        training = training[[c.name for c in modelled]]
+        encoder, context = None, None
+        primary = metadata.primary_relationship(name)
+        if settings.conditional and primary is not None:
+            encoder, context = _training_context(metadata, primary, real)
         codec = gan = None
         if modelled and len(frame):
             codec = TableCodec.fit(training, modelled)
             steps = settings.steps_for(len(frame))
             gan = ContextCTGAN(GanSettings(steps=steps, device=settings.device))
-            log.info("%s: fitting CTGAN on %d rows x %d columns, %d steps", name, len(frame), len(modelled), steps)
-            gan.fit(codec.encode(training), codec.discrete_columns, seed=seed, label=name)
+            log.info("%s: fitting CTGAN on %d rows x %d columns%s, %d steps", name, len(frame), len(modelled),
+                     f" given {primary.parent_table_name} ({encoder.dim} context values)" if encoder else "", steps)
+            gan.fit(codec.encode(training), codec.discrete_columns, context=context, seed=seed, label=name)
         return cls(
             table=name, real_rows=len(frame), codec=codec, gan=gan, key_formats=key_formats,
             identities=identities, real_counts=real_counts,
             fk_null_rates={r.child_foreign_key: float(frame[r.child_foreign_key].isna().mean())
                            for r in metadata.foreign_keys(name)},
             column_order=list(table.columns) + list(real_counts),
+            context_encoder=encoder,
             fit_seconds=time.perf_counter() - started,
         )
 
@@ -114,15 +117,19 @@ class TableModel:
         """Synthetic rows of this table given the (repaired) synthetic parent tables."""
         rng = np.random.default_rng(seed)
         primary = metadata.primary_relationship(self.table)
+        context = None
         if primary is None:
             n = int(round(self.real_rows * scale))
             owners = None
         else:
             parent = parents[primary.parent_table_name]
             counts = parent[count_column(primary)].to_numpy(dtype="int64")
-            owners = np.repeat(parent[primary.parent_primary_key].to_numpy(dtype=object), counts)
+            rows = np.repeat(np.arange(len(parent)), counts)
+            owners = parent[primary.parent_primary_key].to_numpy(dtype=object)[rows]
             n = len(owners)
-        out = self._sample_columns(n, seed)
+            if self.context_encoder is not None:
+                context = self.context_encoder.transform(parent)[rows]
+        out = self._sample_columns(n, seed, context)
         for name, fmt in self.key_formats.items():
             out[name] = fmt.generate(n, rng)
         for spec in self.identities:
@@ -133,10 +140,10 @@ class TableModel:
             out[rel.child_foreign_key] = self._link(rel, out, parents, rng)
         return out[self.column_order]
 
-    def _sample_columns(self, n: int, seed: int) -> pd.DataFrame:
+    def _sample_columns(self, n: int, seed: int, context: np.ndarray | None) -> pd.DataFrame:
         if self.gan is None:
             return pd.DataFrame(index=range(n))
-        raw = self.codec.decode(self.gan.sample(n, seed=seed))
+        raw = self.codec.decode(self.gan.sample(n, context=context, seed=seed))
         rng = np.random.default_rng(seed + 1)
         for col, real in self.real_counts.items():
             raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
@@ -180,6 +187,43 @@ class TableModel:
 
 
 def real_subset_for(metadata: Metadata, name: str) -> list[str]:
-    """The real tables a model of ``name`` reads: itself and its children (for counts)."""
-    return [name] + [r.child_table_name for r in metadata.child_relationships(name) if not r.is_self_reference]
+    """The real tables a model of ``name`` reads: itself and its children (for counts), and
+    its primary parent with that parent's children (for the context)."""
+    tables = [name] + metadata.children(name)
+    primary = metadata.primary_relationship(name)
+    if primary is not None:
+        tables += [primary.parent_table_name] + metadata.children(primary.parent_table_name)
+    return list(dict.fromkeys(tables))
+
+
+def modelled_columns(metadata: Metadata, name: str) -> list[Column]:
+    """Columns the table's GAN learns: modelled sdtypes that are not keys."""
+    keys = metadata.key_columns(name)
+    return [c for c in metadata.table(name).columns.values()
+            if c.sdtype in MODELLED_SDTYPES and c.name not in keys]
+
+
+def with_child_counts(metadata: Metadata, name: str, real: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The real table plus one children-per-row column per relationship it is the parent of."""
+    frame = real[name].copy()
+    pk = metadata.table(name).single_primary_key
+    for rel in metadata.child_relationships(name):
+        frame[count_column(rel)] = child_counts(frame[pk], real[rel.child_table_name][rel.child_foreign_key])
+    return frame
+
+
+def _training_context(metadata: Metadata, primary: Relationship, real: dict[str, pd.DataFrame]):
+    """The encoder of the primary parent's rows, and each real child row's context."""
+    parent_name = primary.parent_table_name
+    parent = with_child_counts(metadata, parent_name, real)
+    kinds = {c.name: c.sdtype for c in modelled_columns(metadata, parent_name)}
+    kinds.update({c: "numerical" for c in parent.columns if is_count_column(c)})
+    encoder = ContextEncoder.fit(parent, kinds)
+    encoded = encoder.transform(parent)
+    position = pd.Series(np.arange(len(parent)), index=parent[primary.parent_primary_key].to_numpy())
+    rows = real[primary.child_table_name][primary.child_foreign_key].map(position).to_numpy(dtype=float)
+    context = np.zeros((len(rows), encoder.dim), dtype="float32")
+    known = ~np.isnan(rows)
+    context[known] = encoded[rows[known].astype(int)]
+    return encoder, context
 
