@@ -82,7 +82,7 @@ def test_every_blocking_check_ran_and_passed(tiny_run, school_metadata):
 
 def test_report_json_has_row_counts_and_cardinality(tiny_run, school_metadata):
     config, _ = tiny_run
-    report = json.loads((config.out_dir / "report.json").read_text())
+    report = json.loads((config.out_dir / "report.json").read_text())["run"]
     assert set(report["tables"]) == set(school_metadata.tables)
     assert report["totals"]["fk_violations"] == 0
     assert report["totals"]["pk_duplicates"] == 0

@@ -27,6 +27,7 @@ import pandas as pd
 from synth_pipeline.modeling import linking
 from synth_pipeline.modeling.cardinality import calibrate_counts, child_counts, count_column, is_count_column
 from synth_pipeline.modeling.context import ContextEncoder
+from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
@@ -69,6 +70,7 @@ class TableModel:
     fk_null_rates: dict[str, float]
     column_order: list[str]
     context_encoder: ContextEncoder | None = None
+    derived: DerivedColumns | None = None
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -88,10 +90,19 @@ class TableModel:
         modelled = modelled_columns(metadata, name)
         training = with_child_counts(metadata, name, real)
         real_counts = {c: training[c].to_numpy() for c in training.columns if is_count_column(c)}
+        primary = metadata.primary_relationship(name)
+        parent_rows, parent_kinds = None, None
+        if primary is not None:
+            parent_rows = _aligned_parent_rows(primary, real)
+            parent_kinds = {c.name: c.sdtype for c in modelled_columns(metadata, primary.parent_table_name)}
+        derived = DerivedColumns.discover(training[[c.name for c in modelled]], {c.name: c.sdtype for c in modelled},
+                                          parent_rows, parent_kinds)
+        training = derived.forward(training, parent_rows)
+        modelled = [Column(c.name, "numerical") if c.name in derived.learned_as_numbers else c
+                    for c in modelled if c.name not in derived.dropped]
         modelled += [Column(c, "numerical", computer_representation="Int64") for c in real_counts]
         training = training[[c.name for c in modelled]]
         encoder, context = None, None
-        primary = metadata.primary_relationship(name)
         if settings.conditional and primary is not None:
             encoder, context = _training_context(metadata, primary, real)
         codec = gan = None
@@ -109,6 +120,7 @@ class TableModel:
                            for r in metadata.foreign_keys(name)},
             column_order=list(table.columns) + list(real_counts),
             context_encoder=encoder,
+            derived=derived,
             fit_seconds=time.perf_counter() - started,
         )
 
@@ -117,7 +129,7 @@ class TableModel:
         """Synthetic rows of this table given the (repaired) synthetic parent tables."""
         rng = np.random.default_rng(seed)
         primary = metadata.primary_relationship(self.table)
-        context = None
+        context, parent_rows = None, None
         if primary is None:
             n = int(round(self.real_rows * scale))
             owners = None
@@ -127,9 +139,12 @@ class TableModel:
             rows = np.repeat(np.arange(len(parent)), counts)
             owners = parent[primary.parent_primary_key].to_numpy(dtype=object)[rows]
             n = len(owners)
+            parent_rows = parent.iloc[rows].reset_index(drop=True)
             if self.context_encoder is not None:
                 context = self.context_encoder.transform(parent)[rows]
         out = self._sample_columns(n, seed, context)
+        if self.derived is not None and self.gan is not None:
+            out = self.derived.inverse(out, parent_rows)
         for name, fmt in self.key_formats.items():
             out[name] = fmt.generate(n, rng)
         for spec in self.identities:
@@ -205,11 +220,20 @@ def modelled_columns(metadata: Metadata, name: str) -> list[Column]:
 
 def with_child_counts(metadata: Metadata, name: str, real: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The real table plus one children-per-row column per relationship it is the parent of."""
-    frame = real[name].copy()
+    frame = real[name].reset_index(drop=True)
     pk = metadata.table(name).single_primary_key
     for rel in metadata.child_relationships(name):
         frame[count_column(rel)] = child_counts(frame[pk], real[rel.child_table_name][rel.child_foreign_key])
     return frame
+
+
+def _aligned_parent_rows(primary: Relationship, real: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """For each real child row, its parent's row (all-null where the parent is missing)."""
+    parent = real[primary.parent_table_name]
+    position = pd.Series(np.arange(len(parent)), index=parent[primary.parent_primary_key].to_numpy())
+    rows = real[primary.child_table_name][primary.child_foreign_key].map(position)
+    aligned = parent.reset_index(drop=True).reindex(rows.fillna(-1).astype(int).to_numpy())  # -1: nulls
+    return aligned.reset_index(drop=True)
 
 
 def _training_context(metadata: Metadata, primary: Relationship, real: dict[str, pd.DataFrame]):

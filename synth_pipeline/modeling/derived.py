@@ -1,0 +1,236 @@
+"""Columns the model derives instead of learning, so real constraints hold by construction.
+
+Discovered on the real table (each must hold in every real row):
+
+* ``map``: a category determines the column (``grade_letter -> grade_points``,
+  ``route_name -> monthly_fee``): the column is dropped from the GAN and looked up;
+* ``ratio``: ``a <= b`` with ``b > 0`` (``amount_paid <= amount_due``,
+  ``score_obtained <= max_score``): the GAN learns ``a / b`` in [0, 1];
+* ``offset``: ``a <= b`` between dates (``valid_from < valid_to``) or other numbers: the GAN
+  learns the non-negative gap ``b - a``;
+* ``parent_offset``: a child date on or after a date of its primary parent
+  (``transaction_date >= enrollment_date``): the GAN learns the gap in days, and the
+  date is rebuilt from the *synthetic* parent's date.
+
+Rank calibration later maps each learned value onto the real distribution of the same
+derived quantity, so gaps stay non-negative and ratios within [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MIN_ROWS = 20
+MAX_DETERMINANT_VALUES = 100
+EPOCH = pd.Timestamp("1970-01-01")
+NUMERIC = ("numerical", "datetime")
+
+
+@dataclass
+class Derivation:
+    kind: str  # "map" | "ratio" | "offset" | "parent_offset"
+    column: str
+    anchor: str
+    strict: bool = False
+    mapping: dict = field(default_factory=dict)
+    decimals: int | None = None  # of the rebuilt numbers (0: integers)
+
+    @property
+    def description(self) -> str:
+        if self.kind == "map":
+            return f"{self.anchor} -> {self.column}"
+        if self.kind == "ratio":
+            return f"{self.column} = ratio x {self.anchor}"
+        if self.kind == "offset":
+            return f"{self.column} = {self.anchor} + gap"
+        return f"{self.column} = parent.{self.anchor} + gap"
+
+
+@dataclass
+class DerivedColumns:
+    derivations: list[Derivation]
+    kinds: dict[str, str]  # original sdtype of every modelled column
+
+    @property
+    def dropped(self) -> set[str]:
+        return {d.column for d in self.derivations if d.kind == "map"}
+
+    @property
+    def learned_as_numbers(self) -> set[str]:
+        return {d.column for d in self.derivations if d.kind != "map"}
+
+    # -------------------------------------------------------------- discover
+    @classmethod
+    def discover(cls, frame: pd.DataFrame, kinds: dict[str, str], parent: pd.DataFrame | None = None,
+                 parent_kinds: dict[str, str] | None = None) -> "DerivedColumns":
+        found = cls([], dict(kinds))
+        if len(frame) < MIN_ROWS:
+            return found
+        found._discover_maps(frame)
+        found._discover_in_row(frame)
+        if parent is not None:
+            found._discover_parent_offsets(frame, parent, parent_kinds or {})
+        return found
+
+    def _dependent(self, column: str) -> Derivation | None:
+        return next((d for d in self.derivations if d.column == column), None)
+
+    def _would_cycle(self, column: str, anchor: str) -> bool:
+        seen = anchor
+        while (d := self._dependent(seen)) is not None and d.kind != "parent_offset":
+            if d.anchor == column:
+                return True
+            seen = d.anchor
+        return anchor == column
+
+    def _add(self, derivation: Derivation) -> None:
+        if self._dependent(derivation.column) is None and not self._would_cycle(derivation.column, derivation.anchor):
+            self.derivations.append(derivation)
+
+    def _discover_maps(self, frame: pd.DataFrame) -> None:
+        determinants = [c for c, k in self.kinds.items() if k in ("categorical", "boolean")]
+        for target in self.kinds:
+            values = _labels(frame[target])
+            if values.nunique() < 2:
+                continue
+            best = None
+            for det in determinants:
+                if det == target:
+                    continue
+                keys = _labels(frame[det])
+                n_keys = keys.nunique()
+                if not (values.nunique() <= n_keys <= min(MAX_DETERMINANT_VALUES, len(frame) // 5)):
+                    continue
+                if (values.groupby(keys).nunique() == 1).all() and (best is None or n_keys < best[1]):
+                    best = (det, n_keys)
+            if best is not None and self._dependent(best[0]) is None:
+                mapping = frame[target].groupby(_labels(frame[best[0]])).first().to_dict()
+                self._add(Derivation("map", target, best[0], mapping=mapping))
+
+    def _discover_in_row(self, frame: pd.DataFrame) -> None:
+        numeric = [c for c, k in self.kinds.items() if k in NUMERIC]
+        candidates = []
+        for i, a in enumerate(numeric):
+            for b in numeric[i + 1:]:
+                if self.kinds[a] != self.kinds[b]:
+                    continue
+                x, y = _numbers(frame[a], self.kinds[a]), _numbers(frame[b], self.kinds[b])
+                for lo, hi, xs, ys in ((a, b, x, y), (b, a, y, x)):
+                    rule = _inequality(xs, ys)
+                    if rule is not None:
+                        candidates.append((float(np.nanmedian(ys - xs)), lo, hi, rule))
+        for _, lo, hi, strict in sorted(candidates):  # the tightest pairs first
+            x, y = _numbers(frame[lo], self.kinds[lo]), _numbers(frame[hi], self.kinds[hi])
+            positive = self.kinds[lo] == "numerical" and np.nanmin(x) >= 0 and np.nanmin(y) > 0
+            if positive:
+                self._add(Derivation("ratio", lo, hi, strict, decimals=_decimals(x)))
+            else:
+                self._add(Derivation("offset", hi, lo, strict, decimals=_decimals(y)))
+
+    def _discover_parent_offsets(self, frame: pd.DataFrame, parent: pd.DataFrame, parent_kinds: dict[str, str]) -> None:
+        parent_dates = [c for c, k in parent_kinds.items() if k == "datetime"]
+        for col, kind in self.kinds.items():
+            if kind != "datetime" or self._dependent(col) is not None:
+                continue
+            x = _numbers(frame[col], "datetime")
+            best = None
+            for p in parent_dates:
+                y = _numbers(parent[p], "datetime")
+                if np.any(~np.isnan(x) & np.isnan(y)):
+                    continue
+                both = ~np.isnan(x) & ~np.isnan(y)
+                if both.sum() >= MIN_ROWS and np.all(x[both] >= y[both]):
+                    gap = float(np.median(x[both] - y[both]))
+                    if best is None or gap < best[0]:
+                        best = (gap, p)
+            if best is not None:
+                self.derivations.append(Derivation("parent_offset", col, best[1]))
+
+    # ------------------------------------------------------------- transform
+    def forward(self, frame: pd.DataFrame, parent: pd.DataFrame | None) -> pd.DataFrame:
+        """The frame the GAN learns: derived columns replaced by ratios/gaps, mapped ones dropped."""
+        out = frame.copy()
+        for d in self.derivations:
+            if d.kind == "map":
+                continue
+            value = _numbers(frame[d.column], self.kinds[d.column])
+            if d.kind == "parent_offset":
+                anchor = _numbers(parent[d.anchor], "datetime")
+                out[d.column] = value - anchor
+            elif d.kind == "offset":
+                out[d.column] = value - _numbers(frame[d.anchor], self.kinds[d.anchor])
+            else:
+                anchor = _numbers(frame[d.anchor], self.kinds[d.anchor])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out[d.column] = np.where(anchor > 0, value / anchor, 0.0)
+                out.loc[np.isnan(value), d.column] = np.nan
+        return out.drop(columns=list(self.dropped))
+
+    def inverse(self, frame: pd.DataFrame, parent: pd.DataFrame | None) -> pd.DataFrame:
+        """Rebuild the real columns from a sampled frame, anchors before what depends on them."""
+        out = frame.copy()
+        pending = list(self.derivations)
+        while pending:
+            ready = [d for d in pending if d.kind == "parent_offset" or all(p.column != d.anchor for p in pending)]
+            for d in ready:
+                out[d.column] = self._rebuild(d, out, parent)
+                pending.remove(d)
+        return out
+
+    def _rebuild(self, d: Derivation, frame: pd.DataFrame, parent: pd.DataFrame | None) -> pd.Series:
+        if d.kind == "map":
+            looked_up = _labels(frame[d.anchor]).map(d.mapping)
+            if self.kinds[d.column] == "numerical":
+                looked_up = pd.to_numeric(looked_up, errors="coerce")
+            return looked_up
+        derived = frame[d.column].to_numpy(dtype=float)
+        kind = self.kinds[d.column]
+        if d.kind == "parent_offset":
+            anchor = _numbers(parent[d.anchor], "datetime")
+        else:
+            anchor = _numbers(frame[d.anchor], self.kinds[d.anchor])
+        if d.kind == "ratio":
+            value = np.clip(derived, 0.0, 1.0) * anchor
+        else:
+            value = anchor + np.clip(derived, 1.0 if d.strict and kind == "datetime" else 0.0, None)
+        if kind == "datetime":
+            stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(value), 0, np.round(value)), unit="D")
+            return pd.Series(stamps, index=frame.index).where(~np.isnan(value))
+        if d.decimals is not None:
+            value = np.round(value, d.decimals)
+        series = pd.Series(value, index=frame.index)
+        if d.decimals == 0:
+            return series.astype("Int64") if series.isna().any() else series.astype("int64")
+        return series
+
+
+def _decimals(values: np.ndarray, most: int = 6) -> int | None:
+    sample = values[~np.isnan(values)][:5000]
+    for d in range(most + 1):
+        if np.allclose(sample, np.round(sample, d), rtol=0, atol=1e-9):
+            return d
+    return None
+
+
+def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:
+    """True (strict) / False (non-strict) when x <= y holds wherever both are known, else None."""
+    both = ~np.isnan(x) & ~np.isnan(y)
+    if both.sum() < MIN_ROWS or np.any(~np.isnan(x) & np.isnan(y)):
+        return None
+    xs, ys = x[both], y[both]
+    if not np.all(xs <= ys) or np.all(xs == ys):
+        return None
+    return bool(np.all(xs < ys))
+
+
+def _labels(values: pd.Series) -> pd.Series:
+    return values.astype(object).where(values.notna(), "__null__").astype(str)
+
+
+def _numbers(values: pd.Series, kind: str) -> np.ndarray:
+    if kind == "datetime":
+        return ((pd.to_datetime(values, errors="coerce") - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
