@@ -1,6 +1,9 @@
 """Privacy figures: copied rows, distance to closest record, verbatim identity strings.
 
-* copied rows: synthetic rows whose every non-key column equals some real row's;
+* copied rows: synthetic rows whose every non-key column equals a real row whose values
+  are unique in the real table (a combination shared by many real rows, such as a course
+  enrollment's year, term and grade, identifies no one and is counted apart as
+  ``common_combination_rows``);
 * DCR: Gower distance (numbers scaled by the real range, categories 0/1) from each
   synthetic row to its closest real row, set beside the distance from held-out real rows
   to the remaining real rows. The model is fitted on every real row, so the held-out rows
@@ -23,12 +26,14 @@ from synth_pipeline.schema.metadata import Metadata
 COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
 
 
-def copied_rows(real: pd.DataFrame, synthetic: pd.DataFrame, columns: list[str]) -> int:
+def copied_rows(real: pd.DataFrame, synthetic: pd.DataFrame, columns: list[str]) -> tuple[int, int]:
+    """(copies of unique real rows, rows equal to a combination several real rows share)."""
     if not columns or synthetic.empty:
-        return 0
-    real_hashes = set(pd.util.hash_pandas_object(real[columns].astype(str), index=False))
+        return 0, 0
+    real_hashes = pd.util.hash_pandas_object(real[columns].astype(str), index=False).value_counts()
     syn_hashes = pd.util.hash_pandas_object(synthetic[columns].astype(str), index=False)
-    return int(syn_hashes.isin(real_hashes).sum())
+    multiplicity = syn_hashes.map(real_hashes).fillna(0)
+    return int((multiplicity == 1).sum()), int((multiplicity > 1).sum())
 
 
 def _gower_matrix(frame: pd.DataFrame, kinds: dict[str, str], reference: pd.DataFrame) -> np.ndarray:
@@ -81,10 +86,11 @@ def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Met
 def table_privacy(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str, seed: int = 0) -> dict:
     keys = metadata.key_columns(table)
     non_key = [c for c in metadata.table(table).columns if c not in keys]
-    copies = copied_rows(real, synthetic, non_key)
+    copies, common = copied_rows(real, synthetic, non_key)
     identity = verbatim_identity(real, synthetic, metadata, table)
     return {
         "copied_rows": copies, "copied_row_share": round(copies / max(len(synthetic), 1), 4),
+        "common_combination_rows": common,
         "compared_columns": non_key,
         "dcr": dcr(real, synthetic, compared_columns(metadata, table), seed=seed),
         "identity_columns": identity,

@@ -37,6 +37,7 @@ class Derivation:
     strict: bool = False
     mapping: dict = field(default_factory=dict)
     decimals: int | None = None  # of the rebuilt numbers (0: integers)
+    quantiles: np.ndarray | None = None  # real marginal of a rebuilt date (days), see _rebuild
 
     @property
     def description(self) -> str:
@@ -128,7 +129,8 @@ class DerivedColumns:
             if positive:
                 self._add(Derivation("ratio", lo, hi, strict, decimals=_decimals(x)))
             else:
-                self._add(Derivation("offset", hi, lo, strict, decimals=_decimals(y)))
+                self._add(Derivation("offset", hi, lo, strict, decimals=_decimals(y),
+                                     quantiles=_quantiles(y) if self.kinds[hi] == "datetime" else None))
 
     def _discover_parent_offsets(self, frame: pd.DataFrame, parent: pd.DataFrame, parent_kinds: dict[str, str]) -> None:
         parent_dates = [c for c, k in parent_kinds.items() if k == "datetime"]
@@ -147,7 +149,7 @@ class DerivedColumns:
                     if best is None or gap < best[0]:
                         best = (gap, p)
             if best is not None:
-                self.derivations.append(Derivation("parent_offset", col, best[1]))
+                self.derivations.append(Derivation("parent_offset", col, best[1], quantiles=_quantiles(x)))
 
     # ------------------------------------------------------------- transform
     def forward(self, frame: pd.DataFrame, parent: pd.DataFrame | None) -> pd.DataFrame:
@@ -197,6 +199,12 @@ class DerivedColumns:
         else:
             value = anchor + np.clip(derived, 1.0 if d.strict and kind == "datetime" else 0.0, None)
         if kind == "datetime":
+            # anchor + gap has the right joint shape but a blurred marginal: map it by rank onto
+            # the real dates, then restore the order the real rows always kept.
+            if d.quantiles is not None:
+                known = ~np.isnan(value)
+                value[known] = _rank_map(value[known], d.quantiles)
+                value = np.maximum(value, anchor + (1.0 if d.strict else 0.0))
             stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(value), 0, np.round(value)), unit="D")
             return pd.Series(stamps, index=frame.index).where(~np.isnan(value))
         if d.decimals is not None:
@@ -205,6 +213,18 @@ class DerivedColumns:
         if d.decimals == 0:
             return series.astype("Int64") if series.isna().any() else series.astype("int64")
         return series
+
+
+def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
+    finite = values[~np.isnan(values)]
+    return np.quantile(finite, np.linspace(0, 1, points)) if len(finite) else None
+
+
+def _rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    if len(values) == 0:
+        return values
+    ranks = (pd.Series(values).rank(method="first").to_numpy() - 0.5) / len(values)
+    return np.interp(ranks, np.linspace(0, 1, len(quantiles)), quantiles)
 
 
 def _decimals(values: np.ndarray, most: int = 6) -> int | None:

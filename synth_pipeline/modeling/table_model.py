@@ -28,6 +28,7 @@ from synth_pipeline.modeling import linking
 from synth_pipeline.modeling.cardinality import calibrate_counts, child_counts, count_column, is_count_column
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
+from synth_pipeline.modeling.marginals import category_targets, choose_per_slot, rake_weights
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
@@ -36,6 +37,7 @@ from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, 
 
 log = logging.getLogger(__name__)
 
+CANDIDATES_PER_ROW = 3  # generated per output row; raking keeps the one that fits the marginals
 QUALITY_STEPS = {"fast": (60, 150), "default": (250, 900), "best": (1000, 4000)}
 
 
@@ -71,6 +73,7 @@ class TableModel:
     column_order: list[str]
     context_encoder: ContextEncoder | None = None
     derived: DerivedColumns | None = None
+    category_targets: dict[str, pd.Series] = field(default_factory=dict)
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -106,13 +109,16 @@ class TableModel:
         if settings.conditional and primary is not None:
             encoder, context = _training_context(metadata, primary, real)
         codec = gan = None
+        targets: dict = {}
         if modelled and len(frame):
             codec = TableCodec.fit(training, modelled)
             steps = settings.steps_for(len(frame))
             gan = ContextCTGAN(GanSettings(steps=steps, device=settings.device))
             log.info("%s: fitting CTGAN on %d rows x %d columns%s, %d steps", name, len(frame), len(modelled),
                      f" given {primary.parent_table_name} ({encoder.dim} context values)" if encoder else "", steps)
-            gan.fit(codec.encode(training), codec.discrete_columns, context=context, seed=seed, label=name)
+            encoded = codec.encode(training)
+            gan.fit(encoded, codec.discrete_columns, context=context, seed=seed, label=name)
+            targets = category_targets(encoded, codec.discrete_columns)
         return cls(
             table=name, real_rows=len(frame), codec=codec, gan=gan, key_formats=key_formats,
             identities=identities, real_counts=real_counts,
@@ -121,6 +127,7 @@ class TableModel:
             column_order=list(table.columns) + list(real_counts),
             context_encoder=encoder,
             derived=derived,
+            category_targets=targets,
             fit_seconds=time.perf_counter() - started,
         )
 
@@ -158,8 +165,13 @@ class TableModel:
     def _sample_columns(self, n: int, seed: int, context: np.ndarray | None) -> pd.DataFrame:
         if self.gan is None:
             return pd.DataFrame(index=range(n))
-        raw = self.codec.decode(self.gan.sample(n, context=context, seed=seed))
         rng = np.random.default_rng(seed + 1)
+        k = CANDIDATES_PER_ROW if self.category_targets else 1
+        candidates = self.gan.sample(n * k, context=None if context is None else np.tile(context, (k, 1)), seed=seed)
+        if k > 1 and n > 0:
+            chosen = choose_per_slot(rake_weights(candidates, self.category_targets), n, k, rng)
+            candidates = candidates.iloc[chosen].reset_index(drop=True)
+        raw = self.codec.decode(candidates)
         for col, real in self.real_counts.items():
             raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
         return raw.reset_index(drop=True)
