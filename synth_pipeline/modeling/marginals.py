@@ -20,22 +20,33 @@ def category_targets(encoded: pd.DataFrame, discrete_columns: list[str]) -> dict
     return {c: encoded[c].astype(str).value_counts(normalize=True) for c in discrete_columns}
 
 
-def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series]) -> np.ndarray:
+def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int, k: int) -> np.ndarray:
+    """Candidate weights whose per-slot draw (see ``choose_per_slot``) meets the real shares.
+
+    Shares are measured as they will come out: each slot keeps one of its ``k``
+    candidates with probability proportional to its weight.
+    """
     weights = np.ones(len(candidates))
-    codes = {}
+    codes = []
     for col, target in targets.items():
         labels = candidates[col].astype(str)
-        share = labels.map(target).fillna(0.0).to_numpy()
         categories, inverse = np.unique(labels.to_numpy(), return_inverse=True)
-        codes[col] = (inverse, share, len(categories))
+        codes.append((inverse, labels.map(target).fillna(0.0).to_numpy(), len(categories)))
     for _ in range(RAKING_ROUNDS):
-        for inverse, share, n_categories in codes.values():
-            current = np.bincount(inverse, weights=weights, minlength=n_categories) / weights.sum()
-            ratio = np.where(current[inverse] > 0, share / np.maximum(current[inverse], 1e-12), 0.0)
-            weights = weights * ratio
-            if weights.sum() <= 0:  # no candidate carries any real category: give up on raking
-                return np.ones(len(candidates))
+        for inverse, share, n_categories in codes:
+            chance = _slot_probabilities(weights, n, k)
+            current = np.bincount(inverse, weights=chance, minlength=n_categories) / n
+            weights = weights * np.where(current[inverse] > 0, share / np.maximum(current[inverse], 1e-12), 0.0)
+            if not np.isfinite(weights).all() or (weights.reshape(k, n).sum(axis=0) <= 0).any():
+                weights = np.where(np.isfinite(weights), weights, 0.0)
+                empty = weights.reshape(k, n).sum(axis=0) <= 0
+                weights.reshape(k, n)[:, empty] = 1.0  # slots with no plausible candidate: any will do
     return weights
+
+
+def _slot_probabilities(weights: np.ndarray, n: int, k: int) -> np.ndarray:
+    w = weights.reshape(k, n)
+    return (w / np.maximum(w.sum(axis=0), 1e-300)).reshape(-1)
 
 
 def choose_per_slot(weights: np.ndarray, n: int, k: int, rng: np.random.Generator) -> np.ndarray:

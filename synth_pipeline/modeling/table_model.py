@@ -169,7 +169,7 @@ class TableModel:
         k = CANDIDATES_PER_ROW if self.category_targets else 1
         candidates = self.gan.sample(n * k, context=None if context is None else np.tile(context, (k, 1)), seed=seed)
         if k > 1 and n > 0:
-            chosen = choose_per_slot(rake_weights(candidates, self.category_targets), n, k, rng)
+            chosen = choose_per_slot(rake_weights(candidates, self.category_targets, n, k), n, k, rng)
             candidates = candidates.iloc[chosen].reset_index(drop=True)
         raw = self.codec.decode(candidates)
         for col, real in self.real_counts.items():
