@@ -39,6 +39,38 @@ def link_by_capacity(n_rows: int, parent_keys: np.ndarray, capacity: np.ndarray,
     return keys
 
 
+def link_by_signature(row_signatures: np.ndarray, parent_signatures: np.ndarray, parent_keys: np.ndarray,
+                      capacity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Like ``link_by_capacity``, but a row goes to a parent with its generated signature
+    (e.g. a coach's department) wherever capacities allow.
+
+    Every parent receives exactly its (rescaled) capacity, so the degree distribution is kept;
+    rows of a signature whose parents are full move to signatures with room left.
+    """
+    n = len(row_signatures)
+    shares = allocate(n, capacity, rng)
+    groups = np.unique(np.concatenate([row_signatures, parent_signatures]))
+    rows_of = {g: rng.permutation(np.nonzero(row_signatures == g)[0]) for g in groups}
+    room = {g: int(shares[parent_signatures == g].sum()) for g in groups}
+    overflow = []
+    for g in groups:
+        overflow.extend(rows_of[g][room[g]:])
+        rows_of[g] = rows_of[g][:room[g]]
+    overflow = rng.permutation(np.asarray(overflow, dtype=int))
+    out = np.empty(n, dtype=object)
+    start = 0
+    for g in groups:
+        members = parent_signatures == g
+        if not members.any():
+            continue
+        spare = room[g] - len(rows_of[g])
+        rows = np.concatenate([rows_of[g], overflow[start:start + spare]]).astype(int)
+        start += spare
+        keys = np.repeat(np.asarray(parent_keys, dtype=object)[members], shares[members])
+        out[rows] = rng.permutation(keys)
+    return out
+
+
 def link_self(keys: np.ndarray, has_parent: np.ndarray, capacity: np.ndarray,
               rng: np.random.Generator) -> np.ndarray:
     """Parents within the same table, always earlier in a random order: a forest, no cycles."""

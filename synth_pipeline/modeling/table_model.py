@@ -74,6 +74,8 @@ class TableModel:
     context_encoder: ContextEncoder | None = None
     derived: DerivedColumns | None = None
     category_targets: dict[str, pd.Series] = field(default_factory=dict)
+    link_signatures: dict[str, list[str]] = field(default_factory=dict)  # second FK -> parent columns
+    signature_counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # real counts per group
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -104,6 +106,14 @@ class TableModel:
         modelled = [Column(c.name, "numerical") if c.name in derived.learned_as_numbers else c
                     for c in modelled if c.name not in derived.dropped]
         modelled += [Column(c, "numerical", computer_representation="Int64") for c in real_counts]
+        signatures, group_counts = {}, {}
+        for rel in metadata.second_relationships(name):
+            columns = signature_columns(metadata, rel, real)
+            if columns:
+                signatures[rel.child_foreign_key] = columns
+                training[link_column(rel)] = linked_signature(rel, columns, real)
+                modelled.append(Column(link_column(rel), "categorical"))
+                group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
         training = training[[c.name for c in modelled]]
         encoder, context = None, None
         if settings.conditional and primary is not None:
@@ -128,6 +138,8 @@ class TableModel:
             context_encoder=encoder,
             derived=derived,
             category_targets=targets,
+            link_signatures=signatures,
+            signature_counts=group_counts,
             fit_seconds=time.perf_counter() - started,
         )
 
@@ -179,15 +191,42 @@ class TableModel:
     def _link(self, rel: Relationship, rows: pd.DataFrame, parents: dict[str, pd.DataFrame],
               rng: np.random.Generator) -> np.ndarray:
         n = len(rows)
-        has_parent = ~linking.null_mask(n, self.fk_null_rates.get(rel.child_foreign_key, 0.0), rng)
         source = rows if rel.is_self_reference else parents[rel.parent_table_name]
         capacity = source[count_column(rel)].to_numpy(dtype=float)
         keys = source[rel.parent_primary_key].to_numpy(dtype=object)
+        signature = self.link_signatures.get(rel.child_foreign_key)
+        if signature and link_column(rel) in rows:
+            wanted = rows[link_column(rel)].astype(str).to_numpy()
+            has_parent = wanted != NO_PARENT
+        else:
+            has_parent = ~linking.null_mask(n, self.fk_null_rates.get(rel.child_foreign_key, 0.0), rng)
         if rel.is_self_reference:
             return linking.link_self(keys, has_parent, capacity, rng)
         out = np.full(n, None, dtype=object)
-        if has_parent.any():
+        if not has_parent.any():
+            return out
+        if signature:
+            parent_signatures = _signature(source, signature)
+            capacity = self._capacity_by_signature(rel, parent_signatures, capacity, rng)
+            out[has_parent] = linking.link_by_signature(wanted[has_parent], parent_signatures, keys, capacity, rng)
+        else:
             out[has_parent] = linking.link_by_capacity(int(has_parent.sum()), keys, capacity, rng)
+        return out
+
+    def _capacity_by_signature(self, rel: Relationship, parent_signatures: np.ndarray, capacity: np.ndarray,
+                               rng: np.random.Generator) -> np.ndarray:
+        """Each parent's generated count, rank-mapped onto the real counts of parents with its
+        signature: real sports teachers coach many games, others none, and so do synthetic ones."""
+        by_group = self.signature_counts.get(rel.child_foreign_key, {})
+        out = capacity.astype(float).copy()
+        for group in np.unique(parent_signatures):
+            members = parent_signatures == group
+            if group in by_group:
+                out[members] = calibrate_counts(capacity[members], by_group[group], rng)
+        # The mix of signatures among synthetic parents differs a little from the real mix:
+        # one more rank mapping makes the overall children-per-parent distribution the real one.
+        if by_group:
+            out = calibrate_counts(out, np.concatenate(list(by_group.values())), rng).astype(float)
         return out
 
     # ----------------------------------------------------------- persistence
@@ -214,9 +253,9 @@ class TableModel:
 
 
 def real_subset_for(metadata: Metadata, name: str) -> list[str]:
-    """The real tables a model of ``name`` reads: itself and its children (for counts), and
-    its primary parent with that parent's children (for the context)."""
-    tables = [name] + metadata.children(name)
+    """The real tables a model of ``name`` reads: itself and its children (for counts), its
+    parents (second parents' signatures), and its primary parent's children (for the context)."""
+    tables = [name] + metadata.children(name) + metadata.parents(name)
     primary = metadata.primary_relationship(name)
     if primary is not None:
         tables += [primary.parent_table_name] + metadata.children(primary.parent_table_name)
@@ -237,6 +276,86 @@ def with_child_counts(metadata: Metadata, name: str, real: dict[str, pd.DataFram
     for rel in metadata.child_relationships(name):
         frame[count_column(rel)] = child_counts(frame[pk], real[rel.child_table_name][rel.child_foreign_key])
     return frame
+
+
+NO_PARENT = "__no_parent__"
+SIGNATURE_MAX_VALUES = 20
+SIGNATURE_MIN_DISTANCE = 0.15
+SIGNATURE_MIN_ASSOCIATION = 0.3
+
+
+def link_column(rel: Relationship) -> str:
+    return f"__link__{rel.child_foreign_key}"
+
+
+def _signature(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    labels = [frame[c].astype(object).where(frame[c].notna(), "__null__").astype(str) for c in columns]
+    joined = labels[0]
+    for more in labels[1:]:
+        joined = joined + "|" + more
+    return joined.to_numpy()
+
+
+def signature_columns(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFrame]) -> list[str]:
+    """The second parent's categories its children pick it by: those whose share among linked
+    parents differs from their share among all parents (coaches come from sports), or that go
+    with the child's own categories or its primary parent's (an instructor's department is
+    the course's)."""
+    if rel.is_self_reference:
+        return []
+    parent, child = real[rel.parent_table_name], real[rel.child_table_name].reset_index(drop=True)
+    linked = parent.set_index(rel.parent_primary_key).reindex(child[rel.child_foreign_key].to_numpy()).reset_index(drop=True)
+    present = child[rel.child_foreign_key].notna().to_numpy()
+    partners = _categorical_partners(metadata, rel, real, child)
+    scored = []
+    for col in modelled_columns(metadata, rel.parent_table_name):
+        if col.sdtype not in ("categorical", "boolean") or not 2 <= parent[col.name].nunique() <= SIGNATURE_MAX_VALUES:
+            continue
+        everyone = parent[col.name].astype(str).value_counts(normalize=True)
+        values = linked[col.name][present].astype(str)
+        distance = 0.5 * everyone.subtract(values.value_counts(normalize=True), fill_value=0).abs().sum()
+        association = max((_cramers_v(values, other[present]) for other in partners), default=0.0)
+        score = max(distance / SIGNATURE_MIN_DISTANCE, association / SIGNATURE_MIN_ASSOCIATION)
+        if score >= 1:
+            scored.append((score, col.name))
+    return [c for _, c in sorted(scored, reverse=True)[:2]]
+
+
+def _categorical_partners(metadata: Metadata, rel: Relationship, real, child: pd.DataFrame) -> list[pd.Series]:
+    """The child's categorical columns and its primary parent's, aligned with the child rows."""
+    partners = [child[c.name].astype(str) for c in modelled_columns(metadata, rel.child_table_name)
+                if c.sdtype in ("categorical", "boolean")]
+    primary = metadata.primary_relationship(rel.child_table_name)
+    if primary is not None and primary != rel:
+        parent_rows = _aligned_parent_rows(primary, real)
+        partners += [parent_rows[c.name].astype(str) for c in modelled_columns(metadata, primary.parent_table_name)
+                     if c.sdtype in ("categorical", "boolean") and parent_rows[c.name].nunique() <= SIGNATURE_MAX_VALUES]
+    return partners
+
+
+def _cramers_v(a: pd.Series, b: pd.Series) -> float:
+    from scipy.stats.contingency import association
+
+    table = pd.crosstab(a.to_numpy(), b.to_numpy())
+    if min(table.shape) < 2:
+        return 0.0
+    return float(association(table.to_numpy(), method="cramer"))
+
+
+def linked_signature(rel: Relationship, columns: list[str], real: dict[str, pd.DataFrame]) -> np.ndarray:
+    """Each real child row's second-parent signature (``NO_PARENT`` where the FK is null)."""
+    parent = real[rel.parent_table_name]
+    by_key = pd.Series(_signature(parent, columns), index=parent[rel.parent_primary_key].to_numpy())
+    fk = real[rel.child_table_name][rel.child_foreign_key].reset_index(drop=True)
+    return fk.map(by_key).fillna(NO_PARENT).to_numpy()
+
+
+def counts_by_signature(rel: Relationship, columns: list[str], real: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+    """Real children per parent under ``rel``, for the parents of each signature."""
+    parent = real[rel.parent_table_name]
+    counts = child_counts(parent[rel.parent_primary_key], real[rel.child_table_name][rel.child_foreign_key])
+    groups = _signature(parent, columns)
+    return {g: counts[groups == g] for g in np.unique(groups)}
 
 
 def _aligned_parent_rows(primary: Relationship, real: dict[str, pd.DataFrame]) -> pd.DataFrame:
