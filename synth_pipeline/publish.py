@@ -29,10 +29,11 @@ def write_database(tables: dict[str, pd.DataFrame], metadata: Metadata, path: st
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
+    key_types: dict[tuple[str, str], str] = {}
     try:
         with duckdb.connect(str(tmp)) as con:
             for name in metadata.topological_order():
-                frame = tables[name][list(metadata.tables[name].columns)]
+                frame = _with_key_types(metadata, name, tables[name][list(metadata.tables[name].columns)], key_types)
                 con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints))
                 for part in _insert_batches(metadata, name, frame):
                     con.register("incoming", part)
@@ -59,6 +60,19 @@ def duckdb_type(series: pd.Series, sdtype: str, datetime_format: str | None) -> 
     if pd.api.types.is_float_dtype(series):
         return "DOUBLE"
     return "VARCHAR"
+
+
+def _with_key_types(metadata: Metadata, name: str, frame: pd.DataFrame, key_types: dict) -> pd.DataFrame:
+    """Foreign keys take their parent key's type (a nullable integer FK is not a DOUBLE)."""
+    table = metadata.table(name)
+    for pk in table.primary_key:
+        key_types[(name, pk)] = duckdb_type(frame[pk], table.columns[pk].sdtype, None)
+    frame = frame.copy()
+    for rel in metadata.foreign_keys(name):
+        if key_types.get((rel.parent_table_name, rel.parent_primary_key)) == "BIGINT" \
+                and not pd.api.types.is_integer_dtype(frame[rel.child_foreign_key]):
+            frame[rel.child_foreign_key] = pd.to_numeric(frame[rel.child_foreign_key]).round().astype("Int64")
+    return frame
 
 
 def _create_statement(metadata: Metadata, table: Table, frame: pd.DataFrame, constraints: bool) -> str:

@@ -43,7 +43,7 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
         keys = list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
     result = job.execute_in_process(
         instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, asset_selection=keys,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # failures are reported below
     )
     failures = _failures(result)
     report_path = config.out_dir / "report.json"

@@ -86,7 +86,13 @@ class ContextCTGAN:
         device = torch.device(s.device)
         self.columns = list(data.columns)
         self.context_dim = 0 if context is None else context.shape[1]
-        sample = data if len(data) <= s.transformer_sample else data.sample(s.transformer_sample, random_state=seed)
+        sample = data
+        if len(data) > s.transformer_sample:
+            # A row sample for the Gaussian mixtures, plus one row of every category so the
+            # one-hot encoders know them all.
+            firsts = [data.drop_duplicates(col) for col in discrete_columns]
+            sample = pd.concat([data.sample(s.transformer_sample, random_state=seed), *firsts])
+            sample = sample[~sample.index.duplicated()]
         self.transformer = _SyncTransformer()
         self.transformer.fit(sample, discrete_columns)
         train = self.transformer.transform(data)

@@ -91,3 +91,30 @@ def null_mask(n: int, null_rate: float, rng: np.random.Generator) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[rng.choice(n, size=int(round(null_rate * n)), replace=False)] = True
     return mask
+
+
+def make_pairs_unique(owners: np.ndarray, linked: np.ndarray, rng: np.random.Generator, tries: int = 50) -> np.ndarray:
+    """Swap linked values between rows until no (owner, linked) pair repeats, where possible.
+
+    A link table keyed by both foreign keys (a playlist holds a track once) must not repeat a
+    pair; swapping keeps every parent's number of children on both sides.
+    """
+    linked = np.asarray(linked, dtype=object).copy()
+    pairs = pd.Series(list(zip(owners, linked)))
+    duplicated = np.nonzero(pairs.duplicated().to_numpy())[0]
+    if len(duplicated) == 0:
+        return linked
+    taken = {}
+    for owner, value in zip(owners, linked):
+        taken.setdefault(owner, set()).add(value)
+    for i in duplicated:
+        for j in rng.integers(0, len(linked), size=tries):
+            a, b = owners[i], owners[j]
+            if a == b or linked[j] in taken[a] or linked[i] in taken[b]:
+                continue
+            taken[b].discard(linked[j])
+            taken[b].add(linked[i])
+            taken[a].add(linked[j])  # linked[i] stays in taken[a]: its first occurrence keeps it
+            linked[i], linked[j] = linked[j], linked[i]
+            break
+    return linked

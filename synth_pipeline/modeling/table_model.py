@@ -172,6 +172,10 @@ class TableModel:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
             out[rel.child_foreign_key] = self._link(rel, out, parents, rng)
+        pk = metadata.table(self.table).primary_key
+        if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
+            other = next(c for c in pk if c != primary.child_foreign_key)
+            out[other] = linking.make_pairs_unique(out[primary.child_foreign_key].to_numpy(), out[other].to_numpy(), rng)
         return out[self.column_order]
 
     def _sample_columns(self, n: int, seed: int, context: np.ndarray | None) -> pd.DataFrame:
