@@ -59,6 +59,7 @@ def _guess_primary_key(table: str, frame: pd.DataFrame) -> list[str] | None:
     by_lower = {c.lower(): c for c in frame.columns}
     ordered = [by_lower[c] for c in candidates if c in by_lower]
     ordered += [c for c in frame.columns if c.lower().endswith("id") and c not in ordered]
+    ordered += [frame.columns[0]] if frame.columns[0] not in ordered else []  # e.g. a code in column one
     for col in ordered:
         values = frame[col]
         if len(values) and values.notna().all() and values.is_unique:
