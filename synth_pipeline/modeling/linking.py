@@ -73,16 +73,27 @@ def link_by_signature(row_signatures: np.ndarray, parent_signatures: np.ndarray,
 
 def link_self(keys: np.ndarray, has_parent: np.ndarray, capacity: np.ndarray,
               rng: np.random.Generator) -> np.ndarray:
-    """Parents within the same table, always earlier in a random order: a forest, no cycles."""
+    """Parents within the same table, always earlier in the order: a forest, no cycles.
+
+    Rows without a parent come first, then the others by falling capacity (managers before
+    the people they manage); each row takes an earlier row that still has room, so every
+    row's number of reports follows its generated count wherever the hierarchy allows.
+    """
     n = len(keys)
-    order = np.concatenate([np.nonzero(~has_parent)[0], rng.permutation(np.nonzero(has_parent)[0])])
-    weight = np.asarray(capacity, dtype=float)[order] + 0.1
+    capacity = np.asarray(capacity, dtype=float)
+    with_parent = np.nonzero(has_parent)[0]
+    with_parent = with_parent[np.lexsort((rng.random(len(with_parent)), -capacity[with_parent]))]
+    order = np.concatenate([np.nonzero(~has_parent)[0], with_parent])
+    room = np.maximum(np.round(capacity[order]), 0)
     out = np.full(n, None, dtype=object)
     for pos in range(1, n):
         row = order[pos]
-        if has_parent[row]:
-            w = weight[:pos]
-            out[row] = keys[order[rng.choice(pos, p=w / w.sum())]]
+        if not has_parent[row]:
+            continue
+        free = np.nonzero(room[:pos] > 0)[0]
+        choice = rng.choice(free) if len(free) else rng.integers(pos)
+        room[choice] -= 1
+        out[row] = keys[order[choice]]
     return out
 
 
