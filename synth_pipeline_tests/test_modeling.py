@@ -134,3 +134,13 @@ def test_children_follow_their_parent_only_when_conditioned(conditional):
         assert gap["high"] - gap["low"] > 60  # real gap: 100
     else:
         assert abs(gap["high"] - gap["low"]) < 30
+
+
+def test_child_counts_get_the_real_rank_correlation_and_keep_their_values():
+    from synth_pipeline.modeling.cardinality import impose_rank_correlation
+
+    rng = np.random.default_rng(0)
+    counts = np.column_stack([rng.poisson(5, 1000), rng.poisson(3, 1000)]).astype(float)  # independent
+    paired = impose_rank_correlation(counts, np.array([[1.0, 0.7], [0.7, 1.0]]), rng)
+    assert (np.sort(paired, axis=0) == np.sort(counts, axis=0)).all()
+    assert 0.55 <= pd.DataFrame(paired).corr(method="spearman").iloc[0, 1] <= 0.8

@@ -41,3 +41,35 @@ def calibrate_counts(generated: np.ndarray, real_counts: np.ndarray, rng: np.ran
     ranks[order] = (np.arange(n) + 0.5) / n
     real_sorted = np.sort(real_counts)
     return real_sorted[np.minimum((ranks * len(real_sorted)).astype(int), len(real_sorted) - 1)].astype("int64")
+
+
+def normal_scores(values: np.ndarray) -> np.ndarray:
+    """Column-wise van der Waerden scores (ties broken by position)."""
+    from scipy.stats import norm
+
+    ranks = np.argsort(np.argsort(values, axis=0, kind="stable"), axis=0)
+    return norm.ppf((ranks + 0.5) / len(values))
+
+
+def impose_rank_correlation(values: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Iman-Conover: re-pair each column's values so the columns' rank correlation is ``target``.
+
+    Every column keeps its own values (so calibrated counts stay calibrated); only which row
+    gets which value changes, starting from the generated order so rows move as little as needed.
+    """
+    n, k = values.shape
+    if n < 3 or k < 2:
+        return values
+    jitter = rng.random(values.shape) * 1e-6  # ties in counts: break them at random, not by position
+    scores = normal_scores(values + jitter)
+    current = np.corrcoef(scores, rowvar=False)
+    try:
+        p_target, p_current = np.linalg.cholesky(target), np.linalg.cholesky(current)
+    except np.linalg.LinAlgError:
+        return values
+    adjusted = scores @ np.linalg.inv(p_current).T @ p_target.T
+    out = np.empty_like(values)
+    for j in range(k):
+        ordered = np.sort(values[:, j])
+        out[:, j] = ordered[np.argsort(np.argsort(adjusted[:, j], kind="stable"), kind="stable")]
+    return out

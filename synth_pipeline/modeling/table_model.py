@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling import linking
-from synth_pipeline.modeling.cardinality import calibrate_counts, child_counts, count_column, is_count_column
+from synth_pipeline.modeling.cardinality import (calibrate_counts, child_counts, count_column, impose_rank_correlation,
+                                                 is_count_column, normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.marginals import category_targets, choose_per_slot, rake_weights
@@ -76,6 +77,7 @@ class TableModel:
     category_targets: dict[str, pd.Series] = field(default_factory=dict)
     link_signatures: dict[str, list[str]] = field(default_factory=dict)  # second FK -> parent columns
     signature_counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # real counts per group
+    count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -140,6 +142,7 @@ class TableModel:
             category_targets=targets,
             link_signatures=signatures,
             signature_counts=group_counts,
+            count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
 
@@ -190,6 +193,9 @@ class TableModel:
         raw = self.codec.decode(candidates)
         for col, real in self.real_counts.items():
             raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
+        if self.count_correlation is not None and n > 2:
+            cols = list(self.real_counts)
+            raw[cols] = impose_rank_correlation(raw[cols].to_numpy(dtype=float), self.count_correlation, rng).astype("int64")
         return raw.reset_index(drop=True)
 
     def _link(self, rel: Relationship, rows: pd.DataFrame, parents: dict[str, pd.DataFrame],
@@ -352,6 +358,16 @@ def linked_signature(rel: Relationship, columns: list[str], real: dict[str, pd.D
     by_key = pd.Series(_signature(parent, columns), index=parent[rel.parent_primary_key].to_numpy())
     fk = real[rel.child_table_name][rel.child_foreign_key].reset_index(drop=True)
     return fk.map(by_key).fillna(NO_PARENT).to_numpy()
+
+
+def _count_correlation(real_counts: dict[str, np.ndarray]) -> np.ndarray | None:
+    """How a parent's child counts go together (more courses, more fees), as normal scores."""
+    if len(real_counts) < 2:
+        return None
+    values = np.column_stack(list(real_counts.values())).astype(float)
+    jitter = np.random.default_rng(0).random(values.shape) * 1e-6
+    corr = np.corrcoef(normal_scores(values + jitter), rowvar=False)
+    return None if not np.isfinite(corr).all() else corr
 
 
 def counts_by_signature(rel: Relationship, columns: list[str], real: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
