@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 
 from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns

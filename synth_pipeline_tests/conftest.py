@@ -39,6 +39,14 @@ def tiny_school_db(tmp_path_factory) -> Path:
     return build_school_database(path, students=150, seed=7)
 
 
+def count_orphans(con, rel) -> int:
+    """Rows of a published child table whose foreign key names no parent row (SQL, in DuckDB)."""
+    return con.execute(
+        f'SELECT count(*) FROM "{rel.child_table_name}" WHERE "{rel.child_foreign_key}" IS NOT NULL AND '
+        f'"{rel.child_foreign_key}" NOT IN (SELECT "{rel.parent_primary_key}" FROM "{rel.parent_table_name}")'
+    ).fetchone()[0]
+
+
 def tiny_config(tmp: Path, source: Path, **overrides) -> PipelineConfig:
     return PipelineConfig(source=source, metadata_path=SCHOOL_METADATA, out_dir=tmp / "out",
                           steps=overrides.pop("steps", 20), seed=overrides.pop("seed", 1), **overrides)

@@ -14,7 +14,6 @@ from synth_pipeline.evaluation.detection import parent_detection
 from synth_pipeline.evaluation.fidelity import cross_table_trends, two_hop_chains
 from synth_pipeline.evaluation.privacy import table_privacy
 from synth_pipeline.evaluation.report import evaluate
-from synth_pipeline.schema.metadata import Metadata
 
 
 TABLES = ["teachers", "courses", "students", "fees", "student_courses", "marks"]

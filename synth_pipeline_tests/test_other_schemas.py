@@ -4,7 +4,7 @@ import duckdb
 
 from synth_pipeline.config import PipelineConfig
 from synth_pipeline.schema.detect import detect_metadata
-from synth_pipeline_tests.conftest import materialize_all, require_dataset
+from synth_pipeline_tests.conftest import count_orphans, materialize_all, require_dataset
 
 
 def test_chinook_end_to_end_with_zero_fk_violations(tmp_path):
@@ -15,11 +15,7 @@ def test_chinook_end_to_end_with_zero_fk_violations(tmp_path):
     assert result.success
     with duckdb.connect(str(config.out_dir / "synthetic.duckdb"), read_only=True) as con:
         for rel in metadata.relationships:
-            orphans = con.execute(
-                f'SELECT count(*) FROM "{rel.child_table_name}" WHERE "{rel.child_foreign_key}" IS NOT NULL AND '
-                f'"{rel.child_foreign_key}" NOT IN (SELECT "{rel.parent_primary_key}" FROM "{rel.parent_table_name}")'
-            ).fetchone()[0]
-            assert orphans == 0, rel.label
+            assert count_orphans(con, rel) == 0, rel.label
         pairs = con.execute('SELECT count(*), count(DISTINCT ("PlaylistId", "TrackId")) FROM "PlaylistTrack"').fetchone()
         assert pairs[0] == pairs[1] and pairs[0] > 0.9 * 8715  # composite key unique, few rows lost
         managers = con.execute('SELECT count(*) FROM "Employee" WHERE "ReportsTo" IS NULL').fetchone()[0]

@@ -6,11 +6,9 @@ import shutil
 import dagster as dg
 import duckdb
 import pandas as pd
-import pytest
 
 from synth_pipeline.assets import PUBLISHED_KEY, stage_key
-from synth_pipeline.pipeline import build_definitions
-from synth_pipeline_tests.conftest import materialize_all
+from synth_pipeline_tests.conftest import count_orphans, materialize_all
 
 UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
@@ -34,11 +32,7 @@ def test_published_database_has_zero_fk_violations_and_declares_keys(tiny_run, s
     config, _ = tiny_run
     with _published(config) as con:
         for rel in school_metadata.relationships:
-            orphans = con.execute(
-                f'SELECT count(*) FROM "{rel.child_table_name}" c WHERE c."{rel.child_foreign_key}" IS NOT NULL '
-                f'AND c."{rel.child_foreign_key}" NOT IN (SELECT "{rel.parent_primary_key}" FROM "{rel.parent_table_name}")'
-            ).fetchone()[0]
-            assert orphans == 0, rel.label
+            assert count_orphans(con, rel) == 0, rel.label
         declared = con.execute(
             "SELECT constraint_type, count(*) FROM duckdb_constraints() "
             "WHERE constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') GROUP BY 1").fetchall()

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling.cardinality import is_count_column
+from synth_pipeline.modeling.transforms import day_numbers, labels
 
 MAX_CATEGORIES = 15
-EPOCH = pd.Timestamp("1970-01-01")
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ContextEncoder:
         parts = []
         for col, sdtype in kinds.items():
             if sdtype in ("categorical", "boolean"):
-                top = _labels(frame[col]).value_counts().index[:MAX_CATEGORIES].tolist()
+                top = labels(frame[col]).value_counts().index[:MAX_CATEGORIES].tolist()
                 parts.append(_Part(col, "category", categories=top))
                 continue
             kind = "count" if is_count_column(col) else "number"
@@ -61,10 +61,10 @@ class ContextEncoder:
         blocks = []
         for p in self.parts:
             if p.kind == "category":
-                labels = _labels(frame[p.column]).to_numpy()
+                row_labels = labels(frame[p.column]).to_numpy()
                 block = np.zeros((len(frame), p.width), dtype="float32")
                 index = {c: i for i, c in enumerate(p.categories)}
-                pos = np.array([index.get(v, len(p.categories)) for v in labels], dtype=int)
+                pos = np.array([index.get(v, len(p.categories)) for v in row_labels], dtype=int)
                 block[np.arange(len(frame)), pos] = 1.0
                 blocks.append(block)
             else:
@@ -76,13 +76,6 @@ class ContextEncoder:
         return np.hstack(blocks).astype("float32")
 
 
-def _labels(values: pd.Series) -> pd.Series:
-    return values.astype(object).where(values.notna(), "__null__").astype(str)
-
-
 def _numbers(values: pd.Series, sdtype: str, kind: str) -> np.ndarray:
-    if sdtype == "datetime":
-        out = ((pd.to_datetime(values, errors="coerce") - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    else:
-        out = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    out = day_numbers(values, sdtype)
     return np.log1p(np.clip(out, 0, None)) if kind == "count" else out

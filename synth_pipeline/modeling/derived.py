@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.modeling.transforms import EPOCH, day_numbers, decimals_of, labels, rank_map
+
 MIN_ROWS = 20
 MAX_DETERMINANT_VALUES = 100
-EPOCH = pd.Timestamp("1970-01-01")
 NUMERIC = ("numerical", "datetime")
 
 
@@ -94,21 +95,21 @@ class DerivedColumns:
     def _discover_maps(self, frame: pd.DataFrame) -> None:
         determinants = [c for c, k in self.kinds.items() if k in ("categorical", "boolean")]
         for target in self.kinds:
-            values = _labels(frame[target])
+            values = labels(frame[target])
             if values.nunique() < 2:
                 continue
             best = None
             for det in determinants:
                 if det == target:
                     continue
-                keys = _labels(frame[det])
+                keys = labels(frame[det])
                 n_keys = keys.nunique()
                 if not (values.nunique() <= n_keys <= min(MAX_DETERMINANT_VALUES, len(frame) // 5)):
                     continue
                 if (values.groupby(keys).nunique() == 1).all() and (best is None or n_keys < best[1]):
                     best = (det, n_keys)
             if best is not None and self._dependent(best[0]) is None:
-                mapping = frame[target].groupby(_labels(frame[best[0]])).first().to_dict()
+                mapping = frame[target].groupby(labels(frame[best[0]])).first().to_dict()
                 self._add(Derivation("map", target, best[0], mapping=mapping))
 
     def _discover_in_row(self, frame: pd.DataFrame) -> None:
@@ -118,18 +119,18 @@ class DerivedColumns:
             for b in numeric[i + 1:]:
                 if self.kinds[a] != self.kinds[b]:
                     continue
-                x, y = _numbers(frame[a], self.kinds[a]), _numbers(frame[b], self.kinds[b])
+                x, y = day_numbers(frame[a], self.kinds[a]), day_numbers(frame[b], self.kinds[b])
                 for lo, hi, xs, ys in ((a, b, x, y), (b, a, y, x)):
                     rule = _inequality(xs, ys)
                     if rule is not None:
                         candidates.append((float(np.nanmedian(ys - xs)), lo, hi, rule))
         for _, lo, hi, strict in sorted(candidates):  # the tightest pairs first
-            x, y = _numbers(frame[lo], self.kinds[lo]), _numbers(frame[hi], self.kinds[hi])
+            x, y = day_numbers(frame[lo], self.kinds[lo]), day_numbers(frame[hi], self.kinds[hi])
             positive = self.kinds[lo] == "numerical" and np.nanmin(x) >= 0 and np.nanmin(y) > 0
             if positive:
-                self._add(Derivation("ratio", lo, hi, strict, decimals=_decimals(x)))
+                self._add(Derivation("ratio", lo, hi, strict, decimals=decimals_of(x)))
             else:
-                self._add(Derivation("offset", hi, lo, strict, decimals=_decimals(y),
+                self._add(Derivation("offset", hi, lo, strict, decimals=decimals_of(y),
                                      quantiles=_quantiles(y) if self.kinds[hi] == "datetime" else None))
 
     def _discover_parent_offsets(self, frame: pd.DataFrame, parent: pd.DataFrame, parent_kinds: dict[str, str]) -> None:
@@ -137,10 +138,10 @@ class DerivedColumns:
         for col, kind in self.kinds.items():
             if kind != "datetime" or self._dependent(col) is not None:
                 continue
-            x = _numbers(frame[col], "datetime")
+            x = day_numbers(frame[col], "datetime")
             best = None
             for p in parent_dates:
-                y = _numbers(parent[p], "datetime")
+                y = day_numbers(parent[p], "datetime")
                 if np.any(~np.isnan(x) & np.isnan(y)):
                     continue
                 both = ~np.isnan(x) & ~np.isnan(y)
@@ -158,14 +159,14 @@ class DerivedColumns:
         for d in self.derivations:
             if d.kind == "map":
                 continue
-            value = _numbers(frame[d.column], self.kinds[d.column])
+            value = day_numbers(frame[d.column], self.kinds[d.column])
             if d.kind == "parent_offset":
-                anchor = _numbers(parent[d.anchor], "datetime")
+                anchor = day_numbers(parent[d.anchor], "datetime")
                 out[d.column] = value - anchor
             elif d.kind == "offset":
-                out[d.column] = value - _numbers(frame[d.anchor], self.kinds[d.anchor])
+                out[d.column] = value - day_numbers(frame[d.anchor], self.kinds[d.anchor])
             else:
-                anchor = _numbers(frame[d.anchor], self.kinds[d.anchor])
+                anchor = day_numbers(frame[d.anchor], self.kinds[d.anchor])
                 with np.errstate(divide="ignore", invalid="ignore"):
                     out[d.column] = np.where(anchor > 0, value / anchor, 0.0)
                 out.loc[np.isnan(value), d.column] = np.nan
@@ -184,16 +185,16 @@ class DerivedColumns:
 
     def _rebuild(self, d: Derivation, frame: pd.DataFrame, parent: pd.DataFrame | None) -> pd.Series:
         if d.kind == "map":
-            looked_up = _labels(frame[d.anchor]).map(d.mapping)
+            looked_up = labels(frame[d.anchor]).map(d.mapping)
             if self.kinds[d.column] == "numerical":
                 looked_up = pd.to_numeric(looked_up, errors="coerce")
             return looked_up
         derived = frame[d.column].to_numpy(dtype=float)
         kind = self.kinds[d.column]
         if d.kind == "parent_offset":
-            anchor = _numbers(parent[d.anchor], "datetime")
+            anchor = day_numbers(parent[d.anchor], "datetime")
         else:
-            anchor = _numbers(frame[d.anchor], self.kinds[d.anchor])
+            anchor = day_numbers(frame[d.anchor], self.kinds[d.anchor])
         if d.kind == "ratio":
             value = np.clip(derived, 0.0, 1.0) * anchor
         else:
@@ -203,7 +204,7 @@ class DerivedColumns:
             # the real dates, then restore the order the real rows always kept.
             if d.quantiles is not None:
                 known = ~np.isnan(value)
-                value[known] = _rank_map(value[known], d.quantiles)
+                value[known] = rank_map(value[known], d.quantiles)
                 value = np.maximum(value, anchor + (1.0 if d.strict else 0.0))
             stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(value), 0, np.round(value)), unit="D")
             return pd.Series(stamps, index=frame.index).where(~np.isnan(value))
@@ -220,21 +221,6 @@ def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
     return np.quantile(finite, np.linspace(0, 1, points)) if len(finite) else None
 
 
-def _rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
-    if len(values) == 0:
-        return values
-    ranks = (pd.Series(values).rank(method="first").to_numpy() - 0.5) / len(values)
-    return np.interp(ranks, np.linspace(0, 1, len(quantiles)), quantiles)
-
-
-def _decimals(values: np.ndarray, most: int = 6) -> int | None:
-    sample = values[~np.isnan(values)][:5000]
-    for d in range(most + 1):
-        if np.allclose(sample, np.round(sample, d), rtol=0, atol=1e-9):
-            return d
-    return None
-
-
 def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:
     """True (strict) / False (non-strict) when x <= y holds wherever both are known, else None."""
     both = ~np.isnan(x) & ~np.isnan(y)
@@ -244,13 +230,3 @@ def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:
     if not np.all(xs <= ys) or np.all(xs == ys):
         return None
     return bool(np.all(xs < ys))
-
-
-def _labels(values: pd.Series) -> pd.Series:
-    return values.astype(object).where(values.notna(), "__null__").astype(str)
-
-
-def _numbers(values: pd.Series, kind: str) -> np.ndarray:
-    if kind == "datetime":
-        return ((pd.to_datetime(values, errors="coerce") - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)

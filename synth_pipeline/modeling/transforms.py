@@ -86,7 +86,7 @@ class TableCodec:
                 numbers = pd.to_numeric(decoded, errors="coerce").to_numpy(dtype=float)
                 out[c.name] = _from_number(numbers, np.isnan(numbers), c)
                 continue
-            numbers = _rank_map(values.to_numpy(dtype=float), c.quantiles)
+            numbers = rank_map(values.to_numpy(dtype=float), c.quantiles)
             if c.integer:
                 numbers = np.round(numbers)
             elif c.decimals is not None:
@@ -118,7 +118,7 @@ def _fit_column(values: pd.Series, column: Column) -> ColumnCodec:
         codec.few_values = True
         codec.categories = distinct.tolist()
     if kind == "numerical" and not codec.integer:
-        codec.decimals = _decimals(finite)
+        codec.decimals = decimals_of(finite)
     codec.quantiles = np.quantile(finite, np.linspace(0, 1, QUANTILES)) if len(finite) else np.zeros(QUANTILES)
     return codec
 
@@ -140,21 +140,33 @@ def _from_number(numbers: np.ndarray, is_null: np.ndarray, codec: ColumnCodec) -
     return pd.Series(np.where(is_null, np.nan, numbers))
 
 
-def _decimals(values: np.ndarray, most: int = 6) -> int | None:
+def decimals_of(values: np.ndarray, most: int = 6) -> int | None:
     """The number of decimals every value fits in (None when more than ``most``)."""
-    sample = values[:5000]
+    sample = values[~np.isnan(values)][:5000]
     for d in range(most + 1):
         if np.allclose(sample, np.round(sample, d), rtol=0, atol=1e-9):
             return d
     return None
 
 
-def _rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+def rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Keep each value's rank among the samples, take the real distribution's value there."""
     if len(values) == 0:
         return values
     ranks = (pd.Series(values).rank(method="first").to_numpy() - 0.5) / len(values)
     return np.interp(ranks, np.linspace(0, 1, len(quantiles)), quantiles)
+
+
+def labels(values: pd.Series) -> pd.Series:
+    """Values as category labels, nulls a label of their own."""
+    return values.astype(object).where(values.notna(), NULL).astype(str)
+
+
+def day_numbers(values: pd.Series, sdtype: str) -> np.ndarray:
+    """Numbers as floats, dates as days since 1970 (NaN where missing)."""
+    if sdtype == "datetime":
+        return ((pd.to_datetime(values, errors="coerce") - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
 
 
 def _decode_category(values: pd.Series, codec: ColumnCodec) -> pd.Series:
