@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from synth_pipeline.modeling.cardinality import is_count_column
-from synth_pipeline.modeling.table_model import TableModel, real_subset_for, table_seed
+from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
 from synth_pipeline.repair import repair_table
 from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
 from synth_pipeline.schema.metadata import Metadata
@@ -40,6 +40,7 @@ def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
 
 def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
     parents = metadata.parents(name)
+    inputs = sampling_inputs(metadata, name)  # parents, and the tables its parent context joins
 
     @dg.asset(key=stage_key("real", name), group_name=name, kinds={"duckdb"},
               description=f"The real '{name}' table as loaded from the source.")
@@ -70,12 +71,12 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
         return dg.MaterializeResult(metadata=meta)
 
     @dg.asset(key=stage_key("synthetic", name), group_name=name, kinds={"pandas"},
-              deps=[stage_key("model", name)] + [stage_key("repaired", p) for p in parents],
+              deps=[stage_key("model", name)] + [stage_key("repaired", p) for p in inputs],
               description=f"Rows of '{name}' sampled from its model, given the repaired synthetic parents.")
     def synthetic(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         started = time.perf_counter()
         fitted = warehouse.load_model(name)
-        parent_frames = {p: warehouse.read("repaired", p) for p in parents}
+        parent_frames = {p: warehouse.read("repaired", p) for p in inputs}
         frame = fitted.sample(metadata, parent_frames, settings.scale, table_seed(settings.seed, name, "sample"))
         warehouse.write("synthetic", name, frame)
         seconds = time.perf_counter() - started

@@ -33,6 +33,7 @@ from synth_pipeline.modeling.marginals import category_targets, choose_per_slot,
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
+from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
 
@@ -77,6 +78,7 @@ class TableModel:
     category_targets: dict[str, pd.Series] = field(default_factory=dict)
     link_signatures: dict[str, list[str]] = field(default_factory=dict)  # second FK -> parent columns
     signature_counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # real counts per group
+    link_models: dict[str, SignatureModel] = field(default_factory=dict)  # second FK -> signature model
     count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -108,18 +110,19 @@ class TableModel:
         modelled = [Column(c.name, "numerical") if c.name in derived.learned_as_numbers else c
                     for c in modelled if c.name not in derived.dropped]
         modelled += [Column(c, "numerical", computer_representation="Int64") for c in real_counts]
-        signatures, group_counts = {}, {}
-        for rel in metadata.second_relationships(name):
-            columns = signature_columns(metadata, rel, real)
-            if columns:
-                signatures[rel.child_foreign_key] = columns
-                training[link_column(rel)] = linked_signature(rel, columns, real)
-                modelled.append(Column(link_column(rel), "categorical"))
-                group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
         training = training[[c.name for c in modelled]]
         encoder, context = None, None
         if settings.conditional and primary is not None:
             encoder, context = _training_context(metadata, primary, real)
+        signatures, group_counts, link_models = {}, {}, {}
+        original = {c.name: c.sdtype for c in modelled_columns(metadata, name)}
+        for i, rel in enumerate(metadata.second_relationships(name)):
+            columns = signature_columns(metadata, rel, real)
+            if columns:
+                signatures[rel.child_foreign_key] = columns
+                link_models[rel.child_foreign_key] = SignatureModel.fit(
+                    frame.reset_index(drop=True), original, context, linked_signature(rel, columns, real), seed + 1 + i)
+                group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
         codec = gan = None
         targets: dict = {}
         if modelled and len(frame):
@@ -142,6 +145,7 @@ class TableModel:
             category_targets=targets,
             link_signatures=signatures,
             signature_counts=group_counts,
+            link_models=link_models,
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -163,7 +167,7 @@ class TableModel:
             n = len(owners)
             parent_rows = parent.iloc[rows].reset_index(drop=True)
             if self.context_encoder is not None:
-                context = self.context_encoder.transform(parent)[rows]
+                context = self.context_encoder.transform(context_frame(metadata, primary, parent, parents)[0])[rows]
         out = self._sample_columns(n, seed, context)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
@@ -174,7 +178,7 @@ class TableModel:
         if primary is not None:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
-            out[rel.child_foreign_key] = self._link(rel, out, parents, rng)
+            out[rel.child_foreign_key] = self._link(rel, out, context, parents, rng)
         pk = metadata.table(self.table).primary_key
         if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
             other = next(c for c in pk if c != primary.child_foreign_key)
@@ -198,15 +202,16 @@ class TableModel:
             raw[cols] = impose_rank_correlation(raw[cols].to_numpy(dtype=float), self.count_correlation, rng).astype("int64")
         return raw.reset_index(drop=True)
 
-    def _link(self, rel: Relationship, rows: pd.DataFrame, parents: dict[str, pd.DataFrame],
-              rng: np.random.Generator) -> np.ndarray:
+    def _link(self, rel: Relationship, rows: pd.DataFrame, context: np.ndarray | None,
+              parents: dict[str, pd.DataFrame], rng: np.random.Generator) -> np.ndarray:
         n = len(rows)
         source = rows if rel.is_self_reference else parents[rel.parent_table_name]
         capacity = source[count_column(rel)].to_numpy(dtype=float)
         keys = source[rel.parent_primary_key].to_numpy(dtype=object)
         signature = self.link_signatures.get(rel.child_foreign_key)
-        if signature and link_column(rel) in rows:
-            wanted = rows[link_column(rel)].astype(str).to_numpy()
+        link_model = self.link_models.get(rel.child_foreign_key)
+        if signature and link_model is not None:
+            wanted = link_model.sample(rows, context, rng).astype(str)
             has_parent = wanted != NO_PARENT
         else:
             has_parent = ~linking.null_mask(n, self.fk_null_rates.get(rel.child_foreign_key, 0.0), rng)
@@ -269,6 +274,7 @@ def real_subset_for(metadata: Metadata, name: str) -> list[str]:
     primary = metadata.primary_relationship(name)
     if primary is not None:
         tables += [primary.parent_table_name] + metadata.children(primary.parent_table_name)
+        tables += [r.parent_table_name for r in context_links(metadata, primary)]
     return list(dict.fromkeys(tables))
 
 
@@ -387,12 +393,42 @@ def _aligned_parent_rows(primary: Relationship, real: dict[str, pd.DataFrame]) -
     return aligned.reset_index(drop=True)
 
 
+def context_links(metadata: Metadata, primary: Relationship) -> list[Relationship]:
+    """The primary parent's own other parents, whose rows join the context (a mark is
+    generated knowing its student course *and* that course's level)."""
+    return [r for r in metadata.second_relationships(primary.parent_table_name) if not r.is_self_reference]
+
+
+def sampling_inputs(metadata: Metadata, name: str) -> list[str]:
+    """The synthetic tables ``name`` is sampled from: its parents and its context's tables."""
+    tables = metadata.parents(name)
+    primary = metadata.primary_relationship(name)
+    if primary is not None:
+        tables += [r.parent_table_name for r in context_links(metadata, primary)]
+    return list(dict.fromkeys(tables))
+
+
+def context_frame(metadata: Metadata, primary: Relationship, parent: pd.DataFrame,
+                  tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The parent rows (with their child counts) joined with their own second parents' columns,
+    named ``<fk>.<column>``; and each context column's sdtype."""
+    frame = parent.reset_index(drop=True).copy()
+    kinds = {c.name: c.sdtype for c in modelled_columns(metadata, primary.parent_table_name)}
+    kinds.update({c: "numerical" for c in frame.columns if is_count_column(c)})
+    for rel in context_links(metadata, primary):
+        other = tables[rel.parent_table_name].drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key)
+        joined = other.reindex(frame[rel.child_foreign_key].to_numpy())
+        for col in modelled_columns(metadata, rel.parent_table_name):
+            name = f"{rel.child_foreign_key}.{col.name}"
+            frame[name] = joined[col.name].to_numpy()
+            kinds[name] = col.sdtype
+    return frame, kinds
+
+
 def _training_context(metadata: Metadata, primary: Relationship, real: dict[str, pd.DataFrame]):
     """The encoder of the primary parent's rows, and each real child row's context."""
     parent_name = primary.parent_table_name
-    parent = with_child_counts(metadata, parent_name, real)
-    kinds = {c.name: c.sdtype for c in modelled_columns(metadata, parent_name)}
-    kinds.update({c: "numerical" for c in parent.columns if is_count_column(c)})
+    parent, kinds = context_frame(metadata, primary, with_child_counts(metadata, parent_name, real), real)
     encoder = ContextEncoder.fit(parent, kinds)
     encoded = encoder.transform(parent)
     position = pd.Series(np.arange(len(parent)), index=parent[primary.parent_primary_key].to_numpy())
@@ -401,4 +437,3 @@ def _training_context(metadata: Metadata, primary: Relationship, real: dict[str,
     known = ~np.isnan(rows)
     context[known] = encoded[rows[known].astype(int)]
     return encoder, context
-
