@@ -169,6 +169,10 @@ def render(report: dict, real: dict[str, pd.DataFrame], synthetic: dict[str, pd.
     parts += ["<h2>Constraints held by 100% of real rows</h2>",
               _table([[c["table"], c["description"], c["satisfied_share"]] for c in ours["constraints"]],
                      ["table", "constraint", "synthetic rows satisfying"])]
+    if ours.get("path_agreements"):
+        parts += ["<h2>Links that follow another path (share of rows agreeing)</h2>",
+                  _table([[p["table"], p["path"].split(" (")[0], p["real"], p["synthetic"], p["chance"]]
+                          for p in ours["path_agreements"]], ["table", "path", "real", "synthetic", "random links"])]
     privacy_rows = [[t, v["privacy"]["copied_rows"], v["privacy"]["verbatim_identity_strings"],
                      v["privacy"]["dcr"].get("synthetic_to_real_median"), v["privacy"]["dcr"].get("holdout_to_real_median")]
                     for t, v in ours["tables"].items() if "privacy" in v]

@@ -19,6 +19,7 @@ from synth_pipeline.evaluation.fidelity import (column_shapes, compared_columns,
 from synth_pipeline.evaluation.privacy import table_privacy
 from synth_pipeline.evaluation.structure import (cardinality_counts, cardinality_similarity, count_summary,
                                                  fk_violations, pk_duplicates)
+from synth_pipeline.modeling.bridges import path_agreements
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.schema.metadata import ID_SDTYPE, Metadata
 
@@ -101,6 +102,7 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
             if metadata.children(name) and metadata.table(name).single_primary_key:
                 detections.append(parent_detection(real, synthetic, metadata, name, seed=seed))
     found = constraint_checks.report(real, synthetic, metadata)
+    paths = path_agreements(metadata, real, synthetic, seed=seed)
     summary = {
         "column_shapes": _mean(t["column_shapes"] for t in tables.values()),
         "column_pair_trends": _mean(t["column_pair_trends"] for t in tables.values()),
@@ -114,6 +116,7 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
         "constraints_discovered": len(found),
         "constraints_fully_satisfied": sum(c["satisfied_share"] == 1.0 for c in found),
         "constraint_satisfaction_mean": _mean(c["satisfied_share"] for c in found),
+        "path_agreement_max_gap": round(max(abs(p["real"] - p["synthetic"]) for p in paths), 4) if paths else None,
     }
     if privacy:
         summary["copied_rows"] = int(sum(t["privacy"]["copied_rows"] for t in tables.values()))
@@ -123,4 +126,4 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
         summary["detection_gradient_boosting_max"] = max(d["gradient_boosting"] for d in detections)
     summary["evaluation_seconds"] = round(time.perf_counter() - started, 1)
     return {"summary": summary, "tables": tables, "relationships": relationships, "two_hop": two_hop,
-            "detection": detections, "constraints": found}
+            "detection": detections, "constraints": found, "path_agreements": paths}

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling import linking
+from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
 from synth_pipeline.modeling.cardinality import (calibrate_counts, child_counts, count_column, impose_rank_correlation,
                                                  is_count_column, normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
@@ -33,6 +34,7 @@ from synth_pipeline.modeling.marginals import category_targets, choose_per_slot,
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
+from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
@@ -79,6 +81,8 @@ class TableModel:
     link_signatures: dict[str, list[str]] = field(default_factory=dict)  # second FK -> parent columns
     signature_counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # real counts per group
     link_models: dict[str, SignatureModel] = field(default_factory=dict)  # second FK -> signature model
+    residuals: ContextResiduals | None = None  # numeric columns learned as residuals of the context
+    bridges: dict[str, Bridge] = field(default_factory=dict)  # second FK -> the path its links agree with
     count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -123,6 +127,17 @@ class TableModel:
                 link_models[rel.child_foreign_key] = SignatureModel.fit(
                     frame.reset_index(drop=True), original, context, linked_signature(rel, columns, real), seed + 1 + i)
                 group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
+        bridges = {}
+        for rel in metadata.second_relationships(name):
+            found = fit_bridge(metadata, rel, real, seed)
+            if found is not None:
+                bridges[rel.child_foreign_key] = found
+                log.info("%s: %s", name, found.label)
+        residuals = ContextResiduals.fit(
+            training, [c.name for c in modelled if c.sdtype == "numerical" and not is_count_column(c.name)], context, seed)
+        if residuals.fits:
+            training = residuals.forward(training, context)
+            log.info("%s: learned as residuals of the parent context: %s", name, residuals.describe())
         codec = gan = None
         targets: dict = {}
         if modelled and len(frame):
@@ -146,6 +161,8 @@ class TableModel:
             link_signatures=signatures,
             signature_counts=group_counts,
             link_models=link_models,
+            residuals=residuals,
+            bridges=bridges,
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -169,6 +186,8 @@ class TableModel:
             if self.context_encoder is not None:
                 context = self.context_encoder.transform(context_frame(metadata, primary, parent, parents)[0])[rows]
         out = self._sample_columns(n, seed, context)
+        if self.residuals is not None:
+            out = self.residuals.inverse(out, context)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
         for name, fmt in self.key_formats.items():
@@ -178,7 +197,7 @@ class TableModel:
         if primary is not None:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
-            out[rel.child_foreign_key] = self._link(rel, out, context, parents, rng)
+            out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
         pk = metadata.table(self.table).primary_key
         if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
             other = next(c for c in pk if c != primary.child_foreign_key)
@@ -202,7 +221,7 @@ class TableModel:
             raw[cols] = impose_rank_correlation(raw[cols].to_numpy(dtype=float), self.count_correlation, rng).astype("int64")
         return raw.reset_index(drop=True)
 
-    def _link(self, rel: Relationship, rows: pd.DataFrame, context: np.ndarray | None,
+    def _link(self, rel: Relationship, rows: pd.DataFrame, context: np.ndarray | None, parent_rows: pd.DataFrame | None,
               parents: dict[str, pd.DataFrame], rng: np.random.Generator) -> np.ndarray:
         n = len(rows)
         source = rows if rel.is_self_reference else parents[rel.parent_table_name]
@@ -220,7 +239,11 @@ class TableModel:
         out = np.full(n, None, dtype=object)
         if not has_parent.any():
             return out
-        if signature:
+        bridge = self.bridges.get(rel.child_foreign_key)
+        if bridge is not None and bridge.table in parents:
+            route = route_values(bridge, rows, parent_rows)[has_parent]
+            out[has_parent] = link_by_bridge(route, parents[bridge.table], bridge, keys, capacity, rng)
+        elif signature:
             parent_signatures = _signature(source, signature)
             capacity = self._capacity_by_signature(rel, parent_signatures, capacity, rng)
             out[has_parent] = linking.link_by_signature(wanted[has_parent], parent_signatures, keys, capacity, rng)
@@ -262,6 +285,8 @@ class TableModel:
         summary: dict[str, object] = {"real_rows": self.real_rows, "fit_seconds": round(self.fit_seconds, 2),
                                       "key_formats": {k: f.kind for k, f in self.key_formats.items()},
                                       "identity_columns": [s.column for s in self.identities]}
+        if self.residuals is not None and self.residuals.fits:
+            summary["residual_r2"] = self.residuals.describe()
         if self.gan is not None:
             summary["training"] = self.gan.training.summary()
         return summary
@@ -275,7 +300,7 @@ def real_subset_for(metadata: Metadata, name: str) -> list[str]:
     if primary is not None:
         tables += [primary.parent_table_name] + metadata.children(primary.parent_table_name)
         tables += [r.parent_table_name for r in context_links(metadata, primary)]
-    return list(dict.fromkeys(tables))
+    return list(dict.fromkeys(tables + bridge_tables(metadata, name)))
 
 
 def modelled_columns(metadata: Metadata, name: str) -> list[Column]:
@@ -405,7 +430,7 @@ def sampling_inputs(metadata: Metadata, name: str) -> list[str]:
     primary = metadata.primary_relationship(name)
     if primary is not None:
         tables += [r.parent_table_name for r in context_links(metadata, primary)]
-    return list(dict.fromkeys(tables))
+    return list(dict.fromkeys(tables + bridge_tables(metadata, name)))
 
 
 def context_frame(metadata: Metadata, primary: Relationship, parent: pd.DataFrame,

@@ -1,0 +1,216 @@
+"""Path agreement: a second foreign key that follows another path through the schema.
+
+In the school data a mark's assessor is, 95% of the time, one of the teachers who teach the
+mark's course: ``marks.assessed_by_teacher_id`` agrees with the path
+marks -> student_courses.course_id -> course_instructors.teacher_id. A *bridge* is such a
+path: a table ``B`` holding (route, parent) pairs, where the route is a key the child row
+already knows (its own earlier foreign key, or one of its primary parent's). Bridges are
+found structurally (``bridge_candidates``; tables owned by the same primary ancestors, such
+as a student's fees for a student's canteen purchases, are not paths), kept where the real agreement rate is well above
+what random links would give (``fit_bridge``), and reproduced at sampling time by linking
+that share of rows to a parent paired with their route (``link_by_bridge``), under the
+parents' capacities, re-ranked so the teachers with the most agreeing demand get the
+largest capacities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.modeling.linking import allocate
+from synth_pipeline.schema.metadata import Metadata, Relationship
+
+MIN_RATE = 0.2
+MIN_LIFT = 0.15  # the real rate must beat the rate of shuffled links by this much
+
+
+@dataclass(frozen=True)
+class Bridge:
+    fk: str  # the child's foreign key being linked
+    table: str  # the table holding (route, parent) pairs
+    pair_route: str  # its column holding the route key (its primary key when it is the route table)
+    pair_parent: str  # its column holding the parent key
+    route_fk: str  # the column, on the child or on its primary parent, holding the route key
+    via_parent: bool
+    rate: float = 0.0
+    chance: float = 0.0
+
+    @property
+    def label(self) -> str:
+        where = "primary parent's " if self.via_parent else ""
+        return (f"{self.fk} is one of {self.table}.{self.pair_parent} paired with the row's {where}{self.route_fk} "
+                f"({self.rate:.1%} of real rows, {self.chance:.1%} by chance)")
+
+    @property
+    def share(self) -> float:
+        """The share of rows to link along the bridge: random links add the chance rate."""
+        return float(np.clip((self.rate - self.chance) / max(1 - self.chance, 1e-9), 0, 1))
+
+
+def bridge_candidates(metadata: Metadata, rel: Relationship) -> list[Bridge]:
+    """Every structural path that could agree with ``rel`` (tables earlier in the order only,
+    so sampling from them never makes the graph cyclic)."""
+    if rel.is_self_reference:
+        return []
+    child, parent = rel.child_table_name, rel.parent_table_name
+    order = {t: i for i, t in enumerate(metadata.topological_order())}
+    primary = metadata.primary_relationship(child)
+    if primary is None or primary == rel:
+        return []
+    earlier = metadata.second_relationships(child)
+    earlier = earlier[:earlier.index(rel)]
+    routes = [(r.child_foreign_key, False, r.parent_table_name) for r in [primary] + earlier if not r.is_self_reference]
+    routes += [(r.child_foreign_key, True, r.parent_table_name) for r in metadata.foreign_keys(primary.parent_table_name)
+               if not r.is_self_reference]
+    owners = _primary_chain(metadata, child)
+    siblings = {t for t in metadata.tables if t not in owners and owners & _primary_chain(metadata, t)}
+    out = []
+    for route_fk, via_parent, route_table in routes:
+        if route_table == parent:
+            continue
+        for b in metadata.tables:
+            if b == child or order[b] >= order[child] or b in siblings:
+                continue
+            to_parent = [r for r in metadata.foreign_keys(b) if r.parent_table_name == parent and not r.is_self_reference]
+            if b == route_table:
+                pairs = [(metadata.table(b).single_primary_key, r.child_foreign_key) for r in to_parent]
+            else:
+                to_route = [r for r in metadata.foreign_keys(b) if r.parent_table_name == route_table]
+                pairs = [(q.child_foreign_key, p.child_foreign_key) for q in to_route for p in to_parent]
+            out += [Bridge(rel.child_foreign_key, b, q, p, route_fk, via_parent) for q, p in pairs if q]
+    return out
+
+
+def _primary_chain(metadata: Metadata, table: str) -> set[str]:
+    """The tables above ``table`` along primary relationships (a mark's student course and
+    student), roots left out: a reference table at the top owns nothing in particular."""
+    chain: set[str] = set()
+    rel = metadata.primary_relationship(table)
+    while rel is not None and rel.parent_table_name not in chain and rel.parent_table_name != table:
+        chain.add(rel.parent_table_name)
+        rel = metadata.primary_relationship(rel.parent_table_name)
+    return chain - set(metadata.roots())
+
+
+def bridge_tables(metadata: Metadata, table: str) -> list[str]:
+    return list(dict.fromkeys(b.table for rel in metadata.second_relationships(table)
+                              for b in bridge_candidates(metadata, rel)))
+
+
+def route_values(bridge: Bridge, rows: pd.DataFrame, parent_rows: pd.DataFrame | None) -> np.ndarray:
+    source = parent_rows if bridge.via_parent else rows
+    return source[bridge.route_fk].to_numpy(dtype=object)
+
+
+def pair_index(bridge: Bridge, table: pd.DataFrame) -> pd.MultiIndex:
+    pairs = table[[bridge.pair_route, bridge.pair_parent]].dropna()
+    return pd.MultiIndex.from_arrays([pairs[bridge.pair_route].astype(str), pairs[bridge.pair_parent].astype(str)])
+
+
+def agreement(bridge: Bridge, route: np.ndarray, linked: np.ndarray, table: pd.DataFrame) -> tuple[float, int]:
+    """The share of rows (with both keys) whose (route, linked parent) pair is in ``table``."""
+    route, linked = pd.Series(route, dtype=object), pd.Series(linked, dtype=object)
+    known = (route.notna() & linked.notna()).to_numpy()
+    if not known.any():
+        return 0.0, 0
+    rows = pd.MultiIndex.from_arrays([route[known].astype(str), linked[known].astype(str)])
+    return float(rows.isin(pair_index(bridge, table)).mean()), int(known.sum())
+
+
+def _child_and_parent_rows(metadata: Metadata, rel: Relationship, tables: dict[str, pd.DataFrame]):
+    child = tables[rel.child_table_name].reset_index(drop=True)
+    primary = metadata.primary_relationship(rel.child_table_name)
+    parent_rows = None
+    if primary is not None:
+        parent = tables[primary.parent_table_name].drop_duplicates(primary.parent_primary_key)
+        parent_rows = parent.set_index(primary.parent_primary_key).reindex(
+            child[primary.child_foreign_key].to_numpy()).reset_index()
+    return child, parent_rows
+
+
+def _measured(metadata: Metadata, rel: Relationship, tables: dict[str, pd.DataFrame], seed: int) -> list[Bridge]:
+    """Each candidate path with its agreement rate in ``tables`` and the rate of shuffled links."""
+    child, parent_rows = _child_and_parent_rows(metadata, rel, tables)
+    rng = np.random.default_rng(seed)
+    linked = child[rel.child_foreign_key].to_numpy(dtype=object)
+    out = []
+    for candidate in bridge_candidates(metadata, rel):
+        if candidate.table not in tables:
+            continue
+        route = route_values(candidate, child, parent_rows)
+        rate, n = agreement(candidate, route, linked, tables[candidate.table])
+        if n >= 20:
+            chance, _ = agreement(candidate, route, rng.permutation(linked), tables[candidate.table])
+            out.append(replace(candidate, rate=rate, chance=chance))
+    return out
+
+
+def _holds(bridge: Bridge) -> bool:
+    return bridge.rate >= MIN_RATE and bridge.rate - bridge.chance >= MIN_LIFT
+
+
+def fit_bridge(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFrame], seed: int) -> Bridge | None:
+    """The candidate path the real links follow most, if any beats shuffled links clearly."""
+    held = [b for b in _measured(metadata, rel, real, seed) if _holds(b)]
+    return max(held, key=lambda b: b.rate - b.chance, default=None)
+
+
+def path_agreements(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame],
+                    seed: int = 0) -> list[dict]:
+    """For the evaluation report: every path the real links agree with, and how often the
+    synthetic links agree with it too."""
+    out = []
+    for table in metadata.topological_order():
+        for rel in metadata.second_relationships(table):
+            for bridge in _measured(metadata, rel, real, seed):
+                if not _holds(bridge):
+                    continue
+                child, parent_rows = _child_and_parent_rows(metadata, rel, synthetic)
+                route = route_values(bridge, child, parent_rows)
+                rate, _ = agreement(bridge, route, child[rel.child_foreign_key].to_numpy(dtype=object),
+                                    synthetic[bridge.table])
+                out.append({"table": table, "path": bridge.label, "real": round(bridge.rate, 4),
+                            "synthetic": round(rate, 4), "chance": round(bridge.chance, 4)})
+    return out
+
+
+def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, parent_keys: np.ndarray,
+                   capacity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A parent key per row: ``bridge.share`` of the rows go to a parent paired with their
+    route; every parent receives its capacity's share of rows, as in ``link_by_capacity``."""
+    n = len(route)
+    parent_keys = np.asarray(parent_keys, dtype=object)
+    position = {str(k): i for i, k in enumerate(parent_keys)}
+    allowed: dict[str, list[int]] = {}
+    for r, p in pairs[[bridge.pair_route, bridge.pair_parent]].dropna().itertuples(index=False):
+        if str(p) in position:
+            allowed.setdefault(str(r), []).append(position[str(p)])
+    candidates = {r: np.unique(np.asarray(v, dtype=int)) for r, v in allowed.items()}
+    route = np.array([str(r) if r is not None and r == r else "" for r in route], dtype=object)
+    agree = rng.random(n) < bridge.share
+    # Re-rank the capacities (the same multiset of counts) by each parent's agreeing demand,
+    # so parents paired with many routes get the large counts, as they do in the real data.
+    demand = np.zeros(len(parent_keys))
+    for r, count in zip(*np.unique(route[agree], return_counts=True)):
+        if r in candidates:
+            demand[candidates[r]] += count / len(candidates[r])
+    ranked = np.empty(len(parent_keys))
+    ranked[np.lexsort((rng.random(len(parent_keys)), demand))] = np.sort(np.asarray(capacity, dtype=float))
+    room = allocate(n, ranked, rng)
+    chosen = np.full(n, -1)
+    for i in rng.permutation(np.nonzero(agree)[0]):
+        options = candidates.get(route[i])
+        if options is None:
+            continue
+        free = options[room[options] > 0]
+        if len(free) == 0:
+            continue
+        j = free[rng.choice(len(free), p=room[free] / room[free].sum())]
+        chosen[i] = j
+        room[j] -= 1
+    rest = np.nonzero(chosen < 0)[0]
+    chosen[rest] = rng.permutation(np.repeat(np.arange(len(parent_keys)), room))[:len(rest)]
+    return parent_keys[chosen]
