@@ -43,13 +43,20 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
     inputs = sampling_inputs(metadata, name)  # parents, and the tables its parent context joins
 
     @dg.asset(key=stage_key("real", name), group_name=name, kinds={"duckdb"},
-              description=f"The real '{name}' table as loaded from the source.")
+              deps=[stage_key("real", p) for p in parents],
+              description=f"The real '{name}' table as loaded from the source and checked against its metadata "
+                          "(rows whose foreign keys match no parent are dropped unless on_orphans is 'fail').")
     def real(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: Warehouse) -> dg.MaterializeResult:
-        frame = source.load_table(metadata, name)
+        frame, notes = source.load_valid_table(metadata, name, {p: warehouse.read("real", p) for p in parents})
         warehouse.write("real", name, frame)
+        warehouse.record_source_notes(name, notes.as_dict())
+        for fk, count in {**notes.orphans_dropped, **notes.orphans_nulled}.items():
+            context.log.warning(f"{name}: {count} row(s) whose {fk} matches no parent row "
+                                f"{'dropped' if fk in notes.orphans_dropped else 'set null'}")
         context.log.info(f"{name}: loaded {len(frame)} real rows")
         return dg.MaterializeResult(
-            metadata={"row_count": len(frame), "preview": preview(frame)},
+            metadata={"row_count": len(frame), "preview": preview(frame),
+                      **{k: dg.MetadataValue.json(v) for k, v in notes.as_dict().items()}},
             data_version=dg.DataVersion(content_hash(frame)),
         )
 
@@ -135,6 +142,7 @@ def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
         synthetic = {t: _published_columns(metadata, t, warehouse.read("repaired", t)) for t in metadata.tables}
         real = {t: warehouse.read("real", t) for t in metadata.tables}
         report = build_run_report(metadata, real, synthetic, settings.cardinality_threshold)
+        report["source_notes"] = warehouse.source_notes()
         write_database(real, metadata, out / "real.duckdb", constraints=False)
         path = write_database(synthetic, metadata, out / "synthetic.duckdb")
         tmp = out / ".report.json.tmp"

@@ -3,7 +3,8 @@
 Per table: the primary key is unique and not null; per foreign key: every value is a key
 of the repaired parent (nulls only where the real column had them) and the
 children-per-parent distribution is close to the real one (KS complement at least the
-run's ``cardinality_threshold``). All are blocking: one failure stops every descendant,
+run's ``cardinality_threshold``); every constraint discovered on the real table (and not
+switched off in the config) holds on 100% of the repaired rows. All are blocking: one failure stops every descendant,
 including the publish step, so the last published database stays as it was.
 """
 
@@ -15,6 +16,9 @@ from synth_pipeline.evaluation.expectations import validate_table
 from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity
 from synth_pipeline.resources import RunSettings, Warehouse
 from synth_pipeline.schema.metadata import Metadata, Relationship
+
+
+CONSTRAINTS_CHECK = "discovered_constraints_hold"
 
 
 def fk_check_name(rel: Relationship) -> str:
@@ -31,6 +35,8 @@ def table_checks(metadata: Metadata, name: str) -> dg.AssetChecksDefinition:
     fks = metadata.foreign_keys(name)
     specs = [dg.AssetCheckSpec("primary_key_unique_not_null", asset=asset, blocking=True,
                                description=f"({', '.join(table.primary_key)}) unique and never null")]
+    specs.append(dg.AssetCheckSpec(CONSTRAINTS_CHECK, asset=asset, blocking=True,
+                                   description="every constraint all real rows satisfy holds on every synthetic row"))
     for rel in fks:
         specs.append(dg.AssetCheckSpec(fk_check_name(rel), asset=asset, blocking=True,
                                        description=f"every {rel.label} value exists in the parent"))
@@ -57,6 +63,9 @@ def table_checks(metadata: Metadata, name: str) -> dg.AssetChecksDefinition:
         selected = context.selected_asset_check_keys
         for spec in specs:
             if dg.AssetCheckKey(asset, spec.name) not in selected:
+                continue
+            if spec.name == CONSTRAINTS_CHECK:
+                yield _constraints_result(metadata, name, warehouse, frame, parents, real)
                 continue
             if spec.name.startswith("cardinality_"):
                 rel = next(r for r in fks if cardinality_check_name(r) == spec.name)
@@ -89,4 +98,23 @@ def _cardinality_result(check_name, rel, warehouse, frame, parents, real, thresh
         metadata={"cardinality_similarity": round(similarity, 4), "threshold": threshold,
                   "real_max_children": int(real_counts.max()) if len(real_counts) else 0,
                   "synthetic_max_children": int(syn_counts.max()) if len(syn_counts) else 0},
+    )
+
+
+def _constraints_result(metadata, name, warehouse, frame, parents, real) -> dg.AssetCheckResult:
+    """The model's discovered constraints (computed by the project's constraint code: GE has no
+    expectation for functional dependencies, shared null patterns or cross-table date order)."""
+    from synth_pipeline.constraints import satisfied
+
+    model = warehouse.load_model(name)
+    tables = {**parents, name: frame}
+    shares, broken = {}, 0
+    for c in model.constraints:
+        ok = satisfied(c, tables, metadata, reference={name: real})
+        shares[c.description] = round(float(ok.mean()), 4) if len(ok) else 1.0
+        broken += int((~ok.astype(bool)).sum())
+    return dg.AssetCheckResult(
+        check_name=CONSTRAINTS_CHECK, passed=broken == 0,
+        metadata={"constraints": len(shares), "rows_breaking": broken,
+                  "satisfied_share": dg.MetadataValue.json(shares)},
     )

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--source", required=True, help="DuckDB file, SQLite file, or folder of CSV/Parquet files")
     run.add_argument("--metadata", help="SDV multi-table metadata JSON (detected from the source when omitted)")
     run.add_argument("--config", help="YAML configuration; command-line options override it")
+    run.add_argument("--on-orphans", choices=["drop", "fail"], default=None,
+                     help="real foreign-key values with no parent row: drop those rows (default) or fail")
     _common(run)
     run.set_defaults(handler=_run)
 
@@ -92,6 +94,8 @@ def _run(args) -> int:
     changes["source"] = Path(args.source).resolve()
     if args.metadata:
         changes["metadata_path"] = Path(args.metadata).resolve()
+    if args.on_orphans:
+        changes["on_orphans"] = args.on_orphans
     return _execute(config.replace(**changes))
 
 
@@ -158,6 +162,11 @@ def _execute(config) -> int:
               file=sys.stderr)
         return 1
     print(_summary(outcome.report))
+    for table, notes in (outcome.report["run"].get("source_notes") or {}).items():
+        for what, counts in notes.items():
+            for column, count in counts.items():
+                print(f"note: {table}.{column}: {count} real value(s) matched no parent row "
+                      f"({'rows dropped' if what == 'orphan_rows_dropped' else 'set null'})")
     print(f"\nwrote {config.out_dir / 'synthetic.duckdb'} in {outcome.seconds:.0f}s; "
           f"report: {config.out_dir / 'report.html'} (figures in {config.out_dir / 'report.json'})")
     return 0

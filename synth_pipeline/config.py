@@ -11,6 +11,9 @@ steps: null                      # fixed training steps per table (overrides qua
 conditional: true                # children generated given their parent row
 cardinality_threshold: 0.80      # blocking check: KS complement of children per parent
 schedule_cron: "0 2 * * *"       # the nightly refresh
+on_orphans: drop                 # real FK values with no parent row: drop those rows (or fail)
+constraints_off:                 # discovered constraints not to enforce nor check, as listed in
+  - "fees: payment_date is null exactly when payment_mode is null"   # report.json ("table: description")
 ```
 Relative paths are taken from the YAML file's folder. ``SYNTH_PIPELINE_CONFIG`` names the
 file ``dagster dev`` uses; without it the embedded school database is synthesized.
@@ -48,6 +51,8 @@ class PipelineConfig:
     conditional: bool = True
     cardinality_threshold: float = 0.80
     schedule_cron: str = "0 2 * * *"
+    constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
+    on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
     school_students: int = 0  # > 0: simulate the school database at `source` when it is missing
     school_seed: int = 0
 
@@ -56,6 +61,8 @@ class PipelineConfig:
             object.__setattr__(self, "work_dir", Path(self.out_dir) / "work")
         if self.quality not in QUALITIES:
             raise ConfigError(f"config: quality must be one of {', '.join(QUALITIES)}, got '{self.quality}'")
+        if self.on_orphans not in ("drop", "fail"):
+            raise ConfigError(f"config: on_orphans must be drop or fail, got '{self.on_orphans}'")
         if not self.scale > 0:
             raise ConfigError(f"config: scale must be a positive number, got {self.scale}")
         if self.steps is not None and self.steps < 1:
@@ -86,7 +93,8 @@ def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = No
 _FIELDS = {
     "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float,
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
-    "school_students": int, "school_seed": int,
+    "school_students": int, "school_seed": int, "constraints_off": list,
+    "on_orphans": str,
 }
 
 
@@ -119,6 +127,10 @@ def config_from_yaml(path: str | Path) -> PipelineConfig:
                 raise ValueError
             elif kind is bool and not isinstance(value, bool):
                 raise ValueError
+            elif kind is list:
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError
+                values[key] = tuple(value)
             else:
                 values[key] = kind(value)
         except (TypeError, ValueError):

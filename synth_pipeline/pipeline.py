@@ -33,10 +33,11 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
 def resources_for(config: PipelineConfig) -> dict:
     return {
         "source": SourceDatabase(path=str(config.source), school_students=config.school_students,
-                                 school_seed=config.school_seed),
+                                 school_seed=config.school_seed, on_orphans=config.on_orphans),
         "warehouse": Warehouse(root=str(config.work_dir)),
         "settings": RunSettings(out_dir=str(config.out_dir), seed=config.seed, scale=config.scale,
                                 quality=config.quality, steps=config.steps, conditional=config.conditional,
-                                cardinality_threshold=config.cardinality_threshold),
+                                cardinality_threshold=config.cardinality_threshold,
+                                constraints_off=list(config.constraints_off)),
     }
 

@@ -4,7 +4,11 @@
   keys: duplicate rows are dropped);
 * alternate (business) keys: duplicates get fresh values;
 * foreign keys: a value that is not a key of the synthetic parent is pointed at a random
-  existing parent (or set null when the real column had nulls).
+  existing parent (or set null when the real column had nulls);
+* copies: a row whose non-key values equal a real row that no other real row shares gets
+  one value swapped with another synthetic row (in a column no discovered constraint
+  involves), so no real record is reproduced; the model holds hashes of the unique real
+  rows, not the rows.
 
 Every fix is counted, so the report can say how much repair was needed.
 """
@@ -17,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling.keys import KeyFormat
-from synth_pipeline.modeling.table_model import TableModel
+from synth_pipeline.modeling.table_model import TableModel, row_digests
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -60,6 +64,9 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
             else:
                 frame.loc[bad, rel.child_foreign_key] = rng.choice(valid, int(bad.sum()))
         repairs.add(f"foreign key {rel.child_foreign_key}", int(bad.sum()))
+    fixed, left = _break_copies(frame, model, rng)
+    repairs.add("copied real rows changed", fixed)
+    repairs.add("copied real rows left (no free column)", left)
     if len(table.primary_key) > 1:
         dup = frame.duplicated(list(table.primary_key)) | frame[list(table.primary_key)].isna().any(axis=1)
         repairs.add(f"duplicate composite key ({', '.join(table.primary_key)}) rows dropped", int(dup.sum()))
@@ -77,7 +84,7 @@ def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: n
     fresh: list = []
     start = len(frame)
     while len(fresh) < n_bad:
-        candidates = fmt.generate(n_bad, rng, start=start)
+        candidates = fmt.generate(n_bad, rng, start=start, rows=frame.loc[bad])
         fresh.extend(c for c in candidates if str(c) not in taken)
         start += n_bad
     frame[column] = frame[column].astype(object)
@@ -85,3 +92,30 @@ def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: n
     if fmt.kind == "integer":
         frame[column] = frame[column].astype("int64")
     return n_bad
+
+
+def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 30) -> tuple[int, int]:
+    digests = getattr(model, "real_row_digests", None)
+    columns = [c for c in getattr(model, "copy_columns", []) if c in frame.columns]
+    if digests is None or len(digests) == 0 or not columns or frame.empty:
+        return 0, 0
+    hashes = row_digests(frame, columns)
+    copied = np.nonzero(np.isin(hashes, digests))[0]
+    if len(copied) == 0:
+        return 0, 0
+    bound = {col for c in model.constraints for col in c.columns}
+    free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
+    fixed = 0
+    for i in copied:
+        for _ in range(tries if free else 0):
+            col = free[rng.integers(len(free))]
+            j = int(rng.integers(len(frame)))
+            a, b = frame.at[i, col], frame.at[j, col]
+            if j == i or (pd.isna(a) and pd.isna(b)) or a == b:
+                continue
+            frame.at[i, col], frame.at[j, col] = b, a
+            if not np.isin(row_digests(frame.iloc[[i, j]], columns), digests).any():
+                fixed += 1
+                break
+            frame.at[i, col], frame.at[j, col] = a, b
+    return fixed, len(copied) - fixed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from synth_pipeline.errors import SchemaError
 from synth_pipeline.modeling.table_model import ModelSettings, TableModel
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import load_tables
+from synth_pipeline.sources.validate import SourceNotes
 
 
 class SourceDatabase(dg.ConfigurableResource):
@@ -26,6 +28,7 @@ class SourceDatabase(dg.ConfigurableResource):
     path: str
     school_students: int = 0
     school_seed: int = 0
+    on_orphans: str = "drop"  # foreign-key values with no parent row: drop those rows, or "fail"
 
     def ensure(self) -> Path:
         path = Path(self.path)
@@ -41,6 +44,13 @@ class SourceDatabase(dg.ConfigurableResource):
         if missing:
             raise SchemaError(f"table '{name}': column(s) {', '.join(missing)} named in the metadata are missing from the source")
         return frame[list(metadata.table(name).columns)]
+
+    def load_valid_table(self, metadata: Metadata, name: str,
+                         parents: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, "SourceNotes"]:
+        """The table checked against its metadata, orphan foreign keys handled (see sources.validate)."""
+        from synth_pipeline.sources.validate import validate_real_table
+
+        return validate_real_table(metadata, name, self.load_table(metadata, name), parents, self.on_orphans)
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -74,6 +84,16 @@ class Warehouse(dg.ConfigurableResource):
         path = Path(self.root) / "timings" / stage / f"{table}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{seconds:.3f}\n")
+
+    def record_source_notes(self, table: str, notes: dict) -> None:
+        """What loading changed in a real table (orphans dropped); an empty dict clears it."""
+        path = Path(self.root) / "source_notes" / f"{table}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(notes))
+
+    def source_notes(self) -> dict[str, dict]:
+        return {p.stem: n for p in sorted((Path(self.root) / "source_notes").glob("*.json"))
+                if (n := json.loads(p.read_text()))}
 
     def timings(self) -> dict[str, dict[str, float]]:
         return read_timings(Path(self.root))
@@ -112,6 +132,8 @@ class RunSettings(dg.ConfigurableResource):
     device: str = "cpu"
     conditional: bool = True
     cardinality_threshold: float = 0.80
+    constraints_off: list[str] = []
 
     def model_settings(self) -> ModelSettings:
-        return ModelSettings(quality=self.quality, steps=self.steps, device=self.device, conditional=self.conditional)
+        return ModelSettings(quality=self.quality, steps=self.steps, device=self.device, conditional=self.conditional,
+                             constraints_off=tuple(self.constraints_off))

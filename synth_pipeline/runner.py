@@ -12,7 +12,7 @@ import dagster as dg
 from synth_pipeline.config import PipelineConfig
 from synth_pipeline.pipeline import JOB_NAME, build_definitions
 from synth_pipeline.errors import SynthPipelineError
-from synth_pipeline.sources import source_kind
+from synth_pipeline.sources.loaders import require_tables
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
     """Materialize every asset (or ``selection``) and return the published report."""
     started = time.perf_counter()
     metadata = config.metadata()
-    if config.school_students == 0:
-        source_kind(config.source)  # a clear error now rather than inside a step
+    if config.school_students == 0 or config.source.exists():
+        require_tables(config.source, list(metadata.tables))  # a clear error now rather than inside a step
     defs = build_definitions(metadata, config)
     job = defs.resolve_job_def(JOB_NAME)
     keys = None

@@ -78,6 +78,37 @@ def test_cli_detect_prints_sdv_json():
     assert meta["tables"]["Employee"]["primary_key"] == "EmployeeId"
 
 
+def test_faker_locale_is_told_from_emails_and_phones():
+    from synth_pipeline.modeling.pii import guess_locale
+
+    german = pd.DataFrame({"email": ["anna@firma.de", "max@post.de", "li@mail.com"],
+                           "phone": ["+49 30 123456", "+49 89 555 1234", "+49 40 99887"]})
+    assert guess_locale(german, {"email": "email", "phone": "phone_number"}) == "de_DE"
+    assert guess_locale(german.assign(email=["a@x.co.uk"] * 3), {"email": "email"}) == "en_GB"
+    mixed = pd.DataFrame({"email": ["a@x.com", "b@y.de", "c@z.fr", "d@w.org"]})
+    assert guess_locale(mixed, {"email": "email"}) == "en_US"
+    spec = IdentitySpec.fit("name", "name", pd.Series(["Anna Schmidt", "Max Müller"]))
+    spec.locale = "de_DE"
+    generated = spec.generate(300, seed=0)
+    assert generated.str.contains("ä|ö|ü|ß").any()
+
+
+def test_a_year_in_a_key_follows_the_date_it_repeats():
+    rng = np.random.default_rng(0)
+    dates = pd.Series(pd.to_datetime("2018-01-01") + pd.to_timedelta(rng.integers(0, 5 * 365, 500), unit="D"))
+    real = pd.DataFrame({"code": [f"ENR-{d.year}-{i:05d}" for i, d in enumerate(dates)], "joined": dates,
+                         "born": dates - pd.Timedelta(days=6000)})
+    fmt = KeyFormat.infer(real["code"])
+    fmt.link_years(real, "code", ["born", "joined"])
+    assert fmt.year_of == "joined"
+    rows = pd.DataFrame({"joined": pd.to_datetime(["2030-03-01", "2019-12-31", "2019-01-01"])})
+    keys = pd.Series(fmt.generate(3, np.random.default_rng(1), rows=rows))
+    assert keys.str[4:8].tolist() == ["2030", "2019", "2019"] and keys.is_unique and fmt.matches(keys).all()
+    unrelated = KeyFormat.infer(real["code"])
+    unrelated.link_years(real.assign(joined=real["joined"].sample(frac=1, random_state=0).to_numpy()), "code", ["joined"])
+    assert unrelated.year_of is None
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda tmp: tmp / "missing.duckdb", "no such file or folder"),
     (lambda tmp: (tmp / "junk.db").write_bytes(b"not a database at all") and tmp / "junk.db",

@@ -225,3 +225,35 @@ def test_bridge_linking_reaches_the_share_and_keeps_capacities():
     got = np.sort(pd.Series(linked).value_counts().reindex(teachers, fill_value=0).to_numpy())
     expected = np.sort(np.round(capacity / capacity.sum() * 4000))
     assert np.abs(got - expected).max() <= 1
+
+
+def test_discovered_constraints_can_be_switched_off_and_null_patterns_are_enforced(
+        school_metadata, school_tables, tmp_path):
+    from synth_pipeline.config import config_from_yaml
+    from synth_pipeline.modeling.table_model import sampling_inputs
+
+    (tmp_path / "config.yaml").write_text('source: school.duckdb\nconstraints_off:\n  - "fees: amount_paid <= amount_due"\n')
+    config = config_from_yaml(tmp_path / "config.yaml")
+    assert config.constraints_off == ("fees: amount_paid <= amount_due",)
+    (tmp_path / "bad.yaml").write_text("source: school.duckdb\nconstraints_off: amount_paid\n")
+    with pytest.raises(Exception, match="'constraints_off' must be list"):
+        config_from_yaml(tmp_path / "bad.yaml")
+
+    untrained = ModelSettings(steps=2)  # an untrained generator: whatever holds comes from enforcement
+    model = TableModel.fit(school_metadata, "fees", school_tables, untrained, seed=0)
+    described = {c.description for c in model.constraints}
+    assert {"amount_paid <= amount_due", "payment_date is null exactly when payment_mode is null"} <= described
+    off = TableModel.fit(school_metadata, "fees", school_tables,
+                         ModelSettings(steps=2, constraints_off=config.constraints_off), seed=0)
+    assert {c.description for c in off.constraints} == described - {"amount_paid <= amount_due"}
+
+    from synth_pipeline.modeling.cardinality import child_counts, count_column
+
+    parents = {p: school_tables[p].copy() for p in sampling_inputs(school_metadata, "fees")}
+    for name, parent in parents.items():  # the children counts a sampled parent carries
+        for rel in school_metadata.child_relationships(name):
+            parent[count_column(rel)] = child_counts(parent[rel.parent_primary_key],
+                                                     school_tables[rel.child_table_name][rel.child_foreign_key])
+    fees = model.sample(school_metadata, parents, 1.0, seed=1)
+    assert 0.05 < fees["payment_date"].isna().mean() < 0.95
+    assert (fees["payment_date"].isna() == fees["payment_mode"].isna()).all()

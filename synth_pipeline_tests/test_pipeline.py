@@ -56,19 +56,40 @@ def test_keys_are_unique_and_well_formed(tiny_run, school_metadata):
             assert values.str.fullmatch(pattern).all(), (name, column)
 
 
+def test_enrollment_number_year_follows_the_enrollment_date(tiny_run):
+    config, _ = tiny_run
+    with _published(config) as con:
+        students = con.execute("SELECT enrollment_number, enrollment_date FROM students").df()
+    year = students["enrollment_number"].str.split("-").str[1].astype(int)
+    assert (year == pd.to_datetime(students["enrollment_date"]).dt.year).all()
+
+
+def test_guardians_share_the_student_family_name_at_the_real_rate(tiny_run, tiny_school_db):
+    config, _ = tiny_run
+    query = "SELECT avg(CASE WHEN split_part(guardian_name, ' ', -1) = last_name THEN 1 ELSE 0 END) FROM students"
+    with duckdb.connect(str(tiny_school_db), read_only=True) as real, _published(config) as syn:
+        real_rate, synthetic_rate = real.execute(query).fetchone()[0], syn.execute(query).fetchone()[0]
+    assert real_rate > 0.5 and abs(synthetic_rate - real_rate) < 0.12
+
+
 def test_identity_text_is_not_copied_from_the_real_data(tiny_run, tiny_school_db):
     config, _ = tiny_run
     with duckdb.connect(str(tiny_school_db), read_only=True) as real, _published(config) as syn:
         for column in ("email", "phone", "address_line1"):
             real_values = set(real.execute(f"SELECT {column} FROM students").df()[column].dropna())
             synthetic = syn.execute(f"SELECT {column} FROM students").df()[column].dropna()
-            assert synthetic.isin(real_values).mean() < 0.02, column
+            assert not synthetic.isin(real_values).any(), column
+    summary = json.loads((config.out_dir / "report.json").read_text())["synth_pipeline"]["summary"]
+    assert summary["verbatim_identity_strings"] == 0
+    assert summary["copied_rows"] == 0
+    assert summary["constraints_discovered"] >= 10
+    assert summary["constraints_fully_satisfied"] == summary["constraints_discovered"]
 
 
 def test_every_blocking_check_ran_and_passed(tiny_run, school_metadata):
     _, result = tiny_run
     evaluations = result.get_asset_check_evaluations()
-    expected = len(school_metadata.tables) + 2 * len(school_metadata.relationships)
+    expected = 2 * len(school_metadata.tables) + 2 * len(school_metadata.relationships)
     assert len(evaluations) == expected
     failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed]
     assert failed == []
@@ -80,6 +101,8 @@ def test_report_json_has_row_counts_and_cardinality(tiny_run, school_metadata):
     assert set(report["tables"]) == set(school_metadata.tables)
     assert report["totals"]["fk_violations"] == 0
     assert report["totals"]["pk_duplicates"] == 0
+    assert report["totals"]["alternate_key_duplicates"] == 0
+    assert set(report["tables"]["students"]["alternate_key_duplicates"]) >= {"enrollment_number", "email"}
     assert len(report["relationships"]) == len(school_metadata.relationships)
     # Counts are calibrated to the real children-per-parent distribution.
     assert report["totals"]["mean_cardinality_similarity"] >= 0.9
@@ -126,6 +149,28 @@ def test_corrupted_parent_fails_its_check_blocks_descendants_and_keeps_the_publi
     assert stage_key("synthetic", "fees") not in materialized
     assert PUBLISHED_KEY not in materialized
     assert (out / "synthetic.duckdb").read_bytes() == published
+
+
+def test_a_repaired_table_breaking_a_discovered_constraint_fails_its_check(tiny_run, school_metadata, tmp_path):
+    from synth_pipeline.checks import CONSTRAINTS_CHECK
+
+    config, _ = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(config.out_dir, out)
+    fees_path = out / "work" / "repaired" / "fees.parquet"
+    fees = pd.read_parquet(fees_path)
+    paid = fees["amount_paid"].notna() & (fees["amount_paid"] > 0)
+    fees.loc[paid[paid].index[:3], "amount_paid"] = fees.loc[paid[paid].index[:3], "amount_due"] + 500
+    fees.to_parquet(fees_path, index=False)
+
+    fees_key = stage_key("repaired", "fees")
+    result = materialize_all(school_metadata, config.replace(out_dir=out),
+                             selection=dg.AssetSelection.checks_for_assets(fees_key))
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == CONSTRAINTS_CHECK)
+    assert not check.passed
+    assert check.metadata["rows_breaking"].value >= 3
+    shares = check.metadata["satisfied_share"].value
+    assert any("amount_paid" in description and share < 1 for description, share in shares.items())
 
 
 def test_definitions_load_with_the_default_school_config():

@@ -21,17 +21,18 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
+from synth_pipeline.modeling.pii import COMMON_TOKENS
+from synth_pipeline.modeling.table_model import row_digests
 from synth_pipeline.schema.metadata import Metadata
 
-COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
 
 
 def copied_rows(real: pd.DataFrame, synthetic: pd.DataFrame, columns: list[str]) -> tuple[int, int]:
     """(copies of unique real rows, rows equal to a combination several real rows share)."""
     if not columns or synthetic.empty:
         return 0, 0
-    real_hashes = pd.util.hash_pandas_object(real[columns].astype(str), index=False).value_counts()
-    syn_hashes = pd.util.hash_pandas_object(synthetic[columns].astype(str), index=False)
+    real_hashes = pd.Series(row_digests(real, columns)).value_counts()
+    syn_hashes = pd.Series(row_digests(synthetic, columns))
     multiplicity = syn_hashes.map(real_hashes).fillna(0)
     return int((multiplicity == 1).sum()), int((multiplicity > 1).sum())
 

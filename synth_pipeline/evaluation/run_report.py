@@ -16,7 +16,9 @@ def build_run_report(metadata: Metadata, real: dict[str, pd.DataFrame], syntheti
     for name in metadata.topological_order():
         table = metadata.table(name)
         tables[name] = {"real_rows": len(real[name]), "synthetic_rows": len(synthetic[name]),
-                        "pk_duplicates": pk_duplicates(synthetic[name], table.primary_key)}
+                        "pk_duplicates": pk_duplicates(synthetic[name], table.primary_key),
+                        "alternate_key_duplicates": {k: int(synthetic[name][k].dropna().duplicated().sum())
+                                                     for k in table.alternate_keys}}
     for rel in metadata.relationships:
         parent_syn, child_syn = synthetic[rel.parent_table_name], synthetic[rel.child_table_name]
         real_counts = cardinality_counts(real[rel.parent_table_name], real[rel.child_table_name], rel)
@@ -39,6 +41,7 @@ def build_run_report(metadata: Metadata, real: dict[str, pd.DataFrame], syntheti
             "synthetic_rows": int(sum(t["synthetic_rows"] for t in tables.values())),
             "fk_violations": int(sum(r["fk_violations"] for r in relationships)),
             "pk_duplicates": int(sum(t["pk_duplicates"] for t in tables.values())),
+            "alternate_key_duplicates": int(sum(sum(t["alternate_key_duplicates"].values()) for t in tables.values())),
             "mean_cardinality_similarity": round(float(np.mean(sims)), 4) if sims else 1.0,
             "min_cardinality_similarity": round(float(np.min(sims)), 4) if sims else 1.0,
         },

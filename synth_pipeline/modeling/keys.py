@@ -7,7 +7,9 @@ Keys are never learned as categories. A format is one of:
 * ``pattern``: every value has the same shape of letter runs, digit runs and separators
   (``ENR-2023-00042``, ``EMP-0042``, ``MATH-101``). The last digit run becomes a counter
   (zero-padded to the real width, widened when n needs it); the other runs are drawn
-  from the real values' runs at their real frequencies;
+  from the real values' runs at their real frequencies. A four-digit run that equals the
+  year of a date column of the same row in (nearly) every real row follows that column
+  (``ENR-2023-...`` for a 2023 enrollment date);
 * ``string``: anything else; fresh keys are ``K`` + a zero-padded counter.
 """
 
@@ -30,6 +32,10 @@ class KeyFormat:
     uuid_version: int = 4
     tokens: list[tuple[str, object]] = field(default_factory=list)  # (kind, payload)
     counter_width: int = 6
+    year_of: str | None = None  # the date column a year token follows
+    year_token: int | None = None  # its position among the tokens
+
+    YEAR_MATCH = 0.99  # share of real rows where the token must equal the date's year
 
     # ---------------------------------------------------------------- fit
     @classmethod
@@ -46,6 +52,23 @@ class KeyFormat:
             return cls("uuid", uuid_version=int(versions.mode().iat[0], 16))
         return _infer_pattern(text) or cls("string", counter_width=max(6, len(str(len(text)))))
 
+    def link_years(self, frame: pd.DataFrame, column: str, date_columns: list[str]) -> None:
+        """Point a year-like choice token at the date column whose year it repeats, if any."""
+        if self.kind != "pattern":
+            return
+        years = [i for i, (kind, payload) in enumerate(self.tokens)
+                 if kind == "choice" and all(str(v).isdigit() and len(str(v)) == 4 and 1800 <= int(v) <= 2200
+                                             for v in payload[0])]
+        present = frame[column].notna()
+        split = frame.loc[present, column].astype(str).map(TOKEN_RE.findall)
+        for i in years:
+            token = split.map(lambda toks: toks[i] if len(toks) > i else None)
+            for date in date_columns:
+                year = pd.to_datetime(frame.loc[present, date], errors="coerce").dt.year
+                if year.notna().all() and (token == year.astype(int).astype(str)).mean() >= self.YEAR_MATCH:
+                    self.year_of, self.year_token = date, i
+                    return
+
     @property
     def regex(self) -> str:
         """A regular expression every generated (and real) key of this format matches."""
@@ -61,6 +84,8 @@ class KeyFormat:
                 parts.append(re.escape(str(payload)))
             elif kind == "counter":
                 parts.append(f"[0-9]{{{self.counter_width},}}")
+            elif self.year_of is not None and len(parts) == self.year_token:
+                parts.append("[0-9]{4}")  # synthetic dates may fall in years the real keys lack
             else:
                 parts.append("(" + "|".join(re.escape(str(v)) for v in payload[0]) + ")")
         return "".join(parts)
@@ -69,8 +94,9 @@ class KeyFormat:
         return values.astype(str).str.fullmatch(self.regex)
 
     # ----------------------------------------------------------- generate
-    def generate(self, n: int, rng: np.random.Generator, start: int = 0) -> np.ndarray:
-        """``n`` distinct keys (counter values ``start+1 .. start+n``)."""
+    def generate(self, n: int, rng: np.random.Generator, start: int = 0, rows: pd.DataFrame | None = None) -> np.ndarray:
+        """``n`` distinct keys (counter values ``start+1 .. start+n``); ``rows`` (n rows) give
+        the date a year token follows."""
         if self.kind == "integer":
             return np.arange(start + 1, start + n + 1, dtype="int64")
         if self.kind == "uuid":
@@ -79,12 +105,16 @@ class KeyFormat:
         if self.kind == "string":
             return ("K" + _padded(np.arange(start + 1, start + n + 1), self.counter_width)).to_numpy(dtype=object)
         parts = []
-        for kind, payload in self.tokens:
+        for i, (kind, payload) in enumerate(self.tokens):
             if kind == "const":
                 parts.append(pd.Series([str(payload)] * n, dtype=object))
             elif kind == "choice":
                 choices, probs = payload
-                parts.append(pd.Series(np.asarray(choices, dtype=object)[rng.choice(len(choices), n, p=probs)]))
+                drawn = pd.Series(np.asarray(choices, dtype=object)[rng.choice(len(choices), n, p=probs)])
+                if i == self.year_token and rows is not None and self.year_of in rows.columns:
+                    year = pd.to_datetime(pd.Series(rows[self.year_of].to_numpy()), errors="coerce").dt.year
+                    drawn = year.astype("Int64").astype(str).where(year.notna(), drawn).astype(object)
+                parts.append(drawn)
             else:
                 parts.append(None)
         # The counter runs within each combination of the other parts (MATH-001 and SCI-001

@@ -3,16 +3,38 @@
 These columns are never learned from, nor copied out of, the real data: each is produced
 fresh from its sdtype. What is kept of the real column is its shape only (the phone
 layout, the email domain, the null rate). Emails are built from the row's generated first
-and last names when the table has them, as the real data usually does.
+and last names when the table has them, as the real data usually does; a full name (a
+guardian's) ends in the row's family name at the rate the real rows do.
+
+A generator can still hit a real value by chance (a common name's email, a postcode). For
+identifying sdtypes the spec keeps 64-bit digests of the real values (never the values) and
+draws again wherever a generated value's digest is among them, so no real email, phone,
+address or full name appears in the output. Given names, family names, cities and states
+are left alone: every name generator reuses them and they identify no one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from faker import Faker
+
+COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
+MAX_REDRAWS = 50
+DEFAULT_LOCALE = "en_US"
+# Country code top-level domains and phone country codes -> Faker locale.
+_TLD_LOCALE = {"uk": "en_GB", "de": "de_DE", "fr": "fr_FR", "it": "it_IT", "es": "es_ES", "nl": "nl_NL",
+               "in": "en_IN", "au": "en_AU", "ca": "en_CA", "br": "pt_BR", "pt": "pt_PT", "pl": "pl_PL",
+               "se": "sv_SE", "dk": "da_DK", "no": "no_NO", "fi": "fi_FI", "cz": "cs_CZ", "ie": "en_IE",
+               "nz": "en_NZ", "jp": "ja_JP", "mx": "es_MX", "ar": "es_AR", "at": "de_AT", "ch": "de_CH"}
+_PHONE_LOCALE = {"44": "en_GB", "49": "de_DE", "33": "fr_FR", "39": "it_IT", "34": "es_ES", "31": "nl_NL",
+                 "91": "en_IN", "61": "en_AU", "55": "pt_BR", "351": "pt_PT", "48": "pl_PL", "46": "sv_SE",
+                 "45": "da_DK", "47": "no_NO", "358": "fi_FI", "420": "cs_CZ", "353": "en_IE", "64": "en_NZ",
+                 "81": "ja_JP", "52": "es_MX", "54": "es_AR", "43": "de_AT", "41": "de_CH"}
+LOCALE_MIN_SHARE = 0.5
 
 _FAKER_METHOD = {
     "first_name": "first_name", "last_name": "last_name", "name": "name",
@@ -30,35 +52,109 @@ class IdentitySpec:
     sdtype: str
     null_rate: float = 0.0
     template: str = ""  # phone layout ('(###) ###-####') or email domain
+    real_digests: frozenset[int] = field(default_factory=frozenset)  # identifying sdtypes only
+    family_of: str | None = None  # a full name ends in this column's value ...
+    family_rate: float = 0.0  # ... in this share of the real rows
+
+    locale: str = DEFAULT_LOCALE  # Faker's, told from the table's emails and phones
+
+    SHARED_FAMILY_MIN = 0.2  # below it, a shared family name is taken as chance
+
+    @property
+    def identifying(self) -> bool:
+        return self.sdtype not in COMMON_TOKENS
 
     @classmethod
-    def fit(cls, column: str, sdtype: str, values: pd.Series) -> "IdentitySpec":
+    def fit(cls, column: str, sdtype: str, values: pd.Series, frame: pd.DataFrame | None = None,
+            family_columns: list[str] = ()) -> "IdentitySpec":
+        """``frame`` and ``family_columns`` (the table's last-name columns) let a full-name
+        column learn how often it ends in the row's family name."""
+        spec = cls._fit(column, sdtype, values)
+        if sdtype == "name" and frame is not None:
+            last = values.astype(str).str.split().str[-1]
+            for other in family_columns:
+                rate = float((last == frame[other].astype(str)).where(values.notna()).mean())
+                if rate >= cls.SHARED_FAMILY_MIN:
+                    spec.family_of, spec.family_rate = other, rate
+                    break
+        return spec
+
+    @classmethod
+    def _fit(cls, column: str, sdtype: str, values: pd.Series) -> "IdentitySpec":
         present = values.dropna().astype(str)
         template = ""
         if len(present) and sdtype == "phone_number":
             template = present.str.replace(r"[0-9]", "#", regex=True).mode().iat[0]
         elif len(present) and sdtype == "email":
             template = present.str.split("@").str[-1].mode().iat[0]
-        return cls(column, sdtype, float(values.isna().mean()), template)
+        digests = frozenset(digest(v) for v in present.unique()) if sdtype not in COMMON_TOKENS else frozenset()
+        return cls(column, sdtype, float(values.isna().mean()), template, digests)
+
+    def is_real(self, value: str) -> bool:
+        return bool(self.real_digests) and digest(value) in self.real_digests
 
     def generate(self, n: int, seed: int, rows: pd.DataFrame | None = None) -> pd.Series:
-        fake = Faker("en_US")
+        fake = Faker(self.locale)
         fake.seed_instance(seed)
         rng = np.random.default_rng(seed)
         if self.sdtype == "email":
-            values = _emails(fake, n, rows, self.template or "example.org")
-        elif self.sdtype == "phone_number":
-            values = _phones(rng, n, self.template or "(###) ###-####")
+            values = _emails(fake, n, rows, self.template or "example.org", self.is_real)
+        elif self.family_of is not None and rows is not None and self.family_of in rows.columns:
+            values = [f"{fake.first_name()} {fake.last_name()}" for _ in range(n)]
+            share = np.nonzero(rng.random(n) < self.family_rate)[0]
+            family = rows[self.family_of].astype(str).to_numpy()
+            for i in share:
+                values[i] = f"{values[i].split()[0]} {family[i]}"
+            for _ in range(MAX_REDRAWS):  # a real full name: another given name
+                clash = [i for i, v in enumerate(values) if self.is_real(v)]
+                if not clash:
+                    break
+                for i in clash:
+                    values[i] = f"{fake.first_name()} {values[i].split()[-1]}"
         else:
-            method = getattr(fake, _FAKER_METHOD.get(self.sdtype, "word"))
-            values = [method() for _ in range(n)]
+            values = self._draw(fake, rng, n)
+            for _ in range(MAX_REDRAWS):
+                clash = [i for i, v in enumerate(values) if self.is_real(v)]
+                if not clash:
+                    break
+                for i, v in zip(clash, self._draw(fake, rng, len(clash))):
+                    values[i] = v
         series = pd.Series(values, dtype=object)
         if self.null_rate > 0:
             series = series.where(rng.random(n) >= self.null_rate)
         return series
 
+    def _draw(self, fake: Faker, rng: np.random.Generator, n: int) -> list[str]:
+        if self.sdtype == "phone_number":
+            return _phones(rng, n, self.template or "(###) ###-####")
+        method = getattr(fake, _FAKER_METHOD.get(self.sdtype, "word"))
+        return [method() for _ in range(n)]
 
-def _emails(fake: Faker, n: int, rows: pd.DataFrame | None, domain: str) -> list[str]:
+
+def guess_locale(frame: pd.DataFrame, sdtypes: dict[str, str]) -> str:
+    """The Faker locale most of the table's emails (country domain) or phones (+country code)
+    point at; ``en_US`` when they point nowhere in particular (``.com``, no prefix, a mix)."""
+    votes: list[str | None] = []
+    for column, sdtype in sdtypes.items():
+        values = frame[column].dropna().astype(str).head(2000)
+        if sdtype == "email":
+            votes += [_TLD_LOCALE.get(v.rsplit(".", 1)[-1].lower()) for v in values]
+        elif sdtype == "phone_number":
+            for v in values:
+                digits = v.lstrip()[1:].replace(" ", "").replace("(", "") if v.lstrip().startswith("+") else ""
+                votes.append(next((_PHONE_LOCALE[digits[:k]] for k in (3, 2) if digits[:k] in _PHONE_LOCALE), None))
+    if not votes:
+        return DEFAULT_LOCALE
+    counts = pd.Series(votes, dtype=object).value_counts(dropna=False)
+    top = counts.index[0]
+    return top if isinstance(top, str) and counts.iat[0] / len(votes) >= LOCALE_MIN_SHARE else DEFAULT_LOCALE
+
+
+def digest(value) -> int:
+    return int.from_bytes(hashlib.blake2b(str(value).encode(), digest_size=8).digest(), "little")
+
+
+def _emails(fake: Faker, n: int, rows: pd.DataFrame | None, domain: str, is_real) -> list[str]:
     if rows is not None and {"first_name", "last_name"} <= set(rows.columns):
         stems = (rows["first_name"].astype(str) + "." + rows["last_name"].astype(str)).str.lower()
         stems = stems.str.replace(r"[^a-z.]", "", regex=True).tolist()
@@ -66,8 +162,10 @@ def _emails(fake: Faker, n: int, rows: pd.DataFrame | None, domain: str) -> list
         stems = [fake.user_name() for _ in range(n)]
     seen: dict[str, int] = {}
     out = []
-    for stem in stems:  # a running number keeps addresses unique, as mail systems do
+    for stem in stems:  # a running number keeps addresses unique (and off real ones), as mail systems do
         k = seen.get(stem, 0)
+        while is_real(f"{stem}{k if k else ''}@{domain}"):
+            k += 1
         seen[stem] = k + 1
         out.append(f"{stem}{k if k else ''}@{domain}")
     return out

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling import linking
+from synth_pipeline.constraints import Constraint, discover_table
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
 from synth_pipeline.modeling.cardinality import (calibrate_counts, child_counts, count_column, impose_rank_correlation,
                                                  is_count_column, normal_scores)
@@ -33,7 +34,7 @@ from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.marginals import category_targets, choose_per_slot, rake_weights
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
-from synth_pipeline.modeling.pii import IdentitySpec
+from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.transforms import TableCodec
@@ -51,6 +52,7 @@ class ModelSettings:
     steps: int | None = None  # overrides the quality preset
     device: str = "cpu"
     conditional: bool = True  # children generated given their parent row (False: unconditioned)
+    constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
 
     def steps_for(self, rows: int) -> int:
         if self.steps is not None:
@@ -83,6 +85,9 @@ class TableModel:
     link_models: dict[str, SignatureModel] = field(default_factory=dict)  # second FK -> signature model
     residuals: ContextResiduals | None = None  # numeric columns learned as residuals of the context
     bridges: dict[str, Bridge] = field(default_factory=dict)  # second FK -> the path its links agree with
+    constraints: list[Constraint] = field(default_factory=list)  # what every real row satisfies
+    copy_columns: list[str] = field(default_factory=list)  # the columns a copied row is judged on
+    real_row_digests: np.ndarray | None = None  # sorted 64-bit hashes of unique real rows (no values)
     count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -98,8 +103,16 @@ class TableModel:
         fk_columns = {r.child_foreign_key for r in metadata.foreign_keys(name)}
         id_keys = [c.name for c in table.columns.values() if c.sdtype == ID_SDTYPE and c.name not in fk_columns]
         key_formats = {k: KeyFormat.infer(frame[k]) for k in id_keys}
-        identities = [IdentitySpec.fit(c.name, c.sdtype, frame[c.name]) for c in table.columns.values()
+        dates = [c.name for c in table.columns.values() if c.sdtype == "datetime"]
+        for k, fmt in key_formats.items():
+            fmt.link_years(frame, k, dates)
+        family = [c.name for c in table.columns.values() if c.sdtype == "last_name"]
+        identities = [IdentitySpec.fit(c.name, c.sdtype, frame[c.name], frame, family) for c in table.columns.values()
                       if c.is_identity_text and c.name not in keys]
+        identities.sort(key=lambda spec: spec.family_of is not None or spec.sdtype == "email")  # templates last
+        locale = guess_locale(frame, {s.column: s.sdtype for s in identities})
+        for spec in identities:
+            spec.locale = locale
         modelled = modelled_columns(metadata, name)
         training = with_child_counts(metadata, name, real)
         real_counts = {c: training[c].to_numpy() for c in training.columns if is_count_column(c)}
@@ -127,6 +140,8 @@ class TableModel:
                 link_models[rel.child_foreign_key] = SignatureModel.fit(
                     frame.reset_index(drop=True), original, context, linked_signature(rel, columns, real), seed + 1 + i)
                 group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
+        found_constraints = [c for c in discover_table(real, metadata, name)
+                             if f"{name}: {c.description}" not in settings.constraints_off]
         bridges = {}
         for rel in metadata.second_relationships(name):
             found = fit_bridge(metadata, rel, real, seed)
@@ -163,6 +178,9 @@ class TableModel:
             link_models=link_models,
             residuals=residuals,
             bridges=bridges,
+            constraints=found_constraints,
+            copy_columns=copy_columns(metadata, name),
+            real_row_digests=unique_row_digests(frame, copy_columns(metadata, name)),
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -191,13 +209,14 @@ class TableModel:
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
         for name, fmt in self.key_formats.items():
-            out[name] = fmt.generate(n, rng)
+            out[name] = fmt.generate(n, rng, rows=out)
         for spec in self.identities:
             out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out).to_numpy()
         if primary is not None:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
+        self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)
         pk = metadata.table(self.table).primary_key
         if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
             other = next(c for c in pk if c != primary.child_foreign_key)
@@ -220,6 +239,28 @@ class TableModel:
             cols = list(self.real_counts)
             raw[cols] = impose_rank_correlation(raw[cols].to_numpy(dtype=float), self.count_correlation, rng).astype("int64")
         return raw.reset_index(drop=True)
+
+    def _keep_null_patterns(self, out: pd.DataFrame, kinds: dict[str, str], rng: np.random.Generator) -> None:
+        """Columns null together in every real row are null together here: a category follows
+        the other column's nulls (drawn from its own generated values where it must be filled),
+        two numbers/dates share the union of their nulls."""
+        for c in self.constraints:
+            if c.kind != "null_pattern" or not set(c.columns) <= set(out.columns):
+                continue
+            a, b = c.columns
+            if kinds.get(a) in ("categorical", "boolean") and kinds.get(b) not in ("categorical", "boolean"):
+                a, b = b, a  # the category follows
+            lead, follow = out[a].isna().to_numpy(), out[b].isna().to_numpy()
+            if kinds.get(b) in ("categorical", "boolean"):
+                out.loc[lead & ~follow, b] = None
+                fill = ~lead & follow
+                pool = out[b].dropna().to_numpy(dtype=object)
+                if fill.any() and len(pool):
+                    out.loc[fill, b] = rng.choice(pool, int(fill.sum()))
+            else:
+                either = lead | follow
+                out.loc[either, a] = None
+                out.loc[either, b] = None
 
     def _link(self, rel: Relationship, rows: pd.DataFrame, context: np.ndarray | None, parent_rows: pd.DataFrame | None,
               parents: dict[str, pd.DataFrame], rng: np.random.Generator) -> np.ndarray:
@@ -290,6 +331,34 @@ class TableModel:
         if self.gan is not None:
             summary["training"] = self.gan.training.summary()
         return summary
+
+
+def copy_columns(metadata: Metadata, name: str) -> list[str]:
+    """Every non-key column: a synthetic row equal to a unique real row on these is a copy."""
+    keys = metadata.key_columns(name)
+    return [c for c in metadata.table(name).columns if c not in keys]
+
+
+def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
+    other rows hold), the same for a row alone as within its table."""
+    text = {}
+    for col in columns:
+        values = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            text[col] = values.astype("int64").astype(str).where(values.notna(), "NaT")
+        else:
+            text[col] = values.astype(str)
+    return pd.util.hash_pandas_object(pd.DataFrame(text, index=frame.index), index=False).to_numpy(dtype="uint64")
+
+
+def unique_row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """Hashes of the real rows whose non-key values no other real row shares."""
+    if not columns or frame.empty:
+        return None
+    hashes = pd.Series(row_digests(frame, columns))
+    counts = hashes.value_counts()
+    return np.sort(counts.index[counts.to_numpy() == 1].to_numpy(dtype="uint64"))
 
 
 def real_subset_for(metadata: Metadata, name: str) -> list[str]:

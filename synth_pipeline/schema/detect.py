@@ -4,11 +4,13 @@
 * foreign keys: the catalog's, else a column named like another table's primary key (or
   ``<parent>_id``) whose values are contained in that key;
 * sdtypes: dates, booleans, numbers, identity text by name hints and value shape (emails,
-  phones, names, addresses), ids for high-cardinality codes, categories otherwise.
+  phones, names, addresses), ids for high-cardinality codes, categories otherwise;
+* columns of binary or nested values are left out (logged): nothing can model them.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -16,6 +18,9 @@ import pandas as pd
 
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables
+from synth_pipeline.sources.validate import MAX_CATEGORIES, unsupported_kind
+
+log = logging.getLogger(__name__)
 
 NAME_HINTS = [  # (regex on the lowercased column name, sdtype)
     (r"(^|_)e?mail", "email"), (r"phone|mobile|contact$|fax", "phone_number"),
@@ -43,7 +48,13 @@ def detect_from_frames(frames: dict[str, pd.DataFrame], catalog: CatalogKeys | N
         key_columns[child].add(col)
     tables = {}
     for name, frame in frames.items():
-        columns = {c: _column_spec(c, frame[c], c in key_columns[name]) for c in frame.columns}
+        columns = {}
+        for c in frame.columns:
+            kind = unsupported_kind(frame[c])
+            if kind and c not in key_columns[name]:
+                log.warning("table '%s': column '%s' holds %s values and is left out of the metadata", name, c, kind)
+                continue
+            columns[c] = _column_spec(c, frame[c], c in key_columns[name])
         spec: dict = {"columns": columns}
         if pks[name]:
             spec["primary_key"] = pks[name][0] if len(pks[name]) == 1 else list(pks[name])
@@ -114,7 +125,7 @@ def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
     if len(sample) and sample.str.match(PHONE_RE).mean() > 0.9 and sample.str.count(r"[0-9]").min() >= 7:
         return {"sdtype": "phone_number", "pii": True}
     distinct = text.nunique()
-    if len(text) >= 20 and distinct > 0.5 * len(text):
+    if len(text) >= 20 and (distinct > 0.5 * len(text) or distinct > MAX_CATEGORIES):
         long_text = text.str.len().mean() > 30 or text.str.count(" ").mean() >= 3
         return {"sdtype": "text"} if long_text else {"sdtype": "id"}
     return {"sdtype": "categorical"}

@@ -43,14 +43,40 @@ def load_tables(path: str | Path, tables: list[str] | None = None) -> dict[str, 
     path = Path(path)
     kind = source_kind(path)
     loader = {"duckdb": _load_duckdb, "sqlite": _load_sqlite, "folder": _load_folder}[kind]
+    if tables is not None:
+        require_tables(path, tables)
     frames = {name: _normalise_dtypes(frame) for name, frame in loader(path, tables).items()}
     if not frames:
         raise SourceError(f"source {path}: holds no tables")
-    if tables is not None:
-        missing = [t for t in tables if t not in frames]
-        if missing:
-            raise SourceError(f"source {path}: table(s) {', '.join(missing)} named in the metadata are missing")
     return frames
+
+
+def table_names(path: str | Path) -> list[str]:
+    """The tables a source holds, without reading them."""
+    path = Path(path)
+    kind = source_kind(path)
+    if kind == "folder":
+        return sorted({f.stem for f in path.iterdir() if f.is_file() and f.suffix.lower() in FILE_SUFFIXES})
+    try:
+        if kind == "sqlite":
+            con = _sqlite_connect(path)
+            try:
+                return [r[0] for r in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+            finally:
+                con.close()
+        with duckdb.connect(str(path), read_only=True) as con:
+            return [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()]
+    except (sqlite3.Error, duckdb.Error) as exc:
+        raise SourceError(f"source {path}: cannot be read as {kind} ({_first_line(exc)})") from None
+
+
+def require_tables(path: str | Path, tables: list[str]) -> None:
+    """A clear error when the metadata names tables the source does not hold."""
+    present = set(table_names(path))
+    missing = [t for t in tables if t not in present]
+    if missing:
+        raise SourceError(f"source {path}: table(s) {', '.join(missing)} named in the metadata are missing")
 
 
 def _normalise_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
