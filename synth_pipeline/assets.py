@@ -136,7 +136,7 @@ def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
                           "written only after every table passed its checks.")
     def synthetic_db(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.run_report import build_run_report
-        from synth_pipeline.publish import write_database
+        from synth_pipeline.publish import export_folder, write_database
 
         out = Path(settings.out_dir)
         synthetic = {t: _published_columns(metadata, t, warehouse.read("repaired", t)) for t in metadata.tables}
@@ -145,6 +145,9 @@ def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
         report["source_notes"] = warehouse.source_notes()
         write_database(real, metadata, out / "real.duckdb", constraints=False)
         path = write_database(synthetic, metadata, out / "synthetic.duckdb")
+        if settings.output_format != "duckdb":
+            folder = export_folder(path, metadata, out / "synthetic", settings.output_format)
+            context.log.info(f"exported {folder} ({settings.output_format})")
         tmp = out / ".report.json.tmp"
         tmp.write_text(json.dumps({"run": report}, indent=2, default=str) + "\n")
         tmp.replace(out / "report.json")

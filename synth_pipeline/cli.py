@@ -70,10 +70,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=None, help="root-table rows = scale x real rows (default 1)")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None)
     p.add_argument("--steps", type=int, default=None, help="training steps per table (overrides --quality)")
+    p.add_argument("--format", dest="output_format", choices=["duckdb", "parquet", "csv"], default=None,
+                   help="also export out/synthetic/ as Parquet or CSV files (synthetic.duckdb is always written)")
+    p.add_argument("--only", metavar="TABLE", default=None,
+                   help="re-sample TABLE and its descendants from the stored models, reuse every other table")
 
 
 def _overrides(args) -> dict:
-    out = {k: getattr(args, k) for k in ("seed", "scale", "quality", "steps") if getattr(args, k) is not None}
+    out = {k: getattr(args, k) for k in ("seed", "scale", "quality", "steps", "output_format")
+           if getattr(args, k) is not None}
     if args.out:
         out["out_dir"] = Path(args.out).resolve()
     return out
@@ -83,7 +88,7 @@ def _demo(args) -> int:
     from synth_pipeline.config import school_config
 
     config = school_config(students=args.students, seed=args.seed or 0)
-    return _execute(config.replace(**_overrides(args)))
+    return _execute(config.replace(**_overrides(args)), only=args.only)
 
 
 def _run(args) -> int:
@@ -96,7 +101,7 @@ def _run(args) -> int:
         changes["metadata_path"] = Path(args.metadata).resolve()
     if args.on_orphans:
         changes["on_orphans"] = args.on_orphans
-    return _execute(config.replace(**changes))
+    return _execute(config.replace(**changes), only=args.only)
 
 
 def _evaluate(args) -> int:
@@ -149,12 +154,12 @@ def _detect(args) -> int:
     return 0
 
 
-def _execute(config) -> int:
+def _execute(config, only: str | None = None) -> int:
     from synth_pipeline.runner import run_pipeline
 
     log = logging.getLogger("synth_pipeline")
-    log.info("source %s -> %s", config.source, config.out_dir)
-    outcome = run_pipeline(config)
+    log.info("source %s -> %s%s", config.source, config.out_dir, f" (only {only} and its descendants)" if only else "")
+    outcome = run_pipeline(config, only=only)
     if not outcome.success:
         for line in outcome.failures:
             print(f"failed: {line}", file=sys.stderr)

@@ -11,6 +11,7 @@ steps: null                      # fixed training steps per table (overrides qua
 conditional: true                # children generated given their parent row
 cardinality_threshold: 0.80      # blocking check: KS complement of children per parent
 schedule_cron: "0 2 * * *"       # the nightly refresh
+output_format: duckdb            # duckdb | parquet | csv (folder out_dir/synthetic/, beside synthetic.duckdb)
 on_orphans: drop                 # real FK values with no parent row: drop those rows (or fail)
 constraints_off:                 # discovered constraints not to enforce nor check, as listed in
   - "fees: payment_date is null exactly when payment_mode is null"   # report.json ("table: description")
@@ -53,6 +54,7 @@ class PipelineConfig:
     schedule_cron: str = "0 2 * * *"
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
+    output_format: str = "duckdb"  # also "parquet" or "csv": a folder of files beside synthetic.duckdb
     school_students: int = 0  # > 0: simulate the school database at `source` when it is missing
     school_seed: int = 0
 
@@ -61,6 +63,8 @@ class PipelineConfig:
             object.__setattr__(self, "work_dir", Path(self.out_dir) / "work")
         if self.quality not in QUALITIES:
             raise ConfigError(f"config: quality must be one of {', '.join(QUALITIES)}, got '{self.quality}'")
+        if self.output_format not in ("duckdb", "parquet", "csv"):
+            raise ConfigError(f"config: output_format must be duckdb, parquet or csv, got '{self.output_format}'")
         if self.on_orphans not in ("drop", "fail"):
             raise ConfigError(f"config: on_orphans must be drop or fail, got '{self.on_orphans}'")
         if not self.scale > 0:
@@ -94,7 +98,7 @@ _FIELDS = {
     "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float,
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
     "school_students": int, "school_seed": int, "constraints_off": list,
-    "on_orphans": str,
+    "on_orphans": str, "output_format": str,
 }
 
 

@@ -38,6 +38,6 @@ def resources_for(config: PipelineConfig) -> dict:
         "settings": RunSettings(out_dir=str(config.out_dir), seed=config.seed, scale=config.scale,
                                 quality=config.quality, steps=config.steps, conditional=config.conditional,
                                 cardinality_threshold=config.cardinality_threshold,
-                                constraints_off=list(config.constraints_off)),
+                                constraints_off=list(config.constraints_off), output_format=config.output_format),
     }
 

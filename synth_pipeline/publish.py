@@ -1,13 +1,16 @@
-"""Write a set of tables as one DuckDB database with PRIMARY KEY / FOREIGN KEY declared.
+"""Write a set of tables as one DuckDB database with PRIMARY KEY / FOREIGN KEY declared,
+and optionally export it as a folder of Parquet or CSV files.
 
 DuckDB verifies every key on insert, so a database this module finishes writing is
 referentially sound. The file is built beside its destination and moved into place only
-when complete: a reader never sees a half-written database.
+when complete: a reader never sees a half-written database. A folder export is written
+beside its destination too and swapped in whole.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -47,6 +50,33 @@ def write_database(tables: dict[str, pd.DataFrame], metadata: Metadata, path: st
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return path
+
+
+OUTPUT_FORMATS = ("duckdb", "parquet", "csv")
+
+
+def export_folder(database: str | Path, metadata: Metadata, folder: str | Path, fmt: str) -> Path:
+    """Every table of ``database`` as ``folder/<table>.<fmt>`` (DuckDB's COPY), swapped in whole."""
+    if fmt not in ("parquet", "csv"):
+        raise PublishError(f"output format '{fmt}': expected one of {', '.join(OUTPUT_FORMATS)}")
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with duckdb.connect(str(database), read_only=True) as con:
+            for name in metadata.topological_order():
+                target = str(tmp / f"{name}.{fmt}").replace("'", "''")
+                options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
+                con.execute(f"COPY \"{name}\" TO '{target}' ({options})")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
 
 
 def duckdb_type(series: pd.Series, sdtype: str, datetime_format: str | None) -> str:

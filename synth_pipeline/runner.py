@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -29,11 +30,21 @@ class RunOutcome:
     failures: list[str] = field(default_factory=list)
 
 
+def subtree_selection(table: str) -> str:
+    """Dagster's selection for ``synthetic/<table>`` and everything downstream of it."""
+    return f'key:"synthetic/{table}"+'
+
+
 def run_pipeline(config: PipelineConfig, selection: str | None = None,
-                 instance: dg.DagsterInstance | None = None) -> RunOutcome:
-    """Materialize every asset (or ``selection``) and return the published report."""
+                 instance: dg.DagsterInstance | None = None, only: str | None = None) -> RunOutcome:
+    """Materialize every asset (or ``selection``, or ``only`` one table's subtree: it is
+    re-sampled with its descendants, every other table reused as stored) and return the
+    published report."""
     started = time.perf_counter()
     metadata = config.metadata()
+    if only is not None:
+        _require_stored_run(config, metadata, only)
+        selection = subtree_selection(only)
     if config.school_students == 0 or config.source.exists():
         require_tables(config.source, list(metadata.tables))  # a clear error now rather than inside a step
     defs = build_definitions(metadata, config)
@@ -49,6 +60,17 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
     report_path = config.out_dir / "report.json"
     report = json.loads(report_path.read_text()) if result.success and report_path.exists() else None
     return RunOutcome(result.success and not failures, time.perf_counter() - started, report, failures)
+
+
+def _require_stored_run(config: PipelineConfig, metadata, table: str) -> None:
+    """A subtree re-run reuses the fitted models and the tables outside the subtree."""
+    if table not in metadata.tables:
+        raise RunFailed(f"--only {table}: no such table (tables: {', '.join(metadata.topological_order())})")
+    work = Path(config.work_dir)
+    missing = [t for t in metadata.tables if not (work / "models" / f"{t}.pkl").exists()
+               or not (work / "repaired" / f"{t}.parquet").exists()]
+    if missing:
+        raise RunFailed(f"--only {table}: no stored run in {work} for {', '.join(missing)}; run the whole pipeline once first")
 
 
 def _failures(result) -> list[str]:

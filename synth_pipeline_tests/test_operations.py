@@ -1,0 +1,153 @@
+"""Operations: subtree re-runs, sources and output formats, scale, configuration errors, the UI."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from synth_pipeline.config import config_from_yaml
+from synth_pipeline.errors import ConfigError
+from synth_pipeline.runner import run_pipeline
+from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.sources import load_tables
+from synth_pipeline_tests.test_bad_input import SHOP_METADATA, shop_tables
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _orphans(tables: dict[str, pd.DataFrame], metadata: Metadata) -> int:
+    total = 0
+    for rel in metadata.relationships:
+        child, parent = tables[rel.child_table_name], tables[rel.parent_table_name]
+        values = child[rel.child_foreign_key]
+        total += int((values.notna() & ~values.isin(parent[rel.parent_primary_key])).sum())
+    return total
+
+
+def test_subtree_rerun_resamples_one_table_and_its_descendants_only(tiny_run, school_metadata, tmp_path):
+    config, _ = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(config.out_dir, out)
+    before = load_tables(out / "synthetic.duckdb")
+    outcome = run_pipeline(config.replace(out_dir=out, seed=2), only="courses")  # another seed: new rows
+    assert outcome.success, outcome.failures
+    after = load_tables(out / "synthetic.duckdb")
+    subtree = {"courses", "course_instructors", "student_courses", "marks"}
+    for name in school_metadata.tables:
+        if name in subtree:
+            assert not before[name].equals(after[name]), name
+        else:
+            pd.testing.assert_frame_equal(before[name], after[name], obj=name)
+    assert _orphans(after, school_metadata) == 0
+    assert outcome.report["run"]["totals"]["fk_violations"] == 0
+
+
+def test_only_needs_a_stored_run_and_a_known_table(tiny_school_db, tmp_path):
+    from synth_pipeline_tests.conftest import tiny_config
+
+    done = _cli("demo", "--students", "10", "--out", str(tmp_path / "fresh"), "--only", "courses")
+    assert done.returncode == 2 and "no stored run" in done.stderr and "Traceback" not in done.stderr
+    with pytest.raises(Exception, match="--only nosuch: no such table"):
+        run_pipeline(tiny_config(tmp_path, tiny_school_db), only="nosuch")
+
+
+def _write_source(kind: str, folder: Path, tables: dict[str, pd.DataFrame]) -> Path:
+    folder.mkdir(parents=True)
+    if kind == "csv":
+        for name, frame in tables.items():
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        return folder
+    path = folder / "shop.sqlite"
+    with sqlite3.connect(path) as con:
+        for name, frame in tables.items():
+            frame.to_sql(name, con, index=False)
+    return path
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "synth_pipeline.cli", "-q", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("source_kind, output_format, scale", [("csv", "csv", 0.5), ("sqlite", "parquet", 3.0)])
+def test_sources_formats_and_scale(tmp_path, source_kind, output_format, scale):
+    tables = shop_tables()
+    source = _write_source(source_kind, tmp_path / "src", tables)
+    metadata_path = tmp_path / "metadata.json"
+    metadata_path.write_text(json.dumps(SHOP_METADATA))
+    out = tmp_path / "out"
+    done = _cli("run", "--source", str(source), "--metadata", str(metadata_path), "--out", str(out),
+                "--steps", "30", "--scale", str(scale), "--format", output_format)
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in (out / "synthetic").iterdir())
+    assert files == [f"{t}.{output_format}" for t in sorted(SHOP_METADATA["tables"])]
+    synthetic = load_tables(out / "synthetic")
+    metadata = Metadata.from_dict(SHOP_METADATA)
+    assert _orphans(synthetic, metadata) == 0
+    assert len(synthetic["customers"]) == round(scale * len(tables["customers"]))  # roots: scale x real
+    assert len(synthetic["coupons"]) == round(scale * len(tables["coupons"]))
+    ratio = len(synthetic["orders"]) / (len(tables["orders"]) - 3)  # children follow their parents' counts
+    assert abs(ratio - scale) < 0.3 * scale
+    with duckdb.connect(str(out / "synthetic.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM orders").fetchone()[0] == len(synthetic["orders"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: 1\n", "'source' is required"),
+    ("source: x.duckdb\nquality: fastest\n", "quality must be one of fast, default, best, got 'fastest'"),
+    ("source: x.duckdb\nscale: -1\n", "scale must be a positive number"),
+    ("source: x.duckdb\nsteps: 2.5\n", "'steps' must be int, got 2.5"),
+    ("source: x.duckdb\nsead: 1\n", "unknown setting(s) sead"),
+    ("source: x.duckdb\noutput_format: xlsx\n", "output_format must be duckdb, parquet or csv"),
+    ("source: x.duckdb\non_orphans: ignore\n", "on_orphans must be drop or fail"),
+    ("source: [unclosed\n", "not valid YAML"),
+])
+def test_config_errors_are_one_clear_line(tmp_path, text, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config_from_yaml(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dagster_dev_serves_the_asset_graph(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "GX_ANALYTICS_ENABLED": "false"}
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=PROJECT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
+    try:
+        keys, deadline = None, time.time() + 180
+        while time.time() < deadline and keys is None:
+            assert proc.poll() is None, "dagster dev exited"
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
+                                                 headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    nodes = json.loads(response.read())["data"]["assetNodes"]
+                    keys = {"/".join(n["assetKey"]["path"]) for n in nodes} if nodes else None
+            except OSError:
+                time.sleep(2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # dagster dev ignores SIGTERM when started in the background
+        proc.wait(timeout=30)
+    assert keys is not None, "the webserver never answered"
+    assert {"real/students", "model/students", "synthetic/marks", "repaired/fees", "published/synthetic_db"} <= keys
