@@ -38,11 +38,14 @@ def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.md(shown.to_markdown(index=False))
 
 
-def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
+def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None = None) -> list[dg.AssetsDefinition]:
+    """``versions``: the code version of each stage (code plus the settings that change its
+    output), so Dagster marks an asset stale only when its code, settings or inputs changed."""
+    versions = versions or {}
     parents = metadata.parents(name)
     inputs = sampling_inputs(metadata, name)  # parents, and the tables its parent context joins
 
-    @dg.asset(key=stage_key("real", name), group_name=name, kinds={"duckdb"},
+    @dg.asset(key=stage_key("real", name), group_name=name, code_version=versions.get("real"), kinds={"duckdb"},
               deps=[stage_key("real", p) for p in parents],
               description=f"The real '{name}' table as loaded from the source and checked against its metadata "
                           "(rows whose foreign keys match no parent are dropped unless on_orphans is 'fail').")
@@ -60,7 +63,7 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
             data_version=dg.DataVersion(content_hash(frame)),
         )
 
-    @dg.asset(key=stage_key("model", name), group_name=name, kinds={"pytorch"},
+    @dg.asset(key=stage_key("model", name), group_name=name, code_version=versions.get("model"), kinds={"pytorch"},
               deps=[stage_key("real", t) for t in real_subset_for(metadata, name)],
               description=f"A fitted model of '{name}' (its columns, key formats, children per parent).")
     def model(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
@@ -75,9 +78,9 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
                 "model": dg.MetadataValue.json(described)}
         if "training" in described:
             meta.update({f"training_{k}": v for k, v in described["training"].items()})
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(fitted.content_digest()))
 
-    @dg.asset(key=stage_key("synthetic", name), group_name=name, kinds={"pandas"},
+    @dg.asset(key=stage_key("synthetic", name), group_name=name, code_version=versions.get("synthetic"), kinds={"pandas"},
               deps=[stage_key("model", name)] + [stage_key("repaired", p) for p in inputs],
               description=f"Rows of '{name}' sampled from its model, given the repaired synthetic parents.")
     def synthetic(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
@@ -92,7 +95,7 @@ def table_assets(metadata: Metadata, name: str) -> list[dg.AssetsDefinition]:
         return dg.MaterializeResult(metadata={"row_count": len(frame), "sample_seconds": round(seconds, 2),
                                               "rows_per_second": round(len(frame) / max(seconds, 1e-6))})
 
-    @dg.asset(key=stage_key("repaired", name), group_name=name, kinds={"pandas"},
+    @dg.asset(key=stage_key("repaired", name), group_name=name, code_version=versions.get("repaired"), kinds={"pandas"},
               deps=[stage_key("synthetic", name)] + [stage_key("repaired", p) for p in parents],
               description=f"The published form of '{name}': unique keys, resolvable foreign keys.")
     def repaired(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
@@ -129,8 +132,8 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
     return scores
 
 
-def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
-    @dg.asset(key=PUBLISHED_KEY, group_name="publish", kinds={"duckdb"},
+def publish_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDefinition:
+    @dg.asset(key=PUBLISHED_KEY, group_name="publish", kinds={"duckdb"}, code_version=version,
               deps=[stage_key("repaired", t) for t in metadata.topological_order()],
               description="The synthetic database (PRIMARY/FOREIGN KEYs declared) and report.json, "
                           "written only after every table passed its checks.")
@@ -166,8 +169,8 @@ def publish_asset(metadata: Metadata) -> dg.AssetsDefinition:
 EVALUATION_KEY = dg.AssetKey(["published", "evaluation"])
 
 
-def evaluation_asset(metadata: Metadata) -> dg.AssetsDefinition:
-    @dg.asset(key=EVALUATION_KEY, group_name="publish", deps=[PUBLISHED_KEY], kinds={"html"},
+def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDefinition:
+    @dg.asset(key=EVALUATION_KEY, group_name="publish", deps=[PUBLISHED_KEY], kinds={"html"}, code_version=version,
               description="Fidelity, structure and privacy scores of the published database (report.json, report.html).")
     def evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.evaluate import build_report, write_report

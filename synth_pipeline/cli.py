@@ -72,6 +72,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per table (overrides --quality)")
     p.add_argument("--format", dest="output_format", choices=["duckdb", "parquet", "csv"], default=None,
                    help="also export out/synthetic/ as Parquet or CSV files (synthetic.duckdb is always written)")
+    p.add_argument("--changed-only", action="store_true",
+                   help="refit and re-sample only what changed since the last run in this --out folder "
+                        "(Dagster's data and code versions, kept in OUT/work/dagster)")
     p.add_argument("--only", metavar="TABLE", default=None,
                    help="re-sample TABLE and its descendants from the stored models, reuse every other table")
 
@@ -88,7 +91,7 @@ def _demo(args) -> int:
     from synth_pipeline.config import school_config
 
     config = school_config(students=args.students, seed=args.seed or 0)
-    return _execute(config.replace(**_overrides(args)), only=args.only)
+    return _execute(config.replace(**_overrides(args)), only=args.only, changed_only=args.changed_only)
 
 
 def _run(args) -> int:
@@ -101,7 +104,7 @@ def _run(args) -> int:
         changes["metadata_path"] = Path(args.metadata).resolve()
     if args.on_orphans:
         changes["on_orphans"] = args.on_orphans
-    return _execute(config.replace(**changes), only=args.only)
+    return _execute(config.replace(**changes), only=args.only, changed_only=args.changed_only)
 
 
 def _evaluate(args) -> int:
@@ -154,18 +157,25 @@ def _detect(args) -> int:
     return 0
 
 
-def _execute(config, only: str | None = None) -> int:
+def _execute(config, only: str | None = None, changed_only: bool = False) -> int:
     from synth_pipeline.runner import run_pipeline
 
     log = logging.getLogger("synth_pipeline")
     log.info("source %s -> %s%s", config.source, config.out_dir, f" (only {only} and its descendants)" if only else "")
-    outcome = run_pipeline(config, only=only)
+    outcome = run_pipeline(config, only=only, changed_only=changed_only)
     if not outcome.success:
         for line in outcome.failures:
             print(f"failed: {line}", file=sys.stderr)
         print(f"run failed after {outcome.seconds:.0f}s; the published output in {config.out_dir} was left as it was",
               file=sys.stderr)
         return 1
+    if changed_only:
+        refitted = [k.split("/", 1)[1] for k in outcome.materialized if k.startswith("model/")]
+        print(f"changed-only run: refitted {', '.join(refitted) or 'no model'}; "
+              f"{sum(k.startswith('synthetic/') for k in outcome.materialized)} table(s) re-sampled")
+        if outcome.report is None:
+            print("nothing published yet")
+            return 0
     print(_summary(outcome.report))
     for table, notes in (outcome.report["run"].get("source_notes") or {}).items():
         for what, counts in notes.items():

@@ -1,6 +1,20 @@
-"""Build the Dagster definitions for a schema: per-table assets and checks, the job, the schedule."""
+"""Build the Dagster definitions for a schema: per-table assets and checks, the jobs, the
+nightly refresh.
+
+Every asset has a code version: a digest of the package's source and of the settings that
+change that stage's output. With the data versions the ``real/<t>`` assets record (a hash
+of the table's content), Dagster knows which assets are stale: the nightly schedule loads
+the real tables (``load_real``), and when that run succeeds a run-status sensor requests
+the full job with ``stale_assets_only`` (and again after each such run, until nothing is
+stale), so only the models whose real data, inputs or code changed are refitted, and only
+what depends on a model that learned something new is re-sampled.
+"""
 
 from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
 
 import dagster as dg
 
@@ -11,23 +25,66 @@ from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
 from synth_pipeline.schema.metadata import Metadata
 
 JOB_NAME = "synthesize"
+LOAD_JOB_NAME = "load_real"
+
+
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """A digest of the package's Python source: any code change is a new code version."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def code_versions(config: PipelineConfig) -> dict[str, str]:
+    """Per stage: the code digest and the settings that change what the stage writes."""
+    settings = {
+        "real": (str(config.source), config.on_orphans),
+        "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off)),
+        "synthetic": (config.seed, config.scale),
+        "repaired": (config.seed,),
+        "published": (config.cardinality_threshold, config.output_format, str(config.out_dir)),
+        "evaluation": (config.seed,),
+    }
+    code = source_digest()
+    return {stage: f"{code}-{hashlib.sha256(repr(v).encode()).hexdigest()[:8]}" for stage, v in settings.items()}
 
 
 def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definitions:
     """Everything Dagster needs for ``metadata``, wired to the settings in ``config``."""
     parts = []
+    versions = code_versions(config)
     for name in metadata.topological_order():
-        parts.append(dg.Definitions(assets=table_assets(metadata, name), asset_checks=[table_checks(metadata, name)]))
+        parts.append(dg.Definitions(assets=table_assets(metadata, name, versions),
+                                    asset_checks=[table_checks(metadata, name)]))
     job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.all(),
                               description="Fit, sample, repair and publish every table.")
+    load_job = dg.define_asset_job(LOAD_JOB_NAME, selection=real_selection(metadata),
+                                   description="Load the real tables (their data versions tell what changed).")
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[load_job, job], request_job=job,
+                          name="refresh_what_changed", default_status=dg.DefaultSensorStatus.STOPPED,
+                          description="After load_real (and after each run it starts): materialize the stale or "
+                                      "missing assets, until none is left.")
+    def refresh_what_changed(context: dg.RunStatusSensorContext):
+        return dg.RunRequest(run_key=context.dagster_run.run_id, stale_assets_only=True)
+
     parts.append(dg.Definitions(
-        assets=[publish_asset(metadata), evaluation_asset(metadata)],
-        jobs=[job],
-        schedules=[dg.ScheduleDefinition(name="nightly_refresh", job=job, cron_schedule=config.schedule_cron,
+        assets=[publish_asset(metadata, versions["published"]), evaluation_asset(metadata, versions["evaluation"])],
+        jobs=[job, load_job],
+        schedules=[dg.ScheduleDefinition(name="nightly_refresh", job=load_job, cron_schedule=config.schedule_cron,
                                          default_status=dg.DefaultScheduleStatus.STOPPED)],
+        sensors=[refresh_what_changed],
         resources=resources_for(config),
     ))
     return dg.Definitions.merge(*parts)
+
+
+def real_selection(metadata: Metadata) -> dg.AssetSelection:
+    return dg.AssetSelection.assets(*[dg.AssetKey(["real", t]) for t in metadata.topological_order()])
 
 
 def resources_for(config: PipelineConfig) -> dict:

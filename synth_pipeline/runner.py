@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from synth_pipeline.config import PipelineConfig
-from synth_pipeline.pipeline import JOB_NAME, build_definitions
+from synth_pipeline.pipeline import JOB_NAME, build_definitions, real_selection
 from synth_pipeline.errors import SynthPipelineError
 from synth_pipeline.sources.loaders import require_tables
 
@@ -28,6 +28,7 @@ class RunOutcome:
     seconds: float
     report: dict | None
     failures: list[str] = field(default_factory=list)
+    materialized: list[str] = field(default_factory=list)  # asset keys this run wrote
 
 
 def subtree_selection(table: str) -> str:
@@ -35,11 +36,37 @@ def subtree_selection(table: str) -> str:
     return f'key:"synthetic/{table}"+'
 
 
+def persistent_instance(config: PipelineConfig) -> dg.DagsterInstance:
+    """A Dagster instance kept in the run's work folder: it remembers data and code versions
+    between runs, which is what ``changed_only`` compares against."""
+    home = Path(config.work_dir) / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.local_temp(tempdir=str(home))
+
+
+def stale_or_missing(instance: dg.DagsterInstance, defs: dg.Definitions) -> list[dg.AssetKey]:
+    """The assets Dagster considers stale (code, settings or an input's data version changed
+    since they were materialized) or never materialized: what ``RunRequest(stale_assets_only=True)``
+    selects in the nightly refresh, resolved here for an in-process run."""
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._time import get_current_datetime
+
+    graph = defs.resolve_asset_graph()
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    return [key for key in graph.get_all_asset_keys()
+            if resolver.get_status(key) in (StaleStatus.STALE, StaleStatus.MISSING)]
+
+
 def run_pipeline(config: PipelineConfig, selection: str | None = None,
-                 instance: dg.DagsterInstance | None = None, only: str | None = None) -> RunOutcome:
+                 instance: dg.DagsterInstance | None = None, only: str | None = None,
+                 changed_only: bool = False) -> RunOutcome:
     """Materialize every asset (or ``selection``, or ``only`` one table's subtree: it is
     re-sampled with its descendants, every other table reused as stored) and return the
-    published report."""
+    published report. ``changed_only``: load the real tables, then materialize only what is
+    stale or missing (a persistent instance in the work folder keeps the versions)."""
     started = time.perf_counter()
     metadata = config.metadata()
     if only is not None:
@@ -52,14 +79,63 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
     keys = None
     if selection:
         keys = list(dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph()))
-    result = job.execute_in_process(
-        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False, asset_selection=keys,
+    materialized: list[str] = []
+    if changed_only:
+        instance = instance or persistent_instance(config)
+        loaded = _execute(job, instance, list(real_selection(metadata).resolve(defs.resolve_asset_graph())))
+        materialized += _materialized(loaded)
+        failures = _failures(loaded)
+        if not loaded.success or failures:
+            return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
+        return _run_changed(config, defs, job, instance, keys, started, materialized)
+    result = _execute(job, instance or dg.DagsterInstance.ephemeral(), keys)
+    failures = _failures(result)
+    report = _report(config) if result.success else None
+    return RunOutcome(result.success and not failures, time.perf_counter() - started, report, failures,
+                      materialized + _materialized(result))
+
+
+def _run_changed(config, defs, job, instance, scope, started, materialized) -> RunOutcome:
+    """Waves of stale assets until nothing is stale. A stale model is refitted first and its
+    tables are sampled in a later wave only if the refit changed its data version (what the
+    model learned); anything else stale is run with everything downstream of it."""
+    graph = defs.resolve_asset_graph()
+    for _ in range(MAX_WAVES):
+        stale = [k for k in stale_or_missing(instance, defs) if scope is None or k in scope]
+        if not stale:
+            return RunOutcome(True, time.perf_counter() - started, _report(config), [], materialized)
+        models = [k for k in stale if k.path[0] == "model"]
+        others = [k for k in stale if k.path[0] != "model"]
+        wave = set(models)
+        if others:
+            wave |= set(dg.AssetSelection.assets(*others).downstream().resolve(graph))
+        log.info("changed or missing: %s", ", ".join(sorted(k.to_user_string() for k in wave)))
+        result = _execute(job, instance, sorted(wave, key=lambda k: k.to_user_string()))
+        materialized += _materialized(result)
+        failures = _failures(result)
+        if not result.success or failures:
+            return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
+    raise RunFailed(f"assets still stale after {MAX_WAVES} runs: {', '.join(k.to_user_string() for k in stale)}")
+
+
+MAX_WAVES = 6
+
+
+def _execute(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None):
+    return job.execute_in_process(
+        instance=instance, raise_on_error=False, asset_selection=keys,
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # failures are reported below
     )
-    failures = _failures(result)
-    report_path = config.out_dir / "report.json"
-    report = json.loads(report_path.read_text()) if result.success and report_path.exists() else None
-    return RunOutcome(result.success and not failures, time.perf_counter() - started, report, failures)
+
+
+def _report(config: PipelineConfig) -> dict | None:
+    path = config.out_dir / "report.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _materialized(result) -> list[str]:
+    return [e.asset_key.to_user_string() for e in result.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"]
 
 
 def _require_stored_run(config: PipelineConfig, metadata, table: str) -> None:

@@ -151,3 +151,34 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         proc.wait(timeout=30)
     assert keys is not None, "the webserver never answered"
     assert {"real/students", "model/students", "synthetic/marks", "repaired/fees", "published/synthetic_db"} <= keys
+
+
+def test_changed_only_refits_nothing_when_unchanged_and_resamples_only_what_a_change_reaches(
+        tiny_school_db, school_metadata, tmp_path):
+    from synth_pipeline.modeling.table_model import real_subset_for
+    from synth_pipeline_tests.conftest import tiny_config
+
+    source = tmp_path / "school.duckdb"
+    shutil.copy(tiny_school_db, source)
+    config = tiny_config(tmp_path, source)
+    first = run_pipeline(config, changed_only=True)
+    assert first.success, first.failures
+    assert {k for k in first.materialized if k.startswith("model/")} == {f"model/{t}" for t in school_metadata.tables}
+    published = (config.out_dir / "synthetic.duckdb").read_bytes()
+
+    again = run_pipeline(config, changed_only=True)
+    assert again.success and sorted(again.materialized) == sorted(f"real/{t}" for t in school_metadata.tables)
+    assert (config.out_dir / "synthetic.duckdb").read_bytes() == published
+
+    with duckdb.connect(str(source)) as con:  # one real mark changes (no count changes)
+        con.execute("UPDATE marks SET score_obtained = score_obtained - 1 WHERE mark_id = (SELECT min(mark_id) FROM marks)")
+    changed = run_pipeline(config, changed_only=True)
+    assert changed.success, changed.failures
+    refitted = {k.split("/")[1] for k in changed.materialized if k.startswith("model/")}
+    # the models that read real marks: marks itself, and its parents (their children-per-parent counts)
+    assert refitted == {t for t in school_metadata.tables if "marks" in real_subset_for(school_metadata, t)}
+    # only the marks model learned something new, so only marks is sampled again
+    assert {k for k in changed.materialized if k.startswith(("synthetic/", "repaired/"))} == {"synthetic/marks",
+                                                                                             "repaired/marks"}
+    assert "published/synthetic_db" in changed.materialized
+    assert _orphans(load_tables(config.out_dir / "synthetic.duckdb"), school_metadata) == 0

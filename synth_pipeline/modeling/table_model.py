@@ -309,6 +309,22 @@ class TableModel:
         return out
 
     # ----------------------------------------------------------- persistence
+    def content_digest(self) -> str:
+        """A digest of what the model learned (not how long it took): two fits on the same
+        input and seed give the same digest, so a refit that learned nothing new leaves
+        every table sampled from it fresh in Dagster's eyes."""
+        import dataclasses
+        import hashlib
+
+        digest = hashlib.sha256(pickle.dumps(dataclasses.replace(self, gan=None, fit_seconds=0.0),
+                                             protocol=pickle.HIGHEST_PROTOCOL))
+        if self.gan is not None:  # its weights (the pickled transformer carries run-specific objects)
+            for name, tensor in sorted(self.gan.generator.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().numpy().tobytes())
+            digest.update(repr(self.gan.training.generator_loss).encode())
+        return digest.hexdigest()[:16]
+
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
