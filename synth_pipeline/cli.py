@@ -158,6 +158,10 @@ def _detect(args) -> int:
 
 
 def _execute(config, only: str | None = None, changed_only: bool = False) -> int:
+    from synth_pipeline.sources.loaders import source_kind
+
+    if config.school_students == 0:
+        source_kind(config.source)  # a missing or unreadable source fails before the heavy imports
     from synth_pipeline.runner import run_pipeline
 
     log = logging.getLogger("synth_pipeline")

@@ -15,6 +15,8 @@ output_format: duckdb            # duckdb | parquet | csv (folder out_dir/synthe
 on_orphans: drop                 # real FK values with no parent row: drop those rows (or fail)
 constraints_off:                 # discovered constraints not to enforce nor check, as listed in
   - "fees: payment_date is null exactly when payment_mode is null"   # report.json ("table: description")
+constraints_add:                 # rules to enforce and check even where the real data breaks them:
+  - "fees: amount_paid <= amount_due"   # "a <= b", "a < b", "a -> b", "a is null exactly when b is null"
 ```
 Relative paths are taken from the YAML file's folder. ``SYNTH_PIPELINE_CONFIG`` names the
 file ``dagster dev`` uses; without it the embedded school database is synthesized.
@@ -53,6 +55,7 @@ class PipelineConfig:
     cardinality_threshold: float = 0.80
     schedule_cron: str = "0 2 * * *"
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
+    constraints_add: tuple[str, ...] = ()  # "table: rule" a user adds (see constraints.parse_added)
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
     output_format: str = "duckdb"  # also "parquet" or "csv": a folder of files beside synthetic.duckdb
     school_students: int = 0  # > 0: simulate the school database at `source` when it is missing
@@ -97,7 +100,7 @@ def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = No
 _FIELDS = {
     "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float,
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
-    "school_students": int, "school_seed": int, "constraints_off": list,
+    "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
     "on_orphans": str, "output_format": str,
 }
 

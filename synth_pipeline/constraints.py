@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+import re
+
+from synth_pipeline.errors import ConfigError
 from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.schema.metadata import Metadata
 
@@ -42,6 +45,49 @@ def discover_table(real: dict[str, pd.DataFrame], metadata: Metadata, table: str
         return []
     return (_inequalities(table, frame, kinds) + _dependencies(table, frame, kinds) + _null_patterns(table, frame, kinds)
             + _parent_date_orders(table, real, metadata))
+
+
+_ADDED = [  # what a user may add, in the words report.json uses
+    (re.compile(r"^(\w+)\s*(<=|<)\s*(\w+)$"), "inequality"),
+    (re.compile(r"^(\w+)\s*->\s*(\w+)$"), "functional_dependency"),
+    (re.compile(r"^(\w+) is null exactly when (\w+) is null$"), "null_pattern"),
+]
+
+
+def parse_added(text: str, metadata: Metadata) -> Constraint:
+    """A user's constraint, ``"table: a <= b"`` (or ``a < b``, ``a -> b``, ``a is null exactly
+    when b is null``), checked against the metadata; a ConfigError naming what is wrong."""
+    table, _, rule = text.partition(":")
+    table, rule = table.strip(), rule.strip()
+    if table not in metadata.tables:
+        raise ConfigError(f"constraints_add '{text}': unknown table '{table}' (expected 'table: rule')")
+    for pattern, kind in _ADDED:
+        match = pattern.match(rule)
+        if not match:
+            continue
+        groups = match.groups()
+        columns = (groups[0], groups[-1])
+        kinds = compared_columns(metadata, table)
+        for col in columns:
+            if col not in metadata.table(table).columns:
+                raise ConfigError(f"constraints_add '{text}': table '{table}' has no column '{col}'")
+            if kind == "inequality" and kinds.get(col) not in NUMERIC:
+                raise ConfigError(f"constraints_add '{text}': column '{table}.{col}' is not a number or date")
+        if kind == "inequality":
+            strict = groups[1] == "<"
+            return Constraint(table, kind, columns, f"{columns[0]} {groups[1]} {columns[1]}", strict)
+        if kind == "functional_dependency":
+            return Constraint(table, kind, columns, f"{columns[0]} -> {columns[1]}")
+        return Constraint(table, kind, columns, f"{columns[0]} is null exactly when {columns[1]} is null")
+    raise ConfigError(f"constraints_add '{text}': expected 'a <= b', 'a < b', 'a -> b' or "
+                      "'a is null exactly when b is null' after the table name")
+
+
+def functional_map(c: Constraint, real: pd.DataFrame) -> dict:
+    """For ``a -> b``: the real value of ``b`` for each label of ``a`` (its most common one)."""
+    a, b = c.columns
+    pairs = pd.DataFrame({"a": as_labels(real[a]), "b": real[b]}).dropna(subset=["b"])
+    return pairs.groupby("a")["b"].agg(lambda v: v.mode().iat[0]).to_dict()
 
 
 def satisfied(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata,
@@ -135,7 +181,8 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
     if c.kind == "functional_dependency":
         a, b = c.columns
         source = reference[c.table] if reference is not None else frame
-        mapping = _as_values(source[b], kinds[b]).groupby(as_labels(source[a])).first()
+        values = pd.DataFrame({"a": as_labels(source[a]), "b": _as_values(source[b], kinds[b])})
+        mapping = values.groupby("a")["b"].agg(lambda v: v.mode().iat[0])  # the real value (most common one)
         return _as_values(frame[b], kinds[b]).reset_index(drop=True) == as_labels(frame[a]).map(mapping).reset_index(drop=True)
     if c.kind == "null_pattern":
         a, b = c.columns

@@ -43,7 +43,8 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
     """Per stage: the code digest and the settings that change what the stage writes."""
     settings = {
         "real": (str(config.source), config.on_orphans),
-        "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off)),
+        "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off),
+                  sorted(config.constraints_add)),
         "synthetic": (config.seed, config.scale),
         "repaired": (config.seed,),
         "published": (config.cardinality_threshold, config.output_format, str(config.out_dir)),
@@ -55,6 +56,10 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
 
 def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definitions:
     """Everything Dagster needs for ``metadata``, wired to the settings in ``config``."""
+    from synth_pipeline.constraints import parse_added
+
+    for rule in config.constraints_add:
+        parse_added(rule, metadata)  # a clear error when the definitions load, not mid-run
     parts = []
     versions = code_versions(config)
     for name in metadata.topological_order():
@@ -95,6 +100,7 @@ def resources_for(config: PipelineConfig) -> dict:
         "settings": RunSettings(out_dir=str(config.out_dir), seed=config.seed, scale=config.scale,
                                 quality=config.quality, steps=config.steps, conditional=config.conditional,
                                 cardinality_threshold=config.cardinality_threshold,
-                                constraints_off=list(config.constraints_off), output_format=config.output_format),
+                                constraints_off=list(config.constraints_off),
+                                constraints_add=list(config.constraints_add), output_format=config.output_format),
     }
 

@@ -5,6 +5,9 @@
 * alternate (business) keys: duplicates get fresh values;
 * foreign keys: a value that is not a key of the synthetic parent is pointed at a random
   existing parent (or set null when the real column had nulls);
+* constraints (discovered and user-added) the model could not guarantee: ``a -> b`` sets b
+  to the real value for a; ``a <= b`` / ``a < b`` swaps the two values of a row that breaks
+  it (and moves ``a`` one unit below ``b`` where a strict order meets equal values);
 * copies: a row whose non-key values equal a real row that no other real row shares gets
   one value swapped with another synthetic row (in a column no discovered constraint
   involves), so no real record is reproduced; the model holds hashes of the unique real
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.evaluation.fidelity import as_labels
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.table_model import TableModel, row_digests
 from synth_pipeline.schema.metadata import Metadata
@@ -64,6 +68,8 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
             else:
                 frame.loc[bad, rel.child_foreign_key] = rng.choice(valid, int(bad.sum()))
         repairs.add(f"foreign key {rel.child_foreign_key}", int(bad.sum()))
+    for description, count in _enforce_constraints(frame, model).items():
+        repairs.add(f"constraint {description}", count)
     fixed, left = _break_copies(frame, model, rng)
     repairs.add("copied real rows changed", fixed)
     repairs.add("copied real rows left (no free column)", left)
@@ -92,6 +98,49 @@ def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: n
     if fmt.kind == "integer":
         frame[column] = frame[column].astype("int64")
     return n_bad
+
+
+def _enforce_constraints(frame: pd.DataFrame, model: TableModel) -> dict[str, int]:
+    fixes: dict[str, int] = {}
+    constraints = getattr(model, "constraints", [])
+    for c in constraints:  # dependencies first: an inequality fix must not undo them
+        if c.kind != "functional_dependency" or not set(c.columns) <= set(frame.columns):
+            continue
+        a, b = c.columns
+        mapping = getattr(model, "fd_maps", {}).get(c.description, {})
+        expected = as_labels(frame[a]).map(mapping)
+        bad = expected.notna() & (frame[b].astype(str) != expected.astype(str))
+        if bad.any():
+            frame[b] = frame[b].astype(object)
+            frame.loc[bad, b] = expected[bad]
+            frame[b] = frame[b].infer_objects()
+            fixes[c.description] = int(bad.sum())
+    for c in constraints:
+        if c.kind != "inequality" or not set(c.columns) <= set(frame.columns):
+            continue
+        a, b = c.columns
+        x, y = frame[a], frame[b]
+        swap = (x > y).fillna(False).to_numpy(dtype=bool)
+        if swap.any():
+            frame.loc[swap, [a, b]] = frame.loc[swap, [b, a]].to_numpy()
+        orderable = pd.api.types.is_datetime64_any_dtype(frame[a]) or pd.api.types.is_numeric_dtype(frame[a])
+        tie = ((frame[a] == frame[b]).fillna(False).to_numpy(dtype=bool) if c.strict and orderable
+               else np.zeros(len(frame), bool))
+        if tie.any():
+            step = pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[a]) else _unit(frame[a])
+            frame.loc[tie, a] = frame.loc[tie, b] - step
+        if swap.any() or tie.any():
+            fixes[c.description] = int(swap.sum() + tie.sum())
+    return fixes
+
+
+def _unit(values: pd.Series) -> float:
+    """The smallest step the column's values are written in (1 for whole numbers, 0.01 for cents)."""
+    present = values.dropna().astype(float)
+    for decimals in range(0, 7):
+        if np.allclose(present, present.round(decimals)):
+            return 10.0 ** -decimals
+    return 1e-6
 
 
 def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 30) -> tuple[int, int]:

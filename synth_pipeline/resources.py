@@ -133,8 +133,9 @@ class RunSettings(dg.ConfigurableResource):
     conditional: bool = True
     cardinality_threshold: float = 0.80
     constraints_off: list[str] = []
+    constraints_add: list[str] = []
     output_format: str = "duckdb"  # "parquet" / "csv": also a folder out_dir/synthetic/ of files
 
     def model_settings(self) -> ModelSettings:
         return ModelSettings(quality=self.quality, steps=self.steps, device=self.device, conditional=self.conditional,
-                             constraints_off=tuple(self.constraints_off))
+                             constraints_off=tuple(self.constraints_off), constraints_add=tuple(self.constraints_add))

@@ -1,6 +1,7 @@
 """The modelling pieces on constructed data where the right answer is known."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -257,3 +258,42 @@ def test_discovered_constraints_can_be_switched_off_and_null_patterns_are_enforc
     fees = model.sample(school_metadata, parents, 1.0, seed=1)
     assert 0.05 < fees["payment_date"].isna().mean() < 0.95
     assert (fees["payment_date"].isna() == fees["payment_mode"].isna()).all()
+
+
+def test_user_added_constraints_are_enforced_where_the_real_data_breaks_them():
+    from synth_pipeline.constraints import parse_added, satisfied
+    from synth_pipeline.errors import ConfigError
+    from synth_pipeline.repair import repair_table
+
+    rng = np.random.default_rng(0)
+    n = 600
+    plan = rng.choice(["basic", "plus", "pro"], n)
+    price = pd.Series(plan).map({"basic": 10.0, "plus": 20.0, "pro": 35.0}).to_numpy()
+    price[:20] = 99.0  # 3% of rows break plan -> price
+    due = np.round(rng.uniform(50, 500, n), 2)
+    paid = np.round(due * rng.uniform(0, 1.05, n), 2)  # about 5% pay more than due
+    real = {"pay": pd.DataFrame({"pay_id": np.arange(n), "plan": plan, "price": price, "due": due, "paid": paid})}
+    md = Metadata.from_dict({"tables": {"pay": {"primary_key": "pay_id", "columns": {
+        "pay_id": {"sdtype": "id"}, "plan": {"sdtype": "categorical"}, "price": {"sdtype": "numerical"},
+        "due": {"sdtype": "numerical"}, "paid": {"sdtype": "numerical"}}}}})
+    rules = ("pay: paid <= due", "pay: plan -> price")
+
+    plain = TableModel.fit(md, "pay", real, ModelSettings(steps=60), seed=0)
+    assert not {"paid <= due", "plan -> price"} & {c.description for c in plain.constraints}  # not discovered
+    model = TableModel.fit(md, "pay", real, ModelSettings(steps=60, constraints_add=rules), seed=0)
+    added = [c for c in model.constraints if c.description in ("paid <= due", "plan -> price")]
+    assert len(added) == 2
+    sample = model.sample(md, {}, 1.0, seed=1)
+    before = [float(satisfied(c, {"pay": sample}, md, {"pay": real["pay"]}).mean()) for c in added]
+    assert min(before) < 1.0  # the GAN alone breaks them, as the real data does
+    repaired, _ = repair_table(sample, md, "pay", {}, model, seed=2)
+    for c in added:
+        assert satisfied(c, {"pay": repaired}, md, {"pay": real["pay"]}).all(), c.description
+    assert set(repaired.loc[repaired.plan == "pro", "price"]) == {35.0}
+
+    for rule, message in [("pay: paid <= nosuch", "table 'pay' has no column 'nosuch'"),
+                          ("bill: paid <= due", "unknown table 'bill'"),
+                          ("pay: plan <= due", "column 'pay.plan' is not a number or date"),
+                          ("pay: paid ~ due", "expected 'a <= b'")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_added(rule, md)

@@ -17,8 +17,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sdmetrics.column_pairs import ContingencySimilarity, CorrelationSimilarity
-from sdmetrics.single_column import KSComplement, TVComplement
 
 from synth_pipeline.modeling.cardinality import is_count_column
 from synth_pipeline.schema.metadata import Metadata, Relationship
@@ -52,6 +50,8 @@ def column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
 
 
 def _column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
+    from sdmetrics.single_column import KSComplement, TVComplement  # ~6 s to import: only when scoring
+
     if sdtype in NUMERIC:
         r, s = as_numbers(real, sdtype).dropna(), as_numbers(synthetic, sdtype).dropna()
         if len(r) == 0 or len(s) == 0:
@@ -69,6 +69,8 @@ def column_shapes(real: pd.DataFrame, synthetic: pd.DataFrame, columns: dict[str
 
 def pair_trend(real: pd.DataFrame, synthetic: pd.DataFrame, a: str, b: str, kinds: dict[str, str]) -> tuple[str, float]:
     """(metric name, score) for one column pair, or (metric, nan) when undefined."""
+    from sdmetrics.column_pairs import ContingencySimilarity, CorrelationSimilarity
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kinds[a] in NUMERIC and kinds[b] in NUMERIC:

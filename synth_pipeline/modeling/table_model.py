@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling import linking
-from synth_pipeline.constraints import Constraint, discover_table
+from synth_pipeline.constraints import Constraint, discover_table, functional_map, parse_added
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
 from synth_pipeline.modeling.cardinality import (calibrate_counts, child_counts, count_column, impose_rank_correlation,
                                                  is_count_column, normal_scores)
@@ -53,6 +53,7 @@ class ModelSettings:
     device: str = "cpu"
     conditional: bool = True  # children generated given their parent row (False: unconditioned)
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
+    constraints_add: tuple[str, ...] = ()  # "table: rule" constraints a user adds
 
     def steps_for(self, rows: int) -> int:
         if self.steps is not None:
@@ -85,7 +86,8 @@ class TableModel:
     link_models: dict[str, SignatureModel] = field(default_factory=dict)  # second FK -> signature model
     residuals: ContextResiduals | None = None  # numeric columns learned as residuals of the context
     bridges: dict[str, Bridge] = field(default_factory=dict)  # second FK -> the path its links agree with
-    constraints: list[Constraint] = field(default_factory=list)  # what every real row satisfies
+    constraints: list[Constraint] = field(default_factory=list)  # what every real row satisfies, and user rules
+    fd_maps: dict[str, dict] = field(default_factory=dict)  # "a -> b": the real b of each a
     copy_columns: list[str] = field(default_factory=list)  # the columns a copied row is judged on
     real_row_digests: np.ndarray | None = None  # sorted 64-bit hashes of unique real rows (no values)
     count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
@@ -142,6 +144,12 @@ class TableModel:
                 group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
         found_constraints = [c for c in discover_table(real, metadata, name)
                              if f"{name}: {c.description}" not in settings.constraints_off]
+        for rule in settings.constraints_add:
+            added = parse_added(rule, metadata)
+            if added.table == name and added.description not in {c.description for c in found_constraints}:
+                found_constraints.append(added)
+        fd_maps = {c.description: functional_map(c, frame) for c in found_constraints
+                   if c.kind == "functional_dependency"}
         bridges = {}
         for rel in metadata.second_relationships(name):
             found = fit_bridge(metadata, rel, real, seed)
@@ -179,6 +187,7 @@ class TableModel:
             residuals=residuals,
             bridges=bridges,
             constraints=found_constraints,
+            fd_maps=fd_maps,
             copy_columns=copy_columns(metadata, name),
             real_row_digests=unique_row_digests(frame, copy_columns(metadata, name)),
             count_correlation=_count_correlation(real_counts),
