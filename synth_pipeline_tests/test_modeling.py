@@ -297,3 +297,15 @@ def test_user_added_constraints_are_enforced_where_the_real_data_breaks_them():
                           ("pay: paid ~ due", "expected 'a <= b'")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             parse_added(rule, md)
+
+
+def test_link_pairs_are_made_unique_even_when_one_owner_takes_almost_every_value():
+    from synth_pipeline.modeling.linking import make_pairs_unique
+
+    rng = np.random.default_rng(0)
+    owners = np.array([0] * 95 + [1] * 90 + [2] * 10)  # like Chinook's two playlists holding most tracks
+    linked = np.repeat(np.arange(100), [2] * 85 + [3] * 5 + [1] * 10)
+    rng.shuffle(linked)
+    out = make_pairs_unique(owners, linked, rng)
+    assert not pd.Series(list(zip(owners, out))).duplicated().any()
+    assert pd.Series(out).value_counts().sort_index().equals(pd.Series(linked).value_counts().sort_index())

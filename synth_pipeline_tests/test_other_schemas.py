@@ -19,7 +19,7 @@ def test_chinook_end_to_end_with_zero_fk_violations(tmp_path):
         for rel in metadata.relationships:
             assert count_orphans(con, rel) == 0, rel.label
         pairs = con.execute('SELECT count(*), count(DISTINCT ("PlaylistId", "TrackId")) FROM "PlaylistTrack"').fetchone()
-        assert pairs[0] == pairs[1] and pairs[0] > 0.9 * 8715  # composite key unique, few rows lost
+        assert pairs[0] == pairs[1] and pairs[0] > 0.99 * 8715  # composite key unique, (almost) no pair lost
         managers = con.execute('SELECT count(*) FROM "Employee" WHERE "ReportsTo" IS NULL').fetchone()[0]
         assert managers >= 1  # the self-reference has a root (no cycle)
 

@@ -128,4 +128,45 @@ def make_pairs_unique(owners: np.ndarray, linked: np.ndarray, rng: np.random.Gen
             taken[a].add(linked[j])  # linked[i] stays in taken[a]: its first occurrence keeps it
             linked[i], linked[j] = linked[j], linked[i]
             break
+    if pd.Series(list(zip(owners, linked))).duplicated().any():
+        linked = _realize_pairs(owners, linked, rng)
     return linked
+
+
+EXACT_PAIRS_MAX_WORK = 50_000_000  # owners x linked values the exact realization may scan
+
+
+def _realize_pairs(owners: np.ndarray, linked: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Where swaps cannot (a playlist holding 94% of all tracks), rebuild the links so no
+    pair repeats while every owner keeps its number of rows and every linked value its
+    number of uses, when such an assignment exists: owners in decreasing size each take the
+    distinct values with the most uses left (the Gale-Ryser greedy). A row keeps its value
+    when that value is among its owner's picks."""
+    values, uses = np.unique(linked.astype(str), return_counts=True)
+    first = {v: x for x, v in zip(linked, linked.astype(str))}
+    owner_ids, rows_of = pd.factorize(pd.Series(owners))[0], None
+    sizes = np.bincount(owner_ids)
+    if len(sizes) * len(values) > EXACT_PAIRS_MAX_WORK or sizes.max() > len(values):
+        return linked
+    left = uses.astype(float) + rng.random(len(values)) * 1e-3  # random tie-break
+    rows_of = pd.Series(np.arange(len(owners))).groupby(owner_ids).apply(list)
+    out = linked.copy()
+    for o in np.argsort(-sizes, kind="stable"):
+        k = sizes[o]
+        picks = np.argpartition(-left, k - 1)[:k]
+        if (left[picks] < 1 - 1e-6).any():
+            return linked  # not realizable: leave it to repair
+        left[picks] -= 1
+        chosen = [first[values[i]] for i in picks]
+        rows = rows_of[o]
+        keep = [r for r in rows if linked[r] in set(chosen)]
+        kept_values, free_rows = set(), []
+        for r in rows:
+            if r in keep and linked[r] not in kept_values:
+                kept_values.add(linked[r])
+            else:
+                free_rows.append(r)
+        rest = [v for v in chosen if v not in kept_values]
+        for r, v in zip(free_rows, rest):
+            out[r] = v
+    return out
