@@ -9,8 +9,8 @@
   to the real value for a; ``a <= b`` / ``a < b`` swaps the two values of a row that breaks
   it (and moves ``a`` one unit below ``b`` where a strict order meets equal values);
 * copies: a row whose non-key values equal a real row that no other real row shares gets
-  one value swapped with another synthetic row (in a column no discovered constraint
-  involves), so no real record is reproduced; the model holds hashes of the unique real
+  one number or date moved by its smallest step, or else one value swapped with another
+  synthetic row (in a column no constraint involves), so no real record is reproduced; the model holds hashes of the unique real
   rows, not the rows.
 
 Every fix is counted, so the report can say how much repair was needed.
@@ -143,7 +143,38 @@ def _unit(values: pd.Series) -> float:
     return 1e-6
 
 
-def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 30) -> tuple[int, int]:
+def _swap_away(frame, i, free, columns, digests, rng, tries) -> bool:
+    """Swap one free value with another row so neither row equals a unique real row."""
+    for _ in range(tries if free else 0):
+        col = free[rng.integers(len(free))]
+        j = int(rng.integers(len(frame)))
+        a, b = frame.at[i, col], frame.at[j, col]
+        if j == i or (pd.isna(a) and pd.isna(b)) or a == b:
+            continue
+        frame.at[i, col], frame.at[j, col] = b, a
+        if not np.isin(row_digests(frame.iloc[[i, j]], columns), digests).any():
+            return True
+        frame.at[i, col], frame.at[j, col] = a, b
+    return False
+
+
+def _nudge_away(frame, i, numeric, steps, columns, digests, reach: int = 10) -> bool:
+    """Move a number or date by the smallest step(s) the column is written in (this also
+    works where swapping cannot: one column, or every combination is a real one)."""
+    for col in numeric:
+        original = frame.at[i, col]
+        if pd.isna(original):
+            continue
+        for k in range(1, reach + 1):
+            for sign in (1, -1):
+                frame.at[i, col] = original + sign * k * steps[col]
+                if not np.isin(row_digests(frame.iloc[[i]], columns), digests).any():
+                    return True
+        frame.at[i, col] = original
+    return False
+
+
+def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 20) -> tuple[int, int]:
     digests = getattr(model, "real_row_digests", None)
     columns = [c for c in getattr(model, "copy_columns", []) if c in frame.columns]
     if digests is None or len(digests) == 0 or not columns or frame.empty:
@@ -154,17 +185,13 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
         return 0, 0
     bound = {col for c in model.constraints for col in c.columns}
     free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
+    numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
+               or pd.api.types.is_datetime64_any_dtype(frame[c])]
+    steps = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
+             else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in numeric}
     fixed = 0
     for i in copied:
-        for _ in range(tries if free else 0):
-            col = free[rng.integers(len(free))]
-            j = int(rng.integers(len(frame)))
-            a, b = frame.at[i, col], frame.at[j, col]
-            if j == i or (pd.isna(a) and pd.isna(b)) or a == b:
-                continue
-            frame.at[i, col], frame.at[j, col] = b, a
-            if not np.isin(row_digests(frame.iloc[[i, j]], columns), digests).any():
-                fixed += 1
-                break
-            frame.at[i, col], frame.at[j, col] = a, b
+        # a number moved by its smallest step first (cheap, the marginal barely moves), else a swap
+        if _nudge_away(frame, i, numeric, steps, columns, digests) or _swap_away(frame, i, free, columns, digests, rng, tries):
+            fixed += 1
     return fixed, len(copied) - fixed
