@@ -9,8 +9,12 @@ The work itself is domain code; these functions read, call and record.
 
 import hashlib
 import json
+import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 import dagster as dg
 import pandas as pd
@@ -36,6 +40,44 @@ def content_hash(frame: pd.DataFrame) -> str:
 def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
     shown = frame[[c for c in frame.columns if not is_count_column(c)]].head(rows)
     return dg.MetadataValue.md(shown.to_markdown(index=False))
+
+
+class _ToDagster(logging.Handler):
+    """Sends the project's progress lines (training steps, steps/s, losses) to the step's log."""
+
+    def __init__(self, log):
+        super().__init__(logging.INFO)
+        self.target = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.info(record.getMessage())
+
+
+@contextmanager
+def progress_to(context: dg.AssetExecutionContext):
+    logger = logging.getLogger("synth_pipeline")
+    handler, level = _ToDagster(context.log), logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def cardinality_plot(real_counts: np.ndarray, synthetic_counts: np.ndarray, bins: int = 8) -> str:
+    """A small Markdown bar chart: share of parents with 0, 1, 2, ... children, real vs synthetic."""
+    top = int(max(real_counts.max(initial=0), synthetic_counts.max(initial=0)))
+    edges = list(range(min(top, bins - 1) + 1))
+    rows = ["| children | real | synthetic |", "|---:|:---|:---|"]
+    for i, lo in enumerate(edges):
+        last = i == len(edges) - 1 and top > lo
+        label = f"{lo}+" if last else str(lo)
+        shares = [float(np.mean(c >= lo if last else c == lo)) if len(c) else 0.0 for c in (real_counts, synthetic_counts)]
+        rows.append(f"| {label} | " + " | ".join(f"{'█' * round(20 * v)} {v:.0%}" for v in shares) + " |")
+    return "\n".join(rows)
 
 
 def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None = None) -> list[dg.AssetsDefinition]:
@@ -68,8 +110,9 @@ def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None 
               description=f"A fitted model of '{name}' (its columns, key formats, children per parent).")
     def model(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         real_tables = {t: warehouse.read("real", t) for t in real_subset_for(metadata, name)}
-        fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
-                                table_seed(settings.seed, name, "fit"))
+        with progress_to(context):
+            fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
+                                    table_seed(settings.seed, name, "fit"))
         path = warehouse.save_model(fitted)
         warehouse.record_seconds(name, "fit", fitted.fit_seconds)
         described = fitted.describe()
@@ -127,8 +170,10 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
         parent = frame if rel.is_self_reference else parent_frames[rel.parent_table_name]
         real_parent = real if rel.is_self_reference else warehouse.read("real", rel.parent_table_name)
         scores["fk_violations"] += fk_violations(frame, parent, rel)
-        similarity = cardinality_similarity(cardinality_counts(real_parent, real, rel), cardinality_counts(parent, frame, rel))
+        real_counts, syn_counts = cardinality_counts(real_parent, real, rel), cardinality_counts(parent, frame, rel)
+        similarity = cardinality_similarity(real_counts, syn_counts)
         scores[f"cardinality_similarity_{rel.child_foreign_key}"] = round(similarity, 4)
+        scores[f"children_per_parent_{rel.child_foreign_key}"] = dg.MetadataValue.md(cardinality_plot(real_counts, syn_counts))
     return scores
 
 

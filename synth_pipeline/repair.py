@@ -68,7 +68,9 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
             else:
                 frame.loc[bad, rel.child_foreign_key] = rng.choice(valid, int(bad.sum()))
         repairs.add(f"foreign key {rel.child_foreign_key}", int(bad.sum()))
-    for description, count in _enforce_constraints(frame, model).items():
+    fixes = _enforce_constraints(frame, model)
+    fixes.update(_enforce_parent_dates(frame, metadata, name, parents, model, rng))
+    for description, count in fixes.items():
         repairs.add(f"constraint {description}", count)
     fixed, left = _break_copies(frame, model, rng)
     repairs.add("copied real rows changed", fixed)
@@ -131,6 +133,43 @@ def _enforce_constraints(frame: pd.DataFrame, model: TableModel) -> dict[str, in
             frame.loc[tie, a] = frame.loc[tie, b] - step
         if swap.any() or tie.any():
             fixes[c.description] = int(swap.sum() + tie.sum())
+    return fixes
+
+
+def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, parents: dict[str, pd.DataFrame],
+                          model: TableModel, rng: np.random.Generator) -> dict[str, int]:
+    """``child date >= parent date`` through a foreign key: a row linked to a second parent
+    dated after it (an assignment led by a teacher hired later) is linked instead to a
+    random parent dated on or before it; under the primary parent (which owns the row) the
+    child date is moved up to the parent's."""
+    fixes: dict[str, int] = {}
+    primary = metadata.primary_relationship(name)
+    for c in getattr(model, "constraints", []):
+        if c.kind != "parent_date_order" or c.parent not in parents or c.foreign_key not in frame.columns:
+            continue
+        child_col, parent_col = c.columns
+        rel = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == c.foreign_key)
+        parent = parents[c.parent]
+        dates = pd.Series(pd.to_datetime(parent[parent_col]).to_numpy(), index=parent[rel.parent_primary_key].to_numpy())
+        linked = pd.to_datetime(frame[c.foreign_key].map(dates))
+        child = pd.to_datetime(frame[child_col])
+        bad = (child < linked).fillna(False).to_numpy(dtype=bool)
+        if not bad.any():
+            continue
+        if primary is not None and rel.child_foreign_key == primary.child_foreign_key:
+            frame.loc[bad, child_col] = linked[bad].to_numpy()
+            fixes[c.description] = int(bad.sum())
+            continue
+        order = np.argsort(dates.to_numpy(), kind="stable")
+        sorted_dates, sorted_keys = dates.to_numpy()[order], dates.index.to_numpy()[order]
+        eligible = np.searchsorted(sorted_dates, child[bad].to_numpy(), side="right")  # parents dated on or before
+        can = eligible > 0
+        picks = (rng.random(int(can.sum())) * eligible[can]).astype(int)
+        rows = np.nonzero(bad)[0][can]
+        frame[c.foreign_key] = frame[c.foreign_key].astype(object)
+        frame.loc[rows, c.foreign_key] = sorted_keys[picks]
+        frame[c.foreign_key] = frame[c.foreign_key].infer_objects()
+        fixes[c.description] = int(can.sum())
     return fixes
 
 

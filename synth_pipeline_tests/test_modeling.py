@@ -309,3 +309,32 @@ def test_link_pairs_are_made_unique_even_when_one_owner_takes_almost_every_value
     out = make_pairs_unique(owners, linked, rng)
     assert not pd.Series(list(zip(owners, out))).duplicated().any()
     assert pd.Series(out).value_counts().sort_index().equals(pd.Series(linked).value_counts().sort_index())
+
+
+def test_rows_dated_before_their_second_parent_are_linked_to_an_earlier_one():
+    from types import SimpleNamespace
+
+    from synth_pipeline.constraints import Constraint, satisfied
+    from synth_pipeline.repair import _enforce_parent_dates
+
+    md = Metadata.from_dict({"tables": {
+        "owner": {"primary_key": "owner_id", "columns": {"owner_id": {"sdtype": "id"}}},
+        "lead": {"primary_key": "lead_id", "columns": {"lead_id": {"sdtype": "id"}, "hired": {"sdtype": "datetime"}}},
+        "job": {"primary_key": "job_id", "columns": {"job_id": {"sdtype": "id"}, "owner_id": {"sdtype": "id"},
+                                                    "lead_id": {"sdtype": "id"}, "start": {"sdtype": "datetime"}}}},
+        "relationships": [{"parent_table_name": "owner", "parent_primary_key": "owner_id", "child_table_name": "job",
+                           "child_foreign_key": "owner_id"},
+                          {"parent_table_name": "lead", "parent_primary_key": "lead_id", "child_table_name": "job",
+                           "child_foreign_key": "lead_id"}]})
+    rng = np.random.default_rng(0)
+    lead = pd.DataFrame({"lead_id": np.arange(20), "hired": pd.Timestamp("2020-01-01") + pd.to_timedelta(np.arange(20) * 30, unit="D")})
+    job = pd.DataFrame({"job_id": np.arange(500), "owner_id": 0, "lead_id": rng.integers(0, 20, 500),
+                        "start": pd.Timestamp("2020-06-01") + pd.to_timedelta(rng.integers(0, 400, 500), unit="D")})
+    rule = Constraint("job", "parent_date_order", ("start", "hired"), "job.start >= lead.hired (via lead_id)",
+                      parent="lead", foreign_key="lead_id")
+    assert not satisfied(rule, {"job": job, "lead": lead}, md, {}).all()
+    fixes = _enforce_parent_dates(job, md, "job", {"lead": lead, "owner": pd.DataFrame({"owner_id": [0]})},
+                                  SimpleNamespace(constraints=[rule]), rng)
+    assert fixes[rule.description] > 0
+    assert satisfied(rule, {"job": job, "lead": lead}, md, {}).all()
+    assert job["lead_id"].isin(lead["lead_id"]).all() and job["lead_id"].nunique() > 5

@@ -182,3 +182,18 @@ def test_definitions_load_with_the_default_school_config():
             "published/synthetic_db"} <= keys
     assert graph.get(stage_key("synthetic", "students")).group_name == "students"
     assert defs.resolve_job_def("synthesize") is not None
+
+
+def test_materializations_carry_what_the_ui_shows(tiny_run):
+    _, result = tiny_run
+    materializations = {e.event_specific_data.materialization.asset_key.to_user_string():
+                        e.event_specific_data.materialization.metadata
+                        for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    fees = materializations["repaired/fees"]
+    assert fees["row_count"].value > 0 and "|" in fees["preview"].value
+    plot = fees["children_per_parent_student_id"].value
+    assert plot.startswith("| children | real | synthetic |") and "█" in plot
+    assert 0.5 < fees["column_shapes"].value <= 1
+    model = materializations["model/marks"]
+    assert model["fit_seconds"].value > 0 and model["training_steps"].value == 20
+    assert {"training_generator_loss_first", "training_generator_loss_last"} <= set(model)
