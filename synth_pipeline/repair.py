@@ -139,9 +139,10 @@ def _enforce_constraints(frame: pd.DataFrame, model: TableModel) -> dict[str, in
 def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, parents: dict[str, pd.DataFrame],
                           model: TableModel, rng: np.random.Generator) -> dict[str, int]:
     """``child date >= parent date`` through a foreign key: a row linked to a second parent
-    dated after it (an assignment led by a teacher hired later) is linked instead to a
-    random parent dated on or before it; under the primary parent (which owns the row) the
-    child date is moved up to the parent's."""
+    dated after it (an assignment led by a teacher hired later) swaps parents with a row
+    that fits both, so every parent keeps its number of children (else it takes a random
+    parent dated on or before it); under the primary parent (which owns the row) the child
+    date is moved up to the parent's."""
     fixes: dict[str, int] = {}
     primary = metadata.primary_relationship(name)
     for c in getattr(model, "constraints", []):
@@ -160,16 +161,30 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
             frame.loc[bad, child_col] = linked[bad].to_numpy()
             fixes[c.description] = int(bad.sum())
             continue
-        order = np.argsort(dates.to_numpy(), kind="stable")
-        sorted_dates, sorted_keys = dates.to_numpy()[order], dates.index.to_numpy()[order]
-        eligible = np.searchsorted(sorted_dates, child[bad].to_numpy(), side="right")  # parents dated on or before
-        can = eligible > 0
-        picks = (rng.random(int(can.sum())) * eligible[can]).astype(int)
-        rows = np.nonzero(bad)[0][can]
-        frame[c.foreign_key] = frame[c.foreign_key].astype(object)
-        frame.loc[rows, c.foreign_key] = sorted_keys[picks]
-        frame[c.foreign_key] = frame[c.foreign_key].infer_objects()
-        fixes[c.description] = int(can.sum())
+        keys = frame[c.foreign_key].to_numpy(dtype=object).copy()
+        child_days, parent_days = child.to_numpy(), linked.to_numpy()
+        fixed, left = 0, []
+        for r in np.nonzero(bad)[0]:  # swap parents with a row that fits both: every parent keeps its count
+            cand = rng.integers(0, len(frame), 64)
+            fits = (parent_days[cand] <= child_days[r]) & (parent_days[r] <= child_days[cand])
+            if fits.any():
+                j = cand[np.argmax(fits)]
+                keys[r], keys[j] = keys[j], keys[r]
+                parent_days[r], parent_days[j] = parent_days[j], parent_days[r]
+                fixed += 1
+            else:
+                left.append(r)
+        if left:  # no such row: a random parent dated on or before the row
+            order = np.argsort(dates.to_numpy(), kind="stable")
+            sorted_dates, sorted_keys = dates.to_numpy()[order], dates.index.to_numpy()[order]
+            eligible = np.searchsorted(sorted_dates, child_days[left], side="right")
+            can = eligible > 0
+            picks = (rng.random(int(can.sum())) * eligible[can]).astype(int)
+            keys[np.asarray(left)[can]] = sorted_keys[picks]
+            fixed += int(can.sum())
+        frame[c.foreign_key] = pd.Series(keys, index=frame.index).infer_objects()
+        fixes[c.description] = fixed
+        continue
     return fixes
 
 
