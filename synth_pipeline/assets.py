@@ -58,7 +58,7 @@ def progress_to(context: dg.AssetExecutionContext):
     logger = logging.getLogger("synth_pipeline")
     handler, level = _ToDagster(context.log), logger.level
     logger.addHandler(handler)
-    if level == logging.NOTSET or level > logging.INFO:
+    if level == logging.NOTSET:  # under dagster dev; the CLI sets its own level (-q: warnings only)
         logger.setLevel(logging.INFO)
     try:
         yield
