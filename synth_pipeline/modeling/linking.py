@@ -158,11 +158,10 @@ def _realize_pairs(owners: np.ndarray, linked: np.ndarray, rng: np.random.Genera
             return linked  # not realizable: leave it to repair
         left[picks] -= 1
         chosen = [first[values[i]] for i in picks]
-        rows = rows_of[o]
-        keep = [r for r in rows if linked[r] in set(chosen)]
+        chosen_set = set(chosen)
         kept_values, free_rows = set(), []
-        for r in rows:
-            if r in keep and linked[r] not in kept_values:
+        for r in rows_of[o]:
+            if linked[r] in chosen_set and linked[r] not in kept_values:
                 kept_values.add(linked[r])
             else:
                 free_rows.append(r)
