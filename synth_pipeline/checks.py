@@ -4,7 +4,8 @@ Per table: the primary key is unique and not null; per foreign key: every value 
 of the repaired parent (nulls only where the real column had them) and the
 children-per-parent distribution is close to the real one (KS complement at least the
 run's ``cardinality_threshold``); every constraint discovered on the real table (and not
-switched off in the config) holds on 100% of the repaired rows. All are blocking: one failure stops every descendant,
+switched off in the config) or added in the config holds on 100% of the repaired rows.
+All are blocking: one failure stops every descendant,
 including the publish step, so the last published database stays as it was.
 """
 
@@ -36,7 +37,7 @@ def table_checks(metadata: Metadata, name: str) -> dg.AssetChecksDefinition:
     specs = [dg.AssetCheckSpec("primary_key_unique_not_null", asset=asset, blocking=True,
                                description=f"({', '.join(table.primary_key)}) unique and never null")]
     specs.append(dg.AssetCheckSpec(CONSTRAINTS_CHECK, asset=asset, blocking=True,
-                                   description="every constraint all real rows satisfy holds on every synthetic row"))
+                                   description="every discovered (and every user-added) constraint holds on every row"))
     for rel in fks:
         specs.append(dg.AssetCheckSpec(fk_check_name(rel), asset=asset, blocking=True,
                                        description=f"every {rel.label} value exists in the parent"))
@@ -102,7 +103,7 @@ def _cardinality_result(check_name, rel, warehouse, frame, parents, real, thresh
 
 
 def _constraints_result(metadata, name, warehouse, frame, parents, real) -> dg.AssetCheckResult:
-    """The model's discovered constraints (computed by the project's constraint code: GE has no
+    """The model's constraints, discovered and added (computed by the project's constraint code: GE has no
     expectation for functional dependencies, shared null patterns or cross-table date order)."""
     from synth_pipeline.constraints import satisfied
 

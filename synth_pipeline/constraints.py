@@ -86,8 +86,8 @@ def parse_added(text: str, metadata: Metadata) -> Constraint:
 def functional_map(c: Constraint, real: pd.DataFrame) -> dict:
     """For ``a -> b``: the real value of ``b`` for each label of ``a`` (its most common one)."""
     a, b = c.columns
-    pairs = pd.DataFrame({"a": as_labels(real[a]), "b": real[b]}).dropna(subset=["b"])
-    return pairs.groupby("a")["b"].agg(lambda v: v.mode().iat[0]).to_dict()
+    pairs = pd.DataFrame({"a": as_labels(real[a]), "b": real[b]})
+    return pairs.groupby("a")["b"].agg(lambda v: v.mode(dropna=False).iat[0]).to_dict()
 
 
 def satisfied(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata,
@@ -181,9 +181,10 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
     if c.kind == "functional_dependency":
         a, b = c.columns
         source = reference[c.table] if reference is not None else frame
-        values = pd.DataFrame({"a": as_labels(source[a]), "b": _as_values(source[b], kinds[b])})
-        mapping = values.groupby("a")["b"].agg(lambda v: v.mode().iat[0])  # the real value (most common one)
-        return _as_values(frame[b], kinds[b]).reset_index(drop=True) == as_labels(frame[a]).map(mapping).reset_index(drop=True)
+        mapping = functional_map(c, source)  # the real value of b for each a (its most common one)
+        keys = as_labels(frame[a]).reset_index(drop=True)
+        same = _as_values(frame[b], kinds[b]).reset_index(drop=True) == _as_values(keys.map(mapping), kinds[b])
+        return same & keys.isin(list(mapping))
     if c.kind == "null_pattern":
         a, b = c.columns
         return frame[a].isna() == frame[b].isna()

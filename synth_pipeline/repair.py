@@ -10,8 +10,8 @@
   it (and moves ``a`` one unit below ``b`` where a strict order meets equal values);
 * copies: a row whose non-key values equal a real row that no other real row shares gets
   one number or date moved by its smallest step, or else one value swapped with another
-  synthetic row (in a column no constraint involves), so no real record is reproduced; the model holds hashes of the unique real
-  rows, not the rows.
+  synthetic row (in a column no constraint involves), so no real record is reproduced;
+  the model holds hashes of the unique real rows, not the rows.
 
 Every fix is counted, so the report can say how much repair was needed.
 """
@@ -26,6 +26,7 @@ import pandas as pd
 from synth_pipeline.evaluation.fidelity import as_labels
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.table_model import TableModel, row_digests
+from synth_pipeline.modeling.transforms import decimals_of
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -184,17 +185,13 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
             fixed += int(can.sum())
         frame[c.foreign_key] = pd.Series(keys, index=frame.index).infer_objects()
         fixes[c.description] = fixed
-        continue
     return fixes
 
 
 def _unit(values: pd.Series) -> float:
     """The smallest step the column's values are written in (1 for whole numbers, 0.01 for cents)."""
-    present = values.dropna().astype(float)
-    for decimals in range(0, 7):
-        if np.allclose(present, present.round(decimals)):
-            return 10.0 ** -decimals
-    return 1e-6
+    decimals = decimals_of(values.to_numpy(dtype=float))
+    return 10.0 ** -(6 if decimals is None else decimals)
 
 
 def _swap_away(frame, i, free, columns, digests, rng, tries) -> bool:

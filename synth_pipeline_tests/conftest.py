@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -45,6 +47,12 @@ def count_orphans(con, rel) -> int:
         f'SELECT count(*) FROM "{rel.child_table_name}" WHERE "{rel.child_foreign_key}" IS NOT NULL AND '
         f'"{rel.child_foreign_key}" NOT IN (SELECT "{rel.parent_primary_key}" FROM "{rel.parent_table_name}")'
     ).fetchone()[0]
+
+
+def run_cli(*args, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``synth-pipeline -q ARGS`` in a fresh interpreter, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "synth_pipeline.cli", "-q", *args],
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def tiny_config(tmp: Path, source: Path, **overrides) -> PipelineConfig:

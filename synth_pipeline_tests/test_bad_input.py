@@ -2,8 +2,6 @@
 traceback, never a changed published output."""
 
 import json
-import subprocess
-import sys
 
 import duckdb
 import numpy as np
@@ -14,7 +12,7 @@ from synth_pipeline.errors import SchemaError, SourceError
 from synth_pipeline.schema.detect import detect_from_frames
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.validate import MAX_CATEGORIES, validate_real_table
-from synth_pipeline_tests.conftest import count_orphans
+from synth_pipeline_tests.conftest import count_orphans, run_cli
 
 SHOP_METADATA = {
     "tables": {
@@ -160,15 +158,11 @@ def _write_shop(folder, tables=None, metadata=None):
     return path
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "synth_pipeline.cli", "-q", *args],
-                          capture_output=True, text=True, timeout=600)
-
 
 def test_cli_synthesizes_a_shop_with_orphans_null_fks_a_key_only_table_and_a_self_reference(tmp_path):
     metadata_path = _write_shop(tmp_path / "src")
     out = tmp_path / "out"
-    done = _cli("run", "--source", str(tmp_path / "src"), "--metadata", str(metadata_path), "--out", str(out),
+    done = run_cli("run", "--source", str(tmp_path / "src"), "--metadata", str(metadata_path), "--out", str(out),
                 "--steps", "30")
     assert done.returncode == 0, done.stderr
     assert "note: orders.customer_id: 3 real value(s) matched no parent row (rows dropped)" in done.stdout
@@ -207,7 +201,7 @@ def test_cli_bad_input_fails_cleanly_and_keeps_the_published_output(tmp_path, ca
     out = tmp_path / "out"
     out.mkdir()
     (out / "synthetic.duckdb").write_bytes(b"the previous good output")
-    done = _cli("run", "--source", str(tmp_path / "src"), "--metadata", str(metadata_path), "--out", str(out),
+    done = run_cli("run", "--source", str(tmp_path / "src"), "--metadata", str(metadata_path), "--out", str(out),
                 "--steps", "5", *extra)
     assert done.returncode != 0
     assert message in done.stderr

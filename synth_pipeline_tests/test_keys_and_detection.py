@@ -1,8 +1,6 @@
 """Key formats, identity text, detection from data and catalogs, and the CLI's error handling."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -11,7 +9,7 @@ import pytest
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
 from synth_pipeline.schema.detect import detect_from_frames, detect_metadata
-from synth_pipeline_tests.conftest import require_dataset
+from synth_pipeline_tests.conftest import require_dataset, run_cli
 
 
 @pytest.mark.parametrize("values, kind, pattern", [
@@ -65,13 +63,10 @@ def test_detection_from_the_sqlite_catalog_of_chinook():
     assert set(md.parents("Track")) == {"Album", "Genre", "MediaType"}
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "synth_pipeline.cli", *args], capture_output=True, text=True, timeout=300)
-
 
 def test_cli_detect_prints_sdv_json():
     path = require_dataset("chinook") / "Chinook_Sqlite.sqlite"
-    done = _cli("detect", "--source", str(path))
+    done = run_cli("detect", "--source", str(path))
     assert done.returncode == 0, done.stderr
     meta = json.loads(done.stdout)
     assert {"tables", "relationships"} <= set(meta)
@@ -116,7 +111,7 @@ def test_a_year_in_a_key_follows_the_date_it_repeats():
 ])
 def test_cli_bad_source_is_one_clear_line(tmp_path, setup, message):
     source = setup(tmp_path)
-    done = _cli("run", "--source", str(source), "--out", str(tmp_path / "out"))
+    done = run_cli("run", "--source", str(source), "--out", str(tmp_path / "out"))
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr

@@ -21,6 +21,7 @@ from synth_pipeline.errors import ConfigError
 from synth_pipeline.runner import run_pipeline
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources import load_tables
+from synth_pipeline_tests.conftest import run_cli
 from synth_pipeline_tests.test_bad_input import SHOP_METADATA, shop_tables
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def test_subtree_rerun_resamples_one_table_and_its_descendants_only(tiny_run, sc
 def test_only_needs_a_stored_run_and_a_known_table(tiny_school_db, tmp_path):
     from synth_pipeline_tests.conftest import tiny_config
 
-    done = _cli("demo", "--students", "10", "--out", str(tmp_path / "fresh"), "--only", "courses")
+    done = run_cli("demo", "--students", "10", "--out", str(tmp_path / "fresh"), "--only", "courses")
     assert done.returncode == 2 and "no stored run" in done.stderr and "Traceback" not in done.stderr
     with pytest.raises(Exception, match="--only nosuch: no such table"):
         run_pipeline(tiny_config(tmp_path, tiny_school_db), only="nosuch")
@@ -75,10 +76,6 @@ def _write_source(kind: str, folder: Path, tables: dict[str, pd.DataFrame]) -> P
     return path
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "synth_pipeline.cli", "-q", *args],
-                          capture_output=True, text=True, timeout=900)
-
 
 @pytest.mark.parametrize("source_kind, output_format, scale", [("csv", "csv", 0.5), ("sqlite", "parquet", 3.0)])
 def test_sources_formats_and_scale(tmp_path, source_kind, output_format, scale):
@@ -87,7 +84,7 @@ def test_sources_formats_and_scale(tmp_path, source_kind, output_format, scale):
     metadata_path = tmp_path / "metadata.json"
     metadata_path.write_text(json.dumps(SHOP_METADATA))
     out = tmp_path / "out"
-    done = _cli("run", "--source", str(source), "--metadata", str(metadata_path), "--out", str(out),
+    done = run_cli("run", "--source", str(source), "--metadata", str(metadata_path), "--out", str(out),
                 "--steps", "30", "--scale", str(scale), "--format", output_format)
     assert done.returncode == 0, done.stderr
     files = sorted(p.name for p in (out / "synthetic").iterdir())

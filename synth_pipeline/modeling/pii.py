@@ -55,7 +55,6 @@ class IdentitySpec:
     real_digests: frozenset[int] = field(default_factory=frozenset)  # identifying sdtypes only
     family_of: str | None = None  # a full name ends in this column's value ...
     family_rate: float = 0.0  # ... in this share of the real rows
-
     locale: str = DEFAULT_LOCALE  # Faker's, told from the table's emails and phones
 
     SHARED_FAMILY_MIN = 0.2  # below it, a shared family name is taken as chance
@@ -87,8 +86,10 @@ class IdentitySpec:
             template = present.str.replace(r"[0-9]", "#", regex=True).mode().iat[0]
         elif len(present) and sdtype == "email":
             template = present.str.split("@").str[-1].mode().iat[0]
-        digests = frozenset(digest(v) for v in present.unique()) if sdtype not in COMMON_TOKENS else frozenset()
-        return cls(column, sdtype, float(values.isna().mean()), template, digests)
+        spec = cls(column, sdtype, float(values.isna().mean()), template)
+        if spec.identifying:
+            spec.real_digests = frozenset(digest(v) for v in present.unique())
+        return spec
 
     def is_real(self, value: str) -> bool:
         return bool(self.real_digests) and digest(value) in self.real_digests
@@ -101,28 +102,27 @@ class IdentitySpec:
             values = _emails(fake, n, rows, self.template or "example.org", self.is_real)
         elif self.family_of is not None and rows is not None and self.family_of in rows.columns:
             values = [f"{fake.first_name()} {fake.last_name()}" for _ in range(n)]
-            share = np.nonzero(rng.random(n) < self.family_rate)[0]
             family = rows[self.family_of].astype(str).to_numpy()
-            for i in share:
+            for i in np.nonzero(rng.random(n) < self.family_rate)[0]:
                 values[i] = f"{values[i].split()[0]} {family[i]}"
-            for _ in range(MAX_REDRAWS):  # a real full name: another given name
-                clash = [i for i, v in enumerate(values) if self.is_real(v)]
-                if not clash:
-                    break
-                for i in clash:
-                    values[i] = f"{fake.first_name()} {values[i].split()[-1]}"
+            # a real full name: another given name, the family name kept
+            self._redraw(values, lambda idx: [f"{fake.first_name()} {values[i].split()[-1]}" for i in idx])
         else:
             values = self._draw(fake, rng, n)
-            for _ in range(MAX_REDRAWS):
-                clash = [i for i, v in enumerate(values) if self.is_real(v)]
-                if not clash:
-                    break
-                for i, v in zip(clash, self._draw(fake, rng, len(clash))):
-                    values[i] = v
+            self._redraw(values, lambda idx: self._draw(fake, rng, len(idx)))
         series = pd.Series(values, dtype=object)
         if self.null_rate > 0:
             series = series.where(rng.random(n) >= self.null_rate)
         return series
+
+    def _redraw(self, values: list[str], draw) -> None:
+        """Replace values whose digest is a real value's with ``draw(indices)``, a few rounds at most."""
+        for _ in range(MAX_REDRAWS):
+            clash = [i for i, v in enumerate(values) if self.is_real(v)]
+            if not clash:
+                return
+            for i, v in zip(clash, draw(clash)):
+                values[i] = v
 
     def _draw(self, fake: Faker, rng: np.random.Generator, n: int) -> list[str]:
         if self.sdtype == "phone_number":

@@ -150,6 +150,7 @@ class TableModel:
                 found_constraints.append(added)
         fd_maps = {c.description: functional_map(c, frame) for c in found_constraints
                    if c.kind == "functional_dependency"}
+        compared = copy_columns(metadata, name)
         bridges = {}
         for rel in metadata.second_relationships(name):
             found = fit_bridge(metadata, rel, real, seed)
@@ -188,8 +189,8 @@ class TableModel:
             bridges=bridges,
             constraints=found_constraints,
             fd_maps=fd_maps,
-            copy_columns=copy_columns(metadata, name),
-            real_row_digests=unique_row_digests(frame, copy_columns(metadata, name)),
+            copy_columns=compared,
+            real_row_digests=unique_row_digests(frame, compared),
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )

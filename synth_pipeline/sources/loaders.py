@@ -11,6 +11,8 @@ import pandas as pd
 
 from synth_pipeline.errors import SourceError
 
+DUCKDB_TABLES = "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name"
+SQLITE_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
 FILE_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".tsv": "csv", ".asc": "csv", ".txt": "csv"}
 
 
@@ -61,12 +63,11 @@ def table_names(path: str | Path) -> list[str]:
         if kind == "sqlite":
             con = _sqlite_connect(path)
             try:
-                return [r[0] for r in con.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+                return [r[0] for r in con.execute(SQLITE_TABLES)]
             finally:
                 con.close()
         with duckdb.connect(str(path), read_only=True) as con:
-            return [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()]
+            return [r[0] for r in con.execute(DUCKDB_TABLES).fetchall()]
     except (sqlite3.Error, duckdb.Error) as exc:
         raise SourceError(f"source {path}: cannot be read as {kind} ({_first_line(exc)})") from None
 
@@ -104,8 +105,7 @@ def catalog_keys(path: str | Path) -> CatalogKeys:
 def _load_duckdb(path: Path, only: list[str] | None) -> dict[str, pd.DataFrame]:
     try:
         with duckdb.connect(str(path), read_only=True) as con:
-            names = [r[0] for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name").fetchall()]
+            names = [r[0] for r in con.execute(DUCKDB_TABLES).fetchall()]
             return {n: con.execute(f'SELECT * FROM "{n}"').df() for n in names if only is None or n in only}
     except duckdb.Error as exc:
         raise SourceError(f"source {path}: cannot be read as DuckDB ({_first_line(exc)})") from None
@@ -135,8 +135,7 @@ def _load_sqlite(path: Path, only: list[str] | None) -> dict[str, pd.DataFrame]:
     try:
         con = _sqlite_connect(path)
         try:
-            names = [r[0] for r in con.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            names = [r[0] for r in con.execute(SQLITE_TABLES)]
             return {n: pd.read_sql_query(f'SELECT * FROM "{n}"', con) for n in names if only is None or n in only}
         finally:
             con.close()
@@ -148,7 +147,7 @@ def _sqlite_keys(path: Path) -> CatalogKeys:
     keys = CatalogKeys()
     con = _sqlite_connect(path)
     try:
-        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        names = [r[0] for r in con.execute(SQLITE_TABLES)]
         for n in names:
             info = con.execute(f'PRAGMA table_info("{n}")').fetchall()
             pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
