@@ -11,6 +11,7 @@ including the publish step, so the last published database stays as it was.
 
 
 import dagster as dg
+import pandas as pd
 
 from synth_pipeline.assets import stage_key
 from synth_pipeline.evaluation.expectations import validate_table
@@ -53,14 +54,21 @@ def table_checks(metadata: Metadata, name: str) -> dg.AssetChecksDefinition:
         expectations = {"primary_key_unique_not_null": _pk_expectation(table.primary_key)}
         for key in table.primary_key:
             expectations[f"primary_key_unique_not_null__{key}"] = ("ExpectColumnValuesToNotBeNull", {"column": key})
+        checked = frame
         for rel in fks:
-            keys = parents[rel.parent_table_name][rel.parent_primary_key].dropna().unique().tolist()
-            expectations[fk_check_name(rel)] = ("ExpectColumnValuesToBeInSet",
-                                                {"column": rel.child_foreign_key, "value_set": keys})
+            # The parent each value finds by a left join; an FK value equal to it resolves.
+            # (A value set of every parent key would be copied by GE's configuration objects
+            # many times over: minutes on a million-row parent.)
+            found = _parent_lookup(frame[rel.child_foreign_key], parents[rel.parent_table_name][rel.parent_primary_key])
+            column = f"{rel.child_foreign_key} -> {rel.parent_table_name}.{rel.parent_primary_key}"
+            checked = checked.assign(**{column: found})
+            expectations[fk_check_name(rel)] = ("ExpectColumnPairValuesToBeEqual",
+                                                {"column_A": rel.child_foreign_key, "column_B": column,
+                                                 "ignore_row_if": "both_values_are_missing"})
             if real[rel.child_foreign_key].notna().all():
                 expectations[f"{fk_check_name(rel)}__not_null"] = ("ExpectColumnValuesToNotBeNull",
                                                                    {"column": rel.child_foreign_key})
-        outcomes = validate_table(frame, name, expectations)
+        outcomes = validate_table(checked, name, expectations)
         selected = context.selected_asset_check_keys
         for spec in specs:
             if dg.AssetCheckKey(asset, spec.name) not in selected:
@@ -81,6 +89,19 @@ def table_checks(metadata: Metadata, name: str) -> dg.AssetChecksDefinition:
             )
 
     return checks
+
+
+def _parent_lookup(values: pd.Series, parent_keys: pd.Series) -> pd.Series:
+    """``values`` joined to the parent's key column: the parent key found, null where none is."""
+    parent_keys = parent_keys.dropna().drop_duplicates()
+    kinds = {values.dtype.kind, parent_keys.dtype.kind}
+    if len(kinds) > 1 and kinds <= set("iuf"):  # integer keys held as floats (a nullable column)
+        values, parent_keys = values.astype("float64"), parent_keys.astype("float64")
+    elif len(kinds) > 1:  # text keys against numbers: compare as text
+        values, parent_keys = values.astype("string"), parent_keys.astype("string")
+    keys = pd.DataFrame({"__key": parent_keys.to_numpy(), "__found": parent_keys.to_numpy()})
+    joined = pd.DataFrame({"__key": values.to_numpy()}).merge(keys, on="__key", how="left", sort=False)
+    return pd.Series(joined["__found"].to_numpy(), index=values.index)
 
 
 def _pk_expectation(primary_key: tuple[str, ...]) -> tuple[str, dict]:

@@ -12,6 +12,10 @@ conditional: true                # children generated given their parent row
 cardinality_threshold: 0.80      # blocking check: KS complement of children per parent
 schedule_cron: "0 2 * * *"       # the nightly refresh
 output_format: duckdb            # duckdb | parquet | csv (folder out_dir/synthetic/, beside synthetic.duckdb)
+fit_rows: 200000                 # a table larger than this is fitted on a consistent subsample (0: never)
+device: cpu                      # cpu | cuda | cuda:N | mps | auto (a GPU when torch sees one)
+executor: multiprocess           # under dagster dev: multiprocess | in_process | celery | k8s
+max_concurrent: 0                # multiprocess: tables at once (0: one per CPU)
 on_orphans: drop                 # real FK values with no parent row: drop those rows (or fail)
 constraints_off:                 # discovered constraints not to enforce nor check, as listed in
   - "fees: payment_date is null exactly when payment_mode is null"   # report.json ("table: description")
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ SCHOOL_DB = DATA_DIR / "school" / "school.duckdb"
 SCHOOL_METADATA = DATA_DIR / "school" / "metadata.json"
 CONFIG_ENV = "SYNTH_PIPELINE_CONFIG"
 QUALITIES = ("fast", "default", "best")
+EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,10 @@ class PipelineConfig:
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     constraints_add: tuple[str, ...] = ()  # "table: rule" a user adds (see constraints.parse_added)
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
+    fit_rows: int = 200_000  # a larger table's model is fitted on a consistent subsample this size (0: never)
+    device: str = "cpu"  # where CTGAN trains: cpu, cuda, cuda:N, or auto (a GPU when torch sees one)
+    executor: str = "multiprocess"  # under dagster dev: multiprocess, in_process, celery or k8s
+    max_concurrent: int = 0  # tables the multiprocess executor runs at once (0: one per CPU)
     output_format: str = "duckdb"  # also "parquet" or "csv": a folder of files beside synthetic.duckdb
     school_students: int = 0  # > 0: simulate the school database at `source` when it is missing
     school_seed: int = 0
@@ -72,6 +82,14 @@ class PipelineConfig:
             raise ConfigError(f"config: on_orphans must be drop or fail, got '{self.on_orphans}'")
         if not self.scale > 0:
             raise ConfigError(f"config: scale must be a positive number, got {self.scale}")
+        if self.fit_rows < 0:
+            raise ConfigError(f"config: fit_rows must be 0 (no subsample) or a row count, got {self.fit_rows}")
+        if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"config: device must be cpu, cuda, cuda:N, mps or auto, got '{self.device}'")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"config: executor must be one of {', '.join(EXECUTORS)}, got '{self.executor}'")
+        if self.max_concurrent < 0:
+            raise ConfigError(f"config: max_concurrent must be 0 (one per CPU) or more, got {self.max_concurrent}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"config: steps must be at least 1, got {self.steps}")
         if not 0 <= self.cardinality_threshold <= 1:
@@ -101,7 +119,7 @@ _FIELDS = {
     "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float,
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
     "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
-    "on_orphans": str, "output_format": str,
+    "on_orphans": str, "output_format": str, "fit_rows": int, "device": str, "executor": str, "max_concurrent": int,
 }
 
 

@@ -13,6 +13,7 @@ what depends on a model that learned something new is re-sampled.
 from __future__ import annotations
 
 import hashlib
+import importlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import dagster as dg
 from synth_pipeline.assets import evaluation_asset, publish_asset, table_assets
 from synth_pipeline.checks import table_checks
 from synth_pipeline.config import PipelineConfig
+from synth_pipeline.errors import ConfigError
 from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
 from synth_pipeline.schema.metadata import Metadata
 
@@ -44,7 +46,7 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
     settings = {
         "real": (str(config.source), config.on_orphans),
         "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off),
-                  sorted(config.constraints_add)),
+                  sorted(config.constraints_add), config.fit_rows, config.device),
         "synthetic": (config.seed, config.scale),
         "repaired": (config.seed,),
         "published": (config.cardinality_threshold, config.output_format, str(config.out_dir)),
@@ -58,8 +60,11 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
     """Everything Dagster needs for ``metadata``, wired to the settings in ``config``."""
     from synth_pipeline.constraints import parse_added
 
+    from synth_pipeline.modeling.ctgan_model import resolve_device
+
     for rule in config.constraints_add:
         parse_added(rule, metadata)  # a clear error when the definitions load, not mid-run
+    resolve_device(config.device)
     parts = []
     versions = code_versions(config)
     for name in metadata.topological_order():
@@ -84,8 +89,28 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
                                          default_status=dg.DefaultScheduleStatus.STOPPED)],
         sensors=[refresh_what_changed],
         resources=resources_for(config),
+        executor=executor_for(config),
     ))
     return dg.Definitions.merge(*parts)
+
+
+def executor_for(config: PipelineConfig) -> dg.ExecutorDefinition:
+    """How runs launched from ``dagster dev`` (or a deployment) execute steps: in parallel
+    processes on this machine by default; the cluster executors need their Dagster package
+    (their own settings — image, broker — come from the run config, see the README). The CLI
+    always runs in one process."""
+    if config.executor == "in_process":
+        return dg.in_process_executor
+    if config.executor == "multiprocess":
+        return dg.multiprocess_executor.configured({"max_concurrent": config.max_concurrent}) \
+            if config.max_concurrent else dg.multiprocess_executor
+    package, name = {"celery": ("dagster_celery", "celery_executor"), "k8s": ("dagster_k8s", "k8s_job_executor")}[config.executor]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise ConfigError(f"config: executor {config.executor} needs the {package.replace('_', '-')} package "
+                          f"(pip install {package.replace('_', '-')})") from None
+    return getattr(module, name)
 
 
 def real_selection(metadata: Metadata) -> dg.AssetSelection:
@@ -101,6 +126,7 @@ def resources_for(config: PipelineConfig) -> dict:
                                 quality=config.quality, steps=config.steps, conditional=config.conditional,
                                 cardinality_threshold=config.cardinality_threshold,
                                 constraints_off=list(config.constraints_off),
-                                constraints_add=list(config.constraints_add), output_format=config.output_format),
+                                constraints_add=list(config.constraints_add), output_format=config.output_format,
+                                fit_rows=config.fit_rows, device=config.device),
     }
 

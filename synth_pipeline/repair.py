@@ -209,20 +209,27 @@ def _swap_away(frame, i, free, columns, digests, rng, tries) -> bool:
     return False
 
 
-def _nudge_away(frame, i, numeric, steps, columns, digests, reach: int = 10) -> bool:
-    """Move a number or date by the smallest step(s) the column is written in (this also
-    works where swapping cannot: one column, or every combination is a real one)."""
+def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10) -> np.ndarray:
+    """Move a number or date of each copied row by the smallest step(s) the column is written
+    in (this also works where swapping cannot: one column, or every combination is a real
+    one): per column, +1, -1, +2, -2... steps, the first move that leaves the real rows wins.
+    All rows move at once (one digest pass per move); returns the rows still copies."""
+    pending = frame.index[rows]
     for col in numeric:
-        original = frame.at[i, col]
-        if pd.isna(original):
-            continue
+        if not len(pending):
+            break
+        original = frame.loc[pending, col]
+        moving = original.index[original.notna()]
         for k in range(1, reach + 1):
             for sign in (1, -1):
-                frame.at[i, col] = original + sign * k * steps[col]
-                if not np.isin(row_digests(frame.iloc[[i]], columns), digests).any():
-                    return True
-        frame.at[i, col] = original
-    return False
+                if not len(moving):
+                    break
+                frame.loc[moving, col] = original[moving] + sign * k * steps[col]
+                still = np.isin(row_digests(frame.loc[moving], columns), digests)
+                moving = moving[still]
+        frame.loc[moving, col] = original[moving]
+        pending = pending[np.isin(pending, moving) | np.isin(pending, original.index[original.isna()])]
+    return frame.index.get_indexer(pending)
 
 
 def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 20) -> tuple[int, int]:
@@ -240,9 +247,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
                or pd.api.types.is_datetime64_any_dtype(frame[c])]
     steps = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
              else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in numeric}
-    fixed = 0
-    for i in copied:
-        # a number moved by its smallest step first (cheap, the marginal barely moves), else a swap
-        if _nudge_away(frame, i, numeric, steps, columns, digests) or _swap_away(frame, i, free, columns, digests, rng, tries):
-            fixed += 1
-    return fixed, len(copied) - fixed
+    # a number moved by its smallest step first (cheap, the marginal barely moves), else a swap
+    left = _nudge_away(frame, copied, numeric, steps, columns, digests)
+    unfixed = sum(not _swap_away(frame, frame.index[i], free, columns, digests, rng, tries) for i in left)
+    return len(copied) - unfixed, unfixed

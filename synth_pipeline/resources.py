@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -110,7 +111,16 @@ class Warehouse(dg.ConfigurableResource):
         path = self.model_path(table)
         if not path.exists():
             raise SchemaError(f"table '{table}': no fitted model in {path.parent} (materialize model/{table} first)")
-        return TableModel.load(path)
+        stat = path.stat()
+        return _load_model(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_model(path: str, mtime_ns: int, size: int) -> TableModel:
+    """One unpickling per stored model file and process (sample, repair and checks each read it);
+    a refit writes a new file, so its new mtime and size miss the cache. Sampling does not
+    change a model."""
+    return TableModel.load(path)
 
 
 def read_timings(root: Path) -> dict[str, dict[str, float]]:
@@ -135,7 +145,9 @@ class RunSettings(dg.ConfigurableResource):
     constraints_off: list[str] = []
     constraints_add: list[str] = []
     output_format: str = "duckdb"  # "parquet" / "csv": also a folder out_dir/synthetic/ of files
+    fit_rows: int = 0  # > 0: tables above this many rows are fitted on a consistent subsample
 
     def model_settings(self) -> ModelSettings:
         return ModelSettings(quality=self.quality, steps=self.steps, device=self.device, conditional=self.conditional,
+                             fit_rows=self.fit_rows,
                              constraints_off=tuple(self.constraints_off), constraints_add=tuple(self.constraints_add))

@@ -117,3 +117,26 @@ def test_cli_bad_source_is_one_clear_line(tmp_path, setup, message):
     assert "Traceback" not in done.stderr
     assert [line.startswith("error: ") for line in done.stderr.strip().splitlines()].count(True) == 1
     assert not (tmp_path / "out" / "synthetic.duckdb").exists()
+
+
+def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
+    from types import SimpleNamespace
+
+    from synth_pipeline.modeling.table_model import row_digests, unique_row_digests
+    from synth_pipeline.repair import _break_copies
+
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame({"score": rng.integers(0, 50, 400), "grade": rng.choice(list("ABC"), 400),
+                         "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 30, 400), unit="D")})
+    columns = list(real.columns)
+    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns, constraints=[])
+    synthetic = pd.concat([real.sample(300, random_state=1), real.sample(300, random_state=2)], ignore_index=True)
+    copies = int(np.isin(row_digests(synthetic, columns), model.real_row_digests).sum())
+    assert copies > 50
+    before = synthetic.copy()
+    fixed, left = _break_copies(synthetic, model, np.random.default_rng(0))
+    assert (fixed, left) == (copies, 0)
+    assert not np.isin(row_digests(synthetic, columns), model.real_row_digests).any()
+    moved = (synthetic != before).any(axis=1)
+    assert moved.sum() == copies  # only the copies changed, each by the smallest move
+    assert (synthetic["score"] - before["score"]).abs().max() <= 10

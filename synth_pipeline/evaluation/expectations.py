@@ -55,6 +55,15 @@ def validate_table(frame: pd.DataFrame, table: str, expectations: dict[str, tupl
         outcomes[name] = ExpectationOutcome(
             name=name, success=bool(r.success),
             unexpected_count=int(r.result.get("unexpected_count") or 0),
-            examples=[str(v) for v in (r.result.get("partial_unexpected_list") or [])[:5]],
+            examples=[_example(v) for v in (r.result.get("partial_unexpected_list") or [])[:5]],
         )
     return outcomes
+
+
+def _example(value) -> str:
+    """An unexpected value as text; for a column pair, the first column's value."""
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    elif isinstance(value, dict) and value:
+        value = next(iter(value.values()))
+    return str(value.item() if hasattr(value, "item") else value)

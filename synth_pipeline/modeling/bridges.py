@@ -189,7 +189,8 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
         if str(p) in position:
             allowed.setdefault(str(r), []).append(position[str(p)])
     candidates = {r: np.unique(np.asarray(v, dtype=int)) for r, v in allowed.items()}
-    route = np.array([str(r) if r is not None and r == r else "" for r in route], dtype=object)
+    route = pd.Series(route, dtype=object)
+    route = route.where(route.notna(), "").astype(str).to_numpy(dtype=object)
     agree = rng.random(n) < bridge.share
     # Re-rank the capacities (the same multiset of counts) by each parent's agreeing demand,
     # so parents paired with many routes get the large counts, as they do in the real data.
@@ -201,16 +202,22 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
     ranked[np.lexsort((rng.random(len(parent_keys)), demand))] = np.sort(np.asarray(capacity, dtype=float))
     room = allocate(n, ranked, rng)
     chosen = np.full(n, -1)
-    for i in rng.permutation(np.nonzero(agree)[0]):
-        options = candidates.get(route[i])
+    # Per route (in random order), its agreeing rows take free places of its paired parents:
+    # places drawn without replacement, i.e. each parent chosen in proportion to its room left.
+    agreeing = np.nonzero(agree)[0]
+    groups = pd.Series(agreeing).groupby(route[agreeing], sort=True).indices
+    names = list(groups)
+    for g in rng.permutation(len(names)):
+        options = candidates.get(names[g])
         if options is None:
             continue
-        free = options[room[options] > 0]
-        if len(free) == 0:
+        places = np.repeat(options, room[options])
+        if not len(places):
             continue
-        j = free[rng.choice(len(free), p=room[free] / room[free].sum())]
-        chosen[i] = j
-        room[j] -= 1
+        rows = rng.permutation(agreeing[groups[names[g]]])
+        taken = places[rng.choice(len(places), size=min(len(rows), len(places)), replace=False)]
+        chosen[rows[:len(taken)]] = taken
+        np.subtract.at(room, taken, 1)
     rest = np.nonzero(chosen < 0)[0]
     chosen[rest] = rng.permutation(np.repeat(np.arange(len(parent_keys)), room))[:len(rest)]
     return parent_keys[chosen]

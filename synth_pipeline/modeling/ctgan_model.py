@@ -27,6 +27,8 @@ from ctgan.synthesizers.ctgan import Discriminator, Generator
 from torch import optim
 from torch.nn import functional
 
+from synth_pipeline.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +73,19 @@ class TrainingLog:
         }
 
 
+def resolve_device(requested: str) -> str:
+    """The torch device for a ``device`` setting: ``auto`` is a CUDA (or Apple) GPU when torch
+    sees one, else the CPU; a GPU asked for by name and not present is a clear error."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if (requested.startswith("cuda") and not cuda) or (requested == "mps" and not mps):
+        raise ConfigError(f"device '{requested}': torch {torch.__version__} sees no such GPU here "
+                          "(set device: cpu, or auto to use a GPU only where there is one)")
+    return requested
+
+
 class ContextCTGAN:
     """Fit on a frame (+ optional context matrix), sample rows (given context rows)."""
 
@@ -83,7 +98,8 @@ class ContextCTGAN:
             seed: int = 0, label: str = "") -> "ContextCTGAN":
         s = self.settings
         _seed_everything(seed)
-        device = torch.device(s.device)
+        device = torch.device(resolve_device(s.device))
+        log.info("%s: training on %s", label or "model", device)
         self.columns = list(data.columns)
         self.context_dim = 0 if context is None else context.shape[1]
         sample = data
@@ -183,7 +199,11 @@ class ContextCTGAN:
         if n == 0:
             return pd.DataFrame({c: pd.Series(dtype=self.transformer._column_raw_dtypes[c]) for c in self.columns})
         _seed_everything(seed)
-        device = torch.device(self.settings.device)
+        try:  # a model trained on a GPU samples on the CPU where no GPU is
+            device = torch.device(resolve_device(self.settings.device))
+        except ConfigError:
+            device = torch.device("cpu")
+        self.generator.to(device)
         chunks, step = [], 4096
         for start in range(0, n, step):
             size = min(step, n - start)

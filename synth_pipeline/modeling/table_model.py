@@ -37,6 +37,7 @@ from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
+from synth_pipeline.modeling.fit_sample import fit_sample
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
 
@@ -54,6 +55,7 @@ class ModelSettings:
     conditional: bool = True  # children generated given their parent row (False: unconditioned)
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     constraints_add: tuple[str, ...] = ()  # "table: rule" constraints a user adds
+    fit_rows: int = 0  # > 0: a larger table is fitted on a consistent subsample of about this many rows
 
     def steps_for(self, rows: int) -> int:
         if self.steps is not None:
@@ -93,6 +95,7 @@ class TableModel:
     count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
 
     # ------------------------------------------------------------------- fit
     @classmethod
@@ -100,7 +103,12 @@ class TableModel:
             seed: int) -> "TableModel":
         started = time.perf_counter()
         table = metadata.table(name)
-        frame = real[name]
+        full = real[name]
+        frame = fit_sample(metadata, name, full, settings.fit_rows, seed)
+        if len(frame) < len(full):
+            log.info("%s: fitting on %d of its %d rows (whole sibling groups; fit_rows %d)", name, len(frame),
+                     len(full), settings.fit_rows)
+            real = {**real, name: frame}
         keys = metadata.key_columns(name)
         fk_columns = {r.child_foreign_key for r in metadata.foreign_keys(name)}
         id_keys = [c.name for c in table.columns.values() if c.sdtype == ID_SDTYPE and c.name not in fk_columns]
@@ -174,7 +182,7 @@ class TableModel:
             gan.fit(encoded, codec.discrete_columns, context=context, seed=seed, label=name)
             targets = category_targets(encoded, codec.discrete_columns)
         return cls(
-            table=name, real_rows=len(frame), codec=codec, gan=gan, key_formats=key_formats,
+            table=name, real_rows=len(full), fitted_rows=len(frame), codec=codec, gan=gan, key_formats=key_formats,
             identities=identities, real_counts=real_counts,
             fk_null_rates={r.child_foreign_key: float(frame[r.child_foreign_key].isna().mean())
                            for r in metadata.foreign_keys(name)},
@@ -190,7 +198,7 @@ class TableModel:
             constraints=found_constraints,
             fd_maps=fd_maps,
             copy_columns=compared,
-            real_row_digests=unique_row_digests(frame, compared),
+            real_row_digests=unique_row_digests(full, compared),
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -349,7 +357,8 @@ class TableModel:
             return pickle.load(fh)
 
     def describe(self) -> dict[str, object]:
-        summary: dict[str, object] = {"real_rows": self.real_rows, "fit_seconds": round(self.fit_seconds, 2),
+        summary: dict[str, object] = {"real_rows": self.real_rows, "fitted_rows": self.fitted_rows or self.real_rows,
+                                      "fit_seconds": round(self.fit_seconds, 2),
                                       "key_formats": {k: f.kind for k, f in self.key_formats.items()},
                                       "identity_columns": [s.column for s in self.identities]}
         if self.residuals is not None and self.residuals.fits:
