@@ -341,3 +341,31 @@ def test_rows_dated_before_their_second_parent_are_linked_to_an_earlier_one():
     assert job["lead_id"].isin(lead["lead_id"]).all()
     moved = (job["lead_id"].value_counts().reindex(counts.index, fill_value=0) - counts).abs().sum()
     assert moved <= 0.05 * len(job)  # parents swapped between rows: each lead keeps (nearly) its count
+
+
+def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metadata, school_tables):
+    from synth_pipeline.modeling.fit_sample import fit_sample
+
+    marks = school_tables["marks"]
+    kept = fit_sample(school_metadata, "marks", marks, 5000, seed=3)
+    assert 4000 < len(kept) < 6000
+    assert kept.equals(fit_sample(school_metadata, "marks", marks, 5000, seed=3))  # seeded
+    assert not kept.equals(fit_sample(school_metadata, "marks", marks, 5000, seed=4))
+    sizes = marks.groupby("student_course_id").size()
+    kept_sizes = kept.groupby("student_course_id").size()
+    assert (kept_sizes == sizes[kept_sizes.index]).all()  # every kept enrollment has all its marks
+    assert fit_sample(school_metadata, "marks", marks, 0, seed=3) is marks  # 0: no budget
+
+    settings = ModelSettings(steps=2, fit_rows=5000)
+    model = TableModel.fit(school_metadata, "marks", school_tables, settings, seed=0)
+    assert model.real_rows == len(marks)
+    assert model.fitted_rows == len(fit_sample(school_metadata, "marks", marks, 5000, seed=0))
+    # a sampled parent's children are all counted (the child table is not cut)
+    parent = TableModel.fit(school_metadata, "student_courses", school_tables, ModelSettings(steps=2, fit_rows=2000), 0)
+    from synth_pipeline.modeling.cardinality import count_column
+
+    rel = next(r for r in school_metadata.child_relationships("student_courses") if r.child_table_name == "marks")
+    kept_parents = fit_sample(school_metadata, "student_courses", school_tables["student_courses"], 2000, seed=0)
+    assert parent.fitted_rows == len(kept_parents) < len(school_tables["student_courses"])
+    assert parent.real_counts[count_column(rel)].sum() == marks["student_course_id"].isin(
+        kept_parents["student_course_id"]).sum()

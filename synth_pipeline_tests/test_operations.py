@@ -109,6 +109,9 @@ def test_sources_formats_and_scale(tmp_path, source_kind, output_format, scale):
     ("source: x.duckdb\noutput_format: xlsx\n", "output_format must be duckdb, parquet or csv"),
     ("source: x.duckdb\non_orphans: ignore\n", "on_orphans must be drop or fail"),
     ("source: [unclosed\n", "not valid YAML"),
+    ("source: x.duckdb\ndevice: gpu\n", "device must be cpu, cuda, cuda:N, mps or auto, got 'gpu'"),
+    ("source: x.duckdb\nexecutor: dask\n", "executor must be one of multiprocess, in_process, celery, k8s"),
+    ("source: x.duckdb\nfit_rows: -5\n", "fit_rows must be 0 (no subsample) or a row count"),
 ])
 def test_config_errors_are_one_clear_line(tmp_path, text, message):
     path = tmp_path / "config.yaml"
@@ -116,6 +119,29 @@ def test_config_errors_are_one_clear_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         config_from_yaml(path)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_executor_and_device_settings_reach_the_definitions_or_fail_clearly(tmp_path):
+    import torch
+
+    from synth_pipeline.config import school_config
+    from synth_pipeline.pipeline import build_definitions
+
+    config = school_config(out_dir=tmp_path)
+    metadata = config.metadata()
+    job = build_definitions(metadata, config.replace(max_concurrent=2)).resolve_job_def("synthesize")
+    assert job.executor_def.name == "multiprocess"
+    assert build_definitions(metadata, config.replace(executor="in_process")).resolve_job_def(
+        "synthesize").executor_def.name == "in_process"
+    for executor, package in (("k8s", "dagster-k8s"), ("celery", "dagster-celery")):
+        try:
+            __import__(package.replace("-", "_"))
+        except ImportError:
+            with pytest.raises(ConfigError, match=f"executor {executor} needs the {package} package"):
+                build_definitions(metadata, config.replace(executor=executor))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device 'cuda': torch .* sees no such GPU here"):
+            build_definitions(metadata, config.replace(device="cuda"))
 
 
 def _free_port() -> int:
