@@ -1,8 +1,11 @@
 """Benchmark: wall time and peak memory of the demo run, of sampling at a large scale from
 the fitted models, and of fitting as the real database grows (figures printed and saved).
 
-    python -m synth_pipeline.evaluation.benchmark [--students N] [--sample-scale X] [--sample-only]
-                                                  [--growth 1000,10000] [--out DIR] [--json FILE]
+    python -m synth_pipeline.evaluation.benchmark [--students N] [--sample-scale X] [--sample-only] [--hma]
+                                                  [--growth 1000,10000 [--fit-rows N]] [--out DIR] [--json FILE]
+
+``--growth`` loads and fits (no sampling) schools of those sizes; tables above ``fit_rows``
+rows are fitted on a consistent subsample, as a run would.
 
 Each measured run happens in a child process; its peak resident memory (the child and its
 own children, polled) is measured on its own. Nothing here is asserted: the figures are for
@@ -78,6 +81,73 @@ def sample_only(out: Path, scale: float) -> dict:
     return figures
 
 
+def fit_only(students: int, out: Path, fit_rows: int | None = None) -> dict:
+    """Load and fit every table of a ``students``-student school (no sampling), in a child
+    process; the simulated database is built first and not timed."""
+    from synth_pipeline.config import school_config
+    from synth_pipeline.sources import build_school_database
+
+    config = school_config(students=students)
+    if not config.source.exists():
+        build_school_database(config.source, students=students, seed=0)
+    command = [sys.executable, "-m", "synth_pipeline.evaluation.benchmark", "--_fit", str(students), "--out", str(out)]
+    if fit_rows is not None:
+        command += ["--fit-rows", str(fit_rows)]
+    figures = measure(command)
+    figures.update(json.loads(figures.pop("stdout").strip().splitlines()[-1]))
+    return figures
+
+
+def _fit_in_process(out: Path, students: int, fit_rows: int | None) -> None:
+    import dagster as dg
+
+    from synth_pipeline.config import school_config
+    from synth_pipeline.pipeline import JOB_NAME, build_definitions
+    from synth_pipeline.resources import read_timings
+
+    config = school_config(students=students, out_dir=out)
+    if fit_rows is not None:
+        config = config.replace(fit_rows=fit_rows)
+    defs = build_definitions(config.metadata(), config)
+    keys = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] in ("real", "model")]
+    result = defs.resolve_job_def(JOB_NAME).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+    if not result.success:
+        raise SystemExit("fitting run failed")
+    import pyarrow.parquet as pq
+
+    from synth_pipeline.modeling.table_model import TableModel
+
+    timings = read_timings(Path(config.work_dir))
+    rows = {t: pq.ParquetFile(Path(config.work_dir) / "real" / f"{t}.parquet").metadata.num_rows for t in timings}
+    real_rows, largest = sum(rows.values()), max(rows, key=rows.get)
+    model = TableModel.load(Path(config.work_dir) / "models" / f"{largest}.pkl")
+    print(json.dumps({"students": students, "real_rows": real_rows, "fit_rows": config.fit_rows,
+                      "fit_seconds": round(sum(t.get("fit", 0.0) for t in timings.values()), 1),
+                      "largest_table": largest, "largest_rows": model.real_rows,
+                      "largest_fitted_rows": model.fitted_rows or model.real_rows}))
+
+
+def hma_side_by_side(out: Path) -> dict:
+    """SDV's HMA fitted and sampled on the sub-schema it accepts, beside our per-table fit and
+    sample times for the same tables from the demo run in ``out`` (one child process)."""
+    from synth_pipeline.config import SCHOOL_DB
+
+    hma_out = out / "hma"
+    figures = measure([sys.executable, "-m", "synth_pipeline.cli", "-q", "evaluate", "--real", str(SCHOOL_DB),
+                       "--synthetic", str(out / "synthetic.duckdb"), "--baseline", "hma", "--out", str(hma_out)])
+    figures.pop("stdout")
+    comparison = json.loads((hma_out / "report.json").read_text())["comparison"]
+    ours, theirs = comparison["synth_pipeline"], comparison["hma"]
+    figures.update({"tables": comparison["tables"],
+                    "synth_pipeline": {k: ours.get(k) for k in ("fit_seconds", "sample_seconds")},
+                    "hma": {k: theirs.get(k) for k in ("fit_seconds", "sample_seconds")}})
+    for side in ("synth_pipeline", "hma"):
+        figures[side]["total_seconds"] = round(sum(v or 0.0 for v in figures[side].values()), 1)
+    return figures
+
+
 def _sample_in_process(out: Path, scale: float) -> None:
     import dagster as dg
 
@@ -112,11 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(DATA_DIR / "output" / "benchmark.json"))
     parser.add_argument("--sample-only", action="store_true",
                         help="skip the demo run: sample from the models a previous benchmark left in --out")
+    parser.add_argument("--hma", action="store_true",
+                        help="also fit and sample SDV's HMA on the sub-schema it accepts, timed beside ours")
+    parser.add_argument("--fit-rows", type=int, default=None,
+                        help="growth runs: the fit_rows budget (default: the config's, 200000; 0: fit on everything)")
     parser.add_argument("--_sample", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_fit", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args._sample is not None:
         _sample_in_process(out, args._sample)
+        return 0
+    if args._fit is not None:
+        _fit_in_process(out, args._fit, args.fit_rows)
         return 0
 
     figures: dict = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "targets": TARGETS}
@@ -137,14 +215,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['wall_seconds']} s = {s['rows_per_second']} rows/s (sample + repair + write), "
               f"{s['peak_rss_mb']} MB peak RSS, {s['fk_violations']} FK violations "
               f"(targets: >= 100000 rows/s, <= 8192 MB)", flush=True)
+    if args.hma:
+        figures["hma"] = h = hma_side_by_side(out)
+        ours, theirs = h["synth_pipeline"], h["hma"]
+        print(f"same work as HMA ({', '.join(h['tables'])}): ours fit {ours['fit_seconds']} s + sample "
+              f"{ours['sample_seconds']} s = {ours['total_seconds']} s; HMA fit {theirs['fit_seconds']} s + sample "
+              f"{theirs['sample_seconds']} s = {theirs['total_seconds']} s (target: ours <= HMA's)", flush=True)
     growth = [int(n) for n in args.growth.split(",") if n.strip()]
     figures["growth"] = []
     for students in growth:
-        g = demo(students, out.parent / f"benchmark_{students}")
-        figures["growth"].append({k: g[k] for k in ("students", "real_rows", "wall_seconds", "peak_rss_mb",
-                                                     "fit_seconds", "sample_seconds")})
-        print(f"growth: {students} students ({g['real_rows']} real rows): fit {g['fit_seconds']} s, "
-              f"sample {g['sample_seconds']} s, wall {g['wall_seconds']} s, {g['peak_rss_mb']} MB", flush=True)
+        g = fit_only(students, out.parent / f"benchmark_fit_{students}", args.fit_rows)
+        figures["growth"].append(g)
+        print(f"growth: {students} students ({g['real_rows']} real rows; {g['largest_table']} fitted on "
+              f"{g['largest_fitted_rows']} of {g['largest_rows']} rows): fit {g['fit_seconds']} s, load + fit "
+              f"{g['wall_seconds']} s wall, {g['peak_rss_mb']} MB peak RSS", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     print(f"wrote {args.json}")
