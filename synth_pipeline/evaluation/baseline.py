@@ -80,7 +80,10 @@ def run_hma(metadata: Metadata, real: dict[str, pd.DataFrame], tables: list[str]
 
     sub = metadata.restrict(tables)
     data = {t: real[t][list(sub.tables[t].columns)].copy() for t in tables}
-    synthesizer = HMASynthesizer(SDVMetadata.load_from_dict(sdv_metadata(sub)), verbose=False)
+    try:
+        synthesizer = HMASynthesizer(SDVMetadata.load_from_dict(sdv_metadata(sub)), verbose=False)
+    except Exception as exc:  # sdv's own schema checks (SynthesizerInputError, InvalidMetadataError)
+        raise BaselineError(f"HMA refuses the sub-schema {', '.join(tables)}: {str(exc).strip().splitlines()[0]}") from None
     np.random.seed(seed)
     log.info("HMA: fitting on %s (%d rows)", ", ".join(tables), sum(len(f) for f in data.values()))
     started = time.perf_counter()

@@ -132,11 +132,12 @@ def _fit_in_process(out: Path, students: int, fit_rows: int | None) -> None:
 def hma_side_by_side(out: Path) -> dict:
     """SDV's HMA fitted and sampled on the sub-schema it accepts, beside our per-table fit and
     sample times for the same tables from the demo run in ``out`` (one child process)."""
-    from synth_pipeline.config import SCHOOL_DB
+    from synth_pipeline.config import SCHOOL_DB, SCHOOL_METADATA
 
     hma_out = out / "hma"
     figures = measure([sys.executable, "-m", "synth_pipeline.cli", "-q", "evaluate", "--real", str(SCHOOL_DB),
-                       "--synthetic", str(out / "synthetic.duckdb"), "--baseline", "hma", "--out", str(hma_out)])
+                       "--metadata", str(SCHOOL_METADATA), "--synthetic", str(out / "synthetic.duckdb"),
+                       "--baseline", "hma", "--out", str(hma_out)])
     figures.pop("stdout")
     comparison = json.loads((hma_out / "report.json").read_text())["comparison"]
     ours, theirs = comparison["synth_pipeline"], comparison["hma"]

@@ -113,6 +113,7 @@ class ContextCTGAN:
         self.transformer.fit(sample, discrete_columns)
         train = self.transformer.transform(data)
         self.sampler = DataSampler(train, self.transformer.output_info_list, log_frequency=True)
+        self._index_rows_by_category()
         self._category_probs = self._true_category_probs(train)
         data_dim = self.transformer.output_dimensions
         cond_dim = self.sampler.dim_cond_vec()
@@ -135,6 +136,7 @@ class ContextCTGAN:
                 log.info("%s: step %d/%d, %.1f steps/s, loss G %.3f D %.3f", label or "model", step + 1, s.steps,
                          (step + 1) / elapsed, loss_g, loss_d)
         self.training.steps = s.steps
+        del self._rows_flat, self._rows_start, self._rows_count  # training only: kept out of the pickle
         self.training.seconds = time.perf_counter() - started
         self.generator.eval()
         return self
@@ -146,12 +148,28 @@ class ContextCTGAN:
         c, m, col, opt = condvec
         return torch.from_numpy(c).to(device), torch.from_numpy(m).to(device), col, opt
 
+    def _index_rows_by_category(self) -> None:
+        """The rows of every (discrete column, category) as slices of one flat array, so a batch
+        of conditions finds its real rows in one vectorised draw (ctgan's sampler loops per row)."""
+        lists = self.sampler._rid_by_cat_cols
+        widest = max((len(per) for per in lists), default=0)
+        self._rows_start = np.zeros((len(lists), widest), dtype=np.int64)
+        self._rows_count = np.zeros((len(lists), widest), dtype=np.int64)
+        flat, position = [], 0
+        for c, per in enumerate(lists):
+            for o, rows in enumerate(per):
+                self._rows_start[c, o], self._rows_count[c, o] = position, len(rows)
+                flat.append(np.asarray(rows, dtype=np.int64))
+                position += len(rows)
+        self._rows_flat = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
+
     def _real_rows(self, train_t, batch, col, opt):
         """Row indices of real rows matching the sampled conditions (training by sampling)."""
         if col is None:
             return torch.from_numpy(np.random.randint(len(train_t), size=batch))
-        idx = [np.random.choice(self.sampler._rid_by_cat_cols[c][o]) for c, o in zip(col, opt)]
-        return torch.from_numpy(np.asarray(idx))
+        count = self._rows_count[col, opt]
+        pick = (np.random.random(len(col)) * count).astype(np.int64)
+        return torch.from_numpy(self._rows_flat[self._rows_start[col, opt] + np.minimum(pick, count - 1)])
 
     def _fake(self, batch, c, ctx_rows, device):
         z = torch.randn(batch, self.settings.embedding_dim, device=device)
