@@ -202,12 +202,14 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
     ranked[np.lexsort((rng.random(len(parent_keys)), demand))] = np.sort(np.asarray(capacity, dtype=float))
     room = allocate(n, ranked, rng)
     chosen = np.full(n, -1)
-    # Per route (in random order), its agreeing rows take free places of its paired parents:
-    # places drawn without replacement, i.e. each parent chosen in proportion to its room left.
+    # Per route, its agreeing rows take free places of its paired parents: places drawn without
+    # replacement, i.e. each parent chosen in proportion to its room left. Routes with the
+    # fewest parents go first (ties at random): they have nowhere else to go.
     agreeing = np.nonzero(agree)[0]
     groups = pd.Series(agreeing).groupby(route[agreeing], sort=True).indices
     names = list(groups)
-    for g in rng.permutation(len(names)):
+    width = [len(candidates.get(name, ())) for name in names]
+    for g in np.lexsort((rng.random(len(names)), width)):
         options = candidates.get(names[g])
         if options is None:
             continue
