@@ -232,7 +232,7 @@ def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10) 
     return frame.index.get_indexer(pending)
 
 
-def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 20) -> tuple[int, int]:
+def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 200) -> tuple[int, int]:
     digests = getattr(model, "real_row_digests", None)
     columns = [c for c in getattr(model, "copy_columns", []) if c in frame.columns]
     if digests is None or len(digests) == 0 or not columns or frame.empty:
