@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DATA_DIR / "output" / "benchmark"))
     parser.add_argument("--json", default=str(DATA_DIR / "output" / "benchmark.json"))
     parser.add_argument("--sample-only", action="store_true",
-                        help="skip the demo run: sample from the models a previous benchmark left in --out")
+                        help="skip the demo run (sample from the models a previous benchmark left in --out; keep its figures)")
     parser.add_argument("--hma", action="store_true",
                         help="also fit and sample SDV's HMA on the sub-schema it accepts, timed beside ours")
     parser.add_argument("--fit-rows", type=int, default=None,
@@ -202,11 +202,11 @@ def main(argv: list[str] | None = None) -> int:
 
     figures: dict = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "targets": TARGETS}
     previous = Path(args.json)
-    if args.sample_only and previous.exists():
-        figures["demo"] = json.loads(previous.read_text()).get("demo")
+    if args.sample_only and previous.exists():  # keep the figures of earlier runs; replace what is measured now
+        figures = {**json.loads(previous.read_text()), **figures}
     else:
         figures["demo"] = demo(args.students, out)
-    d = figures["demo"] or {}
+    d = figures.get("demo") or {}
     if d:
         print(f"demo run ({args.students} students): {d['wall_seconds']} s wall, {d['peak_rss_mb']} MB peak RSS, "
               f"{d['synthetic_rows']} rows, {d['fk_violations']} FK violations; fit {d['fit_seconds']} s, "
@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['peak_rss_mb']} MB peak RSS, {s['fk_violations']} FK violations "
               f"(targets: >= 100000 rows/s, <= 8192 MB)", flush=True)
     growth = [int(n) for n in args.growth.split(",") if n.strip()]
-    figures["growth"] = []
+    if growth:
+        figures["growth"] = []
     for students in growth:
         g = fit_only(students, out.parent / f"benchmark_fit_{students}", args.fit_rows)
         figures["growth"].append(g)
