@@ -4,8 +4,10 @@ A referentially consistent subsample, in the spirit of SDV's ``get_random_subset
 table keeps *whole sibling groups* (every row of a sampled parent, none of the others), so
 each kept row still has its parent and the within-parent structure (event sequences, the
 gaps between siblings, how many children a parent has) is learned from complete families.
-A root table keeps a plain random share of its rows. Which groups are kept depends only on
-the seed and the key value, so a rerun on grown data keeps the same families.
+A root table keeps a plain random share of its rows. A group is kept when a seeded hash of
+its key falls below the share, so a rerun on slightly grown data keeps nearly the same
+families (only the threshold moves). Each table is sampled for its own model; its parents
+are read whole, so every kept row's parent row is there.
 
 What the sample does not change: children-per-parent counts (they are counted on the full
 child tables), the number of rows generated (the full table's), and the real rows a
