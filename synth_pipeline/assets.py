@@ -22,7 +22,7 @@ import pandas as pd
 from synth_pipeline.modeling.cardinality import is_count_column
 from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
 from synth_pipeline.repair import repair_table
-from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
+from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse
 from synth_pipeline.schema.metadata import Metadata
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
@@ -187,8 +187,9 @@ def publish_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDe
         from synth_pipeline.publish import export_folder, write_database
 
         out = Path(settings.out_dir)
-        synthetic = {t: _published_columns(metadata, t, warehouse.read("repaired", t)) for t in metadata.tables}
-        real = {t: warehouse.read("real", t) for t in metadata.tables}
+        # one table (and its parent) in memory at a time, read again where needed
+        synthetic = LazyTables(metadata.tables, lambda t: _published_columns(metadata, t, warehouse.read("repaired", t)))
+        real = LazyTables(metadata.tables, lambda t: warehouse.read("real", t))
         report = build_run_report(metadata, real, synthetic, settings.cardinality_threshold)
         report["source_notes"] = warehouse.source_notes()
         write_database(real, metadata, out / "real.duckdb", constraints=False)
@@ -199,11 +200,11 @@ def publish_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDe
         tmp = out / ".report.json.tmp"
         tmp.write_text(json.dumps({"run": report}, indent=2, default=str) + "\n")
         tmp.replace(out / "report.json")
-        context.log.info(f"published {path} ({sum(len(f) for f in synthetic.values())} rows)")
+        context.log.info(f"published {path} ({report['totals']['synthetic_rows']} rows)")
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(path)),
             "report": dg.MetadataValue.path(str(out / "report.json")),
-            "row_counts": dg.MetadataValue.json({t: len(f) for t, f in synthetic.items()}),
+            "row_counts": dg.MetadataValue.json({t: v["synthetic_rows"] for t, v in report["tables"].items()}),
             "fk_violations": report["totals"]["fk_violations"],
             "mean_cardinality_similarity": report["totals"]["mean_cardinality_similarity"],
         })

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -25,7 +26,7 @@ class PublishError(SynthPipelineError):
     """DuckDB refused the tables (a key constraint failed)."""
 
 
-def write_database(tables: dict[str, pd.DataFrame], metadata: Metadata, path: str | Path,
+def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path: str | Path,
                    constraints: bool = True) -> Path:
     """Write ``tables`` to ``path`` atomically; returns the path."""
     path = Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -121,6 +122,25 @@ def _load_model(path: str, mtime_ns: int, size: int) -> TableModel:
     a refit writes a new file, so its new mtime and size miss the cache. Sampling does not
     change a model."""
     return TableModel.load(path)
+
+
+class LazyTables(Mapping):
+    """``{table: frame}`` read on first use, at most ``keep`` frames held at once: a report
+    over every table (and the published database) never holds the whole database in memory."""
+
+    def __init__(self, names, load, keep: int = 3):
+        self._names, self._load = list(names), functools.lru_cache(maxsize=keep)(load)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._load(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def read_timings(root: Path) -> dict[str, dict[str, float]]:

@@ -140,3 +140,14 @@ def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
     moved = (synthetic != before).any(axis=1)
     assert moved.sum() == copies  # only the copies changed, each by the smallest move
     assert (synthetic["score"] - before["score"]).abs().max() <= 10
+
+
+def test_uuid_keys_are_the_text_the_uuid_module_writes():
+    import uuid
+
+    from synth_pipeline.modeling.keys import _uuid_text
+
+    raw = np.random.default_rng(5).integers(0, 256, size=(500, 16), dtype=np.uint8)
+    for version in (1, 4, None):
+        expected = [str(uuid.UUID(bytes=bytes(r), version=version)) for r in raw]
+        assert _uuid_text(raw, version).tolist() == expected

@@ -369,3 +369,25 @@ def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metad
     assert parent.fitted_rows == len(kept_parents) < len(school_tables["student_courses"])
     assert parent.real_counts[count_column(rel)].sum() == marks["student_course_id"].isin(
         kept_parents["student_course_id"]).sum()
+
+
+def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metadata, school_tables, monkeypatch):
+    from synth_pipeline.modeling import table_model
+    from synth_pipeline.modeling.cardinality import child_counts, count_column
+    from synth_pipeline.modeling.table_model import sampling_inputs
+
+    model = TableModel.fit(school_metadata, "fees", school_tables, ModelSettings(steps=60), seed=0)
+    parents = {p: school_tables[p].copy() for p in sampling_inputs(school_metadata, "fees")}
+    for name, parent in parents.items():
+        for rel in school_metadata.child_relationships(name):
+            parent[count_column(rel)] = child_counts(parent[rel.parent_primary_key],
+                                                     school_tables[rel.child_table_name][rel.child_foreign_key])
+    whole = model.sample(school_metadata, parents, 1.0, seed=1)
+    monkeypatch.setattr(table_model, "SAMPLE_CHUNK_ROWS", 700)  # 8 chunks
+    chunked = model.sample(school_metadata, parents, 1.0, seed=1)
+    assert len(chunked) == len(whole) == len(school_tables["fees"])
+    assert chunked["fee_id"].is_unique and chunked["fee_id"].notna().all()
+    for column in ("fee_type", "payment_mode"):
+        shares = [f[column].value_counts(normalize=True, dropna=False) for f in (whole, chunked)]
+        assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.1, column
+    assert abs(chunked["amount_due"].median() / whole["amount_due"].median() - 1) < 0.1

@@ -44,6 +44,7 @@ from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, 
 log = logging.getLogger(__name__)
 
 CANDIDATES_PER_ROW = 3  # generated per output row; raking keeps the one that fits the marginals
+SAMPLE_CHUNK_ROWS = 200_000  # rows generated at once (x CANDIDATES_PER_ROW candidates)
 QUALITY_STEPS = {"fast": (60, 150), "default": (250, 900), "best": (1000, 4000)}
 
 
@@ -246,11 +247,18 @@ class TableModel:
             return pd.DataFrame(index=range(n))
         rng = np.random.default_rng(seed + 1)
         k = CANDIDATES_PER_ROW if self.category_targets else 1
-        candidates = self.gan.sample(n * k, context=None if context is None else np.tile(context, (k, 1)), seed=seed)
-        if k > 1 and n > 0:
-            chosen = choose_per_slot(rake_weights(candidates, self.category_targets, n, k), n, k, rng)
-            candidates = candidates.iloc[chosen].reset_index(drop=True)
-        raw = self.codec.decode(candidates)
+        parts = []
+        # In chunks of rows (with their parents' context): the candidates and the transformer's
+        # matrices are bounded by the chunk, not by the scale. One chunk up to SAMPLE_CHUNK_ROWS.
+        for i, start in enumerate(range(0, max(n, 1), SAMPLE_CHUNK_ROWS)):
+            size = min(SAMPLE_CHUNK_ROWS, n - start)
+            ctx = None if context is None else np.tile(context[start:start + size], (k, 1))
+            candidates = self.gan.sample(size * k, context=ctx, seed=seed + i)
+            if k > 1 and size > 0:
+                chosen = choose_per_slot(rake_weights(candidates, self.category_targets, size, k), size, k, rng)
+                candidates = candidates.iloc[chosen].reset_index(drop=True)
+            parts.append(self.codec.decode(candidates))
+        raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for col, real in self.real_counts.items():
             raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
         if self.count_correlation is not None and n > 2:
