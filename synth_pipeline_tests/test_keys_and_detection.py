@@ -151,3 +151,16 @@ def test_uuid_keys_are_the_text_the_uuid_module_writes():
     for version in (1, 4, None):
         expected = [str(uuid.UUID(bytes=bytes(r), version=version)) for r in raw]
         assert _uuid_text(raw, version).tolist() == expected
+
+
+def test_identity_values_beyond_the_faker_pool_come_from_it(monkeypatch):
+    from synth_pipeline.modeling import pii
+
+    monkeypatch.setattr(pii, "FAKER_POOL", 300)
+    real = pd.Series([f"{i} Real Street" for i in range(50)])
+    spec = IdentitySpec.fit("address", "street_address", real, pd.DataFrame({"address": real}), [])
+    values = spec.generate(5000, seed=1)
+    assert len(values) == 5000 and values.notna().all()
+    assert 150 < values.nunique() <= 300  # the pool, not 5000 calls
+    assert not values.isin(real).any()
+    assert values.equals(spec.generate(5000, seed=1))

@@ -24,6 +24,7 @@ from faker import Faker
 
 COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
 MAX_REDRAWS = 50
+FAKER_POOL = 50_000  # Faker calls per column at most; larger columns draw from that pool
 DEFAULT_LOCALE = "en_US"
 # Country code top-level domains and phone country codes -> Faker locale.
 _TLD_LOCALE = {"uk": "en_GB", "de": "de_DE", "fr": "fr_FR", "it": "it_IT", "es": "es_ES", "nl": "nl_NL",
@@ -101,7 +102,8 @@ class IdentitySpec:
         if self.sdtype == "email":
             values = _emails(fake, n, rows, self.template or "example.org", self.is_real)
         elif self.family_of is not None and rows is not None and self.family_of in rows.columns:
-            values = [f"{fake.first_name()} {fake.last_name()}" for _ in range(n)]
+            values = [f"{first} {last}" for first, last in zip(_faker_values(fake.first_name, rng, n),
+                                                                 _faker_values(fake.last_name, rng, n))]
             family = rows[self.family_of].astype(str).to_numpy()
             for i in np.nonzero(rng.random(n) < self.family_rate)[0]:
                 values[i] = f"{values[i].split()[0]} {family[i]}"
@@ -127,8 +129,17 @@ class IdentitySpec:
     def _draw(self, fake: Faker, rng: np.random.Generator, n: int) -> list[str]:
         if self.sdtype == "phone_number":
             return _phones(rng, n, self.template or "(###) ###-####")
-        method = getattr(fake, _FAKER_METHOD.get(self.sdtype, "word"))
+        return _faker_values(getattr(fake, _FAKER_METHOD.get(self.sdtype, "word")), rng, n)
+
+
+def _faker_values(method, rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` values of a Faker provider: one call each up to FAKER_POOL values; beyond that
+    (a large ``scale``), drawn from a pool of FAKER_POOL calls, so the cost stops growing
+    with rows (values then repeat, as shared addresses and common names do)."""
+    if n <= FAKER_POOL:
         return [method() for _ in range(n)]
+    pool = np.array([method() for _ in range(FAKER_POOL)], dtype=object)
+    return pool[rng.integers(0, FAKER_POOL, n)].tolist()
 
 
 def guess_locale(frame: pd.DataFrame, sdtypes: dict[str, str]) -> str:
