@@ -24,7 +24,7 @@ from faker import Faker
 
 COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
 MAX_REDRAWS = 50
-FAKER_POOL = 50_000  # Faker calls per column at most; larger columns draw from that pool
+FAKER_POOL = 20_000  # Faker calls per column at most; larger columns draw from that pool
 DEFAULT_LOCALE = "en_US"
 # Country code top-level domains and phone country codes -> Faker locale.
 _TLD_LOCALE = {"uk": "en_GB", "de": "de_DE", "fr": "fr_FR", "it": "it_IT", "es": "es_ES", "nl": "nl_NL",
