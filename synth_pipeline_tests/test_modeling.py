@@ -106,6 +106,19 @@ def test_self_links_form_a_forest():
             node = parents[node]
 
 
+def test_self_links_keep_every_report_count_when_the_parentless_row_had_none():
+    # Chinook's Employee.ReportsTo: counts {3, 2, 2, 0 x5}, one row without a manager
+    keys = np.arange(8)
+    capacity = np.array([0, 3, 0, 2, 0, 2, 0, 0])
+    for seed in range(20):
+        has_parent = np.ones(8, dtype=bool)
+        has_parent[0] = False  # drawn without a manager, but with no reports of its own
+        parents = link_self(keys, has_parent, capacity, np.random.default_rng(seed))
+        assert sum(p is None for p in parents) == 1
+        reports = pd.Series([p for p in parents if p is not None]).value_counts()
+        assert sorted(reports.reindex(keys, fill_value=0)) == sorted(capacity)
+
+
 def _parent_child_metadata():
     return Metadata.from_dict({
         "tables": {

@@ -81,6 +81,13 @@ def link_self(keys: np.ndarray, has_parent: np.ndarray, capacity: np.ndarray,
     """
     n = len(keys)
     capacity = np.asarray(capacity, dtype=float)
+    has_parent = np.asarray(has_parent, dtype=bool).copy()
+    roots = np.nonzero(~has_parent)[0]
+    if len(roots) and has_parent.any() and not (np.round(capacity[roots]) > 0).any():
+        # A tree starts at a root with room for children: the parentless place goes to the
+        # row with the most, or the first linked row would overfill a root meant to have none.
+        top = np.nonzero(has_parent)[0][np.argmax(capacity[has_parent])]
+        has_parent[roots[0]], has_parent[top] = True, False
     with_parent = np.nonzero(has_parent)[0]
     with_parent = with_parent[np.lexsort((rng.random(len(with_parent)), -capacity[with_parent]))]
     order = np.concatenate([np.nonzero(~has_parent)[0], with_parent])
