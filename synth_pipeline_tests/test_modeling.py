@@ -404,3 +404,23 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
         shares = [f[column].value_counts(normalize=True, dropna=False) for f in (whole, chunked)]
         assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.1, column
     assert abs(chunked["amount_due"].median() / whole["amount_due"].median() - 1) < 0.1
+
+
+def test_category_pairs_the_real_data_never_shows_are_redrawn():
+    from synth_pipeline.modeling.pair_support import fit_pair_supports
+
+    rng = np.random.default_rng(0)
+    positions = {"football": ["goalkeeper", "striker", "defender"], "basketball": ["center", "guard"],
+                 "chess": ["board 1", "board 2"]}
+    game = rng.choice(list(positions), 600)
+    real = pd.DataFrame({"game": game, "position": [rng.choice(positions[g]) for g in game],
+                         "level": rng.choice(["junior", "senior"], 600)})
+    supports = fit_pair_supports(real, ["game", "position", "level"])
+    assert [(s.leader, s.follower) for s in supports] == [("game", "position")]  # level is independent
+    shuffled = real.assign(position=rng.permutation(real["position"].to_numpy()))  # pairs broken
+    impossible = ~shuffled.apply(lambda r: r["position"] in positions[r["game"]], axis=1)
+    assert impossible.mean() > 0.4
+    changed = supports[0].apply(shuffled, np.random.default_rng(1))
+    assert changed == impossible.sum()
+    assert shuffled.apply(lambda r: r["position"] in positions[r["game"]], axis=1).all()
+    assert (shuffled["game"] == real["game"]).all()  # the leader is left as generated

@@ -38,6 +38,7 @@ from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.fit_sample import fit_sample
+from synth_pipeline.modeling.pair_support import PairSupport, fit_pair_supports
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
 
@@ -97,6 +98,7 @@ class TableModel:
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
+    pair_supports: list[PairSupport] = field(default_factory=list)  # strongly associated category pairs
 
     # ------------------------------------------------------------------- fit
     @classmethod
@@ -166,6 +168,11 @@ class TableModel:
             if found is not None:
                 bridges[rel.child_foreign_key] = found
                 log.info("%s: %s", name, found.label)
+        categories = [c.name for c in modelled_columns(metadata, name) if c.sdtype in ("categorical", "boolean")
+                      and c.name not in derived.dropped]
+        pair_supports = fit_pair_supports(frame.reset_index(drop=True), categories)
+        for support in pair_supports:
+            log.info("%s: category pair kept to the real support: %s", name, support.label)
         residuals = ContextResiduals.fit(
             training, [c.name for c in modelled if c.sdtype == "numerical" and not is_count_column(c.name)], context, seed)
         if residuals.fits:
@@ -200,6 +207,7 @@ class TableModel:
             fd_maps=fd_maps,
             copy_columns=compared,
             real_row_digests=unique_row_digests(full, compared),
+            pair_supports=pair_supports,
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -227,6 +235,8 @@ class TableModel:
             out = self.residuals.inverse(out, context)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
+        for support in getattr(self, "pair_supports", []):
+            support.apply(out, rng)
         for name, fmt in self.key_formats.items():
             out[name] = fmt.generate(n, rng, rows=out)
         for spec in self.identities:
