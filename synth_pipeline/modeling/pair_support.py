@@ -63,7 +63,9 @@ def fit_pair_supports(frame: pd.DataFrame, columns: list[str]) -> list[PairSuppo
     a column that leads is never a follower, so redrawing never chains."""
     if len(frame) < MIN_ROWS:
         return []
-    usable = [c for c in columns if 2 <= frame[c].nunique() <= MAX_VALUES]
+    # categories that repeat (a near-unique column, e.g. 40 course names over 40 courses, has no
+    # conditional distribution to speak of: redrawing it would only flatten its marginal)
+    usable = [c for c in columns if 2 <= frame[c].nunique() <= min(MAX_VALUES, len(frame) // 4)]
     scored = []
     for i, a in enumerate(usable):
         for b in usable[i + 1:]:
