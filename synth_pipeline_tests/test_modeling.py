@@ -424,3 +424,27 @@ def test_category_pairs_the_real_data_never_shows_are_redrawn():
     assert changed == impossible.sum()
     assert shuffled.apply(lambda r: r["position"] in positions[r["game"]], axis=1).all()
     assert (shuffled["game"] == real["game"]).all()  # the leader is left as generated
+
+
+def test_siblings_share_categories_as_often_as_real_siblings_do():
+    from synth_pipeline.modeling.siblings import SiblingSpread
+
+    rng = np.random.default_rng(0)
+    years = ["2020", "2021", "2022", "2023", "2024"]
+    rows = []
+    for student in range(300):
+        start = rng.integers(0, 4)
+        for _ in range(rng.integers(1, 8)):  # each student's enrollments within two consecutive years
+            rows.append((student, years[start + rng.integers(0, 2)]))
+    real = pd.DataFrame(rows, columns=["student_id", "year"])
+    spread = SiblingSpread.fit(real, "student_id", "year", seed=0)
+    assert spread is not None
+    assert SiblingSpread.fit(real.assign(year=rng.permutation(real["year"].to_numpy())), "student_id", "year", 0) is None
+    synthetic = real.assign(year=rng.permutation(real["year"].to_numpy()))  # siblings independent
+    distinct = lambda f: f.groupby("student_id")["year"].nunique().mean()  # noqa: E731
+    assert distinct(synthetic) > distinct(real) + 0.5
+    changed = spread.apply(synthetic, np.random.default_rng(1))
+    assert changed > 0 and len(synthetic) == len(real)
+    assert abs(distinct(synthetic) - distinct(real)) < 0.15
+    shares = [f["year"].value_counts(normalize=True) for f in (real, synthetic)]
+    assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.15  # the marginal barely moves

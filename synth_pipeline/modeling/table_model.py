@@ -39,6 +39,7 @@ from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.fit_sample import fit_sample
 from synth_pipeline.modeling.pair_support import PairSupport, fit_pair_supports
+from synth_pipeline.modeling.siblings import SiblingSpread
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
 
@@ -99,6 +100,7 @@ class TableModel:
     notes: list[str] = field(default_factory=list)
     fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
     pair_supports: list[PairSupport] = field(default_factory=list)  # strongly associated category pairs
+    sibling_spreads: list[SiblingSpread] = field(default_factory=list)  # categories siblings share
 
     # ------------------------------------------------------------------- fit
     @classmethod
@@ -173,6 +175,11 @@ class TableModel:
         pair_supports = fit_pair_supports(frame.reset_index(drop=True), categories)
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
+        spreads = [] if primary is None else [
+            found for c in categories
+            if (found := SiblingSpread.fit(frame, primary.child_foreign_key, c, seed)) is not None]
+        for spread in spreads:
+            log.info("%s: %s", name, spread.label)
         residuals = ContextResiduals.fit(
             training, [c.name for c in modelled if c.sdtype == "numerical" and not is_count_column(c.name)], context, seed)
         if residuals.fits:
@@ -208,6 +215,7 @@ class TableModel:
             copy_columns=compared,
             real_row_digests=unique_row_digests(full, compared),
             pair_supports=pair_supports,
+            sibling_spreads=spreads,
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -235,14 +243,16 @@ class TableModel:
             out = self.residuals.inverse(out, context)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
-        for support in getattr(self, "pair_supports", []):
-            support.apply(out, rng)
         for name, fmt in self.key_formats.items():
             out[name] = fmt.generate(n, rng, rows=out)
         for spec in self.identities:
             out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out).to_numpy()
         if primary is not None:
             out[primary.child_foreign_key] = owners
+        for spread in getattr(self, "sibling_spreads", []):
+            spread.apply(out, rng)
+        for support in getattr(self, "pair_supports", []):
+            support.apply(out, rng)
         for rel in metadata.second_relationships(self.table):
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
         self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)

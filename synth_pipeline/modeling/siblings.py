@@ -1,0 +1,93 @@
+"""Categories siblings share: the few academic years one student's enrollments fall in.
+
+Rows generated one by one, even given their parent, spread a categorical column over more
+values per parent than the real data does when siblings share values (a student's five
+enrollments span two academic years, not five). Where the real number of distinct values
+per parent is clearly below what independent rows would give, each synthetic parent draws
+how many distinct values its children have (from real parents with the same number of
+children), keeps that many of the values the model generated for them (the most common
+first) and moves the other children onto those values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MIN_PARENTS = 30
+MAX_SHARE_OF_CHANCE = 0.85  # real distinct values per parent at most this share of the shuffled ones
+
+
+@dataclass
+class SiblingSpread:
+    column: str
+    foreign_key: str
+    distinct_by_size: dict[int, np.ndarray] = field(default_factory=dict)  # children -> real distinct counts
+
+    @property
+    def label(self) -> str:
+        return f"{self.column} shared among siblings under {self.foreign_key}"
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, foreign_key: str, column: str, seed: int) -> "SiblingSpread | None":
+        both = frame[[foreign_key, column]].dropna()
+        if both[foreign_key].nunique() < MIN_PARENTS or both[column].nunique() < 2:
+            return None
+        groups = both.groupby(foreign_key)[column]
+        sizes, distinct = groups.size(), groups.nunique()
+        shuffled = both.assign(**{column: np.random.default_rng(seed).permutation(both[column].to_numpy())})
+        chance = shuffled.groupby(foreign_key)[column].nunique()
+        many = sizes > 1
+        if not many.any() or distinct[many].mean() > MAX_SHARE_OF_CHANCE * chance[many].mean():
+            return None
+        by_size = {int(m): distinct[sizes == m].to_numpy(dtype="int64") for m in np.unique(sizes)}
+        return cls(column, foreign_key, by_size)
+
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
+        """Concentrate the column within each parent's children; returns the rows changed."""
+        if not {self.column, self.foreign_key} <= set(frame.columns) or frame.empty:
+            return 0
+        present = (frame[self.column].notna() & frame[self.foreign_key].notna()).to_numpy()
+        rows = np.nonzero(present)[0]
+        if not len(rows):
+            return 0
+        group = pd.factorize(frame[self.foreign_key].to_numpy()[rows])[0]
+        values, uniques = pd.factorize(frame[self.column].to_numpy()[rows])
+        pairs = pd.DataFrame({"g": group, "v": values}).value_counts().rename("n").reset_index()
+        pairs["tie"] = rng.random(len(pairs))
+        pairs = pairs.sort_values(["g", "n", "tie"], ascending=[True, False, True], kind="mergesort")
+        pairs["rank"] = pairs.groupby("g").cumcount()
+        sizes = np.bincount(group)
+        allowed = self._draw_distinct(sizes, rng)
+        kept = pairs[pairs["rank"] < allowed[pairs["g"].to_numpy()]].sort_values(["g", "rank"])
+        keep_row = pd.MultiIndex.from_arrays([group, values]).isin(pd.MultiIndex.from_arrays([kept["g"], kept["v"]]))
+        moved = np.nonzero(~keep_row)[0]
+        if len(moved):
+            weights = kept["n"].to_numpy(dtype=float)
+            cumulative = np.cumsum(weights)
+            g_of_kept = kept["g"].to_numpy()
+            starts = np.searchsorted(g_of_kept, np.arange(len(sizes)), side="left")
+            ends = np.searchsorted(g_of_kept, np.arange(len(sizes)), side="right")
+            before = np.where(starts > 0, cumulative[np.maximum(starts - 1, 0)], 0.0)
+            total = cumulative[np.maximum(ends - 1, 0)] - before
+            g = group[moved]
+            target = before[g] + rng.random(len(moved)) * total[g]
+            pick = np.minimum(np.searchsorted(cumulative, target, side="right"), ends[g] - 1)
+            column = frame[self.column].to_numpy(dtype=object).copy()
+            column[rows[moved]] = uniques[kept["v"].to_numpy()[pick]]
+            frame[self.column] = pd.Series(column, index=frame.index).astype(frame[self.column].dtype) \
+                if frame[self.column].dtype != object else column
+        return len(moved)
+
+    def _draw_distinct(self, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Distinct values per synthetic parent: drawn from real parents with as many children
+        (the nearest size the real data has), never more than the children themselves."""
+        known = np.array(sorted(self.distinct_by_size))
+        out = np.ones(len(sizes), dtype="int64")
+        for m in np.unique(sizes):
+            nearest = int(known[np.argmin(np.abs(known - m))])
+            members = np.nonzero(sizes == m)[0]
+            out[members] = rng.choice(self.distinct_by_size[nearest], size=len(members))
+        return np.clip(out, 1, np.maximum(sizes, 1))
