@@ -45,15 +45,18 @@ class SiblingSpread:
         by_size = {int(m): distinct[sizes == m].to_numpy(dtype="int64") for m in np.unique(sizes)}
         return cls(column, foreign_key, by_size)
 
-    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
-        """Concentrate the column within each parent's children; returns the rows changed."""
-        if not {self.column, self.foreign_key} <= set(frame.columns) or frame.empty:
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator, owners: np.ndarray | None = None) -> int:
+        """Concentrate the column within each parent's children (``owners``: each row's parent
+        key, else the frame's foreign-key column); returns the rows changed."""
+        if owners is None and self.foreign_key in frame.columns:
+            owners = frame[self.foreign_key].to_numpy()
+        if owners is None or self.column not in frame.columns or frame.empty:
             return 0
-        present = (frame[self.column].notna() & frame[self.foreign_key].notna()).to_numpy()
+        present = frame[self.column].notna().to_numpy() & pd.notna(owners)
         rows = np.nonzero(present)[0]
         if not len(rows):
             return 0
-        group = pd.factorize(frame[self.foreign_key].to_numpy()[rows])[0]
+        group = pd.factorize(np.asarray(owners, dtype=object)[rows])[0]
         values, uniques = pd.factorize(frame[self.column].to_numpy()[rows])
         pairs = pd.DataFrame({"g": group, "v": values}).value_counts().rename("n").reset_index()
         pairs["tie"] = rng.random(len(pairs))

@@ -241,6 +241,12 @@ class TableModel:
         out = self._sample_columns(n, seed, context)
         if self.residuals is not None:
             out = self.residuals.inverse(out, context)
+        # categories siblings share, then category pairs: before the looked-up columns are
+        # derived from them (BillingCity -> BillingState)
+        for spread in getattr(self, "sibling_spreads", []):
+            spread.apply(out, rng, owners)
+        for support in getattr(self, "pair_supports", []):
+            support.apply(out, rng)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
         for name, fmt in self.key_formats.items():
@@ -249,10 +255,6 @@ class TableModel:
             out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out).to_numpy()
         if primary is not None:
             out[primary.child_foreign_key] = owners
-        for spread in getattr(self, "sibling_spreads", []):
-            spread.apply(out, rng)
-        for support in getattr(self, "pair_supports", []):
-            support.apply(out, rng)
         for rel in metadata.second_relationships(self.table):
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
         self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)
