@@ -5,8 +5,8 @@ values per parent than the real data does when siblings share values (a student'
 enrollments span two academic years, not five). Where the real number of distinct values
 per parent is clearly below what independent rows would give, each synthetic parent draws
 how many distinct values its children have (from real parents with the same number of
-children), keeps that many of the values the model generated for them (the most common
-first) and moves the other children onto those values.
+children), keeps that many of the values the model generated for them (drawn in
+proportion to how many children have each) and moves the other children onto those values.
 """
 
 from __future__ import annotations
@@ -59,8 +59,12 @@ class SiblingSpread:
         group = pd.factorize(np.asarray(owners, dtype=object)[rows])[0]
         values, uniques = pd.factorize(frame[self.column].to_numpy()[rows])
         pairs = pd.DataFrame({"g": group, "v": values}).value_counts().rename("n").reset_index()
-        pairs["tie"] = rng.random(len(pairs))
-        pairs = pairs.sort_values(["g", "n", "tie"], ascending=[True, False, True], kind="mergesort")
+        # which values a parent keeps: drawn in proportion to how many of its children the
+        # model gave each (weighted sampling without replacement, Efraimidis-Spirakis keys),
+        # so the column's overall distribution stays the model's; keeping the most common
+        # value of every parent would favour values that are common everywhere
+        pairs["key"] = rng.random(len(pairs)) ** (1.0 / pairs["n"].to_numpy(dtype=float))
+        pairs = pairs.sort_values(["g", "key"], ascending=[True, False], kind="mergesort")
         pairs["rank"] = pairs.groupby("g").cumcount()
         sizes = np.bincount(group)
         allowed = self._draw_distinct(sizes, rng)
