@@ -47,13 +47,19 @@ def measure(command: list[str]) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "stdout": stdout}
 
 
-def demo(students: int, out: Path) -> dict:
+def _school_source(students: int) -> None:
+    """The simulated school database of that size, built (untimed) when missing: the figures
+    are the synthesis, not the simulator."""
     from synth_pipeline.config import school_config
     from synth_pipeline.sources import build_school_database
 
     config = school_config(students=students)
-    if not config.source.exists():  # the figure is the synthesis, not the simulator
+    if not config.source.exists():
         build_school_database(config.source, students=students, seed=0)
+
+
+def demo(students: int, out: Path) -> dict:
+    _school_source(students)
     figures = measure([sys.executable, "-m", "synth_pipeline.cli", "-q", "demo", "--students", str(students),
                        "--out", str(out)])
     figures.pop("stdout")
@@ -84,12 +90,7 @@ def sample_only(out: Path, scale: float) -> dict:
 def fit_only(students: int, out: Path, fit_rows: int | None = None) -> dict:
     """Load and fit every table of a ``students``-student school (no sampling), in a child
     process; the simulated database is built first and not timed."""
-    from synth_pipeline.config import school_config
-    from synth_pipeline.sources import build_school_database
-
-    config = school_config(students=students)
-    if not config.source.exists():
-        build_school_database(config.source, students=students, seed=0)
+    _school_source(students)
     command = [sys.executable, "-m", "synth_pipeline.evaluation.benchmark", "--_fit", str(students), "--out", str(out)]
     if fit_rows is not None:
         command += ["--fit-rows", str(fit_rows)]
