@@ -194,19 +194,36 @@ def _unit(values: pd.Series) -> float:
     return 10.0 ** -(6 if decimals is None else decimals)
 
 
-def _swap_away(frame, i, free, columns, digests, rng, tries) -> bool:
-    """Swap one free value with another row so neither row equals a unique real row."""
-    for _ in range(tries if free else 0):
-        col = free[rng.integers(len(free))]
-        j = int(rng.integers(len(frame)))
-        a, b = frame.at[i, col], frame.at[j, col]
-        if j == i or (pd.isna(a) and pd.isna(b)) or a == b:
+def _swap_away(frame, rows, free, columns, digests, rng, tries) -> np.ndarray:
+    """Swap a free value of each copied row with a random other row's, keeping the swaps after
+    which neither row equals a real row (the column's values only change places, so its
+    distribution is untouched). Rounds of one swap per pending row, all rows at once; returns
+    the positions still copies after ``tries`` rounds."""
+    pending = np.asarray(rows, dtype=int)
+    if not free:
+        return pending
+    n = len(frame)
+    for round_ in range(tries):
+        if not len(pending) or n < 2:
+            break
+        col = free[round_ % len(free)]
+        partners = rng.integers(n, size=len(pending))
+        ok = ~np.isin(partners, pending)
+        _, first = np.unique(partners, return_index=True)
+        ok &= np.isin(np.arange(len(partners)), first)  # one swap per partner row
+        values = frame[col].to_numpy(dtype=object)
+        a, b = values[pending], values[partners]
+        ok &= ~(pd.isna(a) & pd.isna(b)) & (pd.Series(a).ne(pd.Series(b)).to_numpy())
+        i, j = pending[ok], partners[ok]
+        if not len(i):
             continue
-        frame.at[i, col], frame.at[j, col] = b, a
-        if not np.isin(row_digests(frame.iloc[[i, j]], columns), digests).any():
-            return True
-        frame.at[i, col], frame.at[j, col] = a, b
-    return False
+        position = frame.columns.get_loc(col)
+        before_i, before_j = frame.iloc[i, position].to_numpy(), frame.iloc[j, position].to_numpy()
+        frame.iloc[i, position], frame.iloc[j, position] = before_j, before_i
+        bad = np.isin(row_digests(frame.iloc[i], columns), digests) | np.isin(row_digests(frame.iloc[j], columns), digests)
+        frame.iloc[i[bad], position], frame.iloc[j[bad], position] = before_i[bad], before_j[bad]
+        pending = np.concatenate([pending[~ok], i[bad]])
+    return pending
 
 
 def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10) -> np.ndarray:
@@ -242,12 +259,16 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     if len(copied) == 0:
         return 0, 0
     bound = {col for c in model.constraints for col in c.columns}
+    derived = getattr(model, "derived", None)
+    for d in derived.derivations if derived is not None else []:  # amount = quantity x price of item
+        bound |= {d.column, d.anchor, d.by} - {""}
     free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
     numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
                or pd.api.types.is_datetime64_any_dtype(frame[c])]
+    numeric.sort(key=lambda c: -frame[c].nunique())  # a step barely shows on a many-valued column
     steps = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
              else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in numeric}
     # a number moved by its smallest step first (cheap, the marginal barely moves), else a swap
     left = _nudge_away(frame, copied, numeric, steps, columns, digests)
-    unfixed = sum(not _swap_away(frame, frame.index[i], free, columns, digests, rng, tries) for i in left)
+    unfixed = len(_swap_away(frame, left, free, columns, digests, rng, tries))
     return len(copied) - unfixed, unfixed

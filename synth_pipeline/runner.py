@@ -157,8 +157,9 @@ def _failures(result) -> list[str]:
             while error.cause is not None:
                 error = error.cause
             message = error.message.strip().splitlines()[-1]
-            if error.cls_name and message.split(": ", 1)[0].endswith(error.cls_name):
-                message = message.split(": ", 1)[1]
+            head, _, rest = message.partition(": ")
+            if error.cls_name and rest and head.endswith(error.cls_name):
+                message = rest
             out.append(f"{event.step_key}: {message}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data

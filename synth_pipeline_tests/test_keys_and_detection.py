@@ -142,6 +142,29 @@ def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
     assert (synthetic["score"] - before["score"]).abs().max() <= 10
 
 
+def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_column():
+    from types import SimpleNamespace
+
+    from synth_pipeline.modeling.table_model import row_digests, unique_row_digests
+    from synth_pipeline.repair import _break_copies
+
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame({"grade": rng.choice(list("ABCDE"), 400), "club": rng.choice([f"c{i}" for i in range(20)], 400),
+                         "city": rng.choice([f"t{i}" for i in range(20)], 400)})
+    columns = list(real.columns)
+    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns, constraints=[])
+    synthetic = pd.concat([real.sample(300, random_state=1), real.sample(3000, replace=True, random_state=2).assign(
+        club=lambda f: rng.permutation(f["club"].to_numpy()))], ignore_index=True)
+    copies = int(np.isin(row_digests(synthetic, columns), model.real_row_digests).sum())
+    assert copies > 250
+    before = synthetic.copy()
+    fixed, left = _break_copies(synthetic, model, np.random.default_rng(0))
+    assert (fixed, left) == (copies, 0)
+    assert not np.isin(row_digests(synthetic, columns), model.real_row_digests).any()
+    for col in columns:  # values only changed places
+        assert synthetic[col].value_counts().sort_index().equals(before[col].value_counts().sort_index()), col
+
+
 def test_uuid_keys_are_the_text_the_uuid_module_writes():
     import uuid
 

@@ -93,6 +93,18 @@ def test_capacity_linking_keeps_the_degree_distribution():
     assert (degree == capacity).all()
 
 
+def test_signature_links_fall_back_to_the_first_part_of_the_signature():
+    from synth_pipeline.modeling.linking import link_by_signature
+
+    rng = np.random.default_rng(0)
+    parents = np.array(["honors|calculus", "honors|poetry", "basic|algebra", "basic|reading"], dtype=object)
+    keys = np.array(["P0", "P1", "P2", "P3"], dtype=object)
+    wanted = np.array(["honors|algebra"] * 50 + ["basic|calculus"] * 50, dtype=object)  # no such parents
+    linked = link_by_signature(wanted, parents, keys, np.array([25, 25, 25, 25]), rng)
+    assert set(linked[:50]) == {"P0", "P1"} and set(linked[50:]) == {"P2", "P3"}
+    assert pd.Series(linked).value_counts().to_dict() == {"P0": 25, "P1": 25, "P2": 25, "P3": 25}
+
+
 def test_self_links_form_a_forest():
     rng = np.random.default_rng(0)
     keys = np.arange(50)
@@ -239,6 +251,34 @@ def test_bridge_linking_reaches_the_share_and_keeps_capacities():
     got = np.sort(pd.Series(linked).value_counts().reindex(teachers, fill_value=0).to_numpy())
     expected = np.sort(np.round(capacity / capacity.sum() * 4000))
     assert np.abs(got - expected).max() <= 1
+
+
+def test_a_teacher_of_popular_courses_takes_counts_from_teachers_with_room_to_spare(monkeypatch):
+    """Where one parent's routes need more than the largest generated count, a few counts move
+    (at most 5% of the parents' counts change): the path agreement rises, the count
+    distribution barely moves."""
+    from synth_pipeline.modeling import bridges
+    from synth_pipeline.modeling.bridges import Bridge, link_by_bridge
+
+    teachers = np.array([f"T{i}" for i in range(40)], dtype=object)
+    pairs = pd.DataFrame({"course": ["C0", "C1", "C2", "C3"], "teacher": teachers[:4]})  # one teacher per course
+    route = np.repeat(np.array(["C0", "C1", "C2", "C3"], dtype=object), [2400, 1100, 1000, 900])
+    capacity = np.array([1400, 1400, 1400, 1200] + [0] * 36, dtype=float)
+    bridge = Bridge("fk", "pairs", "course", "teacher", "course_id", True, rate=0.9, chance=0.0)
+    allowed = set(zip(pairs.course, pairs.teacher))
+    rates, counts = {}, {}
+    for shifted in (0.0, 0.05):
+        monkeypatch.setattr(bridges, "MAX_SHIFTED_PARENTS", shifted)
+        linked = link_by_bridge(route, pairs, bridge, teachers, capacity, np.random.default_rng(0))
+        rates[shifted] = np.mean([(r, t) in allowed for r, t in zip(route, linked)])
+        counts[shifted] = pd.Series(linked).value_counts().reindex(teachers, fill_value=0).to_numpy()
+    assert np.sort(counts[0.0]).tolist() == np.sort(capacity).astype(int).tolist()  # exact multiset
+    assert rates[0.05] >= rates[0.0] + 0.05  # T0 gets more of C0's rows
+    from collections import Counter
+
+    moved = Counter(counts[0.05].tolist()) - Counter(capacity.astype(int).tolist())
+    assert sum(moved.values()) <= 2  # counts changed on max(2, 5% of 40) parents
+    assert counts[0.05].sum() == len(route)
 
 
 def test_discovered_constraints_can_be_switched_off_and_null_patterns_are_enforced(
@@ -448,3 +488,82 @@ def test_siblings_share_categories_as_often_as_real_siblings_do():
     assert abs(distinct(synthetic) - distinct(real)) < 0.15
     shares = [f["year"].value_counts(normalize=True) for f in (real, synthetic)]
     assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.15  # the marginal barely moves
+
+
+def test_a_number_that_is_another_times_a_category_price_is_rebuilt_exactly():
+    rng = np.random.default_rng(0)
+    menu = {"sandwich": 3.5, "juice": 1.5, "cookie": 0.5, "pasta": 4.25}
+    item = rng.choice(list(menu), 500)
+    qty = rng.choice([1, 2, 3, 4], 500)
+    frame = pd.DataFrame({"item": item, "quantity": qty, "amount": np.round(qty * pd.Series(item).map(menu), 2),
+                          "tip": np.round(rng.uniform(0, 2, 500), 2)})
+    kinds = {"item": "categorical", "quantity": "numerical", "amount": "numerical", "tip": "numerical"}
+    derived = DerivedColumns.discover(frame, kinds)
+    assert "amount = quantity x factor of item" in {d.description for d in derived.derivations}
+    assert "amount" in derived.dropped and "tip" not in derived.dropped
+    learned = derived.forward(frame, None).assign(  # generated quantities and items, any pairing
+        quantity=rng.choice([1, 2, 3, 4], 500), item=rng.choice(list(menu), 500))
+    rebuilt = derived.inverse(learned, None)
+    expected = np.round(rebuilt["quantity"] * rebuilt["item"].map(menu), 2)
+    assert np.allclose(rebuilt["amount"], expected)
+    # a price that varies within an item is not a product rule
+    noisy = frame.assign(amount=frame["amount"] * rng.uniform(0.9, 1.1, 500))
+    assert "amount" not in DerivedColumns.discover(noisy, kinds).dropped
+
+
+def test_numbers_take_the_real_distribution_within_the_category_that_shapes_them():
+    from synth_pipeline.modeling.conditional import ConditionalQuantiles
+
+    rng = np.random.default_rng(0)
+    base = {"tuition": 1200.0, "lab": 200.0, "library": 50.0}
+    kind = rng.choice(list(base), 900)
+    year = rng.choice(["2021", "2022", "2023"], 900)
+    due = pd.Series(kind).map(base).to_numpy() * rng.lognormal(0, 0.1, 900)
+    day = pd.Series(year).map({"2021": 0, "2022": 365, "2023": 730}).to_numpy() + rng.integers(0, 300, 900)
+    real = pd.DataFrame({"fee_type": kind, "amount_due": np.round(due, 2), "noise": rng.normal(0, 1, 900),
+                         "paid_on": pd.Timestamp("2021-01-01") + pd.to_timedelta(day, unit="D")})
+    parent = pd.DataFrame({"academic_year": year})
+    kinds = {"fee_type": "categorical", "amount_due": "numerical", "noise": "numerical", "paid_on": "datetime"}
+    found = {c.column: c for c in ConditionalQuantiles.fit_all(real, kinds, parent, {"academic_year": "categorical"})}
+    assert found["amount_due"].leader == "fee_type" and not found["amount_due"].from_parent
+    assert found["paid_on"].leader == "academic_year" and found["paid_on"].from_parent
+    assert "noise" not in found  # no category explains it
+    # generated: right marginals, categories and numbers paired at random
+    synthetic = real.assign(fee_type=rng.permutation(kind), paid_on=rng.permutation(real["paid_on"].to_numpy()))
+    spread = lambda f: f.groupby("fee_type")["amount_due"].median()  # noqa: E731
+    assert (spread(synthetic) / spread(real)).sub(1).abs().max() > 0.5
+    order = synthetic["amount_due"].rank().to_numpy()
+    for c in found.values():
+        c.apply(synthetic, parent)
+    assert (spread(synthetic) / spread(real)).sub(1).abs().max() < 0.05
+    for fee_type in base:  # the generated order within a category is kept
+        rows = (synthetic["fee_type"] == fee_type).to_numpy()
+        assert pd.Series(order[rows]).corr(synthetic.loc[rows, "amount_due"].rank().reset_index(drop=True),
+                                           method="spearman") > 0.99
+    years = synthetic["paid_on"].dt.year.astype(str).str.cat(parent["academic_year"], sep="/")
+    assert (synthetic["paid_on"].dt.year == parent["academic_year"].astype(int)).mean() > 0.95, years.head()
+
+
+def test_tiny_run_keeps_parent_copies_route_owners_and_prices(tiny_run):
+    """Rules that hold in every real row hold in the synthetic school, even after a 20-step
+    GAN: a course's department is its lead teacher's (copied from the synthetic parent), each
+    route has one in-charge teacher (one parent per group), and a canteen amount is the
+    quantity times the item's price (rebuilt, not generated)."""
+    import duckdb
+
+    config, _ = tiny_run
+    checks = {
+        "course department is the lead teacher's":
+            "SELECT avg((c.department = t.department)::int) FROM courses c JOIN teachers t ON c.lead_teacher_id = t.teacher_id",
+        "one in-charge teacher per route":
+            "SELECT avg((n = 1)::int) FROM (SELECT route_name, count(DISTINCT route_incharge_teacher_id) n "
+            "FROM transport_assignments GROUP BY 1)",
+        "one price per item":
+            "SELECT avg((n = 1)::int) FROM (SELECT item_description, count(DISTINCT round(amount / quantity, 4)) n "
+            "FROM canteen_transactions GROUP BY 1)",
+    }
+    for db in ("real", "synthetic"):
+        con = duckdb.connect(str(config.out_dir / f"{db}.duckdb"), read_only=True)
+        for label, sql in checks.items():
+            assert con.execute(sql).fetchone()[0] == 1.0, f"{db}: {label}"
+        con.close()

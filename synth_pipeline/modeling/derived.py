@@ -4,6 +4,9 @@ Discovered on the real table (each must hold in every real row):
 
 * ``map``: a category determines the column (``grade_letter -> grade_points``,
   ``route_name -> monthly_fee``): the column is dropped from the GAN and looked up;
+* ``product``: a number is another number times a price its category sets
+  (``amount = quantity x unit price of item_description``): dropped from the GAN and
+  rebuilt from the generated ``quantity`` and ``item_description``;
 * ``ratio``: ``a <= b`` with ``b > 0`` (``amount_paid <= amount_due``,
   ``score_obtained <= max_score``): the GAN learns ``a / b`` in [0, 1];
 * ``offset``: ``a <= b`` between dates (``valid_from < valid_to``) or other numbers: the GAN
@@ -32,9 +35,10 @@ NUMERIC = ("numerical", "datetime")
 
 @dataclass
 class Derivation:
-    kind: str  # "map" | "ratio" | "offset" | "parent_offset"
+    kind: str  # "map" | "product" | "ratio" | "offset" | "parent_offset"
     column: str
     anchor: str
+    by: str = ""  # product: the category whose value sets the factor
     strict: bool = False
     mapping: dict = field(default_factory=dict)
     decimals: int | None = None  # of the rebuilt numbers (0: integers)
@@ -44,6 +48,8 @@ class Derivation:
     def description(self) -> str:
         if self.kind == "map":
             return f"{self.anchor} -> {self.column}"
+        if self.kind == "product":
+            return f"{self.column} = {self.anchor} x factor of {self.by}"
         if self.kind == "ratio":
             return f"{self.column} = ratio x {self.anchor}"
         if self.kind == "offset":
@@ -58,11 +64,11 @@ class DerivedColumns:
 
     @property
     def dropped(self) -> set[str]:
-        return {d.column for d in self.derivations if d.kind == "map"}
+        return {d.column for d in self.derivations if d.kind in ("map", "product")}
 
     @property
     def learned_as_numbers(self) -> set[str]:
-        return {d.column for d in self.derivations if d.kind != "map"}
+        return {d.column for d in self.derivations if d.kind not in ("map", "product")}
 
     # -------------------------------------------------------------- discover
     @classmethod
@@ -72,6 +78,7 @@ class DerivedColumns:
         if len(frame) < MIN_ROWS:
             return found
         found._discover_maps(frame)
+        found._discover_products(frame)
         found._discover_in_row(frame)
         if parent is not None:
             found._discover_parent_offsets(frame, parent, parent_kinds or {})
@@ -111,6 +118,38 @@ class DerivedColumns:
             if best is not None and self._dependent(best[0]) is None:
                 mapping = frame[target].groupby(labels(frame[best[0]])).first().to_dict()
                 self._add(Derivation("map", target, best[0], mapping=mapping))
+
+    def _discover_products(self, frame: pd.DataFrame) -> None:
+        numeric = [c for c, k in self.kinds.items() if k == "numerical"]
+        determinants = [c for c, k in self.kinds.items() if k in ("categorical", "boolean") and self._dependent(c) is None]
+        distinct = {c: frame[c].nunique() for c in numeric}
+        for target in sorted(numeric, key=lambda c: -distinct[c]):  # the many-valued column is the product
+            if self._dependent(target) is not None:
+                continue
+            y = day_numbers(frame[target], "numerical")
+            for anchor in numeric:
+                if anchor == target or self._dependent(anchor) is not None:
+                    continue
+                x = day_numbers(frame[anchor], "numerical")
+                if np.any(np.isnan(x) != np.isnan(y)) or not np.all(x[~np.isnan(x)] > 0):
+                    continue
+                known = ~np.isnan(x)
+                if known.sum() < MIN_ROWS or len(np.unique(x[known])) < 2:
+                    continue
+                factor = pd.Series(y[known] / x[known])
+                for det in determinants:
+                    keys = labels(frame[det])[known].reset_index(drop=True)
+                    n_keys = keys.nunique()
+                    if not 2 <= n_keys <= min(MAX_DETERMINANT_VALUES, known.sum() // 5):
+                        continue
+                    per_key = factor.groupby(keys)
+                    spread = (per_key.max() - per_key.min()).abs() <= 1e-6 * per_key.max().abs().clip(lower=1e-9)
+                    if spread.all() and per_key.first().nunique() > 1:
+                        self._add(Derivation("product", target, anchor, by=det, decimals=decimals_of(y),
+                                             mapping=per_key.median().to_dict()))
+                        break
+                if self._dependent(target) is not None:
+                    break
 
     def _discover_in_row(self, frame: pd.DataFrame) -> None:
         numeric = [c for c, k in self.kinds.items() if k in NUMERIC]
@@ -157,7 +196,7 @@ class DerivedColumns:
         """The frame the GAN learns: derived columns replaced by ratios/gaps, mapped ones dropped."""
         out = frame.copy()
         for d in self.derivations:
-            if d.kind == "map":
+            if d.kind in ("map", "product"):
                 continue
             value = day_numbers(frame[d.column], self.kinds[d.column])
             if d.kind == "parent_offset":
@@ -189,6 +228,13 @@ class DerivedColumns:
             if self.kinds[d.column] == "numerical":
                 looked_up = pd.to_numeric(looked_up, errors="coerce")
             return looked_up
+        if d.kind == "product":
+            factor = pd.to_numeric(labels(frame[d.by]).map(d.mapping), errors="coerce").to_numpy(dtype=float)
+            value = day_numbers(frame[d.anchor], "numerical") * factor
+            if d.decimals is not None:
+                value = np.round(value, d.decimals)
+            series = pd.Series(value, index=frame.index)
+            return series.astype("int64") if d.decimals == 0 and not np.isnan(value).any() else series
         derived = frame[d.column].to_numpy(dtype=float)
         kind = self.kinds[d.column]
         if d.kind == "parent_offset":

@@ -42,33 +42,62 @@ def link_by_capacity(n_rows: int, parent_keys: np.ndarray, capacity: np.ndarray,
 def link_by_signature(row_signatures: np.ndarray, parent_signatures: np.ndarray, parent_keys: np.ndarray,
                       capacity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Like ``link_by_capacity``, but a row goes to a parent with its generated signature
-    (e.g. a coach's department) wherever capacities allow.
+    (e.g. a course's level and name) wherever capacities allow; a row whose signature has no
+    parent with room left goes to a parent sharing the signature's first part (an Honors
+    course, if not that Honors course), and only then to any parent with room.
 
-    Every parent receives exactly its (rescaled) capacity, so the degree distribution is kept;
-    rows of a signature whose parents are full move to signatures with room left.
+    Every parent receives exactly its (rescaled) capacity, so the degree distribution is kept.
     """
     n = len(row_signatures)
-    shares = allocate(n, capacity, rng)
-    groups = np.unique(np.concatenate([row_signatures, parent_signatures]))
-    rows_of = {g: rng.permutation(np.nonzero(row_signatures == g)[0]) for g in groups}
-    room = {g: int(shares[parent_signatures == g].sum()) for g in groups}
-    overflow = []
-    for g in groups:
-        overflow.extend(rows_of[g][room[g]:])
-        rows_of[g] = rows_of[g][:room[g]]
-    overflow = rng.permutation(np.asarray(overflow, dtype=int))
-    out = np.empty(n, dtype=object)
-    start = 0
-    for g in groups:
-        members = parent_signatures == g
-        if not members.any():
-            continue
-        spare = room[g] - len(rows_of[g])
-        rows = np.concatenate([rows_of[g], overflow[start:start + spare]]).astype(int)
-        start += spare
-        keys = np.repeat(np.asarray(parent_keys, dtype=object)[members], shares[members])
-        out[rows] = rng.permutation(keys)
-    return out
+    room = allocate(n, capacity, rng)
+    chosen = np.full(n, -1)
+    rows_full = pd.Series(np.asarray(row_signatures, dtype=object)).astype(str)
+    parents_full = pd.Series(np.asarray(parent_signatures, dtype=object)).astype(str)
+    levels = [(rows_full, parents_full),
+              (rows_full.str.split("|", n=1).str[0], parents_full.str.split("|", n=1).str[0])]
+    for row_level, parent_level in levels:
+        pending = np.nonzero(chosen < 0)[0]
+        if not len(pending):
+            break
+        row_groups = row_level.to_numpy()[pending]
+        parent_groups = parent_level.to_numpy()
+        for g, members in pd.Series(np.arange(len(pending))).groupby(row_groups, sort=True).indices.items():
+            owners = np.nonzero((parent_groups == g) & (room > 0))[0]
+            places = np.repeat(owners, room[owners])
+            if not len(places):
+                continue
+            rows = rng.permutation(pending[members])
+            taken = places[rng.choice(len(places), size=min(len(rows), len(places)), replace=False)]
+            chosen[rows[:len(taken)]] = taken
+            np.subtract.at(room, taken, 1)
+    rest = np.nonzero(chosen < 0)[0]
+    chosen[rest] = rng.permutation(np.repeat(np.arange(len(room)), room))[:len(rest)]
+    return np.asarray(parent_keys, dtype=object)[chosen]
+
+
+def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarray, rng: np.random.Generator,
+                row_signatures: np.ndarray | None = None, parent_signatures: np.ndarray | None = None) -> np.ndarray:
+    """One parent per group value: every row of a route gets the route's one in-charge teacher.
+
+    Groups are placed largest first, each on the parent with the most room left (among the
+    parents with the group's most common generated signature, where there are any), so the
+    parents the model gave many children take the big groups and childless ones stay so.
+    """
+    values, inverse, sizes = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
+    room = np.asarray(capacity, dtype=float).copy() + rng.random(len(capacity)) * 1e-3  # random ties
+    everyone = np.arange(len(parent_keys))
+    chosen = np.empty(len(values), dtype=int)
+    for g in np.argsort(-sizes, kind="stable"):
+        candidates = everyone
+        if row_signatures is not None and parent_signatures is not None:
+            wanted = pd.Series(row_signatures[inverse == g]).mode()
+            match = everyone[parent_signatures == wanted.iloc[0]] if len(wanted) else everyone[:0]
+            if len(match):
+                candidates = match
+        best = candidates[np.argmax(room[candidates])]
+        chosen[g] = best
+        room[best] -= sizes[g]
+    return np.asarray(parent_keys, dtype=object)[chosen[inverse]]
 
 
 def link_self(keys: np.ndarray, has_parent: np.ndarray, capacity: np.ndarray,

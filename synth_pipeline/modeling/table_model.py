@@ -6,7 +6,10 @@ What a model of table ``t`` holds:
   which ``t`` is the parent, so counts correlate with the row's attributes and each other;
 * the real children-per-parent distributions, to calibrate generated counts by rank;
 * key formats (primary and alternate keys) and identity-column specs, never real values;
-* each foreign key's null rate.
+* each foreign key's null rate;
+* the columns that equal a column of the primary parent in every real row (an invoice's
+  billing city is its customer's city, a course's department its lead teacher's): copied
+  from the synthetic parent instead of generated.
 
 Rows of a child table are created per synthetic primary parent from that parent's
 calibrated count; other foreign keys are linked under the second parent's own counts.
@@ -40,11 +43,14 @@ from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.fit_sample import fit_sample
 from synth_pipeline.modeling.pair_support import PairSupport, fit_pair_supports
 from synth_pipeline.modeling.siblings import SiblingSpread
+from synth_pipeline.modeling.conditional import ConditionalQuantiles
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
 
 log = logging.getLogger(__name__)
 
+MIN_COPY_ROWS = 5  # and equal often enough that chance cannot explain it (_chance_of_equality)
+MIN_GROUP_ROWS = 20  # linked rows needed to find a category whose rows share one second parent
 CANDIDATES_PER_ROW = 3  # generated per output row; raking keeps the one that fits the marginals
 SAMPLE_CHUNK_ROWS = 200_000  # rows generated at once (x CANDIDATES_PER_ROW candidates)
 QUALITY_STEPS = {"fast": (60, 150), "default": (250, 900), "best": (1000, 4000)}
@@ -101,6 +107,9 @@ class TableModel:
     fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
     pair_supports: list[PairSupport] = field(default_factory=list)  # strongly associated category pairs
     sibling_spreads: list[SiblingSpread] = field(default_factory=list)  # categories siblings share
+    conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
+    parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
+    link_groups: dict[str, str] = field(default_factory=dict)  # FK -> the category whose rows share one parent
 
     # ------------------------------------------------------------------- fit
     @classmethod
@@ -121,17 +130,21 @@ class TableModel:
         dates = [c.name for c in table.columns.values() if c.sdtype == "datetime"]
         for k, fmt in key_formats.items():
             fmt.link_years(frame, k, dates)
+        primary = metadata.primary_relationship(name)
+        copies = {} if primary is None or not settings.conditional else parent_copies(metadata, primary, frame, _aligned_parent_rows(primary, real))
+        for col, parent_col in copies.items():
+            log.info("%s: %s copied from %s.%s (equal in every real row)", name, col, primary.parent_table_name,
+                     parent_col)
         family = [c.name for c in table.columns.values() if c.sdtype == "last_name"]
         identities = [IdentitySpec.fit(c.name, c.sdtype, frame[c.name], frame, family) for c in table.columns.values()
-                      if c.is_identity_text and c.name not in keys]
+                      if c.is_identity_text and c.name not in keys and c.name not in copies]
         identities.sort(key=lambda spec: spec.family_of is not None or spec.sdtype == "email")  # templates last
         locale = guess_locale(frame, {s.column: s.sdtype for s in identities})
         for spec in identities:
             spec.locale = locale
-        modelled = modelled_columns(metadata, name)
+        modelled = [c for c in modelled_columns(metadata, name) if c.name not in copies]
         training = with_child_counts(metadata, name, real)
         real_counts = {c: training[c].to_numpy() for c in training.columns if is_count_column(c)}
-        primary = metadata.primary_relationship(name)
         parent_rows, parent_kinds = None, None
         if primary is not None:
             parent_rows = _aligned_parent_rows(primary, real)
@@ -155,6 +168,13 @@ class TableModel:
                 link_models[rel.child_foreign_key] = SignatureModel.fit(
                     frame.reset_index(drop=True), original, context, linked_signature(rel, columns, real), seed + 1 + i)
                 group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
+        groups = {}
+        for rel in metadata.second_relationships(name):
+            found = link_group_column(frame, rel, [c.name for c in modelled_columns(metadata, name)
+                                                   if c.sdtype in ("categorical", "boolean")])
+            if found is not None:
+                groups[rel.child_foreign_key] = found
+                log.info("%s: the rows of one %s share one %s", name, found, rel.child_foreign_key)
         found_constraints = [c for c in discover_table(real, metadata, name)
                              if f"{name}: {c.description}" not in settings.constraints_off]
         for rule in settings.constraints_add:
@@ -171,7 +191,7 @@ class TableModel:
                 bridges[rel.child_foreign_key] = found
                 log.info("%s: %s", name, found.label)
         categories = [c.name for c in modelled_columns(metadata, name) if c.sdtype in ("categorical", "boolean")
-                      and c.name not in derived.dropped]
+                      and c.name not in derived.dropped and c.name not in copies]
         pair_supports = fit_pair_supports(frame.reset_index(drop=True), categories)
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
@@ -180,8 +200,16 @@ class TableModel:
             if (found := SiblingSpread.fit(frame, primary.child_foreign_key, c, seed)) is not None]
         for spread in spreads:
             log.info("%s: %s", name, spread.label)
+        conditionals = ConditionalQuantiles.fit_all(
+            training, {c.name: c.sdtype for c in modelled if not is_count_column(c.name)},
+            *((parent_rows, parent_kinds) if settings.conditional else (None, None)))
         residuals = ContextResiduals.fit(
             training, [c.name for c in modelled if c.sdtype == "numerical" and not is_count_column(c.name)], context, seed)
+        # a number the parent context already predicts keeps that link (a mark follows its
+        # course's level through the context, not only through the enrollment's grade)
+        conditionals = [c for c in conditionals if not (c.from_parent and c.column in residuals.fits)]
+        for found in conditionals:
+            log.info("%s: kept to the real distribution per category: %s", name, found.label)
         if residuals.fits:
             training = residuals.forward(training, context)
             log.info("%s: learned as residuals of the parent context: %s", name, residuals.describe())
@@ -216,6 +244,9 @@ class TableModel:
             real_row_digests=unique_row_digests(full, compared),
             pair_supports=pair_supports,
             sibling_spreads=spreads,
+            conditionals=conditionals,
+            parent_copies=copies,
+            link_groups=groups,
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -247,10 +278,14 @@ class TableModel:
             spread.apply(out, rng, owners)
         for support in getattr(self, "pair_supports", []):
             support.apply(out, rng)
+        for found in getattr(self, "conditionals", []):
+            found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
         for name, fmt in self.key_formats.items():
             out[name] = fmt.generate(n, rng, rows=out)
+        for col, parent_col in getattr(self, "parent_copies", {}).items():
+            out[col] = parent_rows[parent_col].to_numpy()
         for spec in self.identities:
             out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out).to_numpy()
         if primary is not None:
@@ -332,6 +367,10 @@ class TableModel:
         if bridge is not None and bridge.table in parents:
             route = route_values(bridge, rows, parent_rows)[has_parent]
             out[has_parent] = link_by_bridge(route, parents[bridge.table], bridge, keys, capacity, rng)
+        elif (group := getattr(self, "link_groups", {}).get(rel.child_foreign_key)) is not None and group in rows:
+            signatures = (wanted[has_parent], _signature(source, signature)) if signature and link_model is not None \
+                else (None, None)
+            out[has_parent] = linking.link_groups(rows[group].to_numpy()[has_parent], keys, capacity, rng, *signatures)
         elif signature:
             parent_signatures = _signature(source, signature)
             capacity = self._capacity_by_signature(rel, parent_signatures, capacity, rng)
@@ -435,6 +474,59 @@ def real_subset_for(metadata: Metadata, name: str) -> list[str]:
         tables += [primary.parent_table_name] + metadata.children(primary.parent_table_name)
         tables += [r.parent_table_name for r in context_links(metadata, primary)]
     return list(dict.fromkeys(tables + bridge_tables(metadata, name)))
+
+
+def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame,
+                  parent_rows: pd.DataFrame) -> dict[str, str]:
+    """Columns equal to one column of the primary parent row in every real row (nulls included)."""
+    if len(frame) < MIN_COPY_ROWS:
+        return {}
+    keys = set(metadata.key_columns(primary.child_table_name)) | {
+        r.child_foreign_key for r in metadata.foreign_keys(primary.child_table_name)}
+    child = [c for c in metadata.table(primary.child_table_name).columns.values()
+             if c.sdtype != ID_SDTYPE and c.name not in keys]
+    parent = [c for c in metadata.table(primary.parent_table_name).columns.values() if c.sdtype != ID_SDTYPE]
+    found = {}
+    for c in child:
+        values = frame[c.name].reset_index(drop=True)
+        if values.nunique() < 2:
+            continue
+        text = values.astype(str).where(values.notna(), None)
+        for p in parent:
+            other = parent_rows[p.name]
+            if (values.isna().to_numpy() != other.isna().to_numpy()).any():
+                continue
+            other_text = other.astype(str).where(other.notna(), None)
+            if text.equals(other_text) and _chance_of_equality(text, other_text) ** len(text) < 1e-3:
+                found[c.name] = p.name
+                break
+    return found
+
+
+def _chance_of_equality(a: pd.Series, b: pd.Series) -> float:
+    """How often two independent draws of the two columns' values are equal."""
+    shares = a.fillna("\x00").value_counts(normalize=True)
+    return float((shares * b.fillna("\x00").value_counts(normalize=True).reindex(shares.index, fill_value=0)).sum())
+
+
+def link_group_column(frame: pd.DataFrame, rel: Relationship, categories: list[str]) -> str | None:
+    """A category whose rows all share one second parent in the real table (each route has one
+    in-charge teacher), the one with the fewest values; None when no category does."""
+    if rel.is_self_reference:
+        return None
+    linked = frame[frame[rel.child_foreign_key].notna()]
+    if len(linked) < MIN_GROUP_ROWS or linked[rel.child_foreign_key].nunique() < 2:
+        return None
+    best = None
+    for col in categories:
+        keys = linked[col].astype(str)
+        sizes = keys.value_counts()
+        if len(sizes) < 2 or len(sizes) > len(linked) // 2 or (sizes >= 2).sum() < 2:
+            continue
+        if (linked.groupby(keys.to_numpy())[rel.child_foreign_key].nunique() == 1).all() \
+                and (best is None or len(sizes) < best[1]):
+            best = (col, len(sizes))
+    return None if best is None else best[0]
 
 
 def modelled_columns(metadata: Metadata, name: str) -> list[Column]:

@@ -1,0 +1,131 @@
+"""Numbers whose distribution a category shapes, mapped onto the real conditional distribution.
+
+A short GAN training keeps a number's overall distribution (rank calibration sees to that)
+but blurs how it differs between categories: a library fee drawn at tuition's size, a
+weightage that ignores the assessment type, a mark dated outside its enrollment's academic
+year. For each numeric column, the categorical column of the same table or of the primary
+parent row that explains most of its variance (correlation ratio η², adjusted for the
+number of groups) leads it: within every category value with enough real rows, the generated numbers keep their
+order and take the real numbers' distribution in that category (interpolated quantiles,
+so values are new, not copied; a handful-of-values column takes the real values). The
+order within a category is the GAN's, so the number's links to the other columns and to
+the parent stay; categories rarer than ``MIN_GROUP_ROWS`` real rows keep the GAN's values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.modeling.transforms import EPOCH, FEW_VALUES, QUANTILES, day_numbers, decimals_of, labels
+
+MIN_ETA2 = 0.05
+MIN_GROUP_ROWS = 30
+MAX_CATEGORIES = 60
+
+
+@dataclass
+class ConditionalQuantiles:
+    column: str
+    leader: str
+    kind: str  # "numerical" | "datetime"
+    from_parent: bool
+    eta2: float
+    few_values: bool
+    decimals: int | None
+    groups: dict = field(default_factory=dict)  # leader value (text) -> sorted quantiles of the column
+
+    @property
+    def label(self) -> str:
+        where = "parent." if self.from_parent else ""
+        return f"{self.column} given {where}{self.leader} (eta2={self.eta2:.2f})"
+
+    @classmethod
+    def fit_all(cls, frame: pd.DataFrame, kinds: dict[str, str], parent: pd.DataFrame | None = None,
+                parent_kinds: dict[str, str] | None = None) -> list["ConditionalQuantiles"]:
+        """One leader per numeric/date column of ``frame`` (the frame as the model learns it);
+        ``parent`` holds each row's primary parent row, aligned with ``frame``."""
+        if len(frame) < MIN_GROUP_ROWS * 2:
+            return []
+        leaders = {(c, False): labels(frame[c]) for c, k in kinds.items() if k in ("categorical", "boolean")
+                   and c in frame and 2 <= frame[c].nunique(dropna=False) <= MAX_CATEGORIES}
+        if parent is not None:
+            leaders.update({(c, True): labels(parent[c]).reset_index(drop=True).set_axis(frame.index)
+                            for c, k in (parent_kinds or {}).items() if k in ("categorical", "boolean")
+                            and c in parent and 2 <= parent[c].nunique(dropna=False) <= MAX_CATEGORIES})
+        found = []
+        for col, kind in kinds.items():
+            if kind not in ("numerical", "datetime") or col not in frame:
+                continue
+            y = day_numbers(frame[col], kind)
+            known = np.isfinite(y)
+            if known.sum() < MIN_GROUP_ROWS * 2 or np.nanstd(y) == 0:
+                continue
+            best = None
+            for leader, keys in leaders.items():
+                eta2 = _correlation_ratio(y[known], keys.to_numpy()[known])
+                if eta2 >= MIN_ETA2 and (best is None or eta2 > best[1]):
+                    best = (leader, eta2)
+            if best is None:
+                continue
+            (leader, from_parent), eta2 = best
+            keys = leaders[(leader, from_parent)].to_numpy()[known]
+            values = y[known]
+            distinct = np.unique(values)
+            found_one = cls(col, leader, kind, from_parent, eta2, few_values=len(distinct) <= FEW_VALUES,
+                            decimals=0 if kind == "datetime" else decimals_of(values))
+            for key in np.unique(keys):
+                group = np.sort(values[keys == key])
+                if len(group) >= MIN_GROUP_ROWS:
+                    points = group if found_one.few_values else np.quantile(
+                        group, np.linspace(0, 1, min(QUANTILES, len(group))))
+                    found_one.groups[str(key)] = points
+            if found_one.groups:
+                found.append(found_one)
+        return found
+
+    def apply(self, frame: pd.DataFrame, parent: pd.DataFrame | None = None) -> None:
+        """Within each category value, map the column by rank onto its real distribution there."""
+        source = parent if self.from_parent else frame
+        if source is None or self.column not in frame or self.leader not in source or frame.empty:
+            return
+        y = day_numbers(frame[self.column], self.kind)
+        keys = labels(source[self.leader]).to_numpy()
+        out = y.copy()
+        for key, points in self.groups.items():
+            rows = np.nonzero((keys == key) & np.isfinite(y))[0]
+            if len(rows) == 0:
+                continue
+            ranks = (pd.Series(y[rows]).rank(method="first").to_numpy() - 0.5) / len(rows)
+            if self.few_values:
+                out[rows] = points[np.minimum((ranks * len(points)).astype(int), len(points) - 1)]
+            else:
+                out[rows] = np.interp(ranks, np.linspace(0, 1, len(points)), points)
+        if self.decimals is not None:
+            out = np.round(out, self.decimals)
+        original = frame[self.column]
+        if self.kind == "datetime":
+            stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(out), 0, out), unit="D")
+            frame[self.column] = pd.Series(stamps, index=frame.index).where(~np.isnan(out))
+        elif pd.api.types.is_integer_dtype(original.dtype) and not np.isnan(out).any():
+            frame[self.column] = out.astype(original.dtype)
+        elif pd.api.types.is_integer_dtype(original.dtype):
+            frame[self.column] = pd.array(np.where(np.isnan(out), 0, out).astype("int64"), dtype="Int64")
+            frame.loc[np.isnan(out), self.column] = pd.NA
+        else:
+            frame[self.column] = out
+
+
+def _correlation_ratio(values: np.ndarray, keys: np.ndarray) -> float:
+    """Share of the variance of ``values`` between the groups ``keys`` forms (η²)."""
+    total = float(np.var(values)) * len(values)
+    if total <= 0:
+        return 0.0
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    means = np.bincount(inverse, weights=values) / counts
+    between = float(np.sum(counts * (means - values.mean()) ** 2))
+    # small groups explain variance by chance; adjust like ω² so many-valued leaders do not win by size
+    adjusted = (between - (len(counts) - 1) * total / len(values)) / total
+    return max(adjusted, 0.0)
