@@ -34,7 +34,7 @@ def compared_columns(metadata: Metadata, table: str) -> dict[str, str]:
 
 def as_numbers(values: pd.Series, sdtype: str) -> pd.Series:
     if sdtype == "datetime":
-        stamps = pd.to_datetime(values, errors="coerce")
+        stamps = values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values, errors="coerce")
         return (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
     return pd.to_numeric(values, errors="coerce").astype(float)
 
@@ -67,8 +67,10 @@ def column_shapes(real: pd.DataFrame, synthetic: pd.DataFrame, columns: dict[str
     return {c: round(column_shape(real[c], synthetic[c], t), 4) for c, t in columns.items()}
 
 
-def pair_trend(real: pd.DataFrame, synthetic: pd.DataFrame, a: str, b: str, kinds: dict[str, str]) -> tuple[str, float]:
-    """(metric name, score) for one column pair, or (metric, nan) when undefined."""
+def pair_trend(real: pd.DataFrame, synthetic: pd.DataFrame, a: str, b: str, kinds: dict[str, str],
+               binned: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> tuple[str, float]:
+    """(metric name, score) for one column pair, or (metric, nan) when undefined; ``binned``:
+    both frames already cut by ``_discretised`` (the same for every pair a column is in)."""
     from sdmetrics.column_pairs import ContingencySimilarity, CorrelationSimilarity
 
     with warnings.catch_warnings():
@@ -79,7 +81,10 @@ def pair_trend(real: pd.DataFrame, synthetic: pd.DataFrame, a: str, b: str, kind
             if len(r) < 3 or len(s) < 3 or r.nunique().min() < 2 or s.nunique().min() < 2:
                 return "CorrelationSimilarity", float("nan")
             return "CorrelationSimilarity", float(CorrelationSimilarity.compute(r, s))
-        r, s = _discretised(real, [a, b], kinds, real), _discretised(synthetic, [a, b], kinds, real)
+        if binned is not None:
+            r, s = binned[0][[a, b]], binned[1][[a, b]]
+        else:
+            r, s = _discretised(real, [a, b], kinds, real), _discretised(synthetic, [a, b], kinds, real)
         return "ContingencySimilarity", float(ContingencySimilarity.compute(r, s))
 
 
@@ -101,9 +106,11 @@ def _discretised(frame: pd.DataFrame, cols: list[str], kinds: dict[str, str], re
 def pair_trends(real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, str],
                 pairs: list[tuple[str, str]] | None = None) -> list[dict]:
     pairs = pairs if pairs is not None else list(itertools.combinations(kinds, 2))
+    used = sorted({c for pair in pairs for c in pair}, key=list(kinds).index)
+    binned = (_discretised(real, used, kinds, real), _discretised(synthetic, used, kinds, real))
     out = []
     for a, b in pairs:
-        metric, score = pair_trend(real, synthetic, a, b, kinds)
+        metric, score = pair_trend(real, synthetic, a, b, kinds, binned)
         if not np.isnan(score):
             out.append({"column_1": a, "column_2": b, "metric": metric, "score": round(score, 4)})
     return out
