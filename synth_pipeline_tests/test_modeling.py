@@ -567,3 +567,32 @@ def test_tiny_run_keeps_parent_copies_route_owners_and_prices(tiny_run):
         for label, sql in checks.items():
             assert con.execute(sql).fetchone()[0] == 1.0, f"{db}: {label}"
         con.close()
+
+
+def test_raking_given_the_parent_meets_the_real_shares_within_each_parent_value():
+    from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, choose_per_slot, fit_parent_joints,
+                                                   rake_weights)
+
+    rng = np.random.default_rng(0)
+    n, k = 2000, 10
+    enrolled = pd.Series(pd.Timestamp("2019-09-01") + pd.to_timedelta(rng.integers(0, 4 * 365, n), unit="D"))
+    start = enrolled.dt.year.to_numpy()
+    year = (start + rng.choice([0, 1], n, p=[0.7, 0.3])).astype(str)  # the enrollment year or the next
+    real = pd.DataFrame({"academic_year": year, "term": rng.choice(["fall", "spring"], n)})
+    parent = pd.DataFrame({"enrollment_date": enrolled, "gender": rng.choice(["f", "m"], n)})
+    joints = fit_parent_joints(real, ["academic_year", "term"], parent,
+                               {"enrollment_date": "datetime", "gender": "categorical"})
+    assert [(j.column, j.parent_column) for j in joints] == [("academic_year", "enrollment_date")]  # term: none
+    joint = joints[0]
+    # candidates: the right overall shares, but unrelated to the parent
+    candidates = pd.DataFrame({"academic_year": rng.permutation(np.tile(year, k))})
+    labels = joint.parent_labels(parent)
+    candidates[joint.key] = candidates["academic_year"] + JOINT_SEPARATOR + np.tile(labels, k)
+    targets = {"academic_year": real["academic_year"].value_counts(normalize=True), joint.key: joint.targets(labels)}
+    chosen = candidates.iloc[choose_per_slot(rake_weights(candidates, targets, n, k), n, k, rng)]
+    picked = chosen["academic_year"].astype(int).to_numpy()
+    before = (candidates["academic_year"].iloc[:n].astype(int).to_numpy() - start)
+    assert np.isin(before, [0, 1]).mean() < 0.5  # unrelated: mostly other years
+    assert np.isin(picked - start, [0, 1]).mean() > 0.8  # raked: the student's years (quintile bins straddle years)
+    shares = [pd.Series(v).value_counts(normalize=True) for v in (year, chosen["academic_year"])]
+    assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.05  # the overall shares kept

@@ -5,10 +5,13 @@ share the row's parent context). Raking (iterative proportional fitting) weighs 
 candidate so that the weighted share of each category matches the real share, column by
 column; each output row then keeps one of its candidates, drawn by weight. An
 under-trained GAN's drift on category frequencies is undone without touching which values
-go together within a row.
+go together within a row. For a child table, a category whose real shares depend on the
+primary parent's value (``ParentJoint``) is raked to the real shares given that value.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -55,3 +58,115 @@ def choose_per_slot(weights: np.ndarray, n: int, k: int, rng: np.random.Generato
     cumulative = np.cumsum(w / w.sum(axis=0), axis=0)
     pick = (rng.random(n)[None, :] > cumulative).sum(axis=0)
     return np.minimum(pick, k - 1) * n + np.arange(n)
+
+
+# ------------------------------------------------------------ given the parent
+JOINT_SEPARATOR = "\x1f"
+MIN_JOINT_ASSOCIATION = 0.2  # Cramér's V between the child's category and the parent's column
+PARENT_BINS = 5  # a parent's number or date is cut into quintiles of its real values
+MAX_PARENT_VALUES = 30
+MIN_JOINT_ROWS = 100
+
+
+@dataclass
+class ParentJoint:
+    """A child category whose real shares depend on a column of the primary parent row (an
+    enrollment's academic year on the student's enrollment date): raking then meets the real
+    shares *given* each synthetic parent's value, not only overall."""
+
+    column: str  # the child's discrete column, as the GAN writes it
+    parent_column: str
+    edges: np.ndarray | None  # bin edges of a numeric/date parent column (None: a category)
+    given: dict  # parent label -> real shares of the child's values (pd.Series)
+    association: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.column}{JOINT_SEPARATOR}parent.{self.parent_column}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.column} given parent.{self.parent_column} (V={self.association:.2f})"
+
+    def parent_labels(self, parent_rows: pd.DataFrame) -> np.ndarray:
+        values = parent_rows[self.parent_column]
+        if self.edges is None:
+            return values.astype(object).where(values.notna(), "__null__").astype(str).to_numpy()
+        numbers = _as_number(values)
+        binned = np.digitize(np.nan_to_num(numbers, nan=np.inf), self.edges).astype(str)
+        return np.where(np.isnan(numbers), "__null__", binned)
+
+    def targets(self, parent_labels: np.ndarray) -> pd.Series:
+        """Shares of (child value, parent label) pairs: the real shares of the child's values
+        given each label, weighed by how often the synthetic parents carry the label."""
+        labels, counts = np.unique(parent_labels, return_counts=True)
+        parts = []
+        for label, count in zip(labels, counts):
+            shares = self.given.get(label)
+            if shares is None:
+                continue
+            parts.append(pd.Series(shares.to_numpy() * count / len(parent_labels),
+                                   index=shares.index.astype(str) + JOINT_SEPARATOR + label))
+        return pd.concat(parts) if parts else pd.Series(dtype=float)
+
+
+def _as_number(values: pd.Series) -> np.ndarray:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return ((values - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
+def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent_rows: pd.DataFrame,
+                      parent_kinds: dict[str, str]) -> list[ParentJoint]:
+    """For each discrete child column, the parent column it depends on most (if enough)."""
+    found = []
+    candidates = []
+    if len(encoded) < MIN_JOINT_ROWS:
+        return found
+    for col, kind in parent_kinds.items():
+        if col not in parent_rows:
+            continue
+        if kind in ("categorical", "boolean"):
+            if 2 <= parent_rows[col].nunique() <= MAX_PARENT_VALUES:
+                candidates.append(ParentJoint("", col, None, {}, 0.0))
+        elif kind in ("numerical", "datetime"):
+            numbers = _as_number(parent_rows[col])
+            finite = numbers[np.isfinite(numbers)]
+            edges = np.unique(np.quantile(finite, np.linspace(0, 1, PARENT_BINS + 1))[1:-1]) if len(finite) else []
+            if len(edges):
+                candidates.append(ParentJoint("", col, edges, {}, 0.0))
+    for column in discrete_columns:
+        child = encoded[column].astype(str).to_numpy()
+        if len(np.unique(child)) < 2:
+            continue
+        best = None
+        for candidate in candidates:
+            labels = candidate.parent_labels(parent_rows)
+            table = pd.crosstab(child, labels)
+            if min(table.shape) < 2:
+                continue
+            v = corrected_cramers_v(table.to_numpy())
+            if v >= MIN_JOINT_ASSOCIATION and (best is None or v > best[0]):
+                best = (v, candidate, labels)
+        if best is None:
+            continue
+        v, candidate, labels = best
+        given = {label: pd.Series(child[labels == label]).value_counts(normalize=True) for label in np.unique(labels)}
+        found.append(ParentJoint(column, candidate.parent_column, candidate.edges, given, v))
+    return found
+
+
+def corrected_cramers_v(table: np.ndarray) -> float:
+    """Cramér's V with Bergsma's small-sample bias correction: near 0 for independent columns
+    even when the table has many cells for its rows (a 40-row table of courses)."""
+    from scipy.stats import chi2_contingency
+
+    n = table.sum()
+    if n < 2:
+        return 0.0
+    chi2 = chi2_contingency(table, correction=False)[0]
+    r, k = table.shape
+    phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
+    r_corr, k_corr = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
+    denominator = min(k_corr - 1, r_corr - 1)
+    return float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0

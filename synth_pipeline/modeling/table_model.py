@@ -34,7 +34,8 @@ from synth_pipeline.modeling.cardinality import (calibrate_counts, child_counts,
                                                  is_count_column, normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
-from synth_pipeline.modeling.marginals import category_targets, choose_per_slot, rake_weights
+from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, ParentJoint, category_targets, choose_per_slot, fit_parent_joints,
+                                               rake_weights)
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
@@ -51,8 +52,9 @@ log = logging.getLogger(__name__)
 
 MIN_COPY_ROWS = 5  # and equal often enough that chance cannot explain it (_chance_of_equality)
 MIN_GROUP_ROWS = 20  # linked rows needed to find a category whose rows share one second parent
-CANDIDATES_PER_ROW = 3  # generated per output row; raking keeps the one that fits the marginals
-SAMPLE_CHUNK_ROWS = 200_000  # rows generated at once (x CANDIDATES_PER_ROW candidates)
+CANDIDATES_PER_ROW = 10  # generated per output row; raking keeps the one that fits the (conditional) shares
+SAMPLE_CHUNK_ROWS = 60_000  # rows generated at once (x CANDIDATES_PER_ROW candidates)
+SMALL_TABLE_ROWS = 500  # below this many rows, the preset's minimum steps shrink in proportion (to 40%)
 QUALITY_STEPS = {"fast": (60, 150), "default": (250, 900), "best": (1000, 4000)}
 
 
@@ -70,6 +72,8 @@ class ModelSettings:
         if self.steps is not None:
             return self.steps
         low, high = QUALITY_STEPS[self.quality]
+        # a table of a few dozen rows is seen thousands of times over by then: fewer steps
+        low = max(int(low * 0.4), int(low * min(1.0, rows / SMALL_TABLE_ROWS)))
         return int(min(high, low + rows // 30))
 
 
@@ -110,6 +114,7 @@ class TableModel:
     conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
     parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
     link_groups: dict[str, str] = field(default_factory=dict)  # FK -> the category whose rows share one parent
+    parent_joints: list[ParentJoint] = field(default_factory=list)  # categories raked given the parent's value
 
     # ------------------------------------------------------------------- fit
     @classmethod
@@ -130,8 +135,15 @@ class TableModel:
         dates = [c.name for c in table.columns.values() if c.sdtype == "datetime"]
         for k, fmt in key_formats.items():
             fmt.link_years(frame, k, dates)
+        found_constraints = [c for c in discover_table(real, metadata, name)
+                             if f"{name}: {c.description}" not in settings.constraints_off]
+        for rule in settings.constraints_add:
+            added = parse_added(rule, metadata)
+            if added.table == name and added.description not in {c.description for c in found_constraints}:
+                found_constraints.append(added)
         primary = metadata.primary_relationship(name)
-        copies = {} if primary is None or not settings.conditional else parent_copies(metadata, primary, frame, _aligned_parent_rows(primary, real))
+        copies = {} if primary is None or not settings.conditional else parent_copies(
+            metadata, primary, frame, _aligned_parent_rows(primary, real), found_constraints)
         for col, parent_col in copies.items():
             log.info("%s: %s copied from %s.%s (equal in every real row)", name, col, primary.parent_table_name,
                      parent_col)
@@ -175,12 +187,6 @@ class TableModel:
             if found is not None:
                 groups[rel.child_foreign_key] = found
                 log.info("%s: the rows of one %s share one %s", name, found, rel.child_foreign_key)
-        found_constraints = [c for c in discover_table(real, metadata, name)
-                             if f"{name}: {c.description}" not in settings.constraints_off]
-        for rule in settings.constraints_add:
-            added = parse_added(rule, metadata)
-            if added.table == name and added.description not in {c.description for c in found_constraints}:
-                found_constraints.append(added)
         fd_maps = {c.description: functional_map(c, frame) for c in found_constraints
                    if c.kind == "functional_dependency"}
         compared = copy_columns(metadata, name)
@@ -215,6 +221,7 @@ class TableModel:
             log.info("%s: learned as residuals of the parent context: %s", name, residuals.describe())
         codec = gan = None
         targets: dict = {}
+        joints: list[ParentJoint] = []
         if modelled and len(frame):
             codec = TableCodec.fit(training, modelled)
             steps = settings.steps_for(len(frame))
@@ -224,6 +231,10 @@ class TableModel:
             encoded = codec.encode(training)
             gan.fit(encoded, codec.discrete_columns, context=context, seed=seed, label=name)
             targets = category_targets(encoded, codec.discrete_columns)
+            if settings.conditional and parent_rows is not None:
+                joints = fit_parent_joints(encoded, codec.discrete_columns, parent_rows, parent_kinds)
+                for joint in joints:
+                    log.info("%s: raked given the parent: %s", name, joint.label)
         return cls(
             table=name, real_rows=len(full), fitted_rows=len(frame), codec=codec, gan=gan, key_formats=key_formats,
             identities=identities, real_counts=real_counts,
@@ -247,6 +258,7 @@ class TableModel:
             conditionals=conditionals,
             parent_copies=copies,
             link_groups=groups,
+            parent_joints=joints,
             count_correlation=_count_correlation(real_counts),
             fit_seconds=time.perf_counter() - started,
         )
@@ -269,7 +281,7 @@ class TableModel:
             parent_rows = parent.iloc[rows].reset_index(drop=True)
             if self.context_encoder is not None:
                 context = self.context_encoder.transform(context_frame(metadata, primary, parent, parents)[0])[rows]
-        out = self._sample_columns(n, seed, context)
+        out = self._sample_columns(n, seed, context, parent_rows)
         if self.residuals is not None:
             out = self.residuals.inverse(out, context)
         # categories siblings share, then category pairs: before the looked-up columns are
@@ -299,7 +311,8 @@ class TableModel:
             out[other] = linking.make_pairs_unique(out[primary.child_foreign_key].to_numpy(), out[other].to_numpy(), rng)
         return out[self.column_order]
 
-    def _sample_columns(self, n: int, seed: int, context: np.ndarray | None) -> pd.DataFrame:
+    def _sample_columns(self, n: int, seed: int, context: np.ndarray | None,
+                        parent_rows: pd.DataFrame | None = None) -> pd.DataFrame:
         if self.gan is None:
             return pd.DataFrame(index=range(n))
         rng = np.random.default_rng(seed + 1)
@@ -312,7 +325,13 @@ class TableModel:
             ctx = None if context is None else np.tile(context[start:start + size], (k, 1))
             candidates = self.gan.sample(size * k, context=ctx, seed=seed + i)
             if k > 1 and size > 0:
-                chosen = choose_per_slot(rake_weights(candidates, self.category_targets, size, k), size, k, rng)
+                targets = dict(self.category_targets)
+                for joint in getattr(self, "parent_joints", []) if parent_rows is not None else []:
+                    labels = joint.parent_labels(parent_rows.iloc[start:start + size])
+                    candidates[joint.key] = candidates[joint.column].astype(str).to_numpy() + JOINT_SEPARATOR \
+                        + np.tile(labels, k)
+                    targets[joint.key] = joint.targets(labels)
+                chosen = choose_per_slot(rake_weights(candidates, targets, size, k), size, k, rng)
                 candidates = candidates.iloc[chosen].reset_index(drop=True)
             parts.append(self.codec.decode(candidates))
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
@@ -476,16 +495,21 @@ def real_subset_for(metadata: Metadata, name: str) -> list[str]:
     return list(dict.fromkeys(tables + bridge_tables(metadata, name)))
 
 
-def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame,
-                  parent_rows: pd.DataFrame) -> dict[str, str]:
-    """Columns equal to one column of the primary parent row in every real row (nulls included)."""
+def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame, parent_rows: pd.DataFrame,
+                  constraints: list[Constraint] = ()) -> dict[str, str]:
+    """Columns equal to one column of the primary parent row in every real row (nulls included).
+
+    Not from the parent's identity text (Faker draws it row by row, so it carries no link to
+    the parent's other columns), and not where a discovered constraint ties the column to one
+    that is not copied (``BillingCity -> BillingCountry`` holds only if both are copied)."""
     if len(frame) < MIN_COPY_ROWS:
         return {}
     keys = set(metadata.key_columns(primary.child_table_name)) | {
         r.child_foreign_key for r in metadata.foreign_keys(primary.child_table_name)}
     child = [c for c in metadata.table(primary.child_table_name).columns.values()
              if c.sdtype != ID_SDTYPE and c.name not in keys]
-    parent = [c for c in metadata.table(primary.parent_table_name).columns.values() if c.sdtype != ID_SDTYPE]
+    parent = [c for c in metadata.table(primary.parent_table_name).columns.values()
+              if c.sdtype != ID_SDTYPE and not c.is_identity_text]
     found = {}
     for c in child:
         values = frame[c.name].reset_index(drop=True)
@@ -500,6 +524,16 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
             if text.equals(other_text) and _chance_of_equality(text, other_text) ** len(text) < 1e-3:
                 found[c.name] = p.name
                 break
+    own = {c.name for c in child}
+    changed = True
+    while changed:
+        changed = False
+        for constraint in constraints:
+            tied = set(constraint.columns) & own
+            if tied & set(found) and not tied <= set(found):
+                for col in tied & set(found):
+                    del found[col]
+                changed = True
     return found
 
 
