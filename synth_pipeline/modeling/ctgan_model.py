@@ -212,10 +212,30 @@ class ContextCTGAN:
         return float(loss.detach())
 
     # --------------------------------------------------------------- sample
-    @torch.no_grad()
     def sample(self, n: int, context: np.ndarray | None = None, seed: int = 0) -> pd.DataFrame:
         if n == 0:
             return pd.DataFrame({c: pd.Series(dtype=self.transformer._column_raw_dtypes[c]) for c in self.columns})
+        return self.decode(self.sample_matrix(n, context, seed))
+
+    def decode(self, matrix: np.ndarray) -> pd.DataFrame:
+        """Generated matrix rows as the frame the model learned (the transformer's inverse)."""
+        return self.transformer.inverse_transform(matrix)
+
+    def discrete_labels(self, matrix: np.ndarray, columns: list[str]) -> pd.DataFrame:
+        """The discrete ``columns`` of generated matrix rows, as text, without the (costly)
+        inverse of the numeric columns: what raking needs to choose among candidates."""
+        out, st = {}, 0
+        for info in self.transformer._column_transform_info_list:
+            dim = info.output_dimensions
+            if info.column_type == "discrete" and info.column_name in columns:
+                dummies = np.asarray(info.transform.dummies, dtype=object).astype(str)
+                out[info.column_name] = dummies[np.argmax(matrix[:, st:st + dim], axis=1)]
+            st += dim
+        return pd.DataFrame(out)
+
+    @torch.no_grad()
+    def sample_matrix(self, n: int, context: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+        """``n`` generated rows in the transformer's encoding (see ``decode``)."""
         _seed_everything(seed)
         try:  # a model trained on a GPU samples on the CPU where no GPU is
             device = torch.device(resolve_device(self.settings.device))
@@ -229,7 +249,7 @@ class ContextCTGAN:
             ctx = None if context is None else torch.from_numpy(context[start:start + size].astype("float32")).to(device)
             _, fake = self._fake(size, c, ctx, device)
             chunks.append(fake.cpu().numpy())
-        return self.transformer.inverse_transform(np.concatenate(chunks))
+        return np.concatenate(chunks)
 
     def _sample_condition(self, n: int, device):
         """Condition on one discrete column, its category drawn at its *real* frequency."""

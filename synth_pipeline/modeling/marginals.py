@@ -32,9 +32,9 @@ def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int
     weights = np.ones(len(candidates))
     codes = []
     for col, target in targets.items():
-        labels = candidates[col].astype(str)
-        categories, inverse = np.unique(labels.to_numpy(), return_inverse=True)
-        codes.append((inverse, labels.map(target).fillna(0.0).to_numpy(), len(categories)))
+        inverse, categories = pd.factorize(candidates[col].to_numpy(), use_na_sentinel=False)  # hashing, no sort
+        share = pd.Series(categories).astype(str).map(target).fillna(0.0).to_numpy()[inverse]
+        codes.append((inverse, share, len(categories)))
     for _ in range(RAKING_ROUNDS):
         for inverse, share, n_categories in codes:
             chance = _slot_probabilities(weights, n, k)

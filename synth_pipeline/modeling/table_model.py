@@ -323,17 +323,20 @@ class TableModel:
         for i, start in enumerate(range(0, max(n, 1), SAMPLE_CHUNK_ROWS)):
             size = min(SAMPLE_CHUNK_ROWS, n - start)
             ctx = None if context is None else np.tile(context[start:start + size], (k, 1))
-            candidates = self.gan.sample(size * k, context=ctx, seed=seed + i)
-            if k > 1 and size > 0:
+            if size == 0:
+                parts.append(self.codec.decode(self.gan.sample(0)))
+                continue
+            matrix = self.gan.sample_matrix(size * k, context=ctx, seed=seed + i)
+            if k > 1:
+                candidates = self.gan.discrete_labels(matrix, list(self.category_targets))
                 targets = dict(self.category_targets)
                 for joint in getattr(self, "parent_joints", []) if parent_rows is not None else []:
                     labels = joint.parent_labels(parent_rows.iloc[start:start + size])
                     candidates[joint.key] = candidates[joint.column].astype(str).to_numpy() + JOINT_SEPARATOR \
                         + np.tile(labels, k)
                     targets[joint.key] = joint.targets(labels)
-                chosen = choose_per_slot(rake_weights(candidates, targets, size, k), size, k, rng)
-                candidates = candidates.iloc[chosen].reset_index(drop=True)
-            parts.append(self.codec.decode(candidates))
+                matrix = matrix[choose_per_slot(rake_weights(candidates, targets, size, k), size, k, rng)]
+            parts.append(self.codec.decode(self.gan.decode(matrix)))  # only the kept rows are decoded
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for col, real in self.real_counts.items():
             raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
