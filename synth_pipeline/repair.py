@@ -226,7 +226,7 @@ def _swap_away(frame, rows, free, columns, digests, rng, tries) -> np.ndarray:
     return pending
 
 
-def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10) -> np.ndarray:
+def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10, signs=(1, -1)) -> np.ndarray:
     """Move a number or date of each copied row by the smallest step(s) the column is written
     in (this also works where swapping cannot: one column, or every combination is a real
     one): per column, +1, -1, +2, -2... steps, the first move that leaves the real rows wins.
@@ -238,7 +238,7 @@ def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10) 
         original = frame.loc[pending, col]
         moving = original.index[original.notna()]
         for k in range(1, reach + 1):
-            for sign in (1, -1):
+            for sign in signs:
                 if not len(moving):
                     break
                 frame.loc[moving, col] = original[moving] + sign * k * steps[col]
@@ -247,6 +247,26 @@ def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10) 
         frame.loc[moving, col] = original[moving]
         pending = pending[np.isin(pending, moving) | np.isin(pending, original.index[original.isna()])]
     return frame.index.get_indexer(pending)
+
+
+def _bounded_below_only(model: TableModel, columns: list[str]) -> list[str]:
+    """Columns whose every rule only bounds them from below (``transaction_date >=
+    students.enrollment_date``, a date rebuilt as its parent's date plus a gap): moving one
+    up keeps every rule."""
+    roles: dict[str, set[str]] = {c: set() for c in columns}
+    for c in model.constraints:
+        for position, col in enumerate(c.columns):
+            if col in roles:
+                below = (c.kind == "inequality" and position == 1) or (c.kind == "parent_date_order" and position == 0)
+                roles[col].add("below" if below else "other")
+    derived = getattr(model, "derived", None)
+    for d in derived.derivations if derived is not None else []:
+        if d.column in roles:
+            roles[d.column].add("below" if d.kind in ("offset", "parent_offset") else "other")
+        for col in (d.anchor, d.by):
+            if col in roles and d.kind != "parent_offset":
+                roles[col].add("other")
+    return [c for c, seen in roles.items() if seen == {"below"}]
 
 
 def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 200) -> tuple[int, int]:
@@ -268,7 +288,15 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     numeric.sort(key=lambda c: -frame[c].nunique())  # a step barely shows on a many-valued column
     steps = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
              else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in numeric}
-    # a number moved by its smallest step first (cheap, the marginal barely moves), else a swap
+    # a number moved by its smallest step first (cheap, the marginal barely moves), then a
+    # number or date only bounded from below moved up (a purchase a day later stays after the
+    # enrollment), else a swap
     left = _nudge_away(frame, copied, numeric, steps, columns, digests)
+    rising = [c for c in _bounded_below_only(model, columns) if c not in numeric and frame[c].nunique() > 1
+              and (pd.api.types.is_datetime64_any_dtype(frame[c]) or pd.api.types.is_numeric_dtype(frame[c]))]
+    if len(left) and rising:
+        up = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
+              else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in rising}
+        left = _nudge_away(frame, left, rising, up, columns, digests, signs=(1,))
     unfixed = len(_swap_away(frame, left, free, columns, digests, rng, tries))
     return len(copied) - unfixed, unfixed

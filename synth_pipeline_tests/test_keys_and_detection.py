@@ -165,6 +165,33 @@ def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_colu
         assert synthetic[col].value_counts().sort_index().equals(before[col].value_counts().sort_index()), col
 
 
+def test_copies_move_a_date_bounded_only_from_below_upward():
+    from types import SimpleNamespace
+
+    from synth_pipeline.constraints import Constraint
+    from synth_pipeline.modeling.table_model import row_digests, unique_row_digests
+    from synth_pipeline.repair import _break_copies
+
+    rng = np.random.default_rng(0)
+    real = pd.DataFrame({"item": rng.choice(["salad", "pasta"], 300),
+                         "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 400, 300), unit="D")})
+    columns = list(real.columns)
+    after_enrollment = Constraint("t", "parent_date_order", ("day", "enrollment_date"),
+                                  "t.day >= students.enrollment_date (via student_id)", parent="students",
+                                  foreign_key="student_id")
+    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns,
+                            constraints=[after_enrollment])
+    synthetic = real.sample(200, random_state=1).reset_index(drop=True)
+    copies = int(np.isin(row_digests(synthetic, columns), model.real_row_digests).sum())
+    assert copies > 100
+    before = synthetic.copy()
+    fixed, left = _break_copies(synthetic, model, np.random.default_rng(0))
+    assert (fixed, left) == (copies, 0)
+    moved = synthetic["day"] - before["day"]
+    assert (moved >= pd.Timedelta(0)).all() and moved.max() <= pd.Timedelta(days=10)  # only later, by days
+    assert (synthetic["item"] == before["item"]).all()
+
+
 def test_uuid_keys_are_the_text_the_uuid_module_writes():
     import uuid
 

@@ -242,7 +242,7 @@ class ContextCTGAN:
         except ConfigError:
             device = torch.device("cpu")
         self.generator.to(device)
-        chunks, step = [], 4096
+        chunks, step = [], 32768
         for start in range(0, n, step):
             size = min(step, n - start)
             c = self._sample_condition(size, device)
