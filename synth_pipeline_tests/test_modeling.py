@@ -596,3 +596,14 @@ def test_raking_given_the_parent_meets_the_real_shares_within_each_parent_value(
     assert np.isin(picked - start, [0, 1]).mean() > 0.8  # raked: the student's years (quintile bins straddle years)
     shares = [pd.Series(v).value_counts(normalize=True) for v in (year, chosen["academic_year"])]
     assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.05  # the overall shares kept
+
+
+def test_an_inequality_that_holds_only_by_units_is_not_learned_as_a_ratio():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"price": rng.choice([0.99, 1.99], 300), "milliseconds": rng.integers(60_000, 600_000, 300),
+                          "paid": rng.uniform(0, 1, 300)})
+    frame["due"] = frame["paid"] + rng.uniform(0, 1, 300)
+    kinds = {c: "numerical" for c in frame.columns}
+    found = {d.description for d in DerivedColumns.discover(frame, kinds).derivations}
+    assert "paid = ratio x due" in found  # overlapping ranges: a real rule
+    assert not any("price" in d for d in found)  # price < milliseconds only because of the units

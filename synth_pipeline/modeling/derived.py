@@ -268,11 +268,13 @@ def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
 
 
 def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:
-    """True (strict) / False (non-strict) when x <= y holds wherever both are known, else None."""
+    """True (strict) / False (non-strict) when x <= y holds wherever both are known, else None;
+    also None when the two columns' ranges do not even overlap (a track's price is below its
+    length in milliseconds only because of their units: no rule to learn the price by)."""
     both = ~np.isnan(x) & ~np.isnan(y)
     if both.sum() < MIN_ROWS or np.any(~np.isnan(x) & np.isnan(y)):
         return None
     xs, ys = x[both], y[both]
-    if not np.all(xs <= ys) or np.all(xs == ys):
+    if not np.all(xs <= ys) or np.all(xs == ys) or xs.max() < ys.min():
         return None
     return bool(np.all(xs < ys))
