@@ -30,6 +30,7 @@ from synth_pipeline.modeling.transforms import EPOCH, day_numbers, decimals_of, 
 
 MIN_ROWS = 20
 MAX_DETERMINANT_VALUES = 100
+UNITS_APART = 100  # x <= y with disjoint ranges and medians this far apart: units, not a rule
 NUMERIC = ("numerical", "datetime")
 
 
@@ -269,12 +270,15 @@ def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
 
 def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:
     """True (strict) / False (non-strict) when x <= y holds wherever both are known, else None;
-    also None when the two columns' ranges do not even overlap (a track's price is below its
-    length in milliseconds only because of their units: no rule to learn the price by)."""
+    also None when the two columns' ranges do not even overlap and their sizes differ a
+    hundredfold (a track's price is below its length in milliseconds only because of their
+    units: no rule to learn the price by)."""
     both = ~np.isnan(x) & ~np.isnan(y)
     if both.sum() < MIN_ROWS or np.any(~np.isnan(x) & np.isnan(y)):
         return None
     xs, ys = x[both], y[both]
-    if not np.all(xs <= ys) or np.all(xs == ys) or xs.max() < ys.min():
+    if not np.all(xs <= ys) or np.all(xs == ys):
+        return None
+    if xs.max() < ys.min() and abs(np.median(ys)) > UNITS_APART * max(abs(np.median(xs)), 1e-9):
         return None
     return bool(np.all(xs < ys))
