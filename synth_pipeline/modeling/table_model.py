@@ -7,9 +7,9 @@ What a model of table ``t`` holds:
 * the real children-per-parent distributions, to calibrate generated counts by rank;
 * key formats (primary and alternate keys) and identity-column specs, never real values;
 * each foreign key's null rate;
-* the columns that equal a column of the primary parent in every real row (an invoice's
-  billing city is its customer's city, a course's department its lead teacher's): copied
-  from the synthetic parent instead of generated.
+* the columns that equal a column of the primary parent in every real row (a course's
+  department is its lead teacher's, an invoice line's price its track's): copied from the
+  synthetic parent instead of generated.
 
 Rows of a child table are created per synthetic primary parent from that parent's
 calibrated count; other foreign keys are linked under the second parent's own counts.
@@ -34,8 +34,8 @@ from synth_pipeline.modeling.cardinality import (calibrate_counts, child_counts,
                                                  is_count_column, normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
-from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, ParentJoint, category_targets, choose_per_slot, fit_parent_joints,
-                                               rake_weights)
+from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, ParentJoint, category_targets, choose_per_slot,
+                                               fit_parent_joints, rake_weights)
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
@@ -514,6 +514,7 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
     parent = [c for c in metadata.table(primary.parent_table_name).columns.values()
               if c.sdtype != ID_SDTYPE and not c.is_identity_text]
     found = {}
+    head = min(len(frame), 200)  # most pairs differ within the first rows: compare those first
     for c in child:
         values = frame[c.name].reset_index(drop=True)
         if values.nunique() < 2:
@@ -521,7 +522,8 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
         text = values.astype(str).where(values.notna(), None)
         for p in parent:
             other = parent_rows[p.name]
-            if (values.isna().to_numpy() != other.isna().to_numpy()).any():
+            if (values.isna().to_numpy() != other.isna().to_numpy()).any() or \
+                    not text.iloc[:head].equals(other.iloc[:head].astype(str).where(other.iloc[:head].notna(), None)):
                 continue
             other_text = other.astype(str).where(other.notna(), None)
             if text.equals(other_text) and _chance_of_equality(text, other_text) ** len(text) < 1e-3:
