@@ -211,8 +211,8 @@ def _swap_away(frame, rows, free, columns, digests, rng, tries) -> np.ndarray:
         ok = ~np.isin(partners, pending)
         _, first = np.unique(partners, return_index=True)
         ok &= np.isin(np.arange(len(partners)), first)  # one swap per partner row
-        values = frame[col].to_numpy(dtype=object)
-        a, b = values[pending], values[partners]
+        column = frame[col]
+        a, b = column.iloc[pending].to_numpy(dtype=object), column.iloc[partners].to_numpy(dtype=object)
         ok &= ~(pd.isna(a) & pd.isna(b)) & (pd.Series(a).ne(pd.Series(b)).to_numpy())
         i, j = pending[ok], partners[ok]
         if not len(i):
@@ -282,6 +282,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     derived = getattr(model, "derived", None)
     for d in derived.derivations if derived is not None else []:  # amount = quantity x price of item
         bound |= {d.column, d.anchor, d.by} - {""}
+    bound |= set(getattr(model, "parent_copies", {})) | set(getattr(model, "link_groups", {}).values())
     free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
     numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
                or pd.api.types.is_datetime64_any_dtype(frame[c])]

@@ -163,6 +163,11 @@ def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_colu
     assert not np.isin(row_digests(synthetic, columns), model.real_row_digests).any()
     for col in columns:  # values only changed places
         assert synthetic[col].value_counts().sort_index().equals(before[col].value_counts().sort_index()), col
+    # a column copied from the parent row is never the one swapped
+    model.parent_copies = {"city": "city"}
+    again = before.copy()
+    fixed, left = _break_copies(again, model, np.random.default_rng(0))
+    assert (fixed, left) == (copies, 0) and (again["city"] == before["city"]).all()
 
 
 def test_copies_move_a_date_bounded_only_from_below_upward():

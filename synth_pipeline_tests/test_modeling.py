@@ -607,3 +607,11 @@ def test_an_inequality_that_holds_only_by_units_is_not_learned_as_a_ratio():
     found = {d.description for d in DerivedColumns.discover(frame, kinds).derivations}
     assert "paid = ratio x due" in found  # overlapping ranges: a real rule
     assert not any("price" in d for d in found)  # price < milliseconds only because of the units
+
+
+def test_whole_numbers_get_one_label_whether_or_not_the_column_has_nulls():
+    from synth_pipeline.modeling.transforms import labels
+
+    assert labels(pd.Series([9.0, None, 10.0])).tolist() == ["9", "__null__", "10"]  # a parent column with orphans
+    assert labels(pd.Series([9, 10])).tolist() == ["9", "10"]
+    assert labels(pd.Series([0.5, 1.0])).tolist() == ["0.5", "1.0"]  # real fractions stay as written

@@ -223,8 +223,9 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
 def _shift_toward_demand(capacity: np.ndarray, demand: np.ndarray) -> np.ndarray:
     """Move children from the parents with the most room to spare to the parents whose paired
     routes need more than their count (a teacher of three popular courses), changing at most
-    ``MAX_SHIFTED_PARENTS`` of the parents' counts: the count distribution moves by at most that
-    share (its KS complement stays >= 0.95), the path agreement gains what those parents block."""
+    ``MAX_SHIFTED_PARENTS`` of the parents' counts (at least two parents, one giving, one taking:
+    more than 5% of a table under 40 parents): the count distribution moves by about that share
+    (KS complement >= 0.95 from 40 parents on), the path agreement gains what those parents block."""
     out = np.asarray(capacity, dtype=float).copy()
     budget = max(2, int(MAX_SHIFTED_PARENTS * len(out))) if MAX_SHIFTED_PARENTS > 0 else 0
     changed: set[int] = set()

@@ -235,7 +235,9 @@ class DerivedColumns:
             if d.decimals is not None:
                 value = np.round(value, d.decimals)
             series = pd.Series(value, index=frame.index)
-            return series.astype("int64") if d.decimals == 0 and not np.isnan(value).any() else series
+            if d.decimals == 0:
+                return series.astype("Int64") if series.isna().any() else series.astype("int64")
+            return series
         derived = frame[d.column].to_numpy(dtype=float)
         kind = self.kinds[d.column]
         if d.kind == "parent_offset":

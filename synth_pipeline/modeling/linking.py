@@ -87,11 +87,14 @@ def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarra
     room = np.asarray(capacity, dtype=float).copy() + rng.random(len(capacity)) * 1e-3  # random ties
     everyone = np.arange(len(parent_keys))
     chosen = np.empty(len(values), dtype=int)
+    wanted = None
+    if row_signatures is not None and parent_signatures is not None:  # each group's most common signature
+        counts = pd.crosstab(inverse, np.asarray(row_signatures).astype(str))
+        wanted = counts.idxmax(axis=1).reindex(range(len(values)))
     for g in np.argsort(-sizes, kind="stable"):
         candidates = everyone
-        if row_signatures is not None and parent_signatures is not None:
-            wanted = pd.Series(row_signatures[inverse == g]).mode()
-            match = everyone[parent_signatures == wanted.iloc[0]] if len(wanted) else everyone[:0]
+        if wanted is not None and pd.notna(wanted.iloc[g]):
+            match = everyone[np.asarray(parent_signatures).astype(str) == wanted.iloc[g]]
             if len(match):
                 candidates = match
         best = candidates[np.argmax(room[candidates])]

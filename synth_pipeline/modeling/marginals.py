@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.modeling.transforms import labels
+
 RAKING_ROUNDS = 8
 
 
@@ -79,6 +81,7 @@ class ParentJoint:
     edges: np.ndarray | None  # bin edges of a numeric/date parent column (None: a category)
     given: dict  # parent label -> real shares of the child's values (pd.Series)
     association: float
+    overall: pd.Series | None = None  # the child's real shares, for a parent label never seen
 
     @property
     def key(self) -> str:
@@ -91,7 +94,7 @@ class ParentJoint:
     def parent_labels(self, parent_rows: pd.DataFrame) -> np.ndarray:
         values = parent_rows[self.parent_column]
         if self.edges is None:
-            return values.astype(object).where(values.notna(), "__null__").astype(str).to_numpy()
+            return labels(values).to_numpy()
         numbers = _as_number(values)
         binned = np.digitize(np.nan_to_num(numbers, nan=np.inf), self.edges).astype(str)
         return np.where(np.isnan(numbers), "__null__", binned)
@@ -99,10 +102,10 @@ class ParentJoint:
     def targets(self, parent_labels: np.ndarray) -> pd.Series:
         """Shares of (child value, parent label) pairs: the real shares of the child's values
         given each label, weighed by how often the synthetic parents carry the label."""
-        labels, counts = np.unique(parent_labels, return_counts=True)
+        seen, counts = np.unique(parent_labels, return_counts=True)
         parts = []
-        for label, count in zip(labels, counts):
-            shares = self.given.get(label)
+        for label, count in zip(seen, counts):
+            shares = self.given.get(label, self.overall)
             if shares is None:
                 continue
             parts.append(pd.Series(shares.to_numpy() * count / len(parent_labels),
@@ -141,18 +144,20 @@ def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent
             continue
         best = None
         for candidate in candidates:
-            labels = candidate.parent_labels(parent_rows)
-            table = pd.crosstab(child, labels)
+            parent_values = candidate.parent_labels(parent_rows)
+            table = pd.crosstab(child, parent_values)
             if min(table.shape) < 2:
                 continue
             v = corrected_cramers_v(table.to_numpy())
             if v >= MIN_JOINT_ASSOCIATION and (best is None or v > best[0]):
-                best = (v, candidate, labels)
+                best = (v, candidate, parent_values)
         if best is None:
             continue
-        v, candidate, labels = best
-        given = {label: pd.Series(child[labels == label]).value_counts(normalize=True) for label in np.unique(labels)}
-        found.append(ParentJoint(column, candidate.parent_column, candidate.edges, given, v))
+        v, candidate, parent_values = best
+        given = {label: pd.Series(child[parent_values == label]).value_counts(normalize=True)
+                 for label in np.unique(parent_values)}
+        found.append(ParentJoint(column, candidate.parent_column, candidate.edges, given, v,
+                                 pd.Series(child).value_counts(normalize=True)))
     return found
 
 

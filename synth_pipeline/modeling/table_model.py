@@ -294,10 +294,10 @@ class TableModel:
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
-        for name, fmt in self.key_formats.items():
-            out[name] = fmt.generate(n, rng, rows=out)
         for col, parent_col in getattr(self, "parent_copies", {}).items():
             out[col] = parent_rows[parent_col].to_numpy()
+        for name, fmt in self.key_formats.items():  # after the copies: a key's year may follow a copied date
+            out[name] = fmt.generate(n, rng, rows=out)
         for spec in self.identities:
             out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out).to_numpy()
         if primary is not None:

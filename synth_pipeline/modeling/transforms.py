@@ -158,7 +158,12 @@ def rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
 
 
 def labels(values: pd.Series) -> pd.Series:
-    """Values as category labels, nulls a label of their own."""
+    """Values as category labels, nulls a label of their own; whole numbers read the same
+    whether the column holds nulls (float) or not (int): ``9``, not ``9.0``."""
+    if pd.api.types.is_float_dtype(values):
+        finite = values.dropna()
+        if len(finite) and bool((finite == np.round(finite)).all()) and finite.abs().max() < 2**53:
+            values = values.astype("Int64")
     return values.astype(object).where(values.notna(), NULL).astype(str)
 
 
