@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import EPOCH, FEW_VALUES, QUANTILES, day_numbers, decimals_of, labels
+from synth_pipeline.modeling.transforms import EPOCH, FEW_VALUES, QUANTILES, as_written, day_numbers, decimals_of, labels
 
 MIN_ETA2 = 0.05
 MIN_GROUP_ROWS = 30
@@ -103,19 +103,12 @@ class ConditionalQuantiles:
                 out[rows] = points[np.minimum((ranks * len(points)).astype(int), len(points) - 1)]
             else:
                 out[rows] = np.interp(ranks, np.linspace(0, 1, len(points)), points)
-        if self.decimals is not None:
-            out = np.round(out, self.decimals)
-        original = frame[self.column]
         if self.kind == "datetime":
+            out = np.round(out)
             stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(out), 0, out), unit="D")
             frame[self.column] = pd.Series(stamps, index=frame.index).where(~np.isnan(out))
-        elif pd.api.types.is_integer_dtype(original.dtype) and not np.isnan(out).any():
-            frame[self.column] = out.astype(original.dtype)
-        elif pd.api.types.is_integer_dtype(original.dtype):
-            frame[self.column] = pd.array(np.where(np.isnan(out), 0, out).astype("int64"), dtype="Int64")
-            frame.loc[np.isnan(out), self.column] = pd.NA
         else:
-            frame[self.column] = out
+            frame[self.column] = as_written(out, self.decimals, frame.index)
 
 
 def _correlation_ratio(values: np.ndarray, keys: np.ndarray) -> float:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import EPOCH, day_numbers, decimals_of, labels, rank_map
+from synth_pipeline.modeling.transforms import EPOCH, as_written, day_numbers, decimals_of, labels, rank_map
 
 MIN_ROWS = 20
 MAX_DETERMINANT_VALUES = 100
@@ -231,7 +231,7 @@ class DerivedColumns:
             return looked_up
         if d.kind == "product":
             factor = pd.to_numeric(labels(frame[d.by]).map(d.mapping), errors="coerce").to_numpy(dtype=float)
-            return _as_written(day_numbers(frame[d.anchor], "numerical") * factor, d.decimals, frame.index)
+            return as_written(day_numbers(frame[d.anchor], "numerical") * factor, d.decimals, frame.index)
         derived = frame[d.column].to_numpy(dtype=float)
         kind = self.kinds[d.column]
         if d.kind == "parent_offset":
@@ -251,17 +251,7 @@ class DerivedColumns:
                 value = np.maximum(value, anchor + (1.0 if d.strict else 0.0))
             stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(value), 0, np.round(value)), unit="D")
             return pd.Series(stamps, index=frame.index).where(~np.isnan(value))
-        return _as_written(value, d.decimals, frame.index)
-
-
-def _as_written(value: np.ndarray, decimals: int | None, index: pd.Index) -> pd.Series:
-    """Rebuilt numbers rounded to the real column's decimals; whole numbers as integers."""
-    if decimals is not None:
-        value = np.round(value, decimals)
-    series = pd.Series(value, index=index)
-    if decimals == 0:
-        return series.astype("Int64") if series.isna().any() else series.astype("int64")
-    return series
+        return as_written(value, d.decimals, frame.index)
 
 
 def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:

@@ -91,10 +91,11 @@ def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarra
     if row_signatures is not None and parent_signatures is not None:  # each group's most common signature
         counts = pd.crosstab(inverse, np.asarray(row_signatures).astype(str))
         wanted = counts.idxmax(axis=1).reindex(range(len(values)))
+        parent_signatures = np.asarray(parent_signatures).astype(str)
     for g in np.argsort(-sizes, kind="stable"):
         candidates = everyone
         if wanted is not None and pd.notna(wanted.iloc[g]):
-            match = everyone[np.asarray(parent_signatures).astype(str) == wanted.iloc[g]]
+            match = everyone[parent_signatures == wanted.iloc[g]]
             if len(match):
                 candidates = match
         best = candidates[np.argmax(room[candidates])]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import labels
+from synth_pipeline.modeling.transforms import day_numbers, labels
 
 RAKING_ROUNDS = 8
 
@@ -114,9 +114,7 @@ class ParentJoint:
 
 
 def _as_number(values: pd.Series) -> np.ndarray:
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return ((values - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    return day_numbers(values, "datetime" if pd.api.types.is_datetime64_any_dtype(values) else "numerical")
 
 
 def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent_rows: pd.DataFrame,

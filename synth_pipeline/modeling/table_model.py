@@ -142,8 +142,12 @@ class TableModel:
             if added.table == name and added.description not in {c.description for c in found_constraints}:
                 found_constraints.append(added)
         primary = metadata.primary_relationship(name)
+        parent_rows, parent_kinds = None, None  # each real row's primary parent row, and its kinds
+        if primary is not None:
+            parent_rows = _aligned_parent_rows(primary, real)
+            parent_kinds = {c.name: c.sdtype for c in modelled_columns(metadata, primary.parent_table_name)}
         copies = {} if primary is None or not settings.conditional else parent_copies(
-            metadata, primary, frame, _aligned_parent_rows(primary, real), found_constraints)
+            metadata, primary, frame, parent_rows, found_constraints)
         for col, parent_col in copies.items():
             log.info("%s: %s copied from %s.%s (equal in every real row)", name, col, primary.parent_table_name,
                      parent_col)
@@ -157,10 +161,6 @@ class TableModel:
         modelled = [c for c in modelled_columns(metadata, name) if c.name not in copies]
         training = with_child_counts(metadata, name, real)
         real_counts = {c: training[c].to_numpy() for c in training.columns if is_count_column(c)}
-        parent_rows, parent_kinds = None, None
-        if primary is not None:
-            parent_rows = _aligned_parent_rows(primary, real)
-            parent_kinds = {c.name: c.sdtype for c in modelled_columns(metadata, primary.parent_table_name)}
         derived = DerivedColumns.discover(training[[c.name for c in modelled]], {c.name: c.sdtype for c in modelled},
                                           parent_rows, parent_kinds)
         training = derived.forward(training, parent_rows)

@@ -140,6 +140,17 @@ def _from_number(numbers: np.ndarray, is_null: np.ndarray, codec: ColumnCodec) -
     return pd.Series(np.where(is_null, np.nan, numbers))
 
 
+def as_written(value: np.ndarray, decimals: int | None, index: pd.Index) -> pd.Series:
+    """Rebuilt numbers rounded to the real column's decimals; whole numbers as integers
+    (``Int64`` where some are missing)."""
+    if decimals is not None:
+        value = np.round(value, decimals)
+    series = pd.Series(value, index=index)
+    if decimals == 0:
+        return series.astype("Int64") if series.isna().any() else series.astype("int64")
+    return series
+
+
 def decimals_of(values: np.ndarray, most: int = 6) -> int | None:
     """The number of decimals every value fits in (None when more than ``most``)."""
     sample = values[~np.isnan(values)][:5000]
