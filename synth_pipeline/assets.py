@@ -20,9 +20,10 @@ import dagster as dg
 import pandas as pd
 
 from synth_pipeline.modeling.cardinality import is_count_column
+from synth_pipeline.modeling.keys import WHOLE, Partition
 from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
 from synth_pipeline.repair import repair_table
-from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse
+from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse, partition_keys
 from synth_pipeline.schema.metadata import Metadata
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
@@ -80,10 +81,26 @@ def cardinality_plot(real_counts: np.ndarray, synthetic_counts: np.ndarray, bins
     return "\n".join(rows)
 
 
-def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None = None) -> list[dg.AssetsDefinition]:
+def sampling_partitions(partitions: int) -> dg.StaticPartitionsDefinition | None:
+    """The partitions of ``synthetic/*`` and ``repaired/*`` in a partitioned run (none otherwise)."""
+    return dg.StaticPartitionsDefinition(partition_keys(partitions)) if partitions > 1 else None
+
+
+def current_partition(context, partitions: int) -> Partition:
+    """The chunk of root rows a step works on (the whole run when unpartitioned)."""
+    if partitions == 1 or not context.has_partition_key:
+        return WHOLE
+    return Partition(int(context.partition_key), partitions)
+
+
+def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None = None,
+                 partitions: int = 1) -> list[dg.AssetsDefinition]:
     """``versions``: the code version of each stage (code plus the settings that change its
-    output), so Dagster marks an asset stale only when its code, settings or inputs changed."""
+    output), so Dagster marks an asset stale only when its code, settings or inputs changed.
+    ``partitions`` > 1: ``synthetic`` and ``repaired`` are partitioned, each partition a
+    self-contained chunk of root rows (``scale / partitions`` of them) and their descendants."""
     versions = versions or {}
+    chunks = sampling_partitions(partitions)
     parents = metadata.parents(name)
     inputs = sampling_inputs(metadata, name)  # parents, and the tables its parent context joins
 
@@ -124,29 +141,33 @@ def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None 
         return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(fitted.content_digest()))
 
     @dg.asset(key=stage_key("synthetic", name), group_name=name, code_version=versions.get("synthetic"), kinds={"pandas"},
-              deps=[stage_key("model", name)] + [stage_key("repaired", p) for p in inputs],
+              deps=[stage_key("model", name)] + [stage_key("repaired", p) for p in inputs], partitions_def=chunks,
               description=f"Rows of '{name}' sampled from its model, given the repaired synthetic parents.")
     def synthetic(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         started = time.perf_counter()
+        part = current_partition(context, partitions)
         fitted = warehouse.load_model(name)
-        parent_frames = {p: warehouse.read("repaired", p) for p in inputs}
-        frame = fitted.sample(metadata, parent_frames, settings.scale, table_seed(settings.seed, name, "sample"))
-        warehouse.write("synthetic", name, frame)
+        parent_frames = {p: warehouse.read("repaired", p, part) for p in inputs}
+        seed = table_seed(settings.seed, name, "sample" if part.count == 1 else f"sample/{part.index}")
+        frame = fitted.sample(metadata, parent_frames, settings.scale / part.count, seed, part)
+        warehouse.write("synthetic", name, frame, part)
         seconds = time.perf_counter() - started
-        warehouse.record_seconds(name, "sample", seconds)
+        warehouse.record_seconds(name, "sample", seconds, part)
         context.log.info(f"{name}: sampled {len(frame)} rows in {seconds:.1f}s")
         return dg.MaterializeResult(metadata={"row_count": len(frame), "sample_seconds": round(seconds, 2),
                                               "rows_per_second": round(len(frame) / max(seconds, 1e-6))})
 
     @dg.asset(key=stage_key("repaired", name), group_name=name, code_version=versions.get("repaired"), kinds={"pandas"},
-              deps=[stage_key("synthetic", name)] + [stage_key("repaired", p) for p in parents],
+              deps=[stage_key("synthetic", name)] + [stage_key("repaired", p) for p in parents], partitions_def=chunks,
               description=f"The published form of '{name}': unique keys, resolvable foreign keys.")
     def repaired(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        part = current_partition(context, partitions)
         fitted = warehouse.load_model(name)
-        parent_frames = {p: warehouse.read("repaired", p) for p in parents}
-        frame, repairs = repair_table(warehouse.read("synthetic", name), metadata, name, parent_frames, fitted,
-                                      table_seed(settings.seed, name, "repair"))
-        warehouse.write("repaired", name, frame)
+        parent_frames = {p: warehouse.read("repaired", p, part) for p in parents}
+        seed = table_seed(settings.seed, name, "repair" if part.count == 1 else f"repair/{part.index}")
+        frame, repairs = repair_table(warehouse.read("synthetic", name, part), metadata, name, parent_frames, fitted,
+                                      seed, part)
+        warehouse.write("repaired", name, frame, part)
         scores = table_quality(metadata, name, warehouse, frame, parent_frames)
         context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes), "
                          f"column shapes {scores['column_shapes']}, FK violations {scores['fk_violations']}")
@@ -187,8 +208,12 @@ def publish_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDe
         from synth_pipeline.publish import export_folder, write_database
 
         out = Path(settings.out_dir)
-        # one table (and its parent) in memory at a time, read again where needed
-        synthetic = LazyTables(metadata.tables, lambda t: _published_columns(metadata, t, warehouse.read("repaired", t)))
+        # one table (and its parent) in memory at a time, read again where needed; the
+        # database is written one partition of a table at a time
+        synthetic = LazyTables(metadata.tables, lambda t: _published_columns(
+            metadata, t, warehouse.read_all("repaired", t, settings.partitions)),
+            parts=lambda t: (_published_columns(metadata, t, f)
+                             for f in warehouse.read_parts("repaired", t, settings.partitions)))
         real = LazyTables(metadata.tables, lambda t: warehouse.read("real", t))
         report = build_run_report(metadata, real, synthetic, settings.cardinality_threshold)
         report["source_notes"] = warehouse.source_notes()
@@ -222,7 +247,8 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
         from synth_pipeline.evaluation.evaluate import build_report, write_report
 
         real = {t: warehouse.read("real", t) for t in metadata.tables}
-        synthetic = {t: _published_columns(metadata, t, warehouse.read("repaired", t)) for t in metadata.tables}
+        synthetic = {t: _published_columns(metadata, t, warehouse.read_all("repaired", t, settings.partitions))
+                     for t in metadata.tables}
         out = Path(settings.out_dir)
         report = build_report(real, synthetic, metadata, seed=settings.seed, timings=warehouse.timings())
         previous = out / "report.json"

@@ -68,6 +68,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default data/output)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     p.add_argument("--scale", type=float, default=None, help="root-table rows = scale x real rows (default 1)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="sample in this many self-contained chunks of root rows, one after another (default 1)")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None)
     p.add_argument("--steps", type=int, default=None, help="training steps per table (overrides --quality)")
     p.add_argument("--format", dest="output_format", choices=["duckdb", "parquet", "csv"], default=None,
@@ -80,7 +82,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args) -> dict:
-    out = {k: getattr(args, k) for k in ("seed", "scale", "quality", "steps", "output_format")
+    out = {k: getattr(args, k) for k in ("seed", "scale", "partitions", "quality", "steps", "output_format")
            if getattr(args, k) is not None}
     if args.out:
         out["out_dir"] = Path(args.out).resolve()

@@ -6,6 +6,7 @@ metadata: path/to/metadata.json  # SDV multi-table JSON; detected from the sourc
 out_dir: data/output             # synthetic.duckdb, real.duckdb and report.json land here
 seed: 0
 scale: 1.0                       # root tables get scale x their real row count
+partitions: 1                    # sample in this many self-contained chunks of root rows (Dagster partitions)
 quality: default                 # fast | default | best
 steps: null                      # fixed training steps per table (overrides quality)
 conditional: true                # children generated given their parent row
@@ -45,6 +46,7 @@ SCHOOL_METADATA = DATA_DIR / "school" / "metadata.json"
 CONFIG_ENV = "SYNTH_PIPELINE_CONFIG"
 QUALITIES = ("fast", "default", "best")
 EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
+MAX_PARTITIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class PipelineConfig:
     work_dir: Path | None = None
     seed: int = 0
     scale: float = 1.0
+    partitions: int = 1  # sampling in this many self-contained chunks of root rows (each scale/partitions)
     quality: str = "default"
     steps: int | None = None
     conditional: bool = True
@@ -82,6 +85,8 @@ class PipelineConfig:
             raise ConfigError(f"config: on_orphans must be drop or fail, got '{self.on_orphans}'")
         if not self.scale > 0:
             raise ConfigError(f"config: scale must be a positive number, got {self.scale}")
+        if not 1 <= self.partitions <= MAX_PARTITIONS:
+            raise ConfigError(f"config: partitions must be between 1 and {MAX_PARTITIONS}, got {self.partitions}")
         if self.fit_rows < 0:
             raise ConfigError(f"config: fit_rows must be 0 (no subsample) or a row count, got {self.fit_rows}")
         if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", self.device):
@@ -116,7 +121,7 @@ def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = No
 
 
 _FIELDS = {
-    "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float,
+    "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float, "partitions": int,
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
     "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
     "on_orphans": str, "output_format": str, "fit_rows": int, "device": str, "executor": str, "max_concurrent": int,

@@ -47,9 +47,9 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
         "real": (str(config.source), config.on_orphans),
         "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off),
                   sorted(config.constraints_add), config.fit_rows, config.device),
-        "synthetic": (config.seed, config.scale),
-        "repaired": (config.seed,),
-        "published": (config.cardinality_threshold, config.output_format, str(config.out_dir)),
+        "synthetic": (config.seed, config.scale, config.partitions),
+        "repaired": (config.seed, config.partitions),
+        "published": (config.cardinality_threshold, config.output_format, str(config.out_dir), config.partitions),
         "evaluation": (config.seed,),
     }
     code = source_digest()
@@ -68,8 +68,8 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
     parts = []
     versions = code_versions(config)
     for name in metadata.topological_order():
-        parts.append(dg.Definitions(assets=table_assets(metadata, name, versions),
-                                    asset_checks=[table_checks(metadata, name)]))
+        parts.append(dg.Definitions(assets=table_assets(metadata, name, versions, config.partitions),
+                                    asset_checks=[table_checks(metadata, name, config.partitions)]))
     job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.all(),
                               description="Fit, sample, repair and publish every table.")
     load_job = dg.define_asset_job(LOAD_JOB_NAME, selection=real_selection(metadata),
@@ -87,7 +87,9 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
         jobs=[job, load_job],
         schedules=[dg.ScheduleDefinition(name="nightly_refresh", job=load_job, cron_schedule=config.schedule_cron,
                                          default_status=dg.DefaultScheduleStatus.STOPPED)],
-        sensors=[refresh_what_changed],
+        # A partitioned run is launched as a backfill (every partition, then publish): the
+        # refresh sensor's stale-only runs are per asset, so it serves unpartitioned runs.
+        sensors=[refresh_what_changed] if config.partitions == 1 else [],
         resources=resources_for(config),
         executor=executor_for(config),
     ))
@@ -123,6 +125,7 @@ def resources_for(config: PipelineConfig) -> dict:
                                  school_seed=config.school_seed, on_orphans=config.on_orphans),
         "warehouse": Warehouse(root=str(config.work_dir)),
         "settings": RunSettings(out_dir=str(config.out_dir), seed=config.seed, scale=config.scale,
+                                partitions=config.partitions,
                                 quality=config.quality, steps=config.steps, conditional=config.conditional,
                                 cardinality_threshold=config.cardinality_threshold,
                                 constraints_off=list(config.constraints_off),

@@ -28,7 +28,8 @@ class PublishError(SynthPipelineError):
 
 def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path: str | Path,
                    constraints: bool = True) -> Path:
-    """Write ``tables`` to ``path`` atomically; returns the path."""
+    """Write ``tables`` to ``path`` atomically; returns the path. Where ``tables`` has a
+    ``parts(name)`` method (a partitioned run), each table is inserted one part at a time."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -37,12 +38,15 @@ def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path:
     try:
         with duckdb.connect(str(tmp)) as con:
             for name in metadata.topological_order():
-                frame = _with_key_types(metadata, name, tables[name][list(metadata.tables[name].columns)], key_types)
-                con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints))
-                for part in _insert_batches(metadata, name, frame):
-                    con.register("incoming", part)
-                    con.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
-                    con.unregister("incoming")
+                pieces = tables.parts(name) if hasattr(tables, "parts") else [tables[name]]
+                for i, piece in enumerate(pieces):
+                    frame = _with_key_types(metadata, name, piece[list(metadata.tables[name].columns)], key_types)
+                    if i == 0:
+                        con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints))
+                    for batch in _insert_batches(metadata, name, frame):
+                        con.register("incoming", batch)
+                        con.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
+                        con.unregister("incoming")
             con.execute("CHECKPOINT")
         os.replace(tmp, path)
     except duckdb.ConstraintException as exc:

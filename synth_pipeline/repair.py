@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.evaluation.fidelity import as_labels
-from synth_pipeline.modeling.keys import KeyFormat
+from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.modeling.table_model import TableModel, row_digests
 from synth_pipeline.modeling.transforms import decimals_of
 from synth_pipeline.schema.metadata import Metadata
@@ -44,7 +44,7 @@ class RepairLog:
 
 
 def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: dict[str, pd.DataFrame],
-                 model: TableModel, seed: int) -> tuple[pd.DataFrame, RepairLog]:
+                 model: TableModel, seed: int, part: Partition = WHOLE) -> tuple[pd.DataFrame, RepairLog]:
     rng = np.random.default_rng(seed)
     table = metadata.table(name)
     frame = frame.reset_index(drop=True).copy()
@@ -52,10 +52,10 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
     pk = table.single_primary_key
     if pk is not None:
         fmt = model.key_formats.get(pk) or KeyFormat.infer(frame[pk])
-        repairs.add(f"primary key {pk}", _refresh_duplicates(frame, pk, fmt, rng))
+        repairs.add(f"primary key {pk}", _refresh_duplicates(frame, pk, fmt, rng, part))
     for key in table.alternate_keys:
         if key in model.key_formats:
-            repairs.add(f"alternate key {key}", _refresh_duplicates(frame, key, model.key_formats[key], rng))
+            repairs.add(f"alternate key {key}", _refresh_duplicates(frame, key, model.key_formats[key], rng, part))
     for rel in metadata.foreign_keys(name):
         source = frame if rel.is_self_reference else parents[rel.parent_table_name]
         valid = source[rel.parent_primary_key].to_numpy(dtype=object)
@@ -83,7 +83,8 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
     return frame, repairs
 
 
-def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: np.random.Generator) -> int:
+def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: np.random.Generator,
+                        part: Partition = WHOLE) -> int:
     values = frame[column]
     bad = values.isna() | values.duplicated()
     n_bad = int(bad.sum())
@@ -93,7 +94,7 @@ def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: n
     fresh: list = []
     start = len(frame)
     while len(fresh) < n_bad:
-        candidates = fmt.generate(n_bad, rng, start=start, rows=frame.loc[bad])
+        candidates = fmt.generate(n_bad, rng, start=start, rows=frame.loc[bad], part=part)
         fresh.extend(c for c in candidates if str(c) not in taken)
         start += n_bad
     frame[column] = frame[column].astype(object)

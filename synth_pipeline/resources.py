@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth_pipeline.errors import SchemaError
+from synth_pipeline.modeling.keys import WHOLE, Partition
 from synth_pipeline.modeling.table_model import ModelSettings, TableModel
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import load_tables
@@ -56,7 +58,8 @@ class SourceDatabase(dg.ConfigurableResource):
 
 
 class Warehouse(dg.ConfigurableResource):
-    """Staging storage of a run: one Parquet file per stage and table, one pickle per model.
+    """Staging storage of a run: one Parquet file per stage and table (per partition of a
+    partitioned run: ``<stage>/<table>/<partition>.parquet``), one pickle per model.
 
     Files rather than one DuckDB file, so tables can be written by parallel processes;
     every write goes to a temporary file first and is moved into place when complete.
@@ -64,26 +67,46 @@ class Warehouse(dg.ConfigurableResource):
 
     root: str
 
-    def table_path(self, stage: str, table: str) -> Path:
-        return Path(self.root) / stage / f"{table}.parquet"
+    def table_path(self, stage: str, table: str, part: Partition = WHOLE) -> Path:
+        if part.count == 1:
+            return Path(self.root) / stage / f"{table}.parquet"
+        return Path(self.root) / stage / table / f"{partition_key(part.index, part.count)}.parquet"
 
-    def write(self, stage: str, table: str, frame: pd.DataFrame) -> Path:
-        path = self.table_path(stage, table)
+    def write(self, stage: str, table: str, frame: pd.DataFrame, part: Partition = WHOLE) -> Path:
+        path = self.table_path(stage, table, part)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
         tmp.replace(path)
         return path
 
-    def read(self, stage: str, table: str) -> pd.DataFrame:
-        path = self.table_path(stage, table)
+    def read(self, stage: str, table: str, part: Partition = WHOLE) -> pd.DataFrame:
+        path = self.table_path(stage, table, part)
         if not path.exists():
-            raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {stage}/{table} first)")
+            which = f"{stage}/{table}" + (f" partition {partition_key(part.index, part.count)}" if part.count > 1 else "")
+            raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {which} first)")
         return pq.read_table(path).to_pandas()
 
-    def record_seconds(self, table: str, stage: str, seconds: float) -> None:
-        """Wall time of one stage of one table (the evaluation compares them with HMA's)."""
+    def read_parts(self, stage: str, table: str, partitions: int):
+        """Each partition's frame in turn (the one frame of an unpartitioned run)."""
+        for index in range(partitions):
+            yield self.read(stage, table, Partition(index, partitions))
+
+    def read_all(self, stage: str, table: str, partitions: int) -> pd.DataFrame:
+        """The whole table: every partition's rows, in partition order."""
+        if partitions == 1:
+            return self.read(stage, table)
+        return pd.concat(list(self.read_parts(stage, table, partitions)), ignore_index=True)
+
+    def record_seconds(self, table: str, stage: str, seconds: float, part: Partition = WHOLE) -> None:
+        """Wall time of one stage of one table (the evaluation compares them with HMA's); a
+        partitioned stage records each partition's (``read_timings`` adds them up)."""
         path = Path(self.root) / "timings" / stage / f"{table}.txt"
+        if part.count > 1:
+            path.unlink(missing_ok=True)
+            path = path.with_suffix("") / f"{part.index}-of-{part.count}.txt"
+        else:
+            shutil.rmtree(path.with_suffix(""), ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{seconds:.3f}\n")
 
@@ -128,13 +151,23 @@ class LazyTables(Mapping):
     """``{table: frame}`` read on first use, at most ``keep`` frames held at once: a report
     over every table (and the published database) never holds the whole database in memory."""
 
-    def __init__(self, names, load, keep: int = 3):
+    def __init__(self, names, load, keep: int = 3, parts=None):
         self._names, self._load = list(names), functools.lru_cache(maxsize=keep)(load)
+        self._parts = parts
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in self._names:
             raise KeyError(name)
         return self._load(name)
+
+    def parts(self, name: str):
+        """The table in pieces (its partitions, as ``parts(name)`` reads them), or whole."""
+        if name not in self._names:
+            raise KeyError(name)
+        if self._parts is None:
+            yield self[name]
+        else:
+            yield from self._parts(name)
 
     def __iter__(self):
         return iter(self._names)
@@ -144,11 +177,28 @@ class LazyTables(Mapping):
 
 
 def read_timings(root: Path) -> dict[str, dict[str, float]]:
-    """``{table: {stage: seconds}}`` recorded under a run's work folder."""
+    """``{table: {stage: seconds}}`` recorded under a run's work folder (a partitioned stage:
+    the sum over its partitions)."""
     out: dict[str, dict[str, float]] = {}
     for path in (root / "timings").glob("*/*.txt"):
         out.setdefault(path.stem, {})[path.parent.name] = float(path.read_text())
+    for folder in (root / "timings").glob("*/*/"):
+        runs: dict[str, list[Path]] = {}  # by partition count: the latest partitioned run counts
+        for path in folder.glob("*-of-*.txt"):
+            runs.setdefault(path.stem.split("-of-")[1], []).append(path)
+        if runs:
+            latest = max(runs.values(), key=lambda paths: max(p.stat().st_mtime_ns for p in paths))
+            out.setdefault(folder.name, {})[folder.parent.name] = round(sum(float(p.read_text()) for p in latest), 3)
     return out
+
+
+def partition_key(index: int, count: int) -> str:
+    """Dagster's name for partition ``index`` of ``count``: zero-padded, so they sort."""
+    return f"{index:0{len(str(count - 1))}d}"
+
+
+def partition_keys(count: int) -> list[str]:
+    return [partition_key(i, count) for i in range(count)]
 
 
 class RunSettings(dg.ConfigurableResource):
@@ -157,6 +207,7 @@ class RunSettings(dg.ConfigurableResource):
     out_dir: str
     seed: int = 0
     scale: float = 1.0
+    partitions: int = 1  # > 1: sampled, repaired and checked in self-contained chunks of root rows
     quality: str = "default"
     steps: int | None = None
     device: str = "cpu"

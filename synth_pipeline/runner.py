@@ -69,6 +69,9 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
     stale or missing (a persistent instance in the work folder keeps the versions)."""
     started = time.perf_counter()
     metadata = config.metadata()
+    if changed_only and config.partitions > 1:
+        raise RunFailed("changed_only: not available with partitions > 1 yet (Dagster's staleness is per asset, "
+                        "a partitioned run's per partition); run the whole pipeline, or --only TABLE")
     if only is not None:
         _require_stored_run(config, metadata, only)
         selection = subtree_selection(only)
@@ -88,11 +91,42 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
         if not loaded.success or failures:
             return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
         return _run_changed(config, defs, job, instance, keys, started, materialized)
-    result = _execute(job, instance or dg.DagsterInstance.ephemeral(), keys)
-    failures = _failures(result)
-    report = _report(config) if result.success else None
-    return RunOutcome(result.success and not failures, time.perf_counter() - started, report, failures,
-                      materialized + _materialized(result))
+    instance = instance or dg.DagsterInstance.ephemeral()
+    if config.partitions == 1:
+        results = [_execute(job, instance, keys)]
+    else:
+        results = _execute_partitioned(job, instance, keys or list(defs.resolve_asset_graph().get_all_asset_keys()),
+                                       config.partitions)
+    failures = [f for r in results for f in _failures(r)]
+    success = all(r.success for r in results) and not failures
+    report = _report(config) if success else None
+    return RunOutcome(success, time.perf_counter() - started, report, failures,
+                      materialized + [k for r in results for k in _materialized(r)])
+
+
+def _execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey], partitions: int) -> list:
+    """A partitioned run in process: the unpartitioned assets upstream (real, model), then
+    ``synthetic``/``repaired`` (with their checks) one partition at a time, then what needs
+    every partition (publish, evaluation); stops at the first failed run. (Under ``dagster
+    dev``, materializing the job's partitions is a backfill that orders them the same way.)"""
+    from synth_pipeline.resources import partition_keys
+
+    stages = {"before": [], "partitioned": [], "after": []}
+    for key in keys:
+        stages[{"real": "before", "model": "before", "synthetic": "partitioned",
+                "repaired": "partitioned"}.get(key.path[0], "after")].append(key)
+    plan = [(stages["before"], None)] + [(stages["partitioned"], p) for p in partition_keys(partitions)] \
+        + [(stages["after"], None)]
+    results = []
+    for selected, partition in plan:
+        if not selected:
+            continue
+        if partition is not None:
+            log.info("partition %s of %d", partition, partitions)
+        results.append(_execute(job, instance, selected, partition))
+        if not results[-1].success or _failures(results[-1]):
+            break
+    return results
 
 
 def _run_changed(config, defs, job, instance, scope, started, materialized) -> RunOutcome:
@@ -121,9 +155,9 @@ def _run_changed(config, defs, job, instance, scope, started, materialized) -> R
 MAX_WAVES = 6
 
 
-def _execute(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None):
+def _execute(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None, partition: str | None = None):
     return job.execute_in_process(
-        instance=instance, raise_on_error=False, asset_selection=keys,
+        instance=instance, raise_on_error=False, asset_selection=keys, partition_key=partition,
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # failures are reported below
     )
 
@@ -142,9 +176,14 @@ def _require_stored_run(config: PipelineConfig, metadata, table: str) -> None:
     """A subtree re-run reuses the fitted models and the tables outside the subtree."""
     if table not in metadata.tables:
         raise RunFailed(f"--only {table}: no such table (tables: {', '.join(metadata.topological_order())})")
+    from synth_pipeline.modeling.keys import Partition
+    from synth_pipeline.resources import Warehouse
+
     work = Path(config.work_dir)
+    warehouse = Warehouse(root=str(work))
     missing = [t for t in metadata.tables if not (work / "models" / f"{t}.pkl").exists()
-               or not (work / "repaired" / f"{t}.parquet").exists()]
+               or not all(warehouse.table_path("repaired", t, Partition(i, config.partitions)).exists()
+                          for i in range(config.partitions))]
     if missing:
         raise RunFailed(f"--only {table}: no stored run in {work} for {', '.join(missing)}; run the whole pipeline once first")
 

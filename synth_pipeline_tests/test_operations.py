@@ -54,6 +54,54 @@ def test_subtree_rerun_resamples_one_table_and_its_descendants_only(tiny_run, sc
     assert outcome.report["run"]["totals"]["fk_violations"] == 0
 
 
+SAMPLING = 'key:"synthetic/*"+ and not key:"published/evaluation"'
+
+
+def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_alone(tiny_run, school_metadata,
+                                                                                   tmp_path):
+    """Three partitions at scale 1.5 from the tiny run's models: together one database with
+    unique keys (alternate keys and emails too) and no orphan; each partition's children
+    point only at that partition's parents; the same seed gives the same database."""
+    from synth_pipeline.modeling.keys import Partition
+    from synth_pipeline.resources import Warehouse
+
+    config, _ = tiny_run
+    outputs = []
+    for attempt in ("a", "b"):
+        work = tmp_path / attempt / "work"
+        shutil.copytree(Path(config.work_dir) / "models", work / "models")
+        shutil.copytree(Path(config.work_dir) / "real", work / "real")
+        partitioned = config.replace(out_dir=tmp_path / attempt, work_dir=work, scale=1.5, partitions=3)
+        outcome = run_pipeline(partitioned, selection=SAMPLING)
+        assert outcome.success, outcome.failures
+        assert outcome.report["run"]["totals"]["fk_violations"] == 0
+        outputs.append(load_tables(tmp_path / attempt / "synthetic.duckdb"))
+    published = outputs[0]
+    assert _orphans(published, school_metadata) == 0
+    real = load_tables(config.source)
+    for name, table in school_metadata.tables.items():
+        frame = published[name]
+        single = [table.single_primary_key] if table.single_primary_key else []
+        for key in single + list(table.alternate_keys):
+            assert frame[key].notna().all() and frame[key].is_unique, f"{name}.{key}"
+        pd.testing.assert_frame_equal(frame, outputs[1][name], obj=name)
+    # the root table: scale / partitions of its real rows in each partition
+    assert len(published["teachers"]) == 3 * round(len(real["teachers"]) * 1.5 / 3)
+    roots = len(published["teachers"]) / len(real["teachers"])  # 1.5, give or take the rounding
+    for name in ("students", "marks"):  # descendants follow their roots
+        assert 0.7 < len(published[name]) / len(real[name]) / roots < 1.4, name
+    warehouse = Warehouse(root=str(tmp_path / "a" / "work"))
+    for index in range(3):
+        part = Partition(index, 3)
+        students = warehouse.read("repaired", "students", part)
+        teachers = warehouse.read("repaired", "teachers", part)
+        fees = warehouse.read("repaired", "fees", part)
+        assert len(students) > 0
+        assert students["homeroom_teacher_id"].dropna().isin(teachers["teacher_id"]).all()
+        assert fees["student_id"].isin(students["student_id"]).all()
+        assert fees["approved_by_teacher_id"].dropna().isin(teachers["teacher_id"]).all()
+
+
 def test_only_needs_a_stored_run_and_a_known_table(tiny_school_db, tmp_path):
     from synth_pipeline_tests.conftest import tiny_config
 

@@ -11,6 +11,10 @@ Keys are never learned as categories. A format is one of:
   year of a date column of the same row in (nearly) every real row follows that column
   (``ENR-2023-...`` for a 2023 enrollment date);
 * ``string``: anything else; fresh keys are ``K`` + a zero-padded counter.
+
+A run sampled in partitions (self-contained chunks of root rows, see ``Partition``) keeps
+every counter unique across them: partition ``i`` of ``n`` takes the counters ``i+1``,
+``i+1+n``, ``i+1+2n``...
 """
 
 from __future__ import annotations
@@ -23,6 +27,21 @@ import pandas as pd
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-([0-9a-fA-F])[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TOKEN_RE = re.compile(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9]+")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Which chunk of a partitioned sampling run this is: ``index`` of ``count`` (one: the whole run)."""
+
+    index: int = 0
+    count: int = 1
+
+    def counters(self, first: np.ndarray) -> np.ndarray:
+        """The run-wide counters of this partition's 1-based ``first`` counters (interleaved)."""
+        return (np.asarray(first, dtype="int64") - 1) * self.count + self.index + 1
+
+
+WHOLE = Partition()
 
 
 @dataclass
@@ -93,15 +112,16 @@ class KeyFormat:
         return values.astype(str).str.fullmatch(self.regex)
 
     # ----------------------------------------------------------- generate
-    def generate(self, n: int, rng: np.random.Generator, start: int = 0, rows: pd.DataFrame | None = None) -> np.ndarray:
-        """``n`` distinct keys (counter values ``start+1 .. start+n``); ``rows`` (n rows) give
-        the date a year token follows."""
+    def generate(self, n: int, rng: np.random.Generator, start: int = 0, rows: pd.DataFrame | None = None,
+                 part: Partition = WHOLE) -> np.ndarray:
+        """``n`` distinct keys (counter values ``start+1 .. start+n``, those of ``part``);
+        ``rows`` (n rows) give the date a year token follows."""
         if self.kind == "integer":
-            return np.arange(start + 1, start + n + 1, dtype="int64")
+            return part.counters(np.arange(start + 1, start + n + 1, dtype="int64"))
         if self.kind == "uuid":
             return _uuid_text(rng.integers(0, 256, size=(n, 16), dtype=np.uint8), self.uuid_version)
         if self.kind == "string":
-            return ("K" + _padded(np.arange(start + 1, start + n + 1), self.counter_width)).to_numpy(dtype=object)
+            return ("K" + _padded(part.counters(np.arange(start + 1, start + n + 1)), self.counter_width)).to_numpy(dtype=object)
         parts = []
         for i, (kind, payload) in enumerate(self.tokens):
             if kind == "const":
@@ -118,14 +138,14 @@ class KeyFormat:
         # The counter runs within each combination of the other parts (MATH-001 and SCI-001
         # are both unique), so a short real counter width holds many more keys.
         group = pd.Series([""] * n, dtype=object)
-        for part in parts:
-            if part is not None:
-                group = group + "|" + part
-        counter = group.groupby(group).cumcount().to_numpy() + start + 1
+        for piece in parts:
+            if piece is not None:
+                group = group + "|" + piece
+        counter = part.counters(group.groupby(group).cumcount().to_numpy() + start + 1)
         numbers = _padded(counter, self.counter_width)
         out = pd.Series([""] * n, dtype=object)
-        for part in parts:
-            out = out + (numbers if part is None else part)
+        for piece in parts:
+            out = out + (numbers if piece is None else piece)
         return out.to_numpy(dtype=object)
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
+from synth_pipeline.modeling.keys import WHOLE, Partition
+
 COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
 MAX_REDRAWS = 50
 FAKER_POOL = 20_000  # Faker calls per column at most; larger columns draw from that pool
@@ -95,12 +97,12 @@ class IdentitySpec:
     def is_real(self, value: str) -> bool:
         return bool(self.real_digests) and digest(value) in self.real_digests
 
-    def generate(self, n: int, seed: int, rows: pd.DataFrame | None = None) -> pd.Series:
+    def generate(self, n: int, seed: int, rows: pd.DataFrame | None = None, part: Partition = WHOLE) -> pd.Series:
         fake = Faker(self.locale)
         fake.seed_instance(seed)
         rng = np.random.default_rng(seed)
         if self.sdtype == "email":
-            values = _emails(fake, n, rows, self.template or "example.org", self.is_real)
+            values = _emails(fake, n, rows, self.template or "example.org", self.is_real, part)
         elif self.family_of is not None and rows is not None and self.family_of in rows.columns:
             values = [f"{first} {last}" for first, last in zip(_faker_values(fake.first_name, rng, n),
                                                                  _faker_values(fake.last_name, rng, n))]
@@ -165,7 +167,7 @@ def digest(value) -> int:
     return int.from_bytes(hashlib.blake2b(str(value).encode(), digest_size=8).digest(), "little")
 
 
-def _emails(fake: Faker, n: int, rows: pd.DataFrame | None, domain: str, is_real) -> list[str]:
+def _emails(fake: Faker, n: int, rows: pd.DataFrame | None, domain: str, is_real, part: Partition = WHOLE) -> list[str]:
     if rows is not None and {"first_name", "last_name"} <= set(rows.columns):
         stems = (rows["first_name"].astype(str) + "." + rows["last_name"].astype(str)).str.lower()
         stems = stems.str.replace(r"[^a-z.]", "", regex=True).tolist()
@@ -173,13 +175,19 @@ def _emails(fake: Faker, n: int, rows: pd.DataFrame | None, domain: str, is_real
         stems = [fake.user_name() for _ in range(n)]
     seen: dict[str, int] = {}
     out = []
-    for stem in stems:  # a running number keeps addresses unique (and off real ones), as mail systems do
-        k = seen.get(stem, 0)
-        while is_real(f"{stem}{k if k else ''}@{domain}"):
-            k += 1
-        seen[stem] = k + 1
-        out.append(f"{stem}{k if k else ''}@{domain}")
+    # A running number keeps addresses unique (and off real ones), as mail systems do; a
+    # partition takes every count-th number from its index, unique across partitions.
+    for stem in stems:
+        j = seen.get(stem, 0)
+        while is_real(_address(stem, j * part.count + part.index, domain)):
+            j += 1
+        seen[stem] = j + 1
+        out.append(_address(stem, j * part.count + part.index, domain))
     return out
+
+
+def _address(stem: str, number: int, domain: str) -> str:
+    return f"{stem}{number if number else ''}@{domain}"
 
 
 def _phones(rng: np.random.Generator, n: int, template: str) -> list[str]:

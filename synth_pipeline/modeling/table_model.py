@@ -37,7 +37,7 @@ from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, ParentJoint, category_targets, choose_per_slot,
                                                fit_parent_joints, rake_weights)
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
-from synth_pipeline.modeling.keys import KeyFormat
+from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
@@ -264,8 +264,10 @@ class TableModel:
         )
 
     # ---------------------------------------------------------------- sample
-    def sample(self, metadata: Metadata, parents: dict[str, pd.DataFrame], scale: float, seed: int) -> pd.DataFrame:
-        """Synthetic rows of this table given the (repaired) synthetic parent tables."""
+    def sample(self, metadata: Metadata, parents: dict[str, pd.DataFrame], scale: float, seed: int,
+               part: Partition = WHOLE) -> pd.DataFrame:
+        """Synthetic rows of this table given the (repaired) synthetic parent tables; ``part``:
+        which partition of a partitioned run (its keys are unique across the partitions)."""
         rng = np.random.default_rng(seed)
         primary = metadata.primary_relationship(self.table)
         context, parent_rows = None, None
@@ -297,9 +299,9 @@ class TableModel:
         for col, parent_col in getattr(self, "parent_copies", {}).items():
             out[col] = parent_rows[parent_col].to_numpy()
         for name, fmt in self.key_formats.items():  # after the copies: a key's year may follow a copied date
-            out[name] = fmt.generate(n, rng, rows=out)
+            out[name] = fmt.generate(n, rng, rows=out, part=part)
         for spec in self.identities:
-            out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out).to_numpy()
+            out[spec.column] = spec.generate(n, table_seed(seed, spec.column), rows=out, part=part).to_numpy()
         if primary is not None:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
