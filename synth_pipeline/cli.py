@@ -69,7 +69,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     p.add_argument("--scale", type=float, default=None, help="root-table rows = scale x real rows (default 1)")
     p.add_argument("--partitions", type=int, default=None,
-                   help="sample in this many self-contained chunks of root rows, one after another (default 1)")
+                   help="sample in this many self-contained chunks of root rows (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="with --partitions: partitions sampled at once, each in its own process (default 1)")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None)
     p.add_argument("--steps", type=int, default=None, help="training steps per table (overrides --quality)")
     p.add_argument("--format", dest="output_format", choices=["duckdb", "parquet", "csv"], default=None,
@@ -82,7 +84,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args) -> dict:
-    out = {k: getattr(args, k) for k in ("seed", "scale", "partitions", "quality", "steps", "output_format")
+    out = {k: getattr(args, k) for k in ("seed", "scale", "partitions", "workers", "quality", "steps", "output_format")
            if getattr(args, k) is not None}
     if args.out:
         out["out_dir"] = Path(args.out).resolve()

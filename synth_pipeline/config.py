@@ -7,6 +7,7 @@ out_dir: data/output             # synthetic.duckdb, real.duckdb and report.json
 seed: 0
 scale: 1.0                       # root tables get scale x their real row count
 partitions: 1                    # sample in this many self-contained chunks of root rows (Dagster partitions)
+workers: 1                       # CLI, partitions > 1: partitions sampled at once, each in its own process
 quality: default                 # fast | default | best
 steps: null                      # fixed training steps per table (overrides quality)
 conditional: true                # children generated given their parent row
@@ -58,6 +59,7 @@ class PipelineConfig:
     seed: int = 0
     scale: float = 1.0
     partitions: int = 1  # sampling in this many self-contained chunks of root rows (each scale/partitions)
+    workers: int = 1  # CLI runs with partitions: partitions sampled at once, each in its own process
     quality: str = "default"
     steps: int | None = None
     conditional: bool = True
@@ -87,6 +89,8 @@ class PipelineConfig:
             raise ConfigError(f"config: scale must be a positive number, got {self.scale}")
         if not 1 <= self.partitions <= MAX_PARTITIONS:
             raise ConfigError(f"config: partitions must be between 1 and {MAX_PARTITIONS}, got {self.partitions}")
+        if self.workers < 1:
+            raise ConfigError(f"config: workers must be at least 1, got {self.workers}")
         if self.fit_rows < 0:
             raise ConfigError(f"config: fit_rows must be 0 (no subsample) or a row count, got {self.fit_rows}")
         if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", self.device):
@@ -121,7 +125,7 @@ def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = No
 
 
 _FIELDS = {
-    "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float, "partitions": int,
+    "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float, "partitions": int, "workers": int,
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
     "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
     "on_orphans": str, "output_format": str, "fit_rows": int, "device": str, "executor": str, "max_concurrent": int,

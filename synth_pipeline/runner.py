@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import logging
 import time
@@ -87,46 +89,114 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
         instance = instance or persistent_instance(config)
         loaded = _execute(job, instance, list(real_selection(metadata).resolve(defs.resolve_asset_graph())))
         materialized += _materialized(loaded)
-        failures = _failures(loaded)
+        failures = run_failures(loaded)
         if not loaded.success or failures:
             return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
         return _run_changed(config, defs, job, instance, keys, started, materialized)
     instance = instance or dg.DagsterInstance.ephemeral()
     if config.partitions == 1:
-        results = [_execute(job, instance, keys)]
+        runs = [_summary(_execute(job, instance, keys))]
     else:
-        results = _execute_partitioned(job, instance, keys or list(defs.resolve_asset_graph().get_all_asset_keys()),
-                                       config.partitions)
-    failures = [f for r in results for f in _failures(r)]
-    success = all(r.success for r in results) and not failures
+        runs = execute_partitioned(job, instance, keys or list(defs.resolve_asset_graph().get_all_asset_keys()),
+                                   config)
+    failures = [f for run in runs for f in run.failures]
+    success = all(run.success for run in runs) and not failures
     report = _report(config) if success else None
     return RunOutcome(success, time.perf_counter() - started, report, failures,
-                      materialized + [k for r in results for k in _materialized(r)])
+                      materialized + [k for run in runs for k in run.materialized])
 
 
-def _execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey], partitions: int) -> list:
+def execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey], config: PipelineConfig) -> list[RunOutcome]:
     """A partitioned run in process: the unpartitioned assets upstream (real, model), then
-    ``synthetic``/``repaired`` (with their checks) one partition at a time, then what needs
-    every partition (publish, evaluation); stops at the first failed run. (Under ``dagster
-    dev``, materializing the job's partitions is a backfill that orders them the same way.)"""
+    ``synthetic``/``repaired`` (with their checks) one partition at a time (``workers`` > 1:
+    that many partitions at once, each in its own process), then what needs every partition
+    (publish, evaluation); stops after the first failed stage. (Under ``dagster dev``,
+    materializing the partitions is a backfill that orders them the same way.)"""
     from synth_pipeline.resources import partition_keys
 
     stages = {"before": [], "partitioned": [], "after": []}
     for key in keys:
         stages[{"real": "before", "model": "before", "synthetic": "partitioned",
                 "repaired": "partitioned"}.get(key.path[0], "after")].append(key)
-    plan = [(stages["before"], None)] + [(stages["partitioned"], p) for p in partition_keys(partitions)] \
-        + [(stages["after"], None)]
-    results = []
-    for selected, partition in plan:
-        if not selected:
-            continue
-        if partition is not None:
-            log.info("partition %s of %d", partition, partitions)
-        results.append(_execute(job, instance, selected, partition))
-        if not results[-1].success or _failures(results[-1]):
-            break
-    return results
+    runs: list[RunOutcome] = []
+
+    def failed() -> bool:
+        return any(not run.success or run.failures for run in runs)
+
+    if stages["before"]:
+        runs.append(_summary(_execute(job, instance, stages["before"])))
+    if stages["partitioned"] and not failed():
+        partitions = partition_keys(config.partitions)
+        if config.workers > 1:
+            runs += _partitions_in_processes(config, stages["partitioned"], partitions)
+        else:
+            for partition in partitions:
+                log.info("partition %s of %d", partition, config.partitions)
+                runs.append(_summary(_execute(job, instance, stages["partitioned"], partition)))
+                release_memory()
+                if failed():
+                    break
+    if stages["after"] and not failed():
+        runs.append(_summary(_execute(job, instance, stages["after"])))
+    return runs
+
+
+def _partitions_in_processes(config: PipelineConfig, keys: list[dg.AssetKey], partitions: list[str]) -> list[RunOutcome]:
+    """Each partition's run in one of ``config.workers`` fresh processes (spawned: each loads
+    the definitions itself; torch gets an equal share of the CPUs); stops handing out
+    partitions after a failure."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    names = [k.to_user_string() for k in keys]
+    runs: list[RunOutcome] = []
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(config.workers,)) as pool:
+        pending, queue = set(), list(partitions)
+        while queue or pending:
+            while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
+                partition = queue.pop(0)
+                log.info("partition %s of %d", partition, len(partitions))
+                pending.add(pool.submit(_run_partition, config, names, partition))
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            runs += [future.result() for future in done]
+    return runs
+
+
+def _worker_threads(workers: int) -> None:
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+def _run_partition(config: PipelineConfig, names: list[str], partition: str) -> RunOutcome:
+    """One partition's run, in a worker process."""
+    started = time.perf_counter()
+    defs = build_definitions(config.metadata(), config)
+    keys = [dg.AssetKey.from_user_string(n) for n in names]
+    run = _summary(_execute(defs.resolve_job_def(JOB_NAME), dg.DagsterInstance.ephemeral(), keys, partition))
+    run.seconds = time.perf_counter() - started
+    release_memory()
+    return run
+
+
+def _summary(result) -> RunOutcome:
+    """What a caller needs of one Dagster run (picklable, unlike the run's result)."""
+    return RunOutcome(result.success, 0.0, None, run_failures(result), _materialized(result))
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc's ``malloc_trim``):
+    after a partition, so the next one starts from the same footprint, not a fragmented heap."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def _run_changed(config, defs, job, instance, scope, started, materialized) -> RunOutcome:
@@ -146,7 +216,7 @@ def _run_changed(config, defs, job, instance, scope, started, materialized) -> R
         log.info("changed or missing: %s", ", ".join(sorted(k.to_user_string() for k in wave)))
         result = _execute(job, instance, sorted(wave, key=lambda k: k.to_user_string()))
         materialized += _materialized(result)
-        failures = _failures(result)
+        failures = run_failures(result)
         if not result.success or failures:
             return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
     raise RunFailed(f"assets still stale after {MAX_WAVES} runs: {', '.join(k.to_user_string() for k in stale)}")
@@ -188,7 +258,7 @@ def _require_stored_run(config: PipelineConfig, metadata, table: str) -> None:
         raise RunFailed(f"--only {table}: no stored run in {work} for {', '.join(missing)}; run the whole pipeline once first")
 
 
-def _failures(result) -> list[str]:
+def run_failures(result) -> list[str]:
     out = []
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":

@@ -61,17 +61,19 @@ def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_al
                                                                                    tmp_path):
     """Three partitions at scale 1.5 from the tiny run's models: together one database with
     unique keys (alternate keys and emails too) and no orphan; each partition's children
-    point only at that partition's parents; the same seed gives the same database."""
+    point only at that partition's parents; the same seed gives the same database, whether
+    the partitions run one after another or two at once in worker processes."""
     from synth_pipeline.modeling.keys import Partition
     from synth_pipeline.resources import Warehouse
 
     config, _ = tiny_run
     outputs = []
-    for attempt in ("a", "b"):
+    for attempt, workers in (("a", 1), ("b", 2)):  # b: two partitions at once, in worker processes
         work = tmp_path / attempt / "work"
         shutil.copytree(Path(config.work_dir) / "models", work / "models")
         shutil.copytree(Path(config.work_dir) / "real", work / "real")
-        partitioned = config.replace(out_dir=tmp_path / attempt, work_dir=work, scale=1.5, partitions=3)
+        partitioned = config.replace(out_dir=tmp_path / attempt, work_dir=work, scale=1.5, partitions=3,
+                                     workers=workers)
         outcome = run_pipeline(partitioned, selection=SAMPLING)
         assert outcome.success, outcome.failures
         assert outcome.report["run"]["totals"]["fk_violations"] == 0

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 MIN_COPY_ROWS = 5  # and equal often enough that chance cannot explain it (_chance_of_equality)
 MIN_GROUP_ROWS = 20  # linked rows needed to find a category whose rows share one second parent
 CANDIDATES_PER_ROW = 10  # generated per output row; raking keeps the one that fits the (conditional) shares
-SAMPLE_CHUNK_ROWS = 60_000  # rows generated at once (x CANDIDATES_PER_ROW candidates)
+SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once (x CANDIDATES_PER_ROW candidates)
 SMALL_TABLE_ROWS = 500  # below this many rows, the preset's minimum steps shrink in proportion (to 40%)
 QUALITY_STEPS = {"fast": (60, 150), "default": (250, 900), "best": (1000, 4000)}
 
