@@ -98,7 +98,7 @@ def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None 
     """``versions``: the code version of each stage (code plus the settings that change its
     output), so Dagster marks an asset stale only when its code, settings or inputs changed.
     ``partitions`` > 1: ``synthetic`` and ``repaired`` are partitioned, each partition a
-    self-contained chunk of root rows (``scale / partitions`` of them) and their descendants."""
+    self-contained chunk of root rows (its share of them) and their descendants."""
     versions = versions or {}
     chunks = sampling_partitions(partitions)
     parents = metadata.parents(name)
@@ -149,7 +149,7 @@ def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None 
         fitted = warehouse.load_model(name)
         parent_frames = {p: warehouse.read("repaired", p, part) for p in inputs}
         seed = table_seed(settings.seed, name, "sample" if part.count == 1 else f"sample/{part.index}")
-        frame = fitted.sample(metadata, parent_frames, settings.scale / part.count, seed, part)
+        frame = fitted.sample(metadata, parent_frames, settings.scale, seed, part)
         warehouse.write("synthetic", name, frame, part)
         seconds = time.perf_counter() - started
         warehouse.record_seconds(name, "sample", seconds, part)

@@ -58,7 +58,7 @@ class PipelineConfig:
     work_dir: Path | None = None
     seed: int = 0
     scale: float = 1.0
-    partitions: int = 1  # sampling in this many self-contained chunks of root rows (each scale/partitions)
+    partitions: int = 1  # sampling in this many self-contained chunks of root rows (each its share of them)
     workers: int = 1  # CLI runs with partitions: partitions sampled at once, each in its own process
     quality: str = "default"
     steps: int | None = None

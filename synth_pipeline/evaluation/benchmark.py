@@ -263,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['peak_rss_mb']} MB peak RSS, {s['fk_violations']} FK violations "
               f"(targets: >= 100000 rows/s, <= 8192 MB)", flush=True)
     growth = [int(n) for n in args.growth.split(",") if n.strip()]
-    if growth:
-        figures["growth"] = []
+    if growth:  # earlier runs' other sizes are kept (with --sample-only), these replaced
+        figures["growth"] = [g for g in figures.get("growth", []) if g.get("students") not in growth]
     for students in growth:
         g = fit_only(students, out.parent / f"benchmark_fit_{students}", args.fit_rows)
         figures["growth"].append(g)

@@ -37,18 +37,24 @@ def _context():
 def validate_table(frame: pd.DataFrame, table: str, expectations: dict[str, tuple[str, dict]]) -> dict[str, ExpectationOutcome]:
     """Run ``{check_name: (expectation class name, kwargs)}`` on ``frame`` in one batch."""
     gx, context = _context()
+    # A data source per validation, deleted afterwards: a source keeps every batch it loaded
+    # (the whole frame), which a long run of many tables or partitions would pile up.
     source_name = f"synthetic_{table}"
     try:
-        source = context.data_sources.get(source_name)
+        context.data_sources.delete(source_name)
     except (KeyError, ValueError):
-        source = context.data_sources.add_pandas(source_name)
-    asset_name = f"{table}_{len(source.assets)}"
-    batch = source.add_dataframe_asset(name=asset_name).add_batch_definition_whole_dataframe("whole") \
-        .get_batch(batch_parameters={"dataframe": frame})
-    suite = gx.ExpectationSuite(name=f"{table}_checks")
-    for name, (kind, kwargs) in expectations.items():
-        suite.add_expectation(getattr(gx.expectations, kind)(**kwargs, meta={"check": name}))
-    result = batch.validate(suite)
+        pass
+    source = context.data_sources.add_pandas(source_name)
+    try:
+        batch = source.add_dataframe_asset(name=table).add_batch_definition_whole_dataframe("whole") \
+            .get_batch(batch_parameters={"dataframe": frame})
+        suite = gx.ExpectationSuite(name=f"{table}_checks")
+        for name, (kind, kwargs) in expectations.items():
+            suite.add_expectation(getattr(gx.expectations, kind)(**kwargs, meta={"check": name}))
+        result = batch.validate(suite)
+        del batch
+    finally:
+        context.data_sources.delete(source_name)
     outcomes = {}
     for r in result.results:
         name = r.expectation_config.meta["check"]

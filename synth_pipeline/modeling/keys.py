@@ -36,6 +36,10 @@ class Partition:
     index: int = 0
     count: int = 1
 
+    def share(self, total: int) -> int:
+        """This partition's part of ``total`` rows (the parts add up to ``total`` exactly)."""
+        return total * (self.index + 1) // self.count - total * self.index // self.count
+
     def counters(self, first: np.ndarray) -> np.ndarray:
         """The run-wide counters of this partition's 1-based ``first`` counters (interleaved)."""
         return (np.asarray(first, dtype="int64") - 1) * self.count + self.index + 1

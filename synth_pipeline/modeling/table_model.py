@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling import linking
 from synth_pipeline.constraints import Constraint, discover_table, functional_map, parse_added
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
@@ -267,12 +268,17 @@ class TableModel:
     def sample(self, metadata: Metadata, parents: dict[str, pd.DataFrame], scale: float, seed: int,
                part: Partition = WHOLE) -> pd.DataFrame:
         """Synthetic rows of this table given the (repaired) synthetic parent tables; ``part``:
-        which partition of a partitioned run (its keys are unique across the partitions)."""
+        which partition of a partitioned run (a root table gets its share of ``scale`` x its
+        real rows; keys are unique across the partitions)."""
         rng = np.random.default_rng(seed)
         primary = metadata.primary_relationship(self.table)
         context, parent_rows = None, None
         if primary is None:
-            n = int(round(self.real_rows * scale))
+            n = part.share(int(round(self.real_rows * scale)))
+            if n == 0 and part.count > 1:
+                raise ConfigError(f"table '{self.table}': {part.count} partitions leave partition {part.index} "
+                                  f"without rows of this root table ({self.real_rows} real rows x scale {scale:g}); "
+                                  "use fewer partitions")
             owners = None
         else:
             parent = parents[primary.parent_table_name]
