@@ -93,12 +93,7 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
         if not loaded.success or failures:
             return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
         return _run_changed(config, defs, job, instance, keys, started, materialized)
-    instance = instance or dg.DagsterInstance.ephemeral()
-    if config.partitions == 1:
-        runs = [_summary(_execute(job, instance, keys))]
-    else:
-        runs = execute_partitioned(job, instance, keys or list(defs.resolve_asset_graph().get_all_asset_keys()),
-                                   config)
+    runs = execute_partitioned(job, instance or dg.DagsterInstance.ephemeral(), keys, config)
     failures = [f for run in runs for f in run.failures]
     success = all(run.success for run in runs) and not failures
     report = _report(config) if success else None
@@ -106,14 +101,18 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
                       materialized + [k for run in runs for k in run.materialized])
 
 
-def execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey], config: PipelineConfig) -> list[RunOutcome]:
-    """A partitioned run in process: the unpartitioned assets upstream (real, model), then
+def execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None,
+                        config: PipelineConfig) -> list[RunOutcome]:
+    """A run in process; a partitioned one as several: the unpartitioned assets upstream (real, model), then
     ``synthetic``/``repaired`` (with their checks) one partition at a time (``workers`` > 1:
     that many partitions at once, each in its own process), then what needs every partition
     (publish, evaluation); stops after the first failed stage. (Under ``dagster dev``,
     materializing the partitions is a backfill that orders them the same way.)"""
     from synth_pipeline.resources import partition_keys
 
+    if config.partitions == 1:  # one run of everything (``keys``; None: the whole job)
+        return [_summary(_execute(job, instance, keys))]
+    keys = keys or list(job.asset_layer.asset_graph.get_all_asset_keys())
     stages = {"before": [], "partitioned": [], "after": []}
     for key in keys:
         stages[{"real": "before", "model": "before", "synthetic": "partitioned",
@@ -152,16 +151,21 @@ def _partitions_in_processes(config: PipelineConfig, keys: list[dg.AssetKey], pa
     runs: list[RunOutcome] = []
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_threads, initargs=(config.workers,)) as pool:
-        pending, queue = set(), list(partitions)
+        pending, queue = {}, list(partitions)
         while queue or pending:
             while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
                 partition = queue.pop(0)
                 log.info("partition %s of %d", partition, len(partitions))
-                pending.add(pool.submit(_run_partition, config, names, partition))
+                pending[pool.submit(_run_partition, config, names, partition)] = partition
             if not pending:
                 break
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            runs += [future.result() for future in done]
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                partition = pending.pop(future)
+                try:
+                    runs.append(future.result())
+                except Exception as exc:  # the worker process itself failed (killed, out of memory)
+                    runs.append(RunOutcome(False, 0.0, None, [f"partition {partition}: worker failed ({exc!r})"]))
     return runs
 
 

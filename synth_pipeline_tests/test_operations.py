@@ -104,6 +104,17 @@ def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_al
         assert fees["approved_by_teacher_id"].dropna().isin(teachers["teacher_id"]).all()
 
 
+def test_more_partitions_than_root_rows_is_one_clear_error(tiny_run, school_metadata):
+    from synth_pipeline.modeling.keys import Partition
+    from synth_pipeline.modeling.table_model import TableModel
+
+    config, _ = tiny_run
+    teachers = TableModel.load(Path(config.work_dir) / "models" / "teachers.pkl")
+    assert sum(Partition(i, 7).share(100) for i in range(7)) == 100
+    with pytest.raises(ConfigError, match="table 'teachers': 1000 partitions leave partition 0 without rows"):
+        teachers.sample(school_metadata, {}, 1.0, seed=0, part=Partition(0, 1000))
+
+
 def test_only_needs_a_stored_run_and_a_known_table(tiny_school_db, tmp_path):
     from synth_pipeline_tests.conftest import tiny_config
 
