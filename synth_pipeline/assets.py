@@ -19,6 +19,7 @@ import numpy as np
 import dagster as dg
 import pandas as pd
 
+from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling.cardinality import is_count_column
 from synth_pipeline.modeling.keys import WHOLE, Partition
 from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
@@ -88,8 +89,11 @@ def sampling_partitions(partitions: int) -> dg.StaticPartitionsDefinition | None
 
 def current_partition(context, partitions: int) -> Partition:
     """The chunk of root rows a step works on (the whole run when unpartitioned)."""
-    if partitions == 1 or not context.has_partition_key:
+    if partitions == 1:
         return WHOLE
+    if not context.has_partition_key:
+        raise ConfigError(f"this step works on one of the {partitions} sampling partitions: launch it for a "
+                          "partition (or all of them, a backfill)")
     return Partition(int(context.partition_key), partitions)
 
 
@@ -212,8 +216,9 @@ def publish_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDe
         # database is written one partition of a table at a time
         synthetic = LazyTables(metadata.tables, lambda t: _published_columns(
             metadata, t, warehouse.read_all("repaired", t, settings.partitions)),
-            parts=lambda t: (_published_columns(metadata, t, f)
-                             for f in warehouse.read_parts("repaired", t, settings.partitions)))
+            parts=(lambda t: (_published_columns(metadata, t, f)
+                              for f in warehouse.read_parts("repaired", t, settings.partitions)))
+            if settings.partitions > 1 else None)
         real = LazyTables(metadata.tables, lambda t: warehouse.read("real", t))
         report = build_run_report(metadata, real, synthetic, settings.cardinality_threshold)
         report["source_notes"] = warehouse.source_notes()

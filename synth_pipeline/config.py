@@ -132,6 +132,9 @@ _FIELDS = {
 }
 
 
+_OPTIONAL = {"metadata", "work_dir", "steps"}  # may be left empty (null): detected, derived or the quality's
+
+
 def config_from_yaml(path: str | Path) -> PipelineConfig:
     import yaml
 
@@ -151,6 +154,8 @@ def config_from_yaml(path: str | Path) -> PipelineConfig:
     for key, value in raw.items():
         kind = _FIELDS[key]
         if value is None:
+            if key not in _OPTIONAL:
+                raise ConfigError(f"config {path}: '{key}' must be {kind.__name__}, got nothing")
             values[key] = None
             continue
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from synth_pipeline.assets import evaluation_asset, publish_asset, table_assets
+from synth_pipeline.assets import EVALUATION_KEY, PUBLISHED_KEY, evaluation_asset, publish_asset, table_assets
 from synth_pipeline.checks import table_checks
 from synth_pipeline.config import PipelineConfig
 from synth_pipeline.errors import ConfigError
@@ -27,6 +27,7 @@ from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
 from synth_pipeline.schema.metadata import Metadata
 
 JOB_NAME = "synthesize"
+PUBLISH_JOB_NAME = "publish"  # partitioned runs only
 LOAD_JOB_NAME = "load_real"
 
 
@@ -70,8 +71,16 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
     for name in metadata.topological_order():
         parts.append(dg.Definitions(assets=table_assets(metadata, name, versions, config.partitions),
                                     asset_checks=[table_checks(metadata, name, config.partitions)]))
-    job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.all(),
-                              description="Fit, sample, repair and publish every table.")
+    if config.partitions == 1:
+        job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.all(),
+                                  description="Fit, sample, repair and publish every table.")
+        jobs = [job]
+    else:  # a run of one partition must not publish: publishing reads every partition
+        publishing = dg.AssetSelection.assets(PUBLISHED_KEY, EVALUATION_KEY)
+        job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.all() - publishing,
+                                  description="Fit every table, then sample and repair one partition of it.")
+        jobs = [job, dg.define_asset_job(PUBLISH_JOB_NAME, selection=publishing,
+                                         description="Publish (and evaluate) once every partition is repaired.")]
     load_job = dg.define_asset_job(LOAD_JOB_NAME, selection=real_selection(metadata),
                                    description="Load the real tables (their data versions tell what changed).")
 
@@ -84,7 +93,7 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
 
     parts.append(dg.Definitions(
         assets=[publish_asset(metadata, versions["published"]), evaluation_asset(metadata, versions["evaluation"])],
-        jobs=[job, load_job],
+        jobs=[*jobs, load_job],
         schedules=[dg.ScheduleDefinition(name="nightly_refresh", job=load_job, cron_schedule=config.schedule_cron,
                                          default_status=dg.DefaultScheduleStatus.STOPPED)],
         # A partitioned run is launched as a backfill (every partition, then publish): the

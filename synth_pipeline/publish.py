@@ -28,8 +28,9 @@ class PublishError(SynthPipelineError):
 
 def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path: str | Path,
                    constraints: bool = True) -> Path:
-    """Write ``tables`` to ``path`` atomically; returns the path. Where ``tables`` has a
-    ``parts(name)`` method (a partitioned run), each table is inserted one part at a time."""
+    """Write ``tables`` to ``path`` atomically; returns the path. Where ``tables`` is
+    ``partitioned`` (its ``parts(name)`` yields a table's partitions), each table is inserted
+    one partition at a time."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -38,11 +39,14 @@ def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path:
     try:
         with duckdb.connect(str(tmp)) as con:
             for name in metadata.topological_order():
-                pieces = tables.parts(name) if hasattr(tables, "parts") else [tables[name]]
+                partitioned = getattr(tables, "partitioned", False)
+                pieces = tables.parts(name) if partitioned else [tables[name]]
+                # a partition may hold no value of a column: its type comes from every partition
+                types = _column_types(metadata, name, tables.parts(name)) if partitioned else {}
                 for i, piece in enumerate(pieces):
                     frame = _with_key_types(metadata, name, piece[list(metadata.tables[name].columns)], key_types)
                     if i == 0:
-                        con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints))
+                        con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints, types))
                     for batch in _insert_batches(metadata, name, frame):
                         con.register("incoming", batch)
                         con.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
@@ -110,8 +114,32 @@ def _with_key_types(metadata: Metadata, name: str, frame: pd.DataFrame, key_type
     return frame
 
 
-def _create_statement(metadata: Metadata, table: Table, frame: pd.DataFrame, constraints: bool) -> str:
-    cols = [f'"{c.name}" {duckdb_type(frame[c.name], c.sdtype, c.datetime_format)}' for c in table.columns.values()]
+def _column_types(metadata: Metadata, name: str, pieces) -> dict[str, str]:
+    """The DuckDB type of each column over all ``pieces`` (ignoring pieces where it is all null):
+    integers with floats are DOUBLE, dates with timestamps TIMESTAMP, any other mix VARCHAR."""
+    table, seen = metadata.table(name), {}
+    for piece in pieces:
+        for c in table.columns.values():
+            if piece[c.name].notna().any():
+                seen.setdefault(c.name, set()).add(duckdb_type(piece[c.name], c.sdtype, c.datetime_format))
+    out = {}
+    for column, kinds in seen.items():
+        if len(kinds) == 1:
+            out[column] = kinds.pop()
+        elif kinds <= {"BIGINT", "DOUBLE"}:
+            out[column] = "DOUBLE"
+        elif kinds <= {"DATE", "TIMESTAMP"}:
+            out[column] = "TIMESTAMP"
+        else:
+            out[column] = "VARCHAR"
+    return out
+
+
+def _create_statement(metadata: Metadata, table: Table, frame: pd.DataFrame, constraints: bool,
+                      types: dict[str, str] | None = None) -> str:
+    types = types or {}
+    cols = [f'"{c.name}" {types.get(c.name) or duckdb_type(frame[c.name], c.sdtype, c.datetime_format)}'
+            for c in table.columns.values()]
     if constraints:
         cols.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in table.primary_key) + ")")
         for rel in metadata.foreign_keys(table.name):

@@ -70,7 +70,8 @@ class Warehouse(dg.ConfigurableResource):
     def table_path(self, stage: str, table: str, part: Partition = WHOLE) -> Path:
         if part.count == 1:
             return Path(self.root) / stage / f"{table}.parquet"
-        return Path(self.root) / stage / table / f"{partition_key(part.index, part.count)}.parquet"
+        # the count in the name: a run with another partition count never reads these files
+        return Path(self.root) / stage / table / f"{part.index}-of-{part.count}.parquet"
 
     def write(self, stage: str, table: str, frame: pd.DataFrame, part: Partition = WHOLE) -> Path:
         path = self.table_path(stage, table, part)
@@ -154,6 +155,7 @@ class LazyTables(Mapping):
     def __init__(self, names, load, keep: int = 3, parts=None):
         self._names, self._load = list(names), functools.lru_cache(maxsize=keep)(load)
         self._parts = parts
+        self.partitioned = parts is not None
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in self._names:

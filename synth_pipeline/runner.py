@@ -13,8 +13,8 @@ from pathlib import Path
 import dagster as dg
 
 from synth_pipeline.config import PipelineConfig
-from synth_pipeline.pipeline import JOB_NAME, build_definitions, real_selection
-from synth_pipeline.errors import SynthPipelineError
+from synth_pipeline.pipeline import JOB_NAME, PUBLISH_JOB_NAME, build_definitions, real_selection
+from synth_pipeline.errors import ConfigError, SynthPipelineError
 from synth_pipeline.sources.loaders import require_tables
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
         if not loaded.success or failures:
             return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
         return _run_changed(config, defs, job, instance, keys, started, materialized)
-    runs = execute_partitioned(job, instance or dg.DagsterInstance.ephemeral(), keys, config)
+    runs = execute_partitioned(defs, instance or dg.DagsterInstance.ephemeral(), keys, config)
     failures = [f for run in runs for f in run.failures]
     success = all(run.success for run in runs) and not failures
     report = _report(config) if success else None
@@ -101,7 +101,7 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
                       materialized + [k for run in runs for k in run.materialized])
 
 
-def execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None,
+def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None,
                         config: PipelineConfig) -> list[RunOutcome]:
     """A run in process; a partitioned one as several: the unpartitioned assets upstream (real, model), then
     ``synthetic``/``repaired`` (with their checks) one partition at a time (``workers`` > 1:
@@ -110,9 +110,10 @@ def execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKe
     materializing the partitions is a backfill that orders them the same way.)"""
     from synth_pipeline.resources import partition_keys
 
+    job = defs.resolve_job_def(JOB_NAME)
     if config.partitions == 1:  # one run of everything (``keys``; None: the whole job)
         return [_summary(_execute(job, instance, keys))]
-    keys = keys or list(job.asset_layer.asset_graph.get_all_asset_keys())
+    keys = keys or list(defs.resolve_asset_graph().get_all_asset_keys())
     stages = {"before": [], "partitioned": [], "after": []}
     for key in keys:
         stages[{"real": "before", "model": "before", "synthetic": "partitioned",
@@ -125,6 +126,7 @@ def execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKe
     if stages["before"]:
         runs.append(_summary(_execute(job, instance, stages["before"])))
     if stages["partitioned"] and not failed():
+        _require_root_rows(defs, config)
         partitions = partition_keys(config.partitions)
         if config.workers > 1:
             runs += _partitions_in_processes(config, stages["partitioned"], partitions)
@@ -136,8 +138,25 @@ def execute_partitioned(job, instance: dg.DagsterInstance, keys: list[dg.AssetKe
                 if failed():
                     break
     if stages["after"] and not failed():
-        runs.append(_summary(_execute(job, instance, stages["after"])))
+        runs.append(_summary(_execute(defs.resolve_job_def(PUBLISH_JOB_NAME), instance, stages["after"])))
     return runs
+
+
+def _require_root_rows(defs: dg.Definitions, config: PipelineConfig) -> None:
+    """Every partition needs rows of every root table: one clear error before sampling starts."""
+    import pyarrow.parquet as pq
+
+    from synth_pipeline.resources import Warehouse
+
+    metadata, warehouse = config.metadata(), Warehouse(root=str(config.work_dir))
+    for name in metadata.topological_order():
+        path = warehouse.table_path("real", name)
+        if metadata.primary_relationship(name) is None and path.exists():
+            rows = pq.ParquetFile(path).metadata.num_rows
+            if int(round(rows * config.scale)) < config.partitions:
+                raise ConfigError(f"table '{name}': {config.partitions} partitions for {rows} real rows x scale "
+                                  f"{config.scale:g}: some partitions would get no row of this root table; "
+                                  "use fewer partitions")
 
 
 def _partitions_in_processes(config: PipelineConfig, keys: list[dg.AssetKey], partitions: list[str]) -> list[RunOutcome]:

@@ -185,7 +185,7 @@ def _sample_in_process(out: Path, scale: float, partitions: int, workers: int) -
 
     from synth_pipeline.assets import PUBLISHED_KEY
     from synth_pipeline.config import school_config
-    from synth_pipeline.pipeline import JOB_NAME, build_definitions
+    from synth_pipeline.pipeline import build_definitions
     from synth_pipeline.runner import execute_partitioned
 
     config = school_config(out_dir=out).replace(scale=scale, partitions=partitions, workers=workers,
@@ -195,7 +195,7 @@ def _sample_in_process(out: Path, scale: float, partitions: int, workers: int) -
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("synthetic", "repaired") or k == PUBLISHED_KEY]
     started = time.perf_counter()
-    runs = execute_partitioned(defs.resolve_job_def(JOB_NAME), dg.DagsterInstance.ephemeral(), keys, config)
+    runs = execute_partitioned(defs, dg.DagsterInstance.ephemeral(), keys, config)
     failures = [f for run in runs for f in run.failures]
     if not all(run.success for run in runs) or failures:
         raise SystemExit(f"sampling run failed: {failures[:3]}")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.evaluation.structure import (cardinality_counts, cardinality_similarity, count_summary,
-                                                 fk_violations, pk_duplicates)
+from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity, count_summary, fk_violations
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -67,10 +66,11 @@ def build_run_report(metadata: Metadata, real: dict[str, pd.DataFrame], syntheti
 
 
 def _parts(tables, name: str):
-    return tables.parts(name) if hasattr(tables, "parts") else iter([tables[name]])
+    return tables.parts(name) if getattr(tables, "partitioned", False) else iter([tables[name]])
 
 
 def _digests(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per row of ``frame``: a 64-bit digest of its values and whether one is missing."""
-    return pd.DataFrame({"digest": pd.util.hash_pandas_object(frame, index=False).to_numpy(),
+    """Per row of ``frame``: a 64-bit digest of its values (as text, so a key read as a
+    number in one partition and as text in another still compares) and whether one is missing."""
+    return pd.DataFrame({"digest": pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy(),
                          "null": frame.isna().any(axis=1).to_numpy()})
