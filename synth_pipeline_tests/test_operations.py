@@ -173,6 +173,9 @@ def test_sources_formats_and_scale(tmp_path, source_kind, output_format, scale):
     ("source: x.duckdb\ndevice: gpu\n", "device must be cpu, cuda, cuda:N, mps or auto, got 'gpu'"),
     ("source: x.duckdb\nexecutor: dask\n", "executor must be one of multiprocess, in_process, celery, k8s"),
     ("source: x.duckdb\nfit_rows: -5\n", "fit_rows must be 0 (no subsample) or a row count"),
+    ("source: x.duckdb\npartitions: 0\n", "partitions must be between 1 and 10000, got 0"),
+    ("source: x.duckdb\nworkers: 0\n", "workers must be at least 1, got 0"),
+    ("source: x.duckdb\npartitions:\n", "'partitions' must be int, got nothing"),
 ])
 def test_config_errors_are_one_clear_line(tmp_path, text, message):
     path = tmp_path / "config.yaml"
