@@ -59,7 +59,7 @@ class SourceDatabase(dg.ConfigurableResource):
 
 class Warehouse(dg.ConfigurableResource):
     """Staging storage of a run: one Parquet file per stage and table (per partition of a
-    partitioned run: ``<stage>/<table>/<partition>.parquet``), one pickle per model.
+    partitioned run: ``<stage>/<table>/<i>-of-<n>.parquet``), one pickle per model.
 
     Files rather than one DuckDB file, so tables can be written by parallel processes;
     every write goes to a temporary file first and is moved into place when complete.
