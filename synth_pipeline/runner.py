@@ -14,7 +14,8 @@ import dagster as dg
 
 from synth_pipeline.config import PipelineConfig
 from synth_pipeline.pipeline import JOB_NAME, PUBLISH_JOB_NAME, build_definitions, real_selection
-from synth_pipeline.errors import ConfigError, SynthPipelineError
+from synth_pipeline.errors import SynthPipelineError
+from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import require_tables
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
         if not loaded.success or failures:
             return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
         return _run_changed(config, defs, job, instance, keys, started, materialized)
-    runs = execute_partitioned(defs, instance or dg.DagsterInstance.ephemeral(), keys, config)
+    runs = execute_partitioned(defs, instance or dg.DagsterInstance.ephemeral(), keys, config, metadata)
     failures = [f for run in runs for f in run.failures]
     success = all(run.success for run in runs) and not failures
     report = _report(config) if success else None
@@ -102,7 +103,7 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
 
 
 def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None,
-                        config: PipelineConfig) -> list[RunOutcome]:
+                        config: PipelineConfig, metadata: Metadata) -> list[RunOutcome]:
     """A run in process; a partitioned one as several: the unpartitioned assets upstream (real, model), then
     ``synthetic``/``repaired`` (with their checks) one partition at a time (``workers`` > 1:
     that many partitions at once, each in its own process), then what needs every partition
@@ -126,10 +127,10 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
     if stages["before"]:
         runs.append(_summary(_execute(job, instance, stages["before"])))
     if stages["partitioned"] and not failed():
-        _require_root_rows(defs, config)
+        _require_root_rows(metadata, config)
         partitions = partition_keys(config.partitions)
         if config.workers > 1:
-            runs += _partitions_in_processes(config, stages["partitioned"], partitions)
+            runs += _partitions_in_processes(config, metadata, stages["partitioned"], partitions)
         else:
             for partition in partitions:
                 log.info("partition %s of %d", partition, config.partitions)
@@ -142,24 +143,22 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
     return runs
 
 
-def _require_root_rows(defs: dg.Definitions, config: PipelineConfig) -> None:
-    """Every partition needs rows of every root table: one clear error before sampling starts."""
+def _require_root_rows(metadata: Metadata, config: PipelineConfig) -> None:
+    """Every partition needs rows of every root table: the model's check, before sampling starts."""
     import pyarrow.parquet as pq
 
+    from synth_pipeline.modeling.table_model import require_partition_rows
     from synth_pipeline.resources import Warehouse
 
-    metadata, warehouse = config.metadata(), Warehouse(root=str(config.work_dir))
+    warehouse = Warehouse(root=str(config.work_dir))
     for name in metadata.topological_order():
         path = warehouse.table_path("real", name)
         if metadata.primary_relationship(name) is None and path.exists():
-            rows = pq.ParquetFile(path).metadata.num_rows
-            if int(round(rows * config.scale)) < config.partitions:
-                raise ConfigError(f"table '{name}': {config.partitions} partitions for {rows} real rows x scale "
-                                  f"{config.scale:g}: some partitions would get no row of this root table; "
-                                  "use fewer partitions")
+            require_partition_rows(name, pq.ParquetFile(path).metadata.num_rows, config.scale, config.partitions)
 
 
-def _partitions_in_processes(config: PipelineConfig, keys: list[dg.AssetKey], partitions: list[str]) -> list[RunOutcome]:
+def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey],
+                             partitions: list[str]) -> list[RunOutcome]:
     """Each partition's run in one of ``config.workers`` fresh processes (spawned: each loads
     the definitions itself; torch gets an equal share of the CPUs); stops handing out
     partitions after a failure."""
@@ -175,7 +174,7 @@ def _partitions_in_processes(config: PipelineConfig, keys: list[dg.AssetKey], pa
             while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
                 partition = queue.pop(0)
                 log.info("partition %s of %d", partition, len(partitions))
-                pending[pool.submit(_run_partition, config, names, partition)] = partition
+                pending[pool.submit(_run_partition, config, metadata, names, partition)] = partition
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -196,13 +195,11 @@ def _worker_threads(workers: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def _run_partition(config: PipelineConfig, names: list[str], partition: str) -> RunOutcome:
+def _run_partition(config: PipelineConfig, metadata: Metadata, names: list[str], partition: str) -> RunOutcome:
     """One partition's run, in a worker process."""
-    started = time.perf_counter()
-    defs = build_definitions(config.metadata(), config)
+    defs = build_definitions(metadata, config)
     keys = [dg.AssetKey.from_user_string(n) for n in names]
     run = _summary(_execute(defs.resolve_job_def(JOB_NAME), dg.DagsterInstance.ephemeral(), keys, partition))
-    run.seconds = time.perf_counter() - started
     release_memory()
     return run
 

@@ -195,7 +195,7 @@ def _sample_in_process(out: Path, scale: float, partitions: int, workers: int) -
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.get_all_asset_keys() if k.path[0] in ("synthetic", "repaired") or k == PUBLISHED_KEY]
     started = time.perf_counter()
-    runs = execute_partitioned(defs, dg.DagsterInstance.ephemeral(), keys, config)
+    runs = execute_partitioned(defs, dg.DagsterInstance.ephemeral(), keys, config, metadata)
     failures = [f for run in runs for f in run.failures]
     if not all(run.success for run in runs) or failures:
         raise SystemExit(f"sampling run failed: {failures[:3]}")

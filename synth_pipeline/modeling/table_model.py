@@ -274,11 +274,8 @@ class TableModel:
         primary = metadata.primary_relationship(self.table)
         context, parent_rows = None, None
         if primary is None:
+            require_partition_rows(self.table, self.real_rows, scale, part.count)
             n = part.share(int(round(self.real_rows * scale)))
-            if n == 0 and part.count > 1:
-                raise ConfigError(f"table '{self.table}': {part.count} partitions leave partition {part.index} "
-                                  f"without rows of this root table ({self.real_rows} real rows x scale {scale:g}); "
-                                  "use fewer partitions")
             owners = None
         else:
             parent = parents[primary.parent_table_name]
@@ -465,6 +462,13 @@ class TableModel:
         if self.gan is not None:
             summary["training"] = self.gan.training.summary()
         return summary
+
+
+def require_partition_rows(table: str, real_rows: int, scale: float, partitions: int) -> None:
+    """Every partition needs a row of every root table: one clear error otherwise."""
+    if int(round(real_rows * scale)) < partitions:
+        raise ConfigError(f"table '{table}': {partitions} partitions for {real_rows} real rows x scale {scale:g}: "
+                          "some partitions would get no row of this root table; use fewer partitions")
 
 
 def copy_columns(metadata: Metadata, name: str) -> list[str]:
