@@ -219,3 +219,33 @@ def test_identity_values_beyond_the_faker_pool_come_from_it(monkeypatch):
     assert 150 < values.nunique() <= 300  # the pool, not 5000 calls
     assert not values.isin(real).any()
     assert values.equals(spec.generate(5000, seed=1))
+
+
+def test_a_key_prefix_and_a_description_follow_the_category_that_sets_them():
+    rng = np.random.default_rng(0)
+    departments = {"Mathematics": "MATH", "Science": "SCI", "English": "ENG", "Arts": "ART"}
+    subjects = {"Algebra": "Mathematics", "Statistics": "Mathematics", "Ecology": "Science", "Drama": "English",
+                "Theatre": "Arts", "Astronomy": "Science"}
+    names = rng.choice([f"{s} {r}" for s in subjects for r in ("I", "II", "III")], 60)
+    dept = [subjects[n.split()[0]] for n in names]
+    real = pd.DataFrame({
+        "code": [f"{departments[d]}-{rng.integers(100, 500)}" for d in dept], "name": names, "department": dept,
+        "description": [f"A course in {n.split()[0].lower()} offered by the {d} department." for n, d in zip(names, dept)],
+        "active": rng.random(60) < 0.7})
+    fmt = KeyFormat.infer(real["code"])
+    fmt.link_categories(real, "code", ["name", "department", "active"])
+    assert fmt.follows[0][0] == "department"
+    rows = pd.DataFrame({"department": ["Arts", "Science", "Science", "Mathematics"]})
+    keys = pd.Series(fmt.generate(4, np.random.default_rng(1), rows=rows))
+    assert keys.str.split("-").str[0].tolist() == ["ART", "SCI", "SCI", "MATH"] and keys.is_unique
+    assert fmt.matches(keys).all()
+    spec = IdentitySpec.fit("description", "text", real["description"], real, categories=["name", "department", "active"])
+    assert spec.lookup is not None and spec.lookup[0] == "name"
+    generated = pd.DataFrame({"name": ["Theatre II", "Algebra III", "Unknown IX"]})
+    text = spec.generate(3, seed=0, rows=generated)
+    assert text[0] == "A course in theatre offered by the Arts department."
+    assert text[1] == "A course in algebra offered by the Mathematics department."
+    assert "Unknown" not in text[2] and len(text[2]) > 0  # no lookup: Faker text
+    # free text that differs between rows of one category is not looked up
+    notes = pd.Series([f"Note {i}: {rng.integers(1e6)}" for i in range(60)])
+    assert IdentitySpec.fit("notes", "text", notes, real.assign(notes=notes), categories=["name", "department"]).lookup is None

@@ -615,3 +615,60 @@ def test_whole_numbers_get_one_label_whether_or_not_the_column_has_nulls():
     assert labels(pd.Series([9.0, None, 10.0])).tolist() == ["9", "__null__", "10"]  # a parent column with orphans
     assert labels(pd.Series([9, 10])).tolist() == ["9", "10"]
     assert labels(pd.Series([0.5, 1.0])).tolist() == ["0.5", "1.0"]  # real fractions stay as written
+
+
+def _catalog(rng: np.random.Generator, n: int = 40) -> pd.DataFrame:
+    """A small course catalog: the subject sets the department, the numeral the level; most
+    names occur once, a few two or three times (as in the school's 40 courses)."""
+    subjects = {"Algebra": "Mathematics", "Statistics": "Mathematics", "Drama": "English", "Rhetoric": "English",
+                "Ecology": "Science", "Astronomy": "Science", "Networks": "Computer Science",
+                "Databases": "Computer Science", "Swimming": "Physical Education", "Theatre": "Arts"}
+    levels = {"I": "Foundation", "II": "Intermediate", "III": "Advanced", "IV": "Honors"}
+    pairs = [(s, r) for s in subjects for r in levels]
+    picked = [pairs[i] for i in rng.choice(len(pairs), n - 8, replace=False)]
+    picked += picked[:4] + picked[:4]  # four names taken three times
+    return pd.DataFrame({
+        "name": [f"{s} {r}" for s, r in picked], "department": [subjects[s] for s, _ in picked],
+        "level": [levels[r] for _, r in picked], "credits": rng.choice([2, 3, 4, 5], n),
+        "active": rng.random(n) < 0.8})
+
+
+def test_a_many_valued_category_determines_a_column_only_where_its_repeats_agree_beyond_chance():
+    rng = np.random.default_rng(0)
+    frame = _catalog(rng)
+    kinds = {"name": "categorical", "department": "categorical", "level": "categorical", "credits": "numerical",
+             "active": "boolean"}
+    found = {d.description for d in DerivedColumns.discover(frame, kinds).derivations}
+    assert {"name -> department", "name -> level"} <= found
+    assert not any(d.startswith("name -> credits") or d.startswith("name -> active") for d in found)
+    # the same catalog without repeated names: every column is trivially "determined", no evidence
+    unique = frame.drop_duplicates("name").reset_index(drop=True)
+    assert not {d.description for d in DerivedColumns.discover(unique, kinds).derivations} & {
+        "name -> department", "name -> level"}
+    derived = DerivedColumns.discover(frame, kinds)
+    generated = pd.DataFrame({"name": rng.choice(frame["name"].to_numpy(), 200), "credits": 3, "active": True})
+    rebuilt = derived.inverse(generated, None)
+    truth = frame.drop_duplicates("name").set_index("name")
+    assert (rebuilt["department"].to_numpy() == truth.loc[rebuilt["name"], "department"].to_numpy()).all()
+
+
+def test_a_number_on_a_line_of_a_date_is_rebuilt_from_the_generated_date():
+    rng = np.random.default_rng(0)
+    n = 60
+    years = np.clip(rng.gamma(2.2, 5.0, n).round(), 0, 40).astype(int)
+    hired = pd.Timestamp("2025-06-30") - pd.to_timedelta(years * 365 + rng.integers(0, 300, n), unit="D")
+    frame = pd.DataFrame({"experience_years": years, "hire_date": hired, "rating": rng.normal(3, 1, n).round(1)})
+    kinds = {"experience_years": "numerical", "hire_date": "datetime", "rating": "numerical"}
+    derived = DerivedColumns.discover(frame, kinds)
+    linear = [d for d in derived.derivations if d.kind == "linear"]
+    assert [(d.column, d.anchor) for d in linear] == [("experience_years", "hire_date")]
+    learned = derived.forward(frame, None)
+    assert learned["experience_years"].abs().max() < 1.5  # the GAN learns a residual of about a year
+    rebuilt = derived.inverse(learned, None)
+    assert (rebuilt["experience_years"] == frame["experience_years"]).all()
+    # generated dates in another order: the years follow the dates, not the rows
+    shuffled = learned.assign(hire_date=frame["hire_date"].sample(frac=1, random_state=1).to_numpy())
+    rebuilt = derived.inverse(shuffled, None)
+    assert np.corrcoef(rebuilt["experience_years"], rebuilt["hire_date"].astype("int64"))[0, 1] < -0.98
+    # an unrelated number is left to the GAN
+    assert "rating" not in {d.column for d in derived.derivations}

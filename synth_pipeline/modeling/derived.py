@@ -3,7 +3,9 @@
 Discovered on the real table (each must hold in every real row):
 
 * ``map``: a category determines the column (``grade_letter -> grade_points``,
-  ``route_name -> monthly_fee``): the column is dropped from the GAN and looked up;
+  ``route_name -> monthly_fee``): the column is dropped from the GAN and looked up. A
+  many-valued category (40 course names over 40 courses) counts only where its repeated
+  values agree on the column more often than chance would (``name -> department``);
 * ``product``: a number is another number times a price its category sets
   (``amount = quantity x unit price of item_description``): dropped from the GAN and
   rebuilt from the generated ``quantity`` and ``item_description``;
@@ -11,6 +13,9 @@ Discovered on the real table (each must hold in every real row):
   ``score_obtained <= max_score``): the GAN learns ``a / b`` in [0, 1];
 * ``offset``: ``a <= b`` between dates (``valid_from < valid_to``) or other numbers: the GAN
   learns the non-negative gap ``b - a``;
+* ``linear``: a number on a straight line of another number or a date, up to a small
+  residual (``experience_years`` against ``hire_date``, |r| >= 0.99): the GAN learns the
+  residual, and the number is rebuilt from the generated anchor;
 * ``parent_offset``: a child date on or after a date of its primary parent
   (``transaction_date >= enrollment_date``): the GAN learns the gap in days, and the
   date is rebuilt from the *synthetic* parent's date.
@@ -31,12 +36,15 @@ from synth_pipeline.modeling.transforms import EPOCH, as_written, day_numbers, d
 MIN_ROWS = 20
 MAX_DETERMINANT_VALUES = 100
 UNITS_APART = 100  # x <= y with disjoint ranges and medians this far apart: units, not a rule
+MAP_CHANCE = 1e-3  # a many-valued category determines a column only if agreeing this well is rarer by chance
+LINEAR_R = 0.99  # |Pearson r| from which a number is rebuilt from its line
+LINEAR_MIN_VALUES = 5  # a number with fewer distinct values is a category in disguise
 NUMERIC = ("numerical", "datetime")
 
 
 @dataclass
 class Derivation:
-    kind: str  # "map" | "product" | "ratio" | "offset" | "parent_offset"
+    kind: str  # "map" | "product" | "ratio" | "offset" | "linear" | "parent_offset"
     column: str
     anchor: str
     by: str = ""  # product: the category whose value sets the factor
@@ -44,6 +52,7 @@ class Derivation:
     mapping: dict = field(default_factory=dict)
     decimals: int | None = None  # of the rebuilt numbers (0: integers)
     quantiles: np.ndarray | None = None  # real marginal of a rebuilt date (days), see _rebuild
+    line: tuple[float, float] = (0.0, 0.0)  # linear: intercept and slope on the anchor (days for a date)
 
     @property
     def description(self) -> str:
@@ -55,6 +64,8 @@ class Derivation:
             return f"{self.column} = ratio x {self.anchor}"
         if self.kind == "offset":
             return f"{self.column} = {self.anchor} + gap"
+        if self.kind == "linear":
+            return f"{self.column} = {self.line[0]:.4g} + {self.line[1]:.4g} x {self.anchor} + residual"
         return f"{self.column} = parent.{self.anchor} + gap"
 
 
@@ -81,6 +92,7 @@ class DerivedColumns:
         found._discover_maps(frame)
         found._discover_products(frame)
         found._discover_in_row(frame)
+        found._discover_linear(frame)
         if parent is not None:
             found._discover_parent_offsets(frame, parent, parent_kinds or {})
         return found
@@ -112,9 +124,11 @@ class DerivedColumns:
                     continue
                 keys = labels(frame[det])
                 n_keys = keys.nunique()
-                if not (values.nunique() <= n_keys <= min(MAX_DETERMINANT_VALUES, len(frame) // 5)):
+                if not values.nunique() <= n_keys <= MAX_DETERMINANT_VALUES:
                     continue
-                if (values.groupby(keys).nunique() == 1).all() and (best is None or n_keys < best[1]):
+                if not (values.groupby(keys).nunique() == 1).all() or (best is not None and n_keys >= best[1]):
+                    continue
+                if n_keys <= len(frame) // 5 or agreement_by_chance(values, keys) < MAP_CHANCE:
                     best = (det, n_keys)
             if best is not None and self._dependent(best[0]) is None:
                 mapping = frame[target].groupby(labels(frame[best[0]])).first().to_dict()
@@ -173,6 +187,33 @@ class DerivedColumns:
                 self._add(Derivation("offset", hi, lo, strict, decimals=decimals_of(y),
                                      quantiles=_quantiles(y) if self.kinds[hi] == "datetime" else None))
 
+    def _discover_linear(self, frame: pd.DataFrame) -> None:
+        """A number on a line of another number or a date (|r| >= LINEAR_R); the anchor with the
+        most distinct values keeps its own shape, the other is rebuilt from it."""
+        numeric = [c for c, k in self.kinds.items() if k in NUMERIC]
+        values = {c: day_numbers(frame[c], self.kinds[c]) for c in numeric}
+        distinct = {c: len(np.unique(v[~np.isnan(v)])) for c, v in values.items()}
+        candidates = []
+        for target in numeric:
+            if self.kinds[target] != "numerical" or distinct[target] < LINEAR_MIN_VALUES:
+                continue
+            y = values[target]
+            for anchor in numeric:
+                if anchor == target or distinct[anchor] < distinct[target]:
+                    continue
+                x = values[anchor]
+                if np.any(~np.isnan(y) & np.isnan(x)):
+                    continue
+                both = ~np.isnan(x) & ~np.isnan(y)
+                if both.sum() < MIN_ROWS or np.std(x[both]) == 0 or np.std(y[both]) == 0:
+                    continue
+                r = float(np.corrcoef(x[both], y[both])[0, 1])
+                if abs(r) >= LINEAR_R:
+                    slope, intercept = np.polyfit(x[both], y[both], 1)
+                    candidates.append((-abs(r), target, anchor, (float(intercept), float(slope))))
+        for _, target, anchor, line in sorted(candidates):
+            self._add(Derivation("linear", target, anchor, decimals=decimals_of(values[target]), line=line))
+
     def _discover_parent_offsets(self, frame: pd.DataFrame, parent: pd.DataFrame, parent_kinds: dict[str, str]) -> None:
         parent_dates = [c for c, k in parent_kinds.items() if k == "datetime"]
         for col, kind in self.kinds.items():
@@ -205,6 +246,8 @@ class DerivedColumns:
                 out[d.column] = value - anchor
             elif d.kind == "offset":
                 out[d.column] = value - day_numbers(frame[d.anchor], self.kinds[d.anchor])
+            elif d.kind == "linear":
+                out[d.column] = value - (d.line[0] + d.line[1] * day_numbers(frame[d.anchor], self.kinds[d.anchor]))
             else:
                 anchor = day_numbers(frame[d.anchor], self.kinds[d.anchor])
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -238,6 +281,8 @@ class DerivedColumns:
             anchor = day_numbers(parent[d.anchor], "datetime")
         else:
             anchor = day_numbers(frame[d.anchor], self.kinds[d.anchor])
+        if d.kind == "linear":
+            return as_written(d.line[0] + d.line[1] * anchor + derived, d.decimals, frame.index)
         if d.kind == "ratio":
             value = np.clip(derived, 0.0, 1.0) * anchor
         else:
@@ -252,6 +297,17 @@ class DerivedColumns:
             stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(value), 0, np.round(value)), unit="D")
             return pd.Series(stamps, index=frame.index).where(~np.isnan(value))
         return as_written(value, d.decimals, frame.index)
+
+
+def agreement_by_chance(values: pd.Series, keys: pd.Series) -> float:
+    """How likely the rows sharing a key would all agree on the column if the column were
+    independent of the key: the product over repeated keys of sum_v p_v ** (rows of the key)."""
+    sizes = keys.value_counts()
+    sizes = sizes[sizes > 1].to_numpy()
+    if not len(sizes):
+        return 1.0
+    shares = values.value_counts(normalize=True).to_numpy()
+    return float(np.exp(sum(np.log(np.sum(shares ** k)) for k in sizes)))
 
 
 def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:

@@ -9,7 +9,9 @@ Keys are never learned as categories. A format is one of:
   (zero-padded to the real width, widened when n needs it); the other runs are drawn
   from the real values' runs at their real frequencies. A four-digit run that equals the
   year of a date column of the same row in (nearly) every real row follows that column
-  (``ENR-2023-...`` for a 2023 enrollment date);
+  (``ENR-2023-...`` for a 2023 enrollment date). A letter run that a category of the same
+  row determines in every real row follows that category (``MATH-...`` for a Mathematics
+  course);
 * ``string``: anything else; fresh keys are ``K`` + a zero-padded counter.
 
 A run sampled in partitions (self-contained chunks of root rows, see ``Partition``) keeps
@@ -24,6 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from synth_pipeline.modeling.derived import MAP_CHANCE, MAX_DETERMINANT_VALUES, agreement_by_chance
+from synth_pipeline.modeling.transforms import labels
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-([0-9a-fA-F])[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TOKEN_RE = re.compile(r"[A-Za-z]+|[0-9]+|[^A-Za-z0-9]+")
@@ -56,6 +61,7 @@ class KeyFormat:
     counter_width: int = 6
     year_of: str | None = None  # the date column a year token follows
     year_token: int | None = None  # its position among the tokens
+    follows: dict = field(default_factory=dict)  # token position -> (category column, {category label: run})
 
     YEAR_MATCH = 0.99  # share of real rows where the token must equal the date's year
 
@@ -90,6 +96,28 @@ class KeyFormat:
                 if year.notna().all() and (token == year.astype(int).astype(str)).mean() >= self.YEAR_MATCH:
                     self.year_of, self.year_token = date, i
                     return
+
+    def link_categories(self, frame: pd.DataFrame, column: str, categories: list[str]) -> None:
+        """Point each choice run (not a year) at the category that determines it in every real
+        row, more consistently than chance would (``derived.agreement_by_chance``)."""
+        if self.kind != "pattern":
+            return
+        present = frame[column].notna()
+        split = frame.loc[present, column].astype(str).map(TOKEN_RE.findall)
+        for i, (kind, _) in enumerate(self.tokens):
+            if kind != "choice" or i == self.year_token:
+                continue
+            token = split.map(lambda toks: toks[i] if len(toks) > i else None)
+            best = None
+            for category in categories:
+                keys = labels(frame.loc[present, category])
+                n_keys = keys.nunique()
+                if not 2 <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
+                    continue
+                if (token.groupby(keys).nunique() == 1).all() and agreement_by_chance(token, keys) < MAP_CHANCE:
+                    best = (category, n_keys, token.groupby(keys).first().to_dict())
+            if best is not None:
+                self.follows[i] = (best[0], best[2])
 
     @property
     def regex(self) -> str:
@@ -136,6 +164,10 @@ class KeyFormat:
                 if i == self.year_token and rows is not None and self.year_of in rows.columns:
                     year = pd.to_datetime(pd.Series(rows[self.year_of].to_numpy()), errors="coerce").dt.year
                     drawn = year.astype("Int64").astype(str).where(year.notna(), drawn).astype(object)
+                follows = getattr(self, "follows", {}).get(i)
+                if follows is not None and rows is not None and follows[0] in rows.columns:
+                    looked_up = labels(pd.Series(rows[follows[0]].to_numpy())).map(follows[1])
+                    drawn = looked_up.where(looked_up.notna(), drawn).astype(object)
                 parts.append(drawn)
             else:
                 parts.append(None)

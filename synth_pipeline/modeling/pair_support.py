@@ -7,6 +7,11 @@ column with more values follows the other: a generated row whose pair never occu
 real table gets the follower redrawn from the real distribution given the leader's value.
 Rows whose pair does occur keep what the GAN gave them, so the GAN's links to the other
 columns stay wherever they are plausible.
+
+A many-valued category that determines a column copied from the parent (a course's name
+sets its department, and the department is the lead teacher's) follows that column the
+same way: a name of another department is redrawn among the real names of the course's
+department.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.stats.contingency import association
+
+from synth_pipeline.modeling.derived import MAP_CHANCE, agreement_by_chance
+from synth_pipeline.modeling.transforms import labels
 
 MIN_ASSOCIATION = 0.5
 MAX_VALUES = 60
@@ -93,3 +101,29 @@ def fit_pair_supports(frame: pd.DataFrame, columns: list[str]) -> list[PairSuppo
         supports[follower] = PairSupport(leader, follower, v, set(lead_text + SEPARATOR + follow_text), given)
         leaders.add(leader)
     return list(supports.values())
+
+
+def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: list[str],
+                            taken: set[str] = frozenset()) -> list[PairSupport]:
+    """For each copied column, the generated categories (not in ``taken``) that determine it in
+    every real row, more consistently than chance would, follow it."""
+    supports = []
+    for leader in copied:
+        lead = labels(frame[leader])
+        if lead.nunique() < 2:
+            continue
+        for follower in columns:
+            if follower in taken or follower == leader:
+                continue
+            keys = labels(frame[follower])
+            if not (lead.groupby(keys).nunique() == 1).all() or agreement_by_chance(lead, keys) >= MAP_CHANCE:
+                continue
+            both = frame[[leader, follower]].dropna()
+            lead_text, follow_text = both[leader].astype(str), both[follower].astype(str)
+            given = {}
+            for value, group in both.groupby(lead_text)[follower]:
+                counts = group.value_counts()
+                given[value] = (counts.index.to_numpy(dtype=object), (counts / counts.sum()).to_numpy())
+            supports.append(PairSupport(leader, follower, 1.0, set(lead_text + SEPARATOR + follow_text), given))
+            taken = taken | {follower}
+    return supports

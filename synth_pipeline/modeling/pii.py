@@ -11,6 +11,12 @@ identifying sdtypes the spec keeps 64-bit digests of the real values (never the 
 draws again wherever a generated value's digest is among them, so no real email, phone,
 address or full name appears in the output. Given names, family names, cities and states
 are left alone: every name generator reuses them and they identify no one.
+
+One exception: a free-text column that a category of the row determines (every real course
+with one name has one description, and the rows sharing a name agree far more often than
+chance would) is that category's label written out, not free text. It is looked up from the
+row's generated category, as the category's own value is reproduced; a category value the
+lookup lacks falls back to Faker.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
+from synth_pipeline.modeling.derived import MAP_CHANCE, MAX_DETERMINANT_VALUES, agreement_by_chance
 from synth_pipeline.modeling.keys import WHOLE, Partition
+from synth_pipeline.modeling.transforms import labels
 
 COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
 MAX_REDRAWS = 50
@@ -59,6 +67,7 @@ class IdentitySpec:
     family_of: str | None = None  # a full name ends in this column's value ...
     family_rate: float = 0.0  # ... in this share of the real rows
     locale: str = DEFAULT_LOCALE  # Faker's, told from the table's emails and phones
+    lookup: tuple[str, dict] | None = None  # free text a category determines: (column, {label: text})
 
     SHARED_FAMILY_MIN = 0.2  # below it, a shared family name is taken as chance
 
@@ -68,10 +77,13 @@ class IdentitySpec:
 
     @classmethod
     def fit(cls, column: str, sdtype: str, values: pd.Series, frame: pd.DataFrame | None = None,
-            family_columns: list[str] = ()) -> "IdentitySpec":
+            family_columns: list[str] = (), categories: list[str] = ()) -> "IdentitySpec":
         """``frame`` and ``family_columns`` (the table's last-name columns) let a full-name
-        column learn how often it ends in the row's family name."""
+        column learn how often it ends in the row's family name; ``categories`` (the table's
+        categorical columns), which of them determines a free-text column."""
         spec = cls._fit(column, sdtype, values)
+        if sdtype == "text" and frame is not None:
+            spec.lookup = _determining_category(values, frame, categories)
         if sdtype == "name" and frame is not None:
             last = values.astype(str).str.split().str[-1]
             for other in family_columns:
@@ -103,6 +115,10 @@ class IdentitySpec:
         rng = np.random.default_rng(seed)
         if self.sdtype == "email":
             values = _emails(fake, n, rows, self.template or "example.org", self.is_real, part)
+        elif (lookup := getattr(self, "lookup", None)) is not None and rows is not None and lookup[0] in rows.columns:
+            looked_up = labels(pd.Series(rows[lookup[0]].to_numpy())).map(lookup[1])
+            fallback = iter(self._draw(fake, rng, int(looked_up.isna().sum())))
+            values = [next(fallback) if pd.isna(v) else v for v in looked_up]
         elif self.family_of is not None and rows is not None and self.family_of in rows.columns:
             values = [f"{first} {last}" for first, last in zip(_faker_values(fake.first_name, rng, n),
                                                                  _faker_values(fake.last_name, rng, n))]
@@ -132,6 +148,24 @@ class IdentitySpec:
         if self.sdtype == "phone_number":
             return _phones(rng, n, self.template or "(###) ###-####")
         return _faker_values(getattr(fake, _FAKER_METHOD.get(self.sdtype, "word")), rng, n)
+
+
+def _determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str]) -> tuple[str, dict] | None:
+    """The category (fewest values first) under which every real row of one value has the same
+    text, more consistently than chance would; None when no category does."""
+    known = values.notna()
+    text = values[known].astype(str)
+    if text.nunique() < 2:
+        return None
+    best = None
+    for category in categories:
+        keys = labels(frame.loc[known, category])
+        n_keys = keys.nunique()
+        if not 2 <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
+            continue
+        if (text.groupby(keys).nunique() == 1).all() and agreement_by_chance(text, keys) < MAP_CHANCE:
+            best = (category, n_keys, text.groupby(keys).first().to_dict())
+    return None if best is None else (best[0], best[2])
 
 
 def _faker_values(method, rng: np.random.Generator, n: int) -> list[str]:

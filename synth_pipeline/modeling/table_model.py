@@ -43,7 +43,7 @@ from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.fit_sample import fit_sample
-from synth_pipeline.modeling.pair_support import PairSupport, fit_pair_supports
+from synth_pipeline.modeling.pair_support import PairSupport, fit_determined_supports, fit_pair_supports
 from synth_pipeline.modeling.siblings import SiblingSpread
 from synth_pipeline.modeling.conditional import ConditionalQuantiles
 from synth_pipeline.modeling.transforms import TableCodec
@@ -134,8 +134,12 @@ class TableModel:
         id_keys = [c.name for c in table.columns.values() if c.sdtype == ID_SDTYPE and c.name not in fk_columns]
         key_formats = {k: KeyFormat.infer(frame[k]) for k in id_keys}
         dates = [c.name for c in table.columns.values() if c.sdtype == "datetime"]
+        category_columns = [c.name for c in table.columns.values() if c.sdtype in ("categorical", "boolean")]
         for k, fmt in key_formats.items():
             fmt.link_years(frame, k, dates)
+            fmt.link_categories(frame, k, category_columns)
+            for i, (column, _) in getattr(fmt, "follows", {}).items():
+                log.info("%s: %s's run %d follows %s", name, k, i + 1, column)
         found_constraints = [c for c in discover_table(real, metadata, name)
                              if f"{name}: {c.description}" not in settings.constraints_off]
         for rule in settings.constraints_add:
@@ -153,8 +157,12 @@ class TableModel:
             log.info("%s: %s copied from %s.%s (equal in every real row)", name, col, primary.parent_table_name,
                      parent_col)
         family = [c.name for c in table.columns.values() if c.sdtype == "last_name"]
-        identities = [IdentitySpec.fit(c.name, c.sdtype, frame[c.name], frame, family) for c in table.columns.values()
-                      if c.is_identity_text and c.name not in keys and c.name not in copies]
+        identities = [IdentitySpec.fit(c.name, c.sdtype, frame[c.name], frame, family, category_columns)
+                      for c in table.columns.values() if c.is_identity_text and c.name not in keys and c.name not in copies]
+        for spec in identities:
+            if getattr(spec, "lookup", None) is not None:
+                log.info("%s: %s looked up from %s (the same text for every real row of one %s)", name, spec.column,
+                         spec.lookup[0], spec.lookup[0])
         identities.sort(key=lambda spec: spec.family_of is not None or spec.sdtype == "email")  # templates last
         locale = guess_locale(frame, {s.column: s.sdtype for s in identities})
         for spec in identities:
@@ -200,6 +208,9 @@ class TableModel:
         categories = [c.name for c in modelled_columns(metadata, name) if c.sdtype in ("categorical", "boolean")
                       and c.name not in derived.dropped and c.name not in copies]
         pair_supports = fit_pair_supports(frame.reset_index(drop=True), categories)
+        pair_supports += fit_determined_supports(
+            frame.reset_index(drop=True), categories, [c for c in copies if c in category_columns],
+            {s.follower for s in pair_supports})
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
         spreads = [] if primary is None else [
@@ -289,8 +300,10 @@ class TableModel:
         out = self._sample_columns(n, seed, context, parent_rows)
         if self.residuals is not None:
             out = self.residuals.inverse(out, context)
-        # categories siblings share, then category pairs: before the looked-up columns are
-        # derived from them (BillingCity -> BillingState)
+        for col, parent_col in getattr(self, "parent_copies", {}).items():
+            out[col] = parent_rows[parent_col].to_numpy()
+        # categories siblings share, then category pairs (some follow a copied column): before
+        # the looked-up columns are derived from them (BillingCity -> BillingState)
         for spread in getattr(self, "sibling_spreads", []):
             spread.apply(out, rng, owners)
         for support in getattr(self, "pair_supports", []):
@@ -299,8 +312,6 @@ class TableModel:
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
-        for col, parent_col in getattr(self, "parent_copies", {}).items():
-            out[col] = parent_rows[parent_col].to_numpy()
         for name, fmt in self.key_formats.items():  # after the copies: a key's year may follow a copied date
             out[name] = fmt.generate(n, rng, rows=out, part=part)
         for spec in self.identities:
