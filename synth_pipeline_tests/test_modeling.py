@@ -672,3 +672,56 @@ def test_a_number_on_a_line_of_a_date_is_rebuilt_from_the_generated_date():
     assert np.corrcoef(rebuilt["experience_years"], rebuilt["hire_date"].astype("int64"))[0, 1] < -0.98
     # an unrelated number is left to the GAN
     assert "rating" not in {d.column for d in derived.derivations}
+
+
+def test_each_course_gets_one_lead_and_the_lead_row_links_the_course_lead_teacher():
+    from synth_pipeline.modeling.bridges import fit_bridge, link_by_bridge
+    from synth_pipeline.modeling.siblings import OnePerParent
+
+    rng = np.random.default_rng(0)
+    teachers = pd.DataFrame({"teacher_id": [f"T{i}" for i in range(30)]})
+    courses = pd.DataFrame({"course_id": [f"C{i}" for i in range(40)],
+                            "lead_teacher_id": rng.choice(teachers["teacher_id"], 40)})
+    rows = []
+    for course, lead in zip(courses["course_id"], courses["lead_teacher_id"]):
+        rows.append((course, lead, "lead", rng.choice(["Fall", "Spring"])))
+        others = rng.choice(teachers["teacher_id"][teachers["teacher_id"] != lead], rng.integers(0, 3), replace=False)
+        rows += [(course, t, rng.choice(["assistant", "co-instructor"]), rng.choice(["Fall", "Spring"])) for t in others]
+    instructors = pd.DataFrame(rows, columns=["course_id", "teacher_id", "role", "term"])
+    instructors.insert(0, "course_instructor_id", [f"CI{i}" for i in range(len(instructors))])
+    metadata = Metadata.from_dict({
+        "tables": {
+            "teachers": {"primary_key": "teacher_id", "columns": {"teacher_id": {"sdtype": "id"}}},
+            "courses": {"primary_key": "course_id", "columns": {"course_id": {"sdtype": "id"},
+                                                                "lead_teacher_id": {"sdtype": "id"}}},
+            "course_instructors": {"primary_key": "course_instructor_id", "columns": {
+                "course_instructor_id": {"sdtype": "id"}, "course_id": {"sdtype": "id"},
+                "teacher_id": {"sdtype": "id"}, "role": {"sdtype": "categorical"}, "term": {"sdtype": "categorical"}}}},
+        "relationships": [
+            {"parent_table_name": "teachers", "parent_primary_key": "teacher_id", "child_table_name": "courses",
+             "child_foreign_key": "lead_teacher_id"},
+            {"parent_table_name": "courses", "parent_primary_key": "course_id",
+             "child_table_name": "course_instructors", "child_foreign_key": "course_id"},
+            {"parent_table_name": "teachers", "parent_primary_key": "teacher_id",
+             "child_table_name": "course_instructors", "child_foreign_key": "teacher_id"}]})
+    real = {"teachers": teachers, "courses": courses, "course_instructors": instructors}
+    ones = OnePerParent.fit_all(instructors, "course_id", "role")
+    assert [(o.column, o.value) for o in ones] == [("role", "lead")]
+    assert OnePerParent.fit_all(instructors, "course_id", "term") == []
+    # generated roles ignore the rule: some courses with no lead, some with three
+    generated = instructors.assign(role=rng.choice(["lead", "assistant", "co-instructor"], len(instructors)))
+    ones[0].apply(generated, rng)
+    leads = (generated["role"] == "lead").groupby(generated["course_id"]).sum()
+    assert (leads == 1).all() and len(leads) == 40
+    bridge = fit_bridge(metadata, metadata.second_relationships("course_instructors")[0], real, 0)
+    assert bridge is not None and bridge.by == "role"
+    assert bridge.rate_by["lead"] == 1.0 and bridge.rate_by["assistant"] == 0.0
+    route = generated["course_id"].to_numpy(dtype=object)
+    capacity = np.full(30, len(generated) / 30)
+    linked = link_by_bridge(route, courses, bridge, teachers["teacher_id"].to_numpy(dtype=object), capacity, rng,
+                            generated["role"].to_numpy(dtype=object))
+    lead_of = courses.set_index("course_id")["lead_teacher_id"]
+    is_lead = generated["role"].to_numpy() == "lead"
+    follows = linked == lead_of.reindex(route).to_numpy()
+    assert follows[is_lead].mean() >= 0.9  # as far as the teachers' capacities allow
+    assert follows[~is_lead].mean() <= 0.1  # only chance links

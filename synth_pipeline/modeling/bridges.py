@@ -13,11 +13,15 @@ parents' capacities, re-ranked so the teachers with the most agreeing demand get
 largest capacities, as many as the capacities allow (a maximum flow routes -> parents);
 where a parent's routes need far more than the largest count (a teacher of three popular
 courses), a few counts (at most 5% of the parents) move from parents with room to spare.
+
+Where a category of the child row tells which rows agree (a course instructor is the
+course's lead teacher exactly when the row's role is ``lead``), the share is taken per
+value of that category (``Bridge.by``) instead of one share for all rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -28,6 +32,7 @@ from synth_pipeline.schema.metadata import Metadata, Relationship
 MIN_RATE = 0.2
 MIN_LIFT = 0.15  # the real rate must beat the rate of shuffled links by this much
 MAX_SHIFTED_PARENTS = 0.05  # share of parents whose child count may move toward their routes' demand
+BY_CATEGORY_GAIN = 0.5  # a category must halve the rows whose agreement is uncertain to set the share
 
 
 @dataclass(frozen=True)
@@ -40,17 +45,32 @@ class Bridge:
     via_parent: bool
     rate: float = 0.0
     chance: float = 0.0
+    by: str = ""  # the child's category whose values set the share, if any
+    rate_by: dict = field(default_factory=dict)  # its value (as text) -> the real agreement rate
 
     @property
     def label(self) -> str:
         where = "primary parent's " if self.via_parent else ""
+        given = ""
+        if getattr(self, "by", ""):
+            given = ", by " + self.by + ": " + ", ".join(f"{v} {r:.0%}" for v, r in sorted(self.rate_by.items()))
         return (f"{self.fk} is one of {self.table}.{self.pair_parent} paired with the row's {where}{self.route_fk} "
-                f"({self.rate:.1%} of real rows, {self.chance:.1%} by chance)")
+                f"({self.rate:.1%} of real rows, {self.chance:.1%} by chance{given})")
 
     @property
     def share(self) -> float:
         """The share of rows to link along the bridge: random links add the chance rate."""
-        return float(np.clip((self.rate - self.chance) / max(1 - self.chance, 1e-9), 0, 1))
+        return self._share(self.rate)
+
+    def _share(self, rate):
+        return np.clip((rate - self.chance) / max(1 - self.chance, 1e-9), 0, 1)
+
+    def shares(self, n: int, category: np.ndarray | None = None) -> np.ndarray:
+        """Each row's share: its category value's where the share is by category."""
+        if not getattr(self, "by", "") or category is None:
+            return np.full(n, self.share)
+        rates = pd.Series(category, dtype=object).astype(str).map(self.rate_by).fillna(self.rate)
+        return self._share(rates.to_numpy(dtype=float))
 
 
 def bridge_candidates(metadata: Metadata, rel: Relationship) -> list[Bridge]:
@@ -156,9 +176,31 @@ def _holds(bridge: Bridge) -> bool:
 
 
 def fit_bridge(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFrame], seed: int) -> Bridge | None:
-    """The candidate path the real links follow most, if any beats shuffled links clearly."""
+    """The candidate path the real links follow most, if any beats shuffled links clearly;
+    with the child's category that best tells the agreeing rows, if one does."""
     held = [b for b in _measured(metadata, rel, real, seed) if _holds(b)]
-    return max(held, key=lambda b: b.rate - b.chance, default=None)
+    best = max(held, key=lambda b: b.rate - b.chance, default=None)
+    if best is None:
+        return None
+    child, parent_rows = _child_and_parent_rows(metadata, rel, real)
+    route = route_values(best, child, parent_rows)
+    linked = child[rel.child_foreign_key].to_numpy(dtype=object)
+    known = pd.notna(route) & pd.notna(linked)
+    rows = pd.MultiIndex.from_arrays([pd.Series(route[known], dtype=object).astype(str),
+                                      pd.Series(linked[known], dtype=object).astype(str)])
+    agrees = pd.Series(rows.isin(pair_index(best, real[best.table])).astype(float))
+    uncertain = len(agrees) * min(best.rate, 1 - best.rate)
+    categories = [c.name for c in metadata.table(rel.child_table_name).columns.values()
+                  if c.sdtype in ("categorical", "boolean")]
+    for column in categories:
+        values = child.loc[known, column].astype(str).reset_index(drop=True)
+        if values.nunique() < 2 or values.nunique() > 50:
+            continue
+        rates = agrees.groupby(values).mean()
+        left = float((agrees.groupby(values).size() * np.minimum(rates, 1 - rates)).sum())
+        if left <= BY_CATEGORY_GAIN * uncertain:
+            best, uncertain = replace(best, by=column, rate_by=rates.to_dict()), left
+    return best
 
 
 def path_agreements(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame],
@@ -181,8 +223,9 @@ def path_agreements(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic
 
 
 def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, parent_keys: np.ndarray,
-                   capacity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A parent key per row: ``bridge.share`` of the rows go to a parent paired with their
+                   capacity: np.ndarray, rng: np.random.Generator, category: np.ndarray | None = None) -> np.ndarray:
+    """A parent key per row: ``bridge.share`` of the rows (or each row's category's share,
+    ``category`` holding the rows' values of ``bridge.by``) go to a parent paired with their
     route; every parent receives its capacity's share of rows, as in ``link_by_capacity``."""
     n = len(route)
     parent_keys = np.asarray(parent_keys, dtype=object)
@@ -194,7 +237,7 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
     candidates = {r: np.unique(np.asarray(v, dtype=int)) for r, v in allowed.items()}
     route = pd.Series(route, dtype=object)
     route = route.where(route.notna(), "").astype(str).to_numpy(dtype=object)
-    agree = rng.random(n) < bridge.share
+    agree = rng.random(n) < bridge.shares(n, category)
     # Re-rank the capacities (the same multiset of counts) by each parent's agreeing demand,
     # so parents paired with many routes get the large counts, as they do in the real data.
     demand = np.zeros(len(parent_keys))

@@ -1,4 +1,5 @@
-"""Categories siblings share: the few academic years one student's enrollments fall in.
+"""Categories siblings share: the few academic years one student's enrollments fall in; and a
+value every parent's children hold exactly once: a course's one lead instructor.
 
 Rows generated one by one, even given their parent, spread a categorical column over more
 values per parent than the real data does when siblings share values (a student's five
@@ -7,6 +8,12 @@ per parent is clearly below what independent rows would give, each synthetic par
 how many distinct values its children have (from real parents with the same number of
 children), keeps that many of the values the model generated for them (drawn in
 proportion to how many children have each) and moves the other children onto those values.
+
+Where every real parent's children hold one value exactly once (each course has one
+``lead`` among its instructors, each Berka account one ``OWNER`` disposition), each synthetic
+parent gets exactly one too: a parent without it has one child, drawn at random, take it; a
+parent with several keeps one, and the others take the column's other values at their real
+shares.
 """
 
 from __future__ import annotations
@@ -98,3 +105,56 @@ class SiblingSpread:
             members = np.nonzero(sizes == m)[0]
             out[members] = rng.choice(self.distinct_by_size[nearest], size=len(members))
         return np.clip(out, 1, np.maximum(sizes, 1))
+
+
+@dataclass
+class OnePerParent:
+    column: str
+    foreign_key: str
+    value: object
+    others: tuple = ((), ())  # the column's other values and their real shares
+
+    @property
+    def label(self) -> str:
+        return f"one {self.column} = {self.value!r} per {self.foreign_key}"
+
+    @classmethod
+    def fit_all(cls, frame: pd.DataFrame, foreign_key: str, column: str) -> "list[OnePerParent]":
+        both = frame[[foreign_key, column]].dropna()
+        sizes = both.groupby(foreign_key).size()
+        if len(sizes) < MIN_PARENTS or not (sizes > 1).any() or both[column].nunique() < 2:
+            return []
+        out = []
+        for value in both[column].unique():
+            held = (both[column] == value).groupby(both[foreign_key]).sum()
+            if (held == 1).all() and held.index.equals(sizes.index):
+                rest = both.loc[both[column] != value, column].value_counts(normalize=True)
+                out.append(cls(column, foreign_key, value, (rest.index.to_numpy(dtype=object), rest.to_numpy())))
+        return out
+
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator, owners: np.ndarray | None = None) -> int:
+        """Give each parent's children the value exactly once; returns the rows changed."""
+        if owners is None and self.foreign_key in frame.columns:
+            owners = frame[self.foreign_key].to_numpy()
+        if owners is None or self.column not in frame.columns or frame.empty or not len(self.others[0]):
+            return 0
+        present = np.nonzero(pd.notna(owners))[0]
+        if not len(present):
+            return 0
+        group = pd.factorize(np.asarray(owners, dtype=object)[present])[0]
+        column = frame[self.column].to_numpy(dtype=object).copy()
+        holds = column[present] == self.value
+        # one child per parent is the holder: a holder drawn at random where there are any,
+        # else any child drawn at random
+        order = pd.DataFrame({"g": group, "holds": holds, "key": rng.random(len(present))})
+        order = order.sort_values(["g", "holds", "key"], ascending=[True, False, True], kind="mergesort")
+        chosen = np.zeros(len(present), dtype=bool)
+        chosen[order.index[~order["g"].duplicated()].to_numpy()] = True
+        gain = chosen & ~holds
+        lose = holds & ~chosen
+        column[present[gain]] = self.value
+        values, shares = self.others
+        column[present[lose]] = np.asarray(values, dtype=object)[rng.choice(len(values), int(lose.sum()), p=shares)]
+        dtype = frame[self.column].dtype
+        frame[self.column] = pd.Series(column, index=frame.index).astype(dtype) if dtype != object else column
+        return int(gain.sum() + lose.sum())

@@ -44,7 +44,7 @@ from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.fit_sample import fit_sample
 from synth_pipeline.modeling.pair_support import PairSupport, fit_determined_supports, fit_pair_supports
-from synth_pipeline.modeling.siblings import SiblingSpread
+from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
 from synth_pipeline.modeling.conditional import ConditionalQuantiles
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
@@ -112,6 +112,7 @@ class TableModel:
     fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
     pair_supports: list[PairSupport] = field(default_factory=list)  # strongly associated category pairs
     sibling_spreads: list[SiblingSpread] = field(default_factory=list)  # categories siblings share
+    one_per_parent: list[OnePerParent] = field(default_factory=list)  # a value each parent's children hold once
     conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
     parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
     link_groups: dict[str, str] = field(default_factory=dict)  # FK -> the category whose rows share one parent
@@ -218,6 +219,10 @@ class TableModel:
             if (found := SiblingSpread.fit(frame, primary.child_foreign_key, c, seed)) is not None]
         for spread in spreads:
             log.info("%s: %s", name, spread.label)
+        ones = [] if primary is None else [
+            found for c in categories for found in OnePerParent.fit_all(frame, primary.child_foreign_key, c)]
+        for found in ones:
+            log.info("%s: %s", name, found.label)
         conditionals = ConditionalQuantiles.fit_all(
             training, {c.name: c.sdtype for c in modelled if not is_count_column(c.name)},
             *((parent_rows, parent_kinds) if settings.conditional else (None, None)))
@@ -267,6 +272,7 @@ class TableModel:
             real_row_digests=unique_row_digests(full, compared),
             pair_supports=pair_supports,
             sibling_spreads=spreads,
+            one_per_parent=ones,
             conditionals=conditionals,
             parent_copies=copies,
             link_groups=groups,
@@ -308,6 +314,8 @@ class TableModel:
             spread.apply(out, rng, owners)
         for support in getattr(self, "pair_supports", []):
             support.apply(out, rng)
+        for found in getattr(self, "one_per_parent", []):
+            found.apply(out, rng, owners)
         for found in getattr(self, "conditionals", []):
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
@@ -404,7 +412,9 @@ class TableModel:
         bridge = self.bridges.get(rel.child_foreign_key)
         if bridge is not None and bridge.table in parents:
             route = route_values(bridge, rows, parent_rows)[has_parent]
-            out[has_parent] = link_by_bridge(route, parents[bridge.table], bridge, keys, capacity, rng)
+            by = getattr(bridge, "by", "")
+            category = rows[by].to_numpy(dtype=object)[has_parent] if by and by in rows.columns else None
+            out[has_parent] = link_by_bridge(route, parents[bridge.table], bridge, keys, capacity, rng, category)
         elif (group := getattr(self, "link_groups", {}).get(rel.child_foreign_key)) is not None and group in rows:
             signatures = (wanted[has_parent], _signature(source, signature)) if signature and link_model is not None \
                 else (None, None)
