@@ -725,3 +725,42 @@ def test_each_course_gets_one_lead_and_the_lead_row_links_the_course_lead_teache
     follows = linked == lead_of.reindex(route).to_numpy()
     assert follows[is_lead].mean() >= 0.9  # as far as the teachers' capacities allow
     assert follows[~is_lead].mean() <= 0.1  # only chance links
+
+
+def test_a_name_follows_the_department_copied_from_its_parent():
+    from synth_pipeline.modeling.pair_support import fit_determined_supports
+
+    rng = np.random.default_rng(0)
+    frame = _catalog(rng)
+    supports = fit_determined_supports(frame, ["name", "level", "active"], ["department"])
+    assert [(s.leader, s.follower) for s in supports] == [("department", "name")]
+    # names drawn with no regard to the (copied) department: each is moved to a real name of it
+    generated = pd.DataFrame({"department": rng.choice(frame["department"].to_numpy(), 300),
+                              "name": rng.choice(frame["name"].to_numpy(), 300)})
+    supports[0].apply(generated, rng)
+    truth = frame.drop_duplicates("name").set_index("name")["department"]
+    assert (generated["name"].map(truth) == generated["department"]).all()
+    assert generated["name"].nunique() >= 0.8 * frame["name"].nunique()
+
+
+def test_near_unique_names_keep_their_real_counts_within_their_department():
+    from synth_pipeline.modeling.pair_support import NameQuota, fit_determined_supports
+
+    rng = np.random.default_rng(0)
+    frame = _catalog(rng)
+    supports = fit_determined_supports(frame, ["name"], ["department"])
+    quota = NameQuota.fit(frame, "name", supports)
+    assert quota is not None and quota.leader == "department"
+    assert NameQuota.fit(frame, "department", supports) is None  # 6 values over 40 rows: no catalog
+    # names drawn row by row, each consistent with its department, collide
+    generated = frame[["department", "name"]].copy()
+    by_department = frame.groupby("department")["name"].apply(list).to_dict()
+    generated["name"] = [rng.choice(by_department[d]) for d in generated["department"]]
+    before = generated["name"].value_counts()
+    quota.apply(generated, rng)
+    after = generated["name"].value_counts()
+    real = frame["name"].value_counts()
+    truth = frame.drop_duplicates("name").set_index("name")["department"]
+    assert (generated["name"].map(truth) == generated["department"]).all()
+    gap = lambda counts: (counts.reindex(real.index, fill_value=0) - real).abs().sum()  # noqa: E731
+    assert gap(after) == 0 and gap(before) > 10

@@ -127,3 +127,82 @@ def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: lis
             supports.append(PairSupport(leader, follower, 1.0, set(lead_text + SEPARATOR + follow_text), given))
             taken = taken | {follower}
     return supports
+
+
+NEAR_UNIQUE_SHARE = 0.5  # distinct values per row from which a category is a catalog of names
+NEAR_UNIQUE_MIN_VALUES = 10
+
+
+@dataclass
+class NameQuota:
+    """A near-unique category (40 course names over 40 courses): drawn row by row, its values
+    collide and others go missing. Each value gets its real share of the rows (remainders
+    rounded at random); rows of a value over its quota move to values under theirs, among
+    the values of the row's leader where a leader sets the column (a name stays within the
+    course's department)."""
+
+    column: str
+    values: np.ndarray
+    shares: np.ndarray
+    leader: str = ""
+    leader_of: dict = field(default_factory=dict)  # value -> its leader's value (as text)
+
+    @property
+    def label(self) -> str:
+        return f"{self.column} kept to its real counts" + (f" within {self.leader}" if self.leader else "")
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, column: str, supports: list[PairSupport]) -> "NameQuota | None":
+        values = frame[column].dropna()
+        distinct = values.nunique()
+        if distinct < NEAR_UNIQUE_MIN_VALUES or distinct < NEAR_UNIQUE_SHARE * len(values):
+            return None
+        shares = values.value_counts(normalize=True)
+        quota = cls(column, shares.index.to_numpy(dtype=object), shares.to_numpy())
+        support = next((s for s in supports if s.follower == column), None)
+        if support is not None:
+            both = frame[[support.leader, column]].dropna()
+            quota.leader = support.leader
+            quota.leader_of = dict(zip(both[column], both[support.leader].astype(str)))
+        return quota
+
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
+        """Move rows off values over their quota onto values under it; returns the rows moved."""
+        if self.column not in frame.columns or frame.empty:
+            return 0
+        present = np.nonzero(frame[self.column].notna().to_numpy())[0]
+        expected = self.shares * len(present)
+        quota = np.floor(expected).astype(int)
+        remainder = len(present) - int(quota.sum())
+        if remainder > 0:
+            fractions = expected - quota
+            quota[rng.choice(len(quota), remainder, replace=False, p=fractions / fractions.sum())] += 1
+        codes = pd.Index(self.values).get_indexer(frame[self.column].to_numpy(dtype=object)[present])
+        # rows beyond their value's quota, taken at random within each value
+        order = rng.permutation(len(present))
+        rank = pd.Series(np.arange(len(order))).groupby(codes[order]).cumcount().to_numpy()
+        over = order[(codes[order] >= 0) & (rank >= quota[np.maximum(codes[order], 0)])]
+        held = np.bincount(codes[codes >= 0], minlength=len(quota))
+        wanted = rng.permutation(np.repeat(np.arange(len(quota)), np.maximum(quota - held, 0)))
+        if not len(over) or not len(wanted):
+            return 0
+        if self.leader and self.leader in frame.columns:
+            row_group = frame[self.leader].astype(str).to_numpy(dtype=object)[present[over]]
+            want_group = np.array([self.leader_of.get(v, "") for v in self.values[wanted]], dtype=object)
+        else:
+            row_group = np.zeros(len(over), dtype=object)
+            want_group = np.zeros(len(wanted), dtype=object)
+        out = frame[self.column].to_numpy(dtype=object).copy()
+        moved = 0
+        pending = pd.Series(np.arange(len(wanted))).groupby(want_group).indices
+        taken = {g: 0 for g in pending}
+        for r, g in zip(over, row_group):
+            slots = pending.get(g)
+            if slots is None or taken[g] >= len(slots):
+                continue
+            out[present[r]] = self.values[wanted[slots[taken[g]]]]
+            taken[g] += 1
+            moved += 1
+        dtype = frame[self.column].dtype
+        frame[self.column] = pd.Series(out, index=frame.index).astype(dtype) if dtype != object else out
+        return moved

@@ -43,7 +43,7 @@ from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.fit_sample import fit_sample
-from synth_pipeline.modeling.pair_support import PairSupport, fit_determined_supports, fit_pair_supports
+from synth_pipeline.modeling.pair_support import NameQuota, PairSupport, fit_determined_supports, fit_pair_supports
 from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
 from synth_pipeline.modeling.conditional import ConditionalQuantiles
 from synth_pipeline.modeling.transforms import TableCodec
@@ -113,6 +113,7 @@ class TableModel:
     pair_supports: list[PairSupport] = field(default_factory=list)  # strongly associated category pairs
     sibling_spreads: list[SiblingSpread] = field(default_factory=list)  # categories siblings share
     one_per_parent: list[OnePerParent] = field(default_factory=list)  # a value each parent's children hold once
+    name_quotas: list[NameQuota] = field(default_factory=list)  # near-unique categories kept to their real counts
     conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
     parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
     link_groups: dict[str, str] = field(default_factory=dict)  # FK -> the category whose rows share one parent
@@ -214,6 +215,9 @@ class TableModel:
             {s.follower for s in pair_supports})
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
+        quotas = [q for c in categories if (q := NameQuota.fit(frame.reset_index(drop=True), c, pair_supports))]
+        for quota in quotas:
+            log.info("%s: %s", name, quota.label)
         spreads = [] if primary is None else [
             found for c in categories
             if (found := SiblingSpread.fit(frame, primary.child_foreign_key, c, seed)) is not None]
@@ -273,6 +277,7 @@ class TableModel:
             pair_supports=pair_supports,
             sibling_spreads=spreads,
             one_per_parent=ones,
+            name_quotas=quotas,
             conditionals=conditionals,
             parent_copies=copies,
             link_groups=groups,
@@ -316,6 +321,8 @@ class TableModel:
             support.apply(out, rng)
         for found in getattr(self, "one_per_parent", []):
             found.apply(out, rng, owners)
+        for quota in getattr(self, "name_quotas", []):
+            quota.apply(out, rng)
         for found in getattr(self, "conditionals", []):
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
