@@ -764,3 +764,23 @@ def test_near_unique_names_keep_their_real_counts_within_their_department():
     assert (generated["name"].map(truth) == generated["department"]).all()
     gap = lambda counts: (counts.reindex(real.index, fill_value=0) - real).abs().sum()  # noqa: E731
     assert gap(after) == 0 and gap(before) > 10
+
+
+def test_one_owner_per_account_under_a_second_foreign_key_by_swapping_links():
+    from synth_pipeline.modeling.siblings import OnePerParent
+
+    rng = np.random.default_rng(0)
+    accounts = np.repeat(np.arange(300), rng.choice([1, 2], 300, p=[0.8, 0.2]))
+    real = pd.DataFrame({"account_id": accounts, "client_id": rng.permutation(len(accounts)),
+                         "type": np.where(pd.Series(accounts).duplicated(), "DISPONENT", "OWNER")})
+    ones = OnePerParent.fit_all(real, "account_id", "type")
+    assert [(o.value, o.foreign_key) for o in ones] == [("OWNER", "account_id")]
+    # generated: the right types and the right accounts' sizes, linked with no regard to type
+    generated = real.assign(account_id=rng.permutation(real["account_id"].to_numpy()))
+    sizes = generated.groupby("account_id").size()
+    assert ((generated["type"] == "OWNER").groupby(generated["account_id"]).sum() != 1).sum() > 30
+    ones[0].relink(generated, rng)
+    owners = (generated["type"] == "OWNER").groupby(generated["account_id"]).sum()
+    assert (owners == 1).all() and len(owners) == 300
+    assert generated.groupby("account_id").size().equals(sizes)  # every account keeps its children
+    assert (generated["type"] == "OWNER").sum() == 300  # swaps sufficed: no type changed

@@ -13,7 +13,10 @@ Where every real parent's children hold one value exactly once (each course has 
 ``lead`` among its instructors, each Berka account one ``OWNER`` disposition), each synthetic
 parent gets exactly one too: a parent without it has one child, drawn at random, take it; a
 parent with several keeps one, and the others take the column's other values at their real
-shares.
+shares. Under a second foreign key (a disposition's account, linked after its client) the
+links are fixed instead: a surplus holder of one parent swaps parents with a non-holder of a
+parent that has none, which keeps every parent's number of children; only what swaps cannot
+settle changes value.
 """
 
 from __future__ import annotations
@@ -131,6 +134,30 @@ class OnePerParent:
                 rest = both.loc[both[column] != value, column].value_counts(normalize=True)
                 out.append(cls(column, foreign_key, value, (rest.index.to_numpy(dtype=object), rest.to_numpy())))
         return out
+
+    def relink(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
+        """Under a second foreign key: swap parents between surplus holders and non-holders of
+        parents without one, then ``apply`` what is left; returns the rows changed."""
+        if self.foreign_key not in frame.columns or self.column not in frame.columns or frame.empty:
+            return 0
+        owners = frame[self.foreign_key].to_numpy(dtype=object).copy()
+        known = np.nonzero(pd.notna(owners))[0]
+        if not len(known):
+            return 0
+        group = pd.factorize(owners[known])[0]
+        holds = frame[self.column].to_numpy(dtype=object)[known] == self.value
+        order = rng.permutation(len(known))
+        held = pd.Series(holds[order]).groupby(group[order]).cumsum().to_numpy()
+        surplus = order[holds[order] & (held > 1)]  # every holder after a parent's first
+        has_holder = np.bincount(group, weights=holds, minlength=group.max() + 1) > 0
+        # one non-holder row of each parent without a holder, parents in random order
+        lacking = order[~holds[order] & ~has_holder[group[order]]]
+        lacking = lacking[~pd.Series(group[lacking]).duplicated().to_numpy()]
+        swaps = min(len(surplus), len(lacking))
+        a, b = known[surplus[:swaps]], known[lacking[:swaps]]
+        owners[a], owners[b] = owners[b].copy(), owners[a].copy()
+        frame[self.foreign_key] = owners
+        return 2 * swaps + self.apply(frame, rng, owners)
 
     def apply(self, frame: pd.DataFrame, rng: np.random.Generator, owners: np.ndarray | None = None) -> int:
         """Give each parent's children the value exactly once; returns the rows changed."""

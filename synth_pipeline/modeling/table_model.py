@@ -113,6 +113,7 @@ class TableModel:
     pair_supports: list[PairSupport] = field(default_factory=list)  # strongly associated category pairs
     sibling_spreads: list[SiblingSpread] = field(default_factory=list)  # categories siblings share
     one_per_parent: list[OnePerParent] = field(default_factory=list)  # a value each parent's children hold once
+    link_ones: dict[str, list[OnePerParent]] = field(default_factory=dict)  # the same under a second foreign key
     name_quotas: list[NameQuota] = field(default_factory=list)  # near-unique categories kept to their real counts
     conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
     parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
@@ -225,7 +226,10 @@ class TableModel:
             log.info("%s: %s", name, spread.label)
         ones = [] if primary is None else [
             found for c in categories for found in OnePerParent.fit_all(frame, primary.child_foreign_key, c)]
-        for found in ones:
+        link_ones = {rel.child_foreign_key: found for rel in metadata.second_relationships(name)
+                     if not rel.is_self_reference and (found := [
+                         one for c in categories for one in OnePerParent.fit_all(frame, rel.child_foreign_key, c)])}
+        for found in ones + [one for group in link_ones.values() for one in group]:
             log.info("%s: %s", name, found.label)
         conditionals = ConditionalQuantiles.fit_all(
             training, {c.name: c.sdtype for c in modelled if not is_count_column(c.name)},
@@ -277,6 +281,7 @@ class TableModel:
             pair_supports=pair_supports,
             sibling_spreads=spreads,
             one_per_parent=ones,
+            link_ones=link_ones,
             name_quotas=quotas,
             conditionals=conditionals,
             parent_copies=copies,
@@ -335,6 +340,8 @@ class TableModel:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
+            for found in getattr(self, "link_ones", {}).get(rel.child_foreign_key, []):
+                found.relink(out, rng)
         self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)
         pk = metadata.table(self.table).primary_key
         if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
