@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -73,3 +75,65 @@ def impose_rank_correlation(values: np.ndarray, target: np.ndarray, rng: np.rand
         ordered = np.sort(values[:, j])
         out[:, j] = ordered[np.argsort(np.argsort(adjusted[:, j], kind="stable"), kind="stable")]
     return out
+
+
+MIN_ZERO_PARENTS = 10
+
+
+@dataclass
+class CountsWithin:
+    """Children under one relationship only for parents of some values of a category (only
+    Physical Education teachers coach games): each synthetic parent outside those values
+    swaps its count with a childless parent inside them, so the counts' distribution stays
+    the calibrated one."""
+
+    count: str
+    column: str
+    values: frozenset  # the category's values (as labels) whose parents have children
+
+    @property
+    def label(self) -> str:
+        return f"children under {self.count[len(COUNT_PREFIX):]} only where {self.column} is one of " \
+               f"{sorted(self.values)}"
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, count: str, counts: np.ndarray, categories: list[str]) -> "CountsWithin | None":
+        """The category whose values hold every parent with children, if one does beyond
+        chance (``MAP_CHANCE``) and leaves at least ``MIN_ZERO_PARENTS`` parents without."""
+        from synth_pipeline.modeling.derived import MAP_CHANCE
+        from synth_pipeline.modeling.transforms import labels
+
+        positive = np.asarray(counts) > 0
+        if not positive.any():
+            return None
+        best = None
+        for column in categories:
+            values = labels(frame[column]).to_numpy(dtype=object)
+            if not 2 <= len(set(values)) <= 50:
+                continue
+            inside = pd.Series(values).isin(set(values[positive])).to_numpy()
+            outside = int((~inside).sum())
+            if outside < MIN_ZERO_PARENTS or inside.mean() ** positive.sum() >= MAP_CHANCE:
+                continue
+            if best is None or outside > best[0]:
+                best = (outside, cls(count, column, frozenset(values[positive])))
+        return None if best is None else best[1]
+
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
+        """Swap counts so parents outside the values have none; returns the parents changed."""
+        from synth_pipeline.modeling.transforms import labels
+
+        if self.count not in frame.columns or self.column not in frame.columns:
+            return 0
+        counts = frame[self.count].to_numpy().copy()
+        inside = labels(frame[self.column]).isin(self.values).to_numpy()
+        givers = rng.permutation(np.nonzero(~inside & (counts > 0))[0])
+        takers = rng.permutation(np.nonzero(inside & (counts == 0))[0])
+        swaps = min(len(givers), len(takers))
+        counts[takers[:swaps]], counts[givers[:swaps]] = counts[givers[:swaps]], 0
+        left = givers[swaps:]  # no childless parent inside: the count joins one that has children
+        if len(left) and inside.any():
+            np.add.at(counts, rng.choice(np.nonzero(inside)[0], len(left)), counts[left])
+            counts[left] = 0
+        frame[self.count] = counts
+        return swaps + len(left)
