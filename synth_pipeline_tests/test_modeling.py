@@ -784,3 +784,23 @@ def test_one_owner_per_account_under_a_second_foreign_key_by_swapping_links():
     assert (owners == 1).all() and len(owners) == 300
     assert generated.groupby("account_id").size().equals(sizes)  # every account keeps its children
     assert (generated["type"] == "OWNER").sum() == 300  # swaps sufficed: no type changed
+
+
+def test_only_the_department_that_coaches_gets_games_to_coach():
+    from synth_pipeline.modeling.cardinality import CountsWithin
+
+    rng = np.random.default_rng(0)
+    department = rng.choice(["PE", "Maths", "History", "Arts"], 60)
+    coached = np.where(department == "PE", rng.integers(0, 40, 60), 0)
+    teachers = pd.DataFrame({"department": department, "status": rng.choice(["active", "retired"], 60),
+                             "__children__games__coach_id": coached})
+    found = CountsWithin.fit(teachers, "__children__games__coach_id", coached, ["department", "status"])
+    assert found is not None and found.column == "department" and found.values == {"PE"}
+    # the same counts spread over every department: no rule
+    assert CountsWithin.fit(teachers, "__children__games__coach_id", rng.permutation(coached),
+                            ["department", "status"]) is None
+    generated = teachers.assign(**{"__children__games__coach_id": rng.permutation(coached)})
+    found.apply(generated, rng)
+    counts = generated["__children__games__coach_id"]
+    assert (counts[generated["department"] != "PE"] == 0).all()
+    assert sorted(counts) == sorted(coached)  # the same counts, moved onto coaching parents

@@ -31,8 +31,8 @@ from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling import linking
 from synth_pipeline.constraints import Constraint, discover_table, functional_map, parse_added
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
-from synth_pipeline.modeling.cardinality import (calibrate_counts, child_counts, count_column, impose_rank_correlation,
-                                                 is_count_column, normal_scores)
+from synth_pipeline.modeling.cardinality import (CountsWithin, calibrate_counts, child_counts, count_column,
+                                                 impose_rank_correlation, is_count_column, normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, ParentJoint, category_targets, choose_per_slot,
@@ -114,6 +114,7 @@ class TableModel:
     sibling_spreads: list[SiblingSpread] = field(default_factory=list)  # categories siblings share
     one_per_parent: list[OnePerParent] = field(default_factory=list)  # a value each parent's children hold once
     link_ones: dict[str, list[OnePerParent]] = field(default_factory=dict)  # the same under a second foreign key
+    counts_within: list[CountsWithin] = field(default_factory=list)  # children only for some values of a category
     name_quotas: list[NameQuota] = field(default_factory=list)  # near-unique categories kept to their real counts
     conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
     parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
@@ -173,6 +174,10 @@ class TableModel:
         modelled = [c for c in modelled_columns(metadata, name) if c.name not in copies]
         training = with_child_counts(metadata, name, real)
         real_counts = {c: training[c].to_numpy() for c in training.columns if is_count_column(c)}
+        counts_within = [found for c, counts in real_counts.items()
+                         if (found := CountsWithin.fit(training, c, counts, category_columns)) is not None]
+        for found in counts_within:
+            log.info("%s: %s", name, found.label)
         derived = DerivedColumns.discover(training[[c.name for c in modelled]], {c.name: c.sdtype for c in modelled},
                                           parent_rows, parent_kinds)
         training = derived.forward(training, parent_rows)
@@ -281,6 +286,7 @@ class TableModel:
             pair_supports=pair_supports,
             sibling_spreads=spreads,
             one_per_parent=ones,
+            counts_within=counts_within,
             link_ones=link_ones,
             name_quotas=quotas,
             conditionals=conditionals,
@@ -332,6 +338,8 @@ class TableModel:
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
+        for found in getattr(self, "counts_within", []):
+            found.apply(out, rng)
         for name, fmt in self.key_formats.items():  # after the copies: a key's year may follow a copied date
             out[name] = fmt.generate(n, rng, rows=out, part=part)
         for spec in self.identities:
