@@ -270,6 +270,22 @@ def _bounded_below_only(model: TableModel, columns: list[str]) -> list[str]:
     return [c for c, seen in roles.items() if seen == {"below"}]
 
 
+def _rule_columns(model: TableModel) -> set[str]:
+    """Columns a sampling rule set row by row (one lead per course, a name within its
+    department, a key prefix or a description following a category...): swapping them
+    between rows would undo the rule."""
+    out = {found.column for found in getattr(model, "one_per_parent", [])}
+    out |= {found.column for group in getattr(model, "link_ones", {}).values() for found in group}
+    out |= {found.column for found in getattr(model, "counts_within", [])}
+    out |= {c for q in getattr(model, "name_quotas", []) for c in (q.column, q.leader) if c}
+    copies = getattr(model, "parent_copies", {})
+    out |= {s.follower for s in getattr(model, "pair_supports", []) if s.leader in copies}
+    out |= {c for fmt in model.key_formats.values() for c, _ in getattr(fmt, "follows", {}).values()}
+    out |= {lookup[0] for spec in model.identities if (lookup := getattr(spec, "lookup", None))}
+    out |= {b.by for b in getattr(model, "bridges", {}).values() if getattr(b, "by", "")}
+    return out
+
+
 def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 200) -> tuple[int, int]:
     digests = getattr(model, "real_row_digests", None)
     columns = [c for c in getattr(model, "copy_columns", []) if c in frame.columns]
@@ -284,6 +300,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     for d in derived.derivations if derived is not None else []:  # amount = quantity x price of item
         bound |= {d.column, d.anchor, d.by} - {""}
     bound |= set(getattr(model, "parent_copies", {})) | set(getattr(model, "link_groups", {}).values())
+    bound |= _rule_columns(model)
     free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
     numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
                or pd.api.types.is_datetime64_any_dtype(frame[c])]

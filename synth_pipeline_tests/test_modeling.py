@@ -795,12 +795,45 @@ def test_only_the_department_that_coaches_gets_games_to_coach():
     teachers = pd.DataFrame({"department": department, "status": rng.choice(["active", "retired"], 60),
                              "__children__games__coach_id": coached})
     found = CountsWithin.fit(teachers, "__children__games__coach_id", coached, ["department", "status"])
-    assert found is not None and found.column == "department" and found.values == {"PE"}
+    assert found is not None and found.column == "department" and found.values == ("PE",)
     # the same counts spread over every department: no rule
     assert CountsWithin.fit(teachers, "__children__games__coach_id", rng.permutation(coached),
                             ["department", "status"]) is None
+    # a 30-valued category: ten parents with children cover at most ten values by chance alone
+    rooms = np.repeat([f"R{i}" for i in range(30)], 2)
+    some = np.zeros(60, dtype=int)
+    some[rng.choice(60, 10, replace=False)] = 5
+    assert CountsWithin.fit(teachers.assign(room=rooms), "c", some, ["room"]) is None
     generated = teachers.assign(**{"__children__games__coach_id": rng.permutation(coached)})
     found.apply(generated, rng)
     counts = generated["__children__games__coach_id"]
     assert (counts[generated["department"] != "PE"] == 0).all()
     assert sorted(counts) == sorted(coached)  # the same counts, moved onto coaching parents
+
+
+def test_moving_rows_off_real_rows_keeps_one_lead_per_course():
+    """Rows equal to a unique real row are moved off it by swapping values between rows; the
+    role a once-per-parent rule set must not be among the swapped columns."""
+    from types import SimpleNamespace
+
+    from synth_pipeline.modeling.siblings import OnePerParent
+    from synth_pipeline.modeling.table_model import unique_row_digests
+    from synth_pipeline.repair import _break_copies
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 4, 40)
+    courses = np.repeat([f"C{i}" for i in range(40)], sizes)
+    roles = np.where(pd.Series(courses).duplicated(), rng.choice(["assistant", "co-instructor"], len(courses)), "lead")
+    real = pd.DataFrame({"course_id": courses, "role": roles, "term": rng.choice(["Fall", "Spring"], len(courses)),
+                         "room": [f"R{i}" for i in rng.permutation(len(courses))]})  # every real row unique
+    columns = ["role", "term", "room"]
+    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns, constraints=[],
+                            derived=None, parent_copies={}, link_groups={}, key_formats={}, identities=[],
+                            one_per_parent=OnePerParent.fit_all(real, "course_id", "role"))
+    assert model.one_per_parent and model.real_row_digests is not None and len(model.real_row_digests)
+    synthetic = real.copy()  # odd rows copies of a real row, even rows not
+    synthetic.loc[::2, "term"] = synthetic.loc[::2, "term"].map({"Fall": "Spring", "Spring": "Fall"})
+    fixed, unfixed = _break_copies(synthetic, model, rng)
+    assert fixed > 0 and unfixed == 0
+    assert ((synthetic["role"] == "lead").groupby(synthetic["course_id"]).sum() == 1).all()
+    assert (synthetic["role"] == real["role"]).all()  # the copies were broken on the other columns

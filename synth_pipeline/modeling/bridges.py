@@ -33,6 +33,7 @@ MIN_RATE = 0.2
 MIN_LIFT = 0.15  # the real rate must beat the rate of shuffled links by this much
 MAX_SHIFTED_PARENTS = 0.05  # share of parents whose child count may move toward their routes' demand
 BY_CATEGORY_GAIN = 0.5  # a category must halve the rows whose agreement is uncertain to set the share
+BY_CATEGORY_MIN_ROWS = 10  # rows of every value of that category (a rate of 0 or 1 on two rows means nothing)
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def fit_bridge(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFra
                   if c.sdtype in ("categorical", "boolean")]
     for column in categories:
         values = child.loc[known, column].astype(str).reset_index(drop=True)
-        if values.nunique() < 2 or values.nunique() > 50:
+        if not 2 <= values.nunique() <= 50 or values.value_counts().min() < BY_CATEGORY_MIN_ROWS:
             continue
         rates = agrees.groupby(values).mean()
         left = float((agrees.groupby(values).size() * np.minimum(rates, 1 - rates)).sum())

@@ -85,11 +85,12 @@ class CountsWithin:
     """Children under one relationship only for parents of some values of a category (only
     Physical Education teachers coach games): each synthetic parent outside those values
     swaps its count with a childless parent inside them, so the counts' distribution stays
-    the calibrated one."""
+    the calibrated one (if no childless parent is left inside, the count is added to one
+    that has children)."""
 
     count: str
     column: str
-    values: frozenset  # the category's values (as labels) whose parents have children
+    values: tuple  # the category's values (as labels, sorted) whose parents have children
 
     @property
     def label(self) -> str:
@@ -99,7 +100,11 @@ class CountsWithin:
     @classmethod
     def fit(cls, frame: pd.DataFrame, count: str, counts: np.ndarray, categories: list[str]) -> "CountsWithin | None":
         """The category whose values hold every parent with children, if one does beyond
-        chance (``MAP_CHANCE``) and leaves at least ``MIN_ZERO_PARENTS`` parents without."""
+        chance and leaves at least ``MIN_ZERO_PARENTS`` parents without. Chance: the parents
+        with children all falling within some ``k`` of the ``V`` values, bounded by
+        ``C(V, k) x (the k largest values' share) ** parents with children`` < ``MAP_CHANCE``."""
+        from math import comb, log
+
         from synth_pipeline.modeling.derived import MAP_CHANCE
         from synth_pipeline.modeling.transforms import labels
 
@@ -109,14 +114,17 @@ class CountsWithin:
         best = None
         for column in categories:
             values = labels(frame[column]).to_numpy(dtype=object)
-            if not 2 <= len(set(values)) <= 50:
+            shares = pd.Series(values).value_counts(normalize=True).to_numpy()
+            if not 2 <= len(shares) <= 50:
                 continue
-            inside = pd.Series(values).isin(set(values[positive])).to_numpy()
+            hit = sorted(set(values[positive]))
+            inside = pd.Series(values).isin(hit).to_numpy()
             outside = int((~inside).sum())
-            if outside < MIN_ZERO_PARENTS or inside.mean() ** positive.sum() >= MAP_CHANCE:
+            if outside < MIN_ZERO_PARENTS:
                 continue
-            if best is None or outside > best[0]:
-                best = (outside, cls(count, column, frozenset(values[positive])))
+            chance = log(comb(len(shares), len(hit))) + positive.sum() * log(shares[:len(hit)].sum())
+            if chance < log(MAP_CHANCE) and (best is None or outside > best[0]):
+                best = (outside, cls(count, column, tuple(hit)))
         return None if best is None else best[1]
 
     def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
@@ -126,7 +134,7 @@ class CountsWithin:
         if self.count not in frame.columns or self.column not in frame.columns:
             return 0
         counts = frame[self.count].to_numpy().copy()
-        inside = labels(frame[self.column]).isin(self.values).to_numpy()
+        inside = labels(frame[self.column]).isin(list(self.values)).to_numpy()
         givers = rng.permutation(np.nonzero(~inside & (counts > 0))[0])
         takers = rng.permutation(np.nonzero(inside & (counts == 0))[0])
         swaps = min(len(givers), len(takers))

@@ -53,6 +53,7 @@ class Derivation:
     decimals: int | None = None  # of the rebuilt numbers (0: integers)
     quantiles: np.ndarray | None = None  # real marginal of a rebuilt date (days), see _rebuild
     line: tuple[float, float] = (0.0, 0.0)  # linear: intercept and slope on the anchor (days for a date)
+    limits: tuple[float, float] | None = None  # linear: the real column's range, kept by the rebuilt numbers
 
     @property
     def description(self) -> str:
@@ -212,7 +213,9 @@ class DerivedColumns:
                     slope, intercept = np.polyfit(x[both], y[both], 1)
                     candidates.append((-abs(r), target, anchor, (float(intercept), float(slope))))
         for _, target, anchor, line in sorted(candidates):
-            self._add(Derivation("linear", target, anchor, decimals=decimals_of(values[target]), line=line))
+            y = values[target]
+            self._add(Derivation("linear", target, anchor, decimals=decimals_of(y), line=line,
+                                 limits=(float(np.nanmin(y)), float(np.nanmax(y)))))
 
     def _discover_parent_offsets(self, frame: pd.DataFrame, parent: pd.DataFrame, parent_kinds: dict[str, str]) -> None:
         parent_dates = [c for c, k in parent_kinds.items() if k == "datetime"]
@@ -282,7 +285,10 @@ class DerivedColumns:
         else:
             anchor = day_numbers(frame[d.anchor], self.kinds[d.anchor])
         if d.kind == "linear":
-            return as_written(d.line[0] + d.line[1] * anchor + derived, d.decimals, frame.index)
+            value = d.line[0] + d.line[1] * anchor + derived
+            if d.limits is not None:  # a recent hire's years never below the real minimum
+                value = np.clip(value, *d.limits)
+            return as_written(value, d.decimals, frame.index)
         if d.kind == "ratio":
             value = np.clip(derived, 0.0, 1.0) * anchor
         else:

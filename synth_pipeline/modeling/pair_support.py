@@ -36,7 +36,7 @@ class PairSupport:
     leader: str
     follower: str
     association: float
-    seen: set = field(default_factory=set)  # "leader<SEP>follower" value pairs, as text
+    seen: tuple = ()  # "leader<SEP>follower" value pairs, as text, sorted (a set would pickle in hash order)
     given: dict = field(default_factory=dict)  # leader value (text) -> (follower values, probabilities)
 
     @property
@@ -51,7 +51,7 @@ class PairSupport:
         present = lead.notna() & follow.notna()
         lead_text, follow_text = lead.astype(str), follow.astype(str)
         pairs = lead_text + SEPARATOR + follow_text
-        unseen = present & ~pairs.isin(self.seen) & lead_text.isin(list(self.given))
+        unseen = present & ~pairs.isin(list(self.seen)) & lead_text.isin(list(self.given))
         rows = np.nonzero(unseen.to_numpy())[0]
         lead_text = lead_text.to_numpy()
         if not len(rows):
@@ -98,7 +98,7 @@ def fit_pair_supports(frame: pd.DataFrame, columns: list[str]) -> list[PairSuppo
         for value, group in both.groupby(lead_text)[follower]:
             counts = group.value_counts()
             given[value] = (counts.index.to_numpy(dtype=object), (counts / counts.sum()).to_numpy())
-        supports[follower] = PairSupport(leader, follower, v, set(lead_text + SEPARATOR + follow_text), given)
+        supports[follower] = PairSupport(leader, follower, v, tuple(sorted(set(lead_text + SEPARATOR + follow_text))), given)
         leaders.add(leader)
     return list(supports.values())
 
@@ -108,6 +108,7 @@ def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: lis
     """For each copied column, the generated categories (not in ``taken``) that determine it in
     every real row, more consistently than chance would, follow it."""
     supports = []
+    taken = set(taken) | set(copied)  # a follower never leads: redrawing never chains
     for leader in copied:
         lead = labels(frame[leader])
         if lead.nunique() < 2:
@@ -124,8 +125,8 @@ def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: lis
             for value, group in both.groupby(lead_text)[follower]:
                 counts = group.value_counts()
                 given[value] = (counts.index.to_numpy(dtype=object), (counts / counts.sum()).to_numpy())
-            supports.append(PairSupport(leader, follower, 1.0, set(lead_text + SEPARATOR + follow_text), given))
-            taken = taken | {follower}
+            supports.append(PairSupport(leader, follower, 1.0, tuple(sorted(set(lead_text + SEPARATOR + follow_text))), given))
+            taken = taken | {follower, leader}
     return supports
 
 

@@ -116,9 +116,14 @@ class IdentitySpec:
         if self.sdtype == "email":
             values = _emails(fake, n, rows, self.template or "example.org", self.is_real, part)
         elif (lookup := getattr(self, "lookup", None)) is not None and rows is not None and lookup[0] in rows.columns:
-            looked_up = labels(pd.Series(rows[lookup[0]].to_numpy())).map(lookup[1])
-            fallback = iter(self._draw(fake, rng, int(looked_up.isna().sum())))
-            values = [next(fallback) if pd.isna(v) else v for v in looked_up]
+            category = labels(pd.Series(rows[lookup[0]].to_numpy()))
+            looked_up = category.map(lookup[1]).to_numpy(dtype=object)
+            missing = np.nonzero(pd.isna(looked_up) & ~category.isin(lookup[2] if len(lookup) > 2 else ()).to_numpy())[0]
+            looked_up[missing] = self._draw(fake, rng, len(missing))  # a category the real rows lack
+            # nulls: the categories whose real text is always null, then the rest at their own rate
+            series = pd.Series(looked_up, dtype=object)
+            rate = lookup[3] if len(lookup) > 3 else self.null_rate
+            return series.where(rng.random(n) >= rate) if rate > 0 else series
         elif self.family_of is not None and rows is not None and self.family_of in rows.columns:
             values = [f"{first} {last}" for first, last in zip(_faker_values(fake.first_name, rng, n),
                                                                  _faker_values(fake.last_name, rng, n))]
@@ -150,9 +155,10 @@ class IdentitySpec:
         return _faker_values(getattr(fake, _FAKER_METHOD.get(self.sdtype, "word")), rng, n)
 
 
-def _determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str]) -> tuple[str, dict] | None:
+def _determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str]) -> tuple | None:
     """The category (fewest values first) under which every real row of one value has the same
-    text, more consistently than chance would; None when no category does."""
+    text, more consistently than chance would: ``(column, {label: text}, labels whose text is
+    always null, null rate of the other rows)``; None when no category does."""
     known = values.notna()
     text = values[known].astype(str)
     if text.nunique() < 2:
@@ -165,7 +171,13 @@ def _determining_category(values: pd.Series, frame: pd.DataFrame, categories: li
             continue
         if (text.groupby(keys).nunique() == 1).all() and agreement_by_chance(text, keys) < MAP_CHANCE:
             best = (category, n_keys, text.groupby(keys).first().to_dict())
-    return None if best is None else (best[0], best[2])
+    if best is None:
+        return None
+    every = labels(frame[best[0]])
+    null_only = sorted(set(every[~known]) - set(best[2]))
+    with_text = every.isin(list(best[2])).to_numpy()
+    rate = float(values[with_text].isna().mean()) if with_text.any() else 0.0
+    return best[0], best[2], tuple(null_only), rate
 
 
 def _faker_values(method, rng: np.random.Generator, n: int) -> list[str]:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 MIN_PARENTS = 30
+MIN_SEVERAL = 10  # parents with several children, for a value held once per parent to mean anything
 MAX_SHARE_OF_CHANCE = 0.85  # real distinct values per parent at most this share of the shuffled ones
 
 
@@ -123,17 +124,19 @@ class OnePerParent:
 
     @classmethod
     def fit_all(cls, frame: pd.DataFrame, foreign_key: str, column: str) -> "list[OnePerParent]":
+        """At most one value per column (two such values would undo each other's fixes): the
+        first, in the column's order of values, whose count per parent is one everywhere."""
         both = frame[[foreign_key, column]].dropna()
         sizes = both.groupby(foreign_key).size()
-        if len(sizes) < MIN_PARENTS or not (sizes > 1).any() or both[column].nunique() < 2:
+        if len(sizes) < MIN_PARENTS or (sizes > 1).sum() < MIN_SEVERAL or both[column].nunique() < 2:
             return []
-        out = []
-        for value in both[column].unique():
+        totals = both[column].value_counts()
+        for value in sorted(totals.index[totals == len(sizes)], key=str):  # held once per parent, if at all
             held = (both[column] == value).groupby(both[foreign_key]).sum()
             if (held == 1).all() and held.index.equals(sizes.index):
                 rest = both.loc[both[column] != value, column].value_counts(normalize=True)
-                out.append(cls(column, foreign_key, value, (rest.index.to_numpy(dtype=object), rest.to_numpy())))
-        return out
+                return [cls(column, foreign_key, value, (rest.index.to_numpy(dtype=object), rest.to_numpy()))]
+        return []
 
     def relink(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
         """Under a second foreign key: swap parents between surplus holders and non-holders of

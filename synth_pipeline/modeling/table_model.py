@@ -218,7 +218,7 @@ class TableModel:
         pair_supports = fit_pair_supports(frame.reset_index(drop=True), categories)
         pair_supports += fit_determined_supports(
             frame.reset_index(drop=True), categories, [c for c in copies if c in category_columns],
-            {s.follower for s in pair_supports})
+            {c for s in pair_supports for c in (s.leader, s.follower)})
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
         quotas = [q for c in categories if (q := NameQuota.fit(frame.reset_index(drop=True), c, pair_supports))]
@@ -338,8 +338,6 @@ class TableModel:
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
-        for found in getattr(self, "counts_within", []):
-            found.apply(out, rng)
         for name, fmt in self.key_formats.items():  # after the copies: a key's year may follow a copied date
             out[name] = fmt.generate(n, rng, rows=out, part=part)
         for spec in self.identities:
@@ -350,6 +348,8 @@ class TableModel:
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
             for found in getattr(self, "link_ones", {}).get(rel.child_foreign_key, []):
                 found.relink(out, rng)
+        for found in getattr(self, "counts_within", []):  # after every step that may change a category
+            found.apply(out, rng)
         self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)
         pk = metadata.table(self.table).primary_key
         if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
