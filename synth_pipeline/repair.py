@@ -280,8 +280,8 @@ def _rule_columns(model: TableModel) -> set[str]:
     out |= {c for q in getattr(model, "name_quotas", []) for c in (q.column, q.leader) if c}
     copies = getattr(model, "parent_copies", {})
     out |= {s.follower for s in getattr(model, "pair_supports", []) if s.leader in copies}
-    out |= {c for fmt in model.key_formats.values() for c, _ in getattr(fmt, "follows", {}).values()}
-    out |= {lookup[0] for spec in model.identities if (lookup := getattr(spec, "lookup", None))}
+    out |= {c for fmt in getattr(model, "key_formats", {}).values() for c, _ in getattr(fmt, "follows", {}).values()}
+    out |= {lookup[0] for spec in getattr(model, "identities", []) if (lookup := getattr(spec, "lookup", None))}
     out |= {b.by for b in getattr(model, "bridges", {}).values() if getattr(b, "by", "")}
     return out
 
