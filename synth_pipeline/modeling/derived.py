@@ -305,6 +305,21 @@ class DerivedColumns:
         return as_written(value, d.decimals, frame.index)
 
 
+def determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str]) -> tuple[str, dict] | None:
+    """The category of ``frame`` (rows aligned with ``values``; fewest values first, 2 to
+    MAX_DETERMINANT_VALUES of them) under which every row of one value has the same value,
+    more consistently than chance would: ``(category, {category label: value})``, or None."""
+    best = None
+    for category in categories:
+        keys = labels(frame.loc[values.index, category])
+        n_keys = keys.nunique()
+        if not 2 <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
+            continue
+        if (values.groupby(keys).nunique() == 1).all() and agreement_by_chance(values, keys) < MAP_CHANCE:
+            best = (category, n_keys, values.groupby(keys).first().to_dict())
+    return None if best is None else (best[0], best[2])
+
+
 def agreement_by_chance(values: pd.Series, keys: pd.Series) -> float:
     """How likely the rows sharing a key would all agree on the column if the column were
     independent of the key: the product over repeated keys of sum_v p_v ** (rows of the key)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.derived import MAP_CHANCE, MAX_DETERMINANT_VALUES, agreement_by_chance
+from synth_pipeline.modeling.derived import determining_category
 from synth_pipeline.modeling.transforms import labels
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-([0-9a-fA-F])[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -99,7 +99,7 @@ class KeyFormat:
 
     def link_categories(self, frame: pd.DataFrame, column: str, categories: list[str]) -> None:
         """Point each choice run (not a year) at the category that determines it in every real
-        row, more consistently than chance would (``derived.agreement_by_chance``)."""
+        row, more consistently than chance would (``derived.determining_category``)."""
         if self.kind != "pattern":
             return
         present = frame[column].notna()
@@ -108,16 +108,9 @@ class KeyFormat:
             if kind != "choice" or i == self.year_token:
                 continue
             token = split.map(lambda toks: toks[i] if len(toks) > i else None)
-            best = None
-            for category in categories:
-                keys = labels(frame.loc[present, category])
-                n_keys = keys.nunique()
-                if not 2 <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
-                    continue
-                if (token.groupby(keys).nunique() == 1).all() and agreement_by_chance(token, keys) < MAP_CHANCE:
-                    best = (category, n_keys, token.groupby(keys).first().to_dict())
-            if best is not None:
-                self.follows[i] = (best[0], best[2])
+            found = determining_category(token, frame, categories)
+            if found is not None:
+                self.follows[i] = found
 
     @property
     def regex(self) -> str:

@@ -92,15 +92,20 @@ def fit_pair_supports(frame: pd.DataFrame, columns: list[str]) -> list[PairSuppo
     for v, leader, follower in sorted(scored, reverse=True):
         if follower in supports or follower in leaders or leader in supports:
             continue
-        both = frame[[leader, follower]].dropna()
-        lead_text, follow_text = both[leader].astype(str), both[follower].astype(str)
-        given = {}
-        for value, group in both.groupby(lead_text)[follower]:
-            counts = group.value_counts()
-            given[value] = (counts.index.to_numpy(dtype=object), (counts / counts.sum()).to_numpy())
-        supports[follower] = PairSupport(leader, follower, v, tuple(sorted(set(lead_text + SEPARATOR + follow_text))), given)
+        supports[follower] = _support(frame, leader, follower, v)
         leaders.add(leader)
     return list(supports.values())
+
+
+def _support(frame: pd.DataFrame, leader: str, follower: str, association: float) -> PairSupport:
+    """The real pairs of the two columns and the follower's real distribution per leader value."""
+    both = frame[[leader, follower]].dropna()
+    lead_text, follow_text = both[leader].astype(str), both[follower].astype(str)
+    given = {}
+    for value, group in both.groupby(lead_text)[follower]:
+        counts = group.value_counts()
+        given[value] = (counts.index.to_numpy(dtype=object), (counts / counts.sum()).to_numpy())
+    return PairSupport(leader, follower, association, tuple(sorted(set(lead_text + SEPARATOR + follow_text))), given)
 
 
 def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: list[str],
@@ -119,13 +124,7 @@ def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: lis
             keys = labels(frame[follower])
             if not (lead.groupby(keys).nunique() == 1).all() or agreement_by_chance(lead, keys) >= MAP_CHANCE:
                 continue
-            both = frame[[leader, follower]].dropna()
-            lead_text, follow_text = both[leader].astype(str), both[follower].astype(str)
-            given = {}
-            for value, group in both.groupby(lead_text)[follower]:
-                counts = group.value_counts()
-                given[value] = (counts.index.to_numpy(dtype=object), (counts / counts.sum()).to_numpy())
-            supports.append(PairSupport(leader, follower, 1.0, tuple(sorted(set(lead_text + SEPARATOR + follow_text))), given))
+            supports.append(_support(frame, leader, follower, 1.0))
             taken = taken | {follower, leader}
     return supports
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
-from synth_pipeline.modeling.derived import MAP_CHANCE, MAX_DETERMINANT_VALUES, agreement_by_chance
+from synth_pipeline.modeling.derived import determining_category
 from synth_pipeline.modeling.keys import WHOLE, Partition
 from synth_pipeline.modeling.transforms import labels
 
@@ -163,21 +163,14 @@ def _determining_category(values: pd.Series, frame: pd.DataFrame, categories: li
     text = values[known].astype(str)
     if text.nunique() < 2:
         return None
-    best = None
-    for category in categories:
-        keys = labels(frame.loc[known, category])
-        n_keys = keys.nunique()
-        if not 2 <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
-            continue
-        if (text.groupby(keys).nunique() == 1).all() and agreement_by_chance(text, keys) < MAP_CHANCE:
-            best = (category, n_keys, text.groupby(keys).first().to_dict())
-    if best is None:
+    found = determining_category(text, frame, categories)
+    if found is None:
         return None
-    every = labels(frame[best[0]])
-    null_only = sorted(set(every[~known]) - set(best[2]))
-    with_text = every.isin(list(best[2])).to_numpy()
+    every = labels(frame[found[0]])
+    null_only = sorted(set(every[~known]) - set(found[1]))
+    with_text = every.isin(list(found[1])).to_numpy()
     rate = float(values[with_text].isna().mean()) if with_text.any() else 0.0
-    return best[0], best[2], tuple(null_only), rate
+    return found[0], found[1], tuple(null_only), rate
 
 
 def _faker_values(method, rng: np.random.Generator, n: int) -> list[str]:
