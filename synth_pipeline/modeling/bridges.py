@@ -134,14 +134,18 @@ def pair_index(bridge: Bridge, table: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_arrays([pairs[bridge.pair_route].astype(str), pairs[bridge.pair_parent].astype(str)])
 
 
-def agreement(bridge: Bridge, route: np.ndarray, linked: np.ndarray, table: pd.DataFrame) -> tuple[float, int]:
-    """The share of rows (with both keys) whose (route, linked parent) pair is in ``table``."""
+def agreeing_rows(bridge: Bridge, route: np.ndarray, linked: np.ndarray, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows have both keys, and of those, which have their (route, linked parent) pair in ``table``."""
     route, linked = pd.Series(route, dtype=object), pd.Series(linked, dtype=object)
     known = (route.notna() & linked.notna()).to_numpy()
-    if not known.any():
-        return 0.0, 0
     rows = pd.MultiIndex.from_arrays([route[known].astype(str), linked[known].astype(str)])
-    return float(rows.isin(pair_index(bridge, table)).mean()), int(known.sum())
+    return known, rows.isin(pair_index(bridge, table))
+
+
+def agreement(bridge: Bridge, route: np.ndarray, linked: np.ndarray, table: pd.DataFrame) -> tuple[float, int]:
+    """The share of rows (with both keys) whose (route, linked parent) pair is in ``table``."""
+    known, agrees = agreeing_rows(bridge, route, linked, table)
+    return (float(agrees.mean()), int(known.sum())) if known.any() else (0.0, 0)
 
 
 def _child_and_parent_rows(metadata: Metadata, rel: Relationship, tables: dict[str, pd.DataFrame]):
@@ -185,11 +189,8 @@ def fit_bridge(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFra
         return None
     child, parent_rows = _child_and_parent_rows(metadata, rel, real)
     route = route_values(best, child, parent_rows)
-    linked = child[rel.child_foreign_key].to_numpy(dtype=object)
-    known = pd.notna(route) & pd.notna(linked)
-    rows = pd.MultiIndex.from_arrays([pd.Series(route[known], dtype=object).astype(str),
-                                      pd.Series(linked[known], dtype=object).astype(str)])
-    agrees = pd.Series(rows.isin(pair_index(best, real[best.table])).astype(float))
+    known, agrees = agreeing_rows(best, route, child[rel.child_foreign_key].to_numpy(dtype=object), real[best.table])
+    agrees = pd.Series(agrees.astype(float))
     uncertain = len(agrees) * min(best.rate, 1 - best.rate)
     categories = [c.name for c in metadata.table(rel.child_table_name).columns.values()
                   if c.sdtype in ("categorical", "boolean")]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import comb, log
 
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.modeling.derived import MAP_CHANCE
+from synth_pipeline.modeling.transforms import labels
 from synth_pipeline.schema.metadata import Relationship
 
 COUNT_PREFIX = "__children__"
@@ -103,11 +106,6 @@ class CountsWithin:
         chance and leaves at least ``MIN_ZERO_PARENTS`` parents without. Chance: the parents
         with children all falling within some ``k`` of the ``V`` values, bounded by
         ``C(V, k) x (the k largest values' share) ** parents with children`` < ``MAP_CHANCE``."""
-        from math import comb, log
-
-        from synth_pipeline.modeling.derived import MAP_CHANCE
-        from synth_pipeline.modeling.transforms import labels
-
         positive = np.asarray(counts) > 0
         if not positive.any():
             return None
@@ -129,8 +127,6 @@ class CountsWithin:
 
     def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
         """Swap counts so parents outside the values have none; returns the parents changed."""
-        from synth_pipeline.modeling.transforms import labels
-
         if self.count not in frame.columns or self.column not in frame.columns:
             return 0
         counts = frame[self.count].to_numpy().copy()

@@ -119,21 +119,11 @@ class DerivedColumns:
             values = labels(frame[target])
             if values.nunique() < 2:
                 continue
-            best = None
-            for det in determinants:
-                if det == target:
-                    continue
-                keys = labels(frame[det])
-                n_keys = keys.nunique()
-                if not values.nunique() <= n_keys <= MAX_DETERMINANT_VALUES:
-                    continue
-                if not (values.groupby(keys).nunique() == 1).all() or (best is not None and n_keys >= best[1]):
-                    continue
-                if n_keys <= len(frame) // 5 or agreement_by_chance(values, keys) < MAP_CHANCE:
-                    best = (det, n_keys)
-            if best is not None and self._dependent(best[0]) is None:
-                mapping = frame[target].groupby(labels(frame[best[0]])).first().to_dict()
-                self._add(Derivation("map", target, best[0], mapping=mapping))
+            found = determining_category(values, frame, [d for d in determinants if d != target],
+                                         min_keys=values.nunique(), few_keys=len(frame) // 5)
+            if found is not None and self._dependent(found[0]) is None:
+                mapping = frame[target].groupby(labels(frame[found[0]])).first().to_dict()
+                self._add(Derivation("map", target, found[0], mapping=mapping))
 
     def _discover_products(self, frame: pd.DataFrame) -> None:
         numeric = [c for c, k in self.kinds.items() if k == "numerical"]
@@ -305,17 +295,20 @@ class DerivedColumns:
         return as_written(value, d.decimals, frame.index)
 
 
-def determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str]) -> tuple[str, dict] | None:
-    """The category of ``frame`` (rows aligned with ``values``; fewest values first, 2 to
-    MAX_DETERMINANT_VALUES of them) under which every row of one value has the same value,
-    more consistently than chance would: ``(category, {category label: value})``, or None."""
+def determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str], min_keys: int = 2,
+                         few_keys: int = 0) -> tuple[str, dict] | None:
+    """The category of ``frame`` (rows aligned with ``values``; fewest values first, ``min_keys``
+    to MAX_DETERMINANT_VALUES of them) under which every row of one value has the same value,
+    more consistently than chance would (a category of at most ``few_keys`` values needs no
+    chance test): ``(category, {category label: value})``, or None."""
     best = None
     for category in categories:
         keys = labels(frame.loc[values.index, category])
         n_keys = keys.nunique()
-        if not 2 <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
+        if not max(min_keys, 2) <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
             continue
-        if (values.groupby(keys).nunique() == 1).all() and agreement_by_chance(values, keys) < MAP_CHANCE:
+        if (values.groupby(keys).nunique() == 1).all() and (
+                n_keys <= few_keys or agreement_by_chance(values, keys) < MAP_CHANCE):
             best = (category, n_keys, values.groupby(keys).first().to_dict())
     return None if best is None else (best[0], best[2])
 

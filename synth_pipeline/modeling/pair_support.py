@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats.contingency import association
 
 from synth_pipeline.modeling.derived import MAP_CHANCE, agreement_by_chance
-from synth_pipeline.modeling.transforms import labels
+from synth_pipeline.modeling.transforms import labels, put_column
 
 MIN_ASSOCIATION = 0.5
 MAX_VALUES = 60
@@ -61,8 +61,7 @@ class PairSupport:
             values, probs = self.given[value]
             positions = rows[np.asarray(members)]
             new[positions] = values[rng.choice(len(values), size=len(positions), p=probs)]
-        frame[self.follower] = pd.Series(new, index=frame.index).astype(follow.dtype) \
-            if follow.dtype != object else new
+        put_column(frame, self.follower, new)
         return len(rows)
 
 
@@ -203,6 +202,5 @@ class NameQuota:
             out[present[r]] = self.values[wanted[slots[taken[g]]]]
             taken[g] += 1
             moved += 1
-        dtype = frame[self.column].dtype
-        frame[self.column] = pd.Series(out, index=frame.index).astype(dtype) if dtype != object else out
+        put_column(frame, self.column, out)
         return moved

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.modeling.transforms import put_column
+
 MIN_PARENTS = 30
 MIN_SEVERAL = 10  # parents with several children, for a value held once per parent to mean anything
 MAX_SHARE_OF_CHANCE = 0.85  # real distinct values per parent at most this share of the shuffled ones
@@ -95,8 +97,7 @@ class SiblingSpread:
             pick = np.minimum(np.searchsorted(cumulative, target, side="right"), ends[g] - 1)
             column = frame[self.column].to_numpy(dtype=object).copy()
             column[rows[moved]] = uniques[kept["v"].to_numpy()[pick]]
-            frame[self.column] = pd.Series(column, index=frame.index).astype(frame[self.column].dtype) \
-                if frame[self.column].dtype != object else column
+            put_column(frame, self.column, column)
         return len(moved)
 
     def _draw_distinct(self, sizes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -185,6 +186,5 @@ class OnePerParent:
         column[present[gain]] = self.value
         values, shares = self.others
         column[present[lose]] = np.asarray(values, dtype=object)[rng.choice(len(values), int(lose.sum()), p=shares)]
-        dtype = frame[self.column].dtype
-        frame[self.column] = pd.Series(column, index=frame.index).astype(dtype) if dtype != object else column
+        put_column(frame, self.column, column)
         return int(gain.sum() + lose.sum())

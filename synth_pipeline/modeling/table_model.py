@@ -215,13 +215,13 @@ class TableModel:
                 log.info("%s: %s", name, found.label)
         categories = [c.name for c in modelled_columns(metadata, name) if c.sdtype in ("categorical", "boolean")
                       and c.name not in derived.dropped and c.name not in copies]
-        pair_supports = fit_pair_supports(frame.reset_index(drop=True), categories)
-        pair_supports += fit_determined_supports(
-            frame.reset_index(drop=True), categories, [c for c in copies if c in category_columns],
-            {c for s in pair_supports for c in (s.leader, s.follower)})
+        rows = frame.reset_index(drop=True)
+        pair_supports = fit_pair_supports(rows, categories)
+        pair_supports += fit_determined_supports(rows, categories, [c for c in copies if c in category_columns],
+                                                 {c for s in pair_supports for c in (s.leader, s.follower)})
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
-        quotas = [q for c in categories if (q := NameQuota.fit(frame.reset_index(drop=True), c, pair_supports))]
+        quotas = [q for c in categories if (q := NameQuota.fit(rows, c, pair_supports))]
         for quota in quotas:
             log.info("%s: %s", name, quota.label)
         spreads = [] if primary is None else [

@@ -168,6 +168,12 @@ def rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     return np.interp(ranks, np.linspace(0, 1, len(quantiles)), quantiles)
 
 
+def put_column(frame: pd.DataFrame, column: str, values: np.ndarray) -> None:
+    """Write values (an object array of the column's own values) back in the column's dtype."""
+    dtype = frame[column].dtype
+    frame[column] = pd.Series(values, index=frame.index).astype(dtype) if dtype != object else values
+
+
 def labels(values: pd.Series) -> pd.Series:
     """Values as category labels, nulls a label of their own; whole numbers read the same
     whether the column holds nulls (float) or not (int): ``9``, not ``9.0``."""
