@@ -271,10 +271,11 @@ def _bounded_below_only(model: TableModel, columns: list[str]) -> list[str]:
 
 
 def _rule_columns(model: TableModel) -> set[str]:
-    """Columns a sampling rule set row by row (one lead per course, a name within its
-    department, a key prefix or a description following a category...): swapping them
-    between rows would undo the rule."""
+    """Columns a sampling rule set row by row (one lead per course, one academic year per
+    course's instructors, a name within its department, a key prefix or a description
+    following a category...): swapping them between rows would undo the rule."""
     out = {found.column for found in getattr(model, "one_per_parent", [])}
+    out |= {found.column for found in getattr(model, "sibling_spreads", [])}
     out |= {found.column for group in getattr(model, "link_ones", {}).values() for found in group}
     out |= {found.column for found in getattr(model, "counts_within", [])}
     out |= {c for q in getattr(model, "name_quotas", []) for c in (q.column, q.leader) if c}

@@ -490,6 +490,33 @@ def test_siblings_share_categories_as_often_as_real_siblings_do():
     assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.15  # the marginal barely moves
 
 
+def test_parents_whose_children_share_one_value_keep_the_real_shares_of_that_value():
+    """40 courses, 1-3 instructors each, all in one academic year: one draw per course moves
+    the year's marginal far; the spread keeps one year per course and the real counts."""
+    from synth_pipeline.modeling.siblings import SiblingSpread
+
+    rng = np.random.default_rng(0)
+    years = np.array(["2022", "2023", "2024"])
+    sizes = rng.integers(1, 4, 40)
+    real = pd.DataFrame({"course_id": np.repeat(np.arange(40), sizes),
+                         "year": np.repeat(rng.choice(years, 40, p=[0.3, 0.4, 0.3]), sizes)})
+    spread = SiblingSpread.fit(real, "course_id", "year", seed=0)
+    assert spread is not None and set(spread.distinct_by_size) == {1, 2, 3}
+    real_counts = real["year"].value_counts()
+    errors = {}
+    for shares in (spread.shares, {}):
+        errors[bool(shares)] = []
+        for seed in range(20):
+            synthetic = real.assign(year=np.random.default_rng(seed).choice(years, len(real)))
+            SiblingSpread(spread.column, spread.foreign_key, spread.distinct_by_size, shares).apply(
+                synthetic, np.random.default_rng(seed))
+            assert (synthetic.groupby("course_id")["year"].nunique() == 1).all()
+            counts = synthetic["year"].value_counts().reindex(real_counts.index, fill_value=0)
+            errors[bool(shares)].append(int((counts - real_counts).abs().max()))
+    assert max(errors[True]) <= 3  # off by at most about one course
+    assert np.mean(errors[False]) > 2 * np.mean(errors[True]) + 3  # a draw per course is far off
+
+
 def test_a_number_that_is_another_times_a_category_price_is_rebuilt_exactly():
     rng = np.random.default_rng(0)
     menu = {"sandwich": 3.5, "juice": 1.5, "cookie": 0.5, "pasta": 4.25}
@@ -811,12 +838,13 @@ def test_only_the_department_that_coaches_gets_games_to_coach():
     assert sorted(counts) == sorted(coached)  # the same counts, moved onto coaching parents
 
 
-def test_moving_rows_off_real_rows_keeps_one_lead_per_course():
+def test_moving_rows_off_real_rows_keeps_one_lead_and_one_year_per_course():
     """Rows equal to a unique real row are moved off it by swapping values between rows; the
-    role a once-per-parent rule set must not be among the swapped columns."""
+    role a once-per-parent rule set and the year a course's rows share must not be among the
+    swapped columns."""
     from types import SimpleNamespace
 
-    from synth_pipeline.modeling.siblings import OnePerParent
+    from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
     from synth_pipeline.modeling.table_model import unique_row_digests
     from synth_pipeline.repair import _break_copies
 
@@ -825,15 +853,18 @@ def test_moving_rows_off_real_rows_keeps_one_lead_per_course():
     courses = np.repeat([f"C{i}" for i in range(40)], sizes)
     roles = np.where(pd.Series(courses).duplicated(), rng.choice(["assistant", "co-instructor"], len(courses)), "lead")
     real = pd.DataFrame({"course_id": courses, "role": roles, "term": rng.choice(["Fall", "Spring"], len(courses)),
+                         "year": np.repeat(rng.choice(["2023", "2024"], 40), sizes),
                          "room": [f"R{i}" for i in rng.permutation(len(courses))]})  # every real row unique
-    columns = ["role", "term", "room"]
+    columns = ["role", "term", "year", "room"]
     model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns, constraints=[],
                             derived=None, parent_copies={}, link_groups={}, key_formats={}, identities=[],
-                            one_per_parent=OnePerParent.fit_all(real, "course_id", "role"))
-    assert model.one_per_parent and model.real_row_digests is not None and len(model.real_row_digests)
+                            one_per_parent=OnePerParent.fit_all(real, "course_id", "role"),
+                            sibling_spreads=[SiblingSpread.fit(real, "course_id", "year", seed=0)])
+    assert model.one_per_parent and model.sibling_spreads[0] is not None and model.real_row_digests is not None and len(model.real_row_digests)
     synthetic = real.copy()  # odd rows copies of a real row, even rows not
     synthetic.loc[::2, "term"] = synthetic.loc[::2, "term"].map({"Fall": "Spring", "Spring": "Fall"})
     fixed, unfixed = _break_copies(synthetic, model, rng)
     assert fixed > 0 and unfixed == 0
     assert ((synthetic["role"] == "lead").groupby(synthetic["course_id"]).sum() == 1).all()
-    assert (synthetic["role"] == real["role"]).all()  # the copies were broken on the other columns
+    assert (synthetic.groupby("course_id")["year"].nunique() == 1).all()
+    assert (synthetic[["role", "year"]] == real[["role", "year"]]).all().all()  # broken on the other columns
