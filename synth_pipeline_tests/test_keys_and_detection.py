@@ -61,6 +61,25 @@ def test_detection_from_the_sqlite_catalog_of_chinook():
     assert len(md.relationships) == 11
     assert any(r.is_self_reference and r.child_foreign_key == "ReportsTo" for r in md.relationships)
     assert set(md.parents("Track")) == {"Album", "Genre", "MediaType"}
+    sdtypes = {(t, c): spec.sdtype for t, table in md.tables.items() for c, spec in table.columns.items()}
+    # a "Name" is a person's only when its values look like one: genres are categories, track
+    # and artist names are titles (free text), first and last names stay identity columns
+    assert sdtypes[("Genre", "Name")] == sdtypes[("MediaType", "Name")] == "categorical"
+    assert sdtypes[("Track", "Name")] == sdtypes[("Artist", "Name")] == sdtypes[("Album", "Title")] == "text"
+    assert sdtypes[("Employee", "FirstName")] == "first_name" and sdtypes[("Customer", "Email")] == "email"
+
+
+def test_a_name_column_is_a_person_name_only_when_its_values_look_like_one():
+    people = pd.DataFrame({"id": range(40), "name": [f"{f} {l}" for f, l in zip(
+        ["Anna", "John", "Maria", "David", "Laura"] * 8, ["Smith", "Berg", "Rossi", "Okafor", "Dubois"] * 8)]})
+    products = pd.DataFrame({"id": range(40), "name": [f"Widget model {i}" for i in range(40)]})
+    assert detect_from_frames({"people": people}).table("people").columns["name"].sdtype == "name"
+    assert detect_from_frames({"products": products}).table("products").columns["name"].sdtype == "text"
+    titles = IdentitySpec.fit("title", "text", pd.Series(["Balls To The Wall", "Fast As A Shark", "Restless And Wild"]))
+    generated = titles.generate(200, seed=0)
+    words = generated.str.split().str.len()
+    assert words.between(1, 6).all() and abs(words.mean() - 4) < 1.0  # about as long as the real titles
+    assert not generated.str.endswith(".").any() and generated.map(str.istitle).all()
 
 
 

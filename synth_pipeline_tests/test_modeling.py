@@ -868,3 +868,25 @@ def test_moving_rows_off_real_rows_keeps_one_lead_and_one_year_per_course():
     assert ((synthetic["role"] == "lead").groupby(synthetic["course_id"]).sum() == 1).all()
     assert (synthetic.groupby("course_id")["year"].nunique() == 1).all()
     assert (synthetic[["role", "year"]] == real[["role", "year"]]).all().all()  # broken on the other columns
+
+
+def test_a_lookup_table_keeps_its_labels_and_each_label_its_real_children():
+    """Five media types with 3,034 / 237 / 214 / 11 / 7 tracks: rank calibration alone would
+    hand those counts to the labels at random; each label keeps its own."""
+    from synth_pipeline.modeling.cardinality import LabelCounts
+
+    real = pd.DataFrame({"name": ["mpeg", "aac protected", "video", "aac", "aac purchased"],
+                         "__children__track__media_id": [3034, 237, 214, 11, 7]})
+    counts = {"__children__track__media_id": real["__children__track__media_id"].to_numpy()}
+    lookup = LabelCounts.fit(real, ["name"], counts)
+    assert lookup is not None
+    assert LabelCounts.fit(real.assign(name=["a", "a", "b", "c", "d"]), ["name"], counts) is None  # not a label per row
+    rng = np.random.default_rng(0)
+    for scale in (1, 3):
+        synthetic = pd.DataFrame({"name": rng.choice(real["name"], 5 * scale),  # labels repeat, some missing
+                                  "__children__track__media_id": rng.permutation(np.tile([3034, 237, 214, 11, 7], scale))})
+        lookup.apply(synthetic, rng)
+        assert (synthetic["name"].value_counts() == scale).all() and synthetic["name"].nunique() == 5
+        per_label = synthetic.groupby("name")["__children__track__media_id"].unique()
+        assert {k: list(v) for k, v in per_label.items()} == {k: [v] for k, v in zip(real["name"], counts[
+            "__children__track__media_id"])}

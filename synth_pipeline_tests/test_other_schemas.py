@@ -22,6 +22,15 @@ def test_chinook_end_to_end_with_zero_fk_violations(tmp_path):
         assert pairs[0] == pairs[1] and pairs[0] > 0.99 * 8715  # composite key unique, (almost) no pair lost
         managers = con.execute('SELECT count(*) FROM "Employee" WHERE "ReportsTo" IS NULL').fetchone()[0]
         assert managers >= 1  # the self-reference has a root (no cycle)
+        per_media = 'SELECT m."Name", count(*) FROM "Track" t JOIN "MediaType" m USING ("MediaTypeId") GROUP BY 1'
+        synthetic_media = dict(con.execute(per_media).fetchall())
+        genres = {g for (g,) in con.execute('SELECT "Name" FROM "Genre"').fetchall()}
+    with duckdb.connect(str(config.out_dir / "real.duckdb"), read_only=True) as con:
+        real_media = dict(con.execute(per_media).fetchall())
+        real_genres = {g for (g,) in con.execute('SELECT "Name" FROM "Genre"').fetchall()}
+    # the lookup tables keep their labels (not person names) and each label its real tracks
+    assert synthetic_media == real_media and real_media["MPEG audio file"] == 3034
+    assert genres == real_genres
 
     summary = json.loads((config.out_dir / "report.json").read_text())["synth_pipeline"]["summary"]
     assert summary["key_format_adherence_min"] == 1.0  # every key column in its real format

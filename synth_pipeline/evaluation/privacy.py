@@ -22,7 +22,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.modeling.pii import COMMON_TOKENS
-from synth_pipeline.modeling.table_model import row_digests
+from synth_pipeline.modeling.table_model import copy_columns, row_digests
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -85,8 +85,7 @@ def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Met
 
 
 def table_privacy(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str, seed: int = 0) -> dict:
-    keys = metadata.key_columns(table)
-    non_key = [c for c in metadata.table(table).columns if c not in keys]
+    non_key = copy_columns(metadata, table)
     copies, common = copied_rows(real, synthetic, non_key)
     identity = verbatim_identity(real, synthetic, metadata, table)
     return {

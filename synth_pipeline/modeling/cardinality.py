@@ -141,3 +141,47 @@ class CountsWithin:
             counts[left] = 0
         frame[self.count] = counts
         return swaps + len(left)
+
+
+LOOKUP_MAX_ROWS = 30  # a table this small whose every row holds its own label lists categories
+
+
+@dataclass
+class LabelCounts:
+    """A small table whose every real row holds its own label (Chinook's 5 media types, 25
+    genres) lists categories: the row *is* the category. Rank calibration would hand the
+    real counts to the labels at random (3,034 tracks to the rare "AAC audio file", 11 to
+    "MPEG audio file"); here every label appears as often as in the real rows (times the
+    scale) and has the real label's children under each foreign key."""
+
+    column: str
+    counts: dict[str, dict]  # count column -> label -> the real label's children
+
+    @property
+    def label(self) -> str:
+        return f"each {self.column} has its real children per foreign key"
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, categories: list[str], real_counts: dict[str, np.ndarray]) -> "LabelCounts | None":
+        if not real_counts or not 2 <= len(frame) <= LOOKUP_MAX_ROWS:
+            return None
+        for column in categories:
+            values = frame[column]
+            if values.notna().all() and values.is_unique:
+                return cls(column, {c: dict(zip(values.tolist(), counts.tolist())) for c, counts in real_counts.items()})
+        return None
+
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
+        """Labels to their real shares, then each row's counts from its label; returns the rows
+        whose label moved."""
+        from synth_pipeline.modeling.pair_support import NameQuota
+
+        if self.column not in frame.columns or frame.empty:
+            return 0
+        some = next(iter(self.counts.values()))
+        values = np.array(list(some), dtype=object)
+        moved = NameQuota(self.column, values, np.full(len(values), 1.0 / len(values))).apply(frame, rng)
+        for column, by_label in self.counts.items():
+            if column in frame.columns:
+                frame[column] = frame[self.column].map(by_label).fillna(0).to_numpy(dtype="int64")
+        return moved

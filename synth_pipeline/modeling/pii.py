@@ -68,6 +68,9 @@ class IdentitySpec:
     family_rate: float = 0.0  # ... in this share of the real rows
     locale: str = DEFAULT_LOCALE  # Faker's, told from the table's emails and phones
     lookup: tuple[str, dict] | None = None  # free text a category determines: (column, {label: text})
+    words: int = 0  # free text: the real values' usual number of words (a title has 3, a note 12)
+    period: bool = True  # ... whether they end in a full stop
+    title_case: bool = False  # ... and whether every word starts upper-case (titles)
 
     SHARED_FAMILY_MIN = 0.2  # below it, a shared family name is taken as chance
 
@@ -102,6 +105,11 @@ class IdentitySpec:
         elif len(present) and sdtype == "email":
             template = present.str.split("@").str[-1].mode().iat[0]
         spec = cls(column, sdtype, float(values.isna().mean()), template)
+        if len(present) and sdtype == "text":
+            spec.words = max(1, int(present.str.split().str.len().median()))
+            spec.period = bool(present.str.rstrip().str.endswith(".").mean() >= 0.5)
+            spec.title_case = bool(present.str.split().map(lambda ws: all(w[:1].isupper() for w in ws if w[:1].isalpha()))
+                                   .mean() >= 0.5)
         if spec.identifying:
             spec.real_digests = frozenset(digest(v) for v in present.unique())
         return spec
@@ -152,6 +160,10 @@ class IdentitySpec:
     def _draw(self, fake: Faker, rng: np.random.Generator, n: int) -> list[str]:
         if self.sdtype == "phone_number":
             return _phones(rng, n, self.template or "(###) ###-####")
+        if self.sdtype == "text" and getattr(self, "words", 0):  # as long as the real text, a title without a stop
+            words, period, title = self.words, getattr(self, "period", True), getattr(self, "title_case", False)
+            values = _faker_values(lambda: fake.sentence(nb_words=words), rng, n)
+            return [(v.title() if title else v) if period else (v.title() if title else v).rstrip(".") for v in values]
         return _faker_values(getattr(fake, _FAKER_METHOD.get(self.sdtype, "word")), rng, n)
 
 

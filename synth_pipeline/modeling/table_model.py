@@ -31,8 +31,9 @@ from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling import linking
 from synth_pipeline.constraints import Constraint, discover_table, functional_map, parse_added
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
-from synth_pipeline.modeling.cardinality import (CountsWithin, calibrate_counts, child_counts, count_column,
-                                                 impose_rank_correlation, is_count_column, normal_scores)
+from synth_pipeline.modeling.cardinality import (CountsWithin, LabelCounts, calibrate_counts, child_counts,
+                                                 count_column, impose_rank_correlation, is_count_column,
+                                                 normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, ParentJoint, category_targets, choose_per_slot,
@@ -116,6 +117,7 @@ class TableModel:
     link_ones: dict[str, list[OnePerParent]] = field(default_factory=dict)  # the same under a second foreign key
     counts_within: list[CountsWithin] = field(default_factory=list)  # children only for some values of a category
     name_quotas: list[NameQuota] = field(default_factory=list)  # near-unique categories kept to their real counts
+    label_counts: LabelCounts | None = None  # a lookup table's labels and their real children
     conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
     parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
     link_groups: dict[str, str] = field(default_factory=dict)  # FK -> the category whose rows share one parent
@@ -224,6 +226,9 @@ class TableModel:
         quotas = [q for c in categories if (q := NameQuota.fit(rows, c, pair_supports))]
         for quota in quotas:
             log.info("%s: %s", name, quota.label)
+        lookup = LabelCounts.fit(rows, categories, real_counts)
+        if lookup is not None:
+            log.info("%s: %s", name, lookup.label)
         spreads = [] if primary is None else [
             found for c in categories
             if (found := SiblingSpread.fit(frame, primary.child_foreign_key, c, seed)) is not None]
@@ -289,6 +294,7 @@ class TableModel:
             counts_within=counts_within,
             link_ones=link_ones,
             name_quotas=quotas,
+            label_counts=lookup,
             conditionals=conditionals,
             parent_copies=copies,
             link_groups=groups,
@@ -334,6 +340,8 @@ class TableModel:
             found.apply(out, rng, owners)
         for quota in getattr(self, "name_quotas", []):
             quota.apply(out, rng)
+        if getattr(self, "label_counts", None) is not None:
+            self.label_counts.apply(out, rng)
         for found in getattr(self, "conditionals", []):
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
@@ -515,9 +523,12 @@ def require_partition_rows(table: str, real_rows: int, scale: float, partitions:
 
 
 def copy_columns(metadata: Metadata, name: str) -> list[str]:
-    """Every non-key column: a synthetic row equal to a unique real row on these is a copy."""
+    """Every non-key column: a synthetic row equal to a unique real row on these is a copy.
+    None where there is one: a row of one value (a genre's name, a playlist's) is that value,
+    a category every synthetic row of the table draws from, not a record."""
     keys = metadata.key_columns(name)
-    return [c for c in metadata.table(name).columns if c not in keys]
+    columns = [c for c in metadata.table(name).columns if c not in keys]
+    return columns if len(columns) >= 2 else []
 
 
 def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -5,17 +5,25 @@
   ``<parent>_id``) whose values are contained in that key;
 * sdtypes: dates, booleans, numbers, identity text by name hints and value shape (emails,
   phones, names, addresses), ids for high-cardinality codes, categories otherwise;
+* a column named ``name`` is a person's name only if its values look like one (two to four
+  words, the first a given name Faker knows in most rows): Chinook's genres, playlists,
+  artists and tracks have a ``Name`` too. A label every row of a small table holds once (a
+  genre, a media type) is a category; many-valued short text in words (titles) is free
+  text, not a code;
 * columns of binary or nested values are left out (logged): nothing can model them.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
+from synth_pipeline.modeling.cardinality import LOOKUP_MAX_ROWS
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables
 from synth_pipeline.sources.validate import MAX_CATEGORIES, unsupported_kind
@@ -32,6 +40,27 @@ NAME_HINTS = [  # (regex on the lowercased column name, sdtype)
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I)
 PHONE_RE = re.compile(r"^\+?[0-9 ()\-.]{7,}$")
 DATE_NAME_RE = re.compile(r"date|time|_at$|_on$|^dob$|birth", re.I)
+PERSON_NAME_MIN_SHARE = 0.5  # of the values: two to four words, the first a known given name
+NAME_LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_BR", "nl_NL")
+
+
+@lru_cache(maxsize=1)
+def _given_names() -> frozenset[str]:
+    names: set[str] = set()
+    for locale in NAME_LOCALES:
+        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        for attr in ("first_names", "first_names_male", "first_names_female"):
+            names |= set(getattr(provider, attr, ()) or ())
+    return frozenset(names)
+
+
+def looks_like_person_names(text: pd.Series) -> bool:
+    """Most values two to four words, the first a given name (Anna Schmidt, not Rock or AC/DC)."""
+    words = text.head(500).str.split()
+    if not len(words):
+        return False
+    person = words.str.len().between(2, 4) & words.str[0].isin(_given_names())
+    return bool(person.mean() >= PERSON_NAME_MIN_SHARE)
 
 
 def detect_metadata(source: str | Path) -> Metadata:
@@ -117,7 +146,7 @@ def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
         return {"sdtype": "datetime", "datetime_format": "%Y-%m-%d %H:%M:%S" if has_time else "%Y-%m-%d"}
     lowered = name.lower()
     for pattern, sdtype in NAME_HINTS:
-        if re.search(pattern, lowered):
+        if re.search(pattern, lowered) and (sdtype != "name" or looks_like_person_names(text)):
             return {"sdtype": sdtype, "pii": True}
     sample = text.head(500)
     if len(sample) and sample.str.match(EMAIL_RE).mean() > 0.9:
@@ -125,7 +154,10 @@ def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
     if len(sample) and sample.str.match(PHONE_RE).mean() > 0.9 and sample.str.count(r"[0-9]").min() >= 7:
         return {"sdtype": "phone_number", "pii": True}
     distinct = text.nunique()
+    if len(values) <= LOOKUP_MAX_ROWS and distinct == len(text):
+        return {"sdtype": "categorical"}  # a genre, a media type: the rows are the categories
     if len(text) >= 20 and (distinct > 0.5 * len(text) or distinct > MAX_CATEGORIES):
         long_text = text.str.len().mean() > 30 or text.str.count(" ").mean() >= 3
-        return {"sdtype": "text"} if long_text else {"sdtype": "id"}
+        in_words = text.head(500).str.contains(r"[^\W\d_]{2,} [^\W\d_]", regex=True).mean() >= 0.3
+        return {"sdtype": "text"} if long_text or in_words else {"sdtype": "id"}
     return {"sdtype": "categorical"}
