@@ -62,22 +62,27 @@ def impose_rank_correlation(values: np.ndarray, target: np.ndarray, rng: np.rand
     Every column keeps its own values (so calibrated counts stay calibrated); only which row
     gets which value changes, starting from the generated order so rows move as little as needed.
     """
+    orders = rank_correlation_orders(values, target, rng)
+    if orders is None:
+        return values
+    return np.column_stack([values[order, j] for j, order in enumerate(orders)])
+
+
+def rank_correlation_orders(values: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> list[np.ndarray] | None:
+    """For each column, the row whose value each row takes under Iman-Conover (None: nothing to do)."""
     n, k = values.shape
     if n < 3 or k < 2:
-        return values
+        return None
     jitter = rng.random(values.shape) * 1e-6  # ties in counts: break them at random, not by position
     scores = normal_scores(values + jitter)
     current = np.corrcoef(scores, rowvar=False)
     try:
         p_target, p_current = np.linalg.cholesky(target), np.linalg.cholesky(current)
     except np.linalg.LinAlgError:
-        return values
+        return None
     adjusted = scores @ np.linalg.inv(p_current).T @ p_target.T
-    out = np.empty_like(values)
-    for j in range(k):
-        ordered = np.sort(values[:, j])
-        out[:, j] = ordered[np.argsort(np.argsort(adjusted[:, j], kind="stable"), kind="stable")]
-    return out
+    return [np.argsort(values[:, j], kind="stable")[np.argsort(np.argsort(adjusted[:, j], kind="stable"), kind="stable")]
+            for j in range(k)]
 
 
 MIN_ZERO_PARENTS = 10

@@ -32,7 +32,7 @@ from synth_pipeline.modeling import linking
 from synth_pipeline.constraints import Constraint, discover_table, functional_map, parse_added
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
 from synth_pipeline.modeling.cardinality import (CountsWithin, LabelCounts, calibrate_counts, child_counts,
-                                                 count_column, impose_rank_correlation, is_count_column,
+                                                 count_column, is_count_column, rank_correlation_orders,
                                                  normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
@@ -107,7 +107,8 @@ class TableModel:
     fd_maps: dict[str, dict] = field(default_factory=dict)  # "a -> b": the real b of each a
     copy_columns: list[str] = field(default_factory=list)  # the columns a copied row is judged on
     real_row_digests: np.ndarray | None = None  # sorted 64-bit hashes of unique real rows (no values)
-    count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
+    count_correlation: np.ndarray | None = None  # real normal-score correlation of the correlated columns
+    correlated_columns: list[str] = field(default_factory=list)  # child counts (and a root table's numbers)
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
@@ -254,6 +255,7 @@ class TableModel:
         if residuals.fits:
             training = residuals.forward(training, context)
             log.info("%s: learned as residuals of the parent context: %s", name, residuals.describe())
+        correlated = correlated_columns(training, modelled, real_counts, root=primary is None)
         codec = gan = None
         targets: dict = {}
         joints: list[ParentJoint] = []
@@ -299,7 +301,8 @@ class TableModel:
             parent_copies=copies,
             link_groups=groups,
             parent_joints=joints,
-            count_correlation=_count_correlation(real_counts),
+            count_correlation=_rank_correlation(training, correlated),
+            correlated_columns=correlated,
             fit_seconds=time.perf_counter() - started,
         )
 
@@ -394,9 +397,9 @@ class TableModel:
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for col, real in self.real_counts.items():
             raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
-        if self.count_correlation is not None and n > 2:
-            cols = list(self.real_counts)
-            raw[cols] = impose_rank_correlation(raw[cols].to_numpy(dtype=float), self.count_correlation, rng).astype("int64")
+        cols = getattr(self, "correlated_columns", None) or list(self.real_counts)
+        if self.count_correlation is not None and n > 2 and len(cols) == len(self.count_correlation):
+            _impose_correlation(raw, cols, self.count_correlation, rng)
         return raw.reset_index(drop=True)
 
     def _keep_null_patterns(self, out: pd.DataFrame, kinds: dict[str, str], rng: np.random.Generator) -> None:
@@ -722,14 +725,48 @@ def linked_signature(rel: Relationship, columns: list[str], real: dict[str, pd.D
     return fk.map(by_key).fillna(NO_PARENT).to_numpy()
 
 
-def _count_correlation(real_counts: dict[str, np.ndarray]) -> np.ndarray | None:
-    """How a parent's child counts go together (more courses, more fees), as normal scores."""
-    if len(real_counts) < 2:
+def correlated_columns(training: pd.DataFrame, modelled: list[Column], real_counts: dict, root: bool) -> list[str]:
+    """The columns whose joint rank correlation sampling imposes: a parent's child counts (more
+    courses, more fees), and in a root table its numbers and dates as learned too (a district's
+    inhabitants, crimes and accounts; 77 rows are too few for the GAN to learn them). A child
+    table's numbers are left to the GAN: re-pairing them across rows would break their link
+    to each row's parent."""
+    columns = list(real_counts)
+    if root:
+        columns += [c.name for c in modelled if c.sdtype in ("numerical", "datetime") and not is_count_column(c.name)
+                    and c.name in training.columns and training[c.name].notna().all()
+                    and (pd.api.types.is_numeric_dtype(training[c.name])
+                         or pd.api.types.is_datetime64_any_dtype(training[c.name]))]
+    return columns
+
+
+def _as_floats(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    return np.column_stack([frame[c].to_numpy(dtype="datetime64[ns]").astype("int64").astype(float)
+                            if pd.api.types.is_datetime64_any_dtype(frame[c]) else frame[c].to_numpy(dtype=float)
+                            for c in columns])
+
+
+def _rank_correlation(training: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """How the columns go together in the real rows, as the correlation of normal scores."""
+    if len(columns) < 2:
         return None
-    values = np.column_stack(list(real_counts.values())).astype(float)
+    values = _as_floats(training, columns)
     jitter = np.random.default_rng(0).random(values.shape) * 1e-6
     corr = np.corrcoef(normal_scores(values + jitter), rowvar=False)
     return None if not np.isfinite(corr).all() else corr
+
+
+def _impose_correlation(raw: pd.DataFrame, columns: list[str], target: np.ndarray, rng: np.random.Generator) -> None:
+    """Re-pair the columns' generated values (each column keeps its own) to the real rank
+    correlation, over the rows where all of them are present."""
+    complete = np.nonzero(raw[columns].notna().all(axis=1).to_numpy())[0]
+    orders = rank_correlation_orders(_as_floats(raw.iloc[complete], columns), target, rng)
+    if orders is None:
+        return
+    for column, order in zip(columns, orders):
+        values = raw[column].to_numpy().copy()
+        values[complete] = values[complete][order]
+        raw[column] = values
 
 
 def counts_by_signature(rel: Relationship, columns: list[str], real: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:

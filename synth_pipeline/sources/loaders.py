@@ -181,7 +181,9 @@ def _read_file(file: Path, kind: str) -> pd.DataFrame:
 
             return pq.read_table(file).to_pandas()
         with duckdb.connect() as con:
-            return con.execute("SELECT * FROM read_csv(?, header = true, sample_size = -1)", [str(file)]).df()
+            # "?" marks a missing value in many public CSV extracts (Berka's district table)
+            return con.execute("SELECT * FROM read_csv(?, header = true, sample_size = -1, nullstr = ['', '?'])",
+                               [str(file)]).df()
     except Exception as exc:  # pyarrow and duckdb raise many types for a corrupt file
         raise SourceError(f"source file {file}: cannot be read as {kind.upper()} ({_first_line(exc)})") from None
 
