@@ -211,3 +211,14 @@ def test_cli_bad_input_fails_cleanly_and_keeps_the_published_output(tmp_path, ca
     assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
     assert (out / "synthetic.duckdb").read_bytes() == b"the previous good output"
     assert not (out / "report.json").exists()
+
+
+def test_a_question_mark_in_a_csv_is_a_missing_value(tmp_path):
+    """Berka's district table writes '?' for one district's 1995 unemployment: the column is a
+    number with one missing value, not a category of 77 strings."""
+    from synth_pipeline.sources.loaders import load_tables
+
+    (tmp_path / "district.csv").write_text("id,name,unemployment\n1,Praha,0.29\n2,Jesenik,?\n3,Beroun,1.51\n")
+    frame = load_tables(tmp_path)["district"]
+    assert pd.api.types.is_float_dtype(frame["unemployment"]) and frame["unemployment"].isna().tolist() == [False, True, False]
+    assert frame["name"].tolist() == ["Praha", "Jesenik", "Beroun"]
