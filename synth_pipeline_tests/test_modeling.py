@@ -919,3 +919,24 @@ def test_a_lookup_table_keeps_its_labels_and_each_label_its_real_children():
         per_label = synthetic.groupby("name")["__children__track__media_id"].unique()
         assert {k: list(v) for k, v in per_label.items()} == {k: [v] for k, v in zip(real["name"], counts[
             "__children__track__media_id"])}
+
+
+def test_a_state_is_redrawn_within_its_country_and_countries_without_states_get_none():
+    """Chinook's customers: each state lies in one country, and a country has states or none.
+    A generated 'SP' in the United Kingdom becomes no state; a US customer without one gets one."""
+    from synth_pipeline.modeling.pair_support import fit_nested_supports
+
+    rng = np.random.default_rng(0)
+    states = {"USA": ["CA", "WA", "NY", "TX", "FL"], "Brazil": ["SP", "RJ", "DF"], "Canada": ["ON", "QC", "BC"],
+              "United Kingdom": [None], "Germany": [None], "France": [None]}
+    country = rng.choice(list(states), 60, p=[0.3, 0.15, 0.15, 0.15, 0.15, 0.1])
+    real = pd.DataFrame({"country": country, "state": [rng.choice(states[c]) for c in country]})
+    supports = fit_nested_supports(real, ["country", "state"])
+    assert [(s.leader, s.follower) for s in supports] == [("country", "state")]
+    independent = real.assign(state=rng.permutation(real["state"].to_numpy()))
+    assert fit_nested_supports(independent, ["country", "state"]) == []
+    synthetic = real.assign(state=rng.permutation(real["state"].to_numpy()))  # states in the wrong countries
+    supports[0].apply(synthetic, rng)
+    home = {s: c for c, values in states.items() for s in values if s}
+    for c, s in zip(synthetic["country"], synthetic["state"]):
+        assert (s is None and states[c] == [None]) or home.get(s) == c, (c, s)

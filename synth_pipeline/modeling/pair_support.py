@@ -29,6 +29,7 @@ MIN_ASSOCIATION = 0.5
 MAX_VALUES = 60
 MIN_ROWS = 30
 SEPARATOR = "\x1f"
+NULL_TEXT = "\x00null"
 
 
 @dataclass
@@ -38,6 +39,7 @@ class PairSupport:
     association: float
     seen: tuple = ()  # "leader<SEP>follower" value pairs, as text, sorted (a set would pickle in hash order)
     given: dict = field(default_factory=dict)  # leader value (text) -> (follower values, probabilities)
+    nulls: bool = False  # a null follower is a value of its own (a country without states)
 
     @property
     def label(self) -> str:
@@ -48,8 +50,11 @@ class PairSupport:
         if not {self.leader, self.follower} <= set(frame.columns) or frame.empty:
             return 0
         lead, follow = frame[self.leader], frame[self.follower]
-        present = lead.notna() & follow.notna()
+        nulls = getattr(self, "nulls", False)
+        present = lead.notna() & (follow.notna() | nulls)
         lead_text, follow_text = lead.astype(str), follow.astype(str)
+        if nulls:
+            follow_text = follow_text.where(follow.notna(), NULL_TEXT)
         pairs = lead_text + SEPARATOR + follow_text
         unseen = present & ~pairs.isin(list(self.seen)) & lead_text.isin(list(self.given))
         rows = np.nonzero(unseen.to_numpy())[0]
@@ -96,15 +101,21 @@ def fit_pair_supports(frame: pd.DataFrame, columns: list[str]) -> list[PairSuppo
     return list(supports.values())
 
 
-def _support(frame: pd.DataFrame, leader: str, follower: str, association: float) -> PairSupport:
-    """The real pairs of the two columns and the follower's real distribution per leader value."""
-    both = frame[[leader, follower]].dropna()
+def _support(frame: pd.DataFrame, leader: str, follower: str, association: float,
+             follower_nulls: bool = False) -> PairSupport:
+    """The real pairs of the two columns and the follower's real distribution per leader value
+    (``follower_nulls``: a null follower is one of its values, a British customer has no state)."""
+    both = frame[[leader, follower]].dropna(subset=[leader] if follower_nulls else None)
     lead_text, follow_text = both[leader].astype(str), both[follower].astype(str)
+    if follower_nulls:
+        follow_text = follow_text.where(both[follower].notna(), NULL_TEXT)
     given = {}
-    for value, group in both.groupby(lead_text)[follower]:
-        counts = group.value_counts()
-        given[value] = (counts.index.to_numpy(dtype=object), (counts / counts.sum()).to_numpy())
-    return PairSupport(leader, follower, association, tuple(sorted(set(lead_text + SEPARATOR + follow_text))), given)
+    for value, group in both.groupby(both[leader].astype(str))[follower]:
+        counts = group.value_counts(dropna=not follower_nulls)
+        values = np.array([None if pd.isna(v) else v for v in counts.index], dtype=object)
+        given[value] = (values, (counts / counts.sum()).to_numpy())
+    return PairSupport(leader, follower, association, tuple(sorted(set(lead_text + SEPARATOR + follow_text))), given,
+                       follower_nulls)
 
 
 def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: list[str],
@@ -125,6 +136,43 @@ def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: lis
                 continue
             supports.append(_support(frame, leader, follower, 1.0))
             taken = taken | {follower, leader}
+    return supports
+
+
+def fit_nested_supports(frame: pd.DataFrame, columns: list[str], existing: list[PairSupport] = ()) -> list[PairSupport]:
+    """A many-valued category nested in a few-valued one (a customer's state within its country:
+    each state lies in one country, and each country has states or has none, more
+    consistently than chance would) is redrawn within the row's leader value where the
+    generated pair never occurs, a null among its values (a country whose customers give no
+    state). Followers never lead, leaders never follow."""
+    supports: list[PairSupport] = []
+    followers = {s.follower for s in existing}
+    leading = {s.leader for s in existing}
+    leaders = [c for c in columns if 2 <= frame[c].nunique() <= MAX_VALUES]  # the chance test guards
+    for follower in columns:
+        if follower in followers or follower in leading:
+            continue
+        known = frame[follower].notna()
+        keys = labels(frame.loc[known, follower])
+        for leader in leaders:
+            if leader in followers or leader == follower or frame[follower].nunique() <= frame[leader].nunique():
+                continue
+            lead = labels(frame.loc[known, leader])
+            if not (lead.groupby(keys).nunique() == 1).all():
+                continue
+            chance = agreement_by_chance(lead, keys)
+            # where the leader also says whether the follower is given (countries with states,
+            # countries without), that agreement is evidence too
+            given = pd.Series(known.to_numpy().astype(int))
+            every = labels(frame[leader]).reset_index(drop=True)
+            if 0 < known.sum() < len(known) and (given.groupby(every).nunique() == 1).all():
+                chance *= agreement_by_chance(given, every)
+            if chance >= MAP_CHANCE:
+                continue
+            supports.append(_support(frame, leader, follower, 1.0, follower_nulls=True))
+            followers.add(follower)
+            leading.add(leader)
+            break
     return supports
 
 

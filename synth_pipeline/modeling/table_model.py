@@ -44,7 +44,8 @@ from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
 from synth_pipeline.modeling.fit_sample import fit_sample
-from synth_pipeline.modeling.pair_support import NameQuota, PairSupport, fit_determined_supports, fit_pair_supports
+from synth_pipeline.modeling.pair_support import (NameQuota, PairSupport, fit_determined_supports, fit_nested_supports,
+                                                  fit_pair_supports)
 from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
 from synth_pipeline.modeling.conditional import ConditionalQuantiles
 from synth_pipeline.modeling.transforms import TableCodec
@@ -222,6 +223,7 @@ class TableModel:
         pair_supports = fit_pair_supports(rows, categories)
         pair_supports += fit_determined_supports(rows, categories, [c for c in copies if c in category_columns],
                                                  {c for s in pair_supports for c in (s.leader, s.follower)})
+        pair_supports += fit_nested_supports(rows, [c for c in categories if c not in copies], pair_supports)
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
         quotas = [q for c in categories if (q := NameQuota.fit(rows, c, pair_supports))]
@@ -571,17 +573,17 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
                   constraints: list[Constraint] = ()) -> dict[str, str]:
     """Columns equal to one column of the primary parent row in every real row (nulls included).
 
-    Not from the parent's identity text (Faker draws it row by row, so it carries no link to
-    the parent's other columns), and not where a discovered constraint ties the column to one
-    that is not copied (``BillingCity -> BillingCountry`` holds only if both are copied)."""
+    From the parent's identity text (Faker draws it row by row) only into identity text of the
+    same kind: an invoice's billing address and city are its customer's synthetic ones, while
+    a category never takes a Faker value. Not where a discovered constraint ties the column to
+    one that is not copied (``BillingCity -> BillingCountry`` holds only if both are copied)."""
     if len(frame) < MIN_COPY_ROWS:
         return {}
     keys = set(metadata.key_columns(primary.child_table_name)) | {
         r.child_foreign_key for r in metadata.foreign_keys(primary.child_table_name)}
     child = [c for c in metadata.table(primary.child_table_name).columns.values()
              if c.sdtype != ID_SDTYPE and c.name not in keys]
-    parent = [c for c in metadata.table(primary.parent_table_name).columns.values()
-              if c.sdtype != ID_SDTYPE and not c.is_identity_text]
+    parent = [c for c in metadata.table(primary.parent_table_name).columns.values() if c.sdtype != ID_SDTYPE]
     found = {}
     head = min(len(frame), 200)  # most pairs differ within the first rows: compare those first
     for c in child:
@@ -590,6 +592,8 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
             continue
         text = values.astype(str).where(values.notna(), None)
         for p in parent:
+            if p.is_identity_text and p.sdtype != c.sdtype:
+                continue
             other = parent_rows[p.name]
             if (values.isna().to_numpy() != other.isna().to_numpy()).any() or \
                     not text.iloc[:head].equals(other.iloc[:head].astype(str).where(other.iloc[:head].notna(), None)):

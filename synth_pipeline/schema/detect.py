@@ -34,7 +34,7 @@ NAME_HINTS = [  # (regex on the lowercased column name, sdtype)
     (r"(^|_)e?mail", "email"), (r"phone|mobile|contact$|fax", "phone_number"),
     (r"^first_?name$", "first_name"), (r"^last_?name$|surname", "last_name"),
     (r"(^|_)(full_?)?name$", "name"), (r"address_?(line)?_?1?$|^street", "street_address"),
-    (r"address_?(line)?_?2$", "secondary_address"), (r"^city$", "city"),
+    (r"address_?(line)?_?2$", "secondary_address"), (r"(^|_)city$", "city"),
     (r"postal|zip|postcode", "postcode"), (r"plate|vehicle_?(number|no)", "license_plate"),
 ]
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I)
@@ -144,7 +144,7 @@ def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
         parsed = pd.to_datetime(text, errors="coerce")
         has_time = bool((parsed.dropna() != parsed.dropna().dt.normalize()).any())
         return {"sdtype": "datetime", "datetime_format": "%Y-%m-%d %H:%M:%S" if has_time else "%Y-%m-%d"}
-    lowered = name.lower()
+    lowered = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()  # BillingCity -> billing_city
     for pattern, sdtype in NAME_HINTS:
         if re.search(pattern, lowered) and (sdtype != "name" or looks_like_person_names(text)):
             return {"sdtype": sdtype, "pii": True}
@@ -159,5 +159,8 @@ def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
     if len(text) >= 20 and (distinct > 0.5 * len(text) or distinct > MAX_CATEGORIES):
         long_text = text.str.len().mean() > 30 or text.str.count(" ").mean() >= 3
         in_words = text.head(500).str.contains(r"[^\W\d_]{2,} [^\W\d_]", regex=True).mean() >= 0.3
-        return {"sdtype": "text"} if long_text or in_words else {"sdtype": "id"}
+        if long_text or in_words:
+            return {"sdtype": "text"}
+        codes = text.str.contains(r"\d").mean() < 0.1 and distinct < 0.9 * len(text) and distinct <= MAX_CATEGORIES
+        return {"sdtype": "categorical"} if codes else {"sdtype": "id"}  # states (SP, QC, NSW) repeat; keys do not
     return {"sdtype": "categorical"}
