@@ -940,3 +940,18 @@ def test_a_state_is_redrawn_within_its_country_and_countries_without_states_get_
     home = {s: c for c, values in states.items() for s in values if s}
     for c, s in zip(synthetic["country"], synthetic["state"]):
         assert (s is None and states[c] == [None]) or home.get(s) == c, (c, s)
+
+
+def test_a_group_goes_to_a_parent_with_its_signature_only_while_that_parent_has_room():
+    """Two routes want a Mathematics in-charge; the one Mathematics teacher has room for one
+    route, so the other goes to the teacher with room, not onto the full one."""
+    from synth_pipeline.modeling.linking import link_groups
+
+    routes = np.repeat(["R1", "R2", "R3"], [15, 14, 12])
+    wanted = np.array(["Mathematics"] * 29 + ["English"] * 12)
+    keys = np.array(["t_math", "t_eng", "t_pe", "t_idle"], dtype=object)
+    capacity = np.array([15, 12, 14, 0])
+    linked = link_groups(routes, keys, capacity, np.random.default_rng(0), wanted,
+                         np.array(["Mathematics", "English", "Physical Education", "History"]))
+    per_teacher = pd.Series(linked).value_counts().to_dict()
+    assert per_teacher == {"t_math": 15, "t_pe": 14, "t_eng": 12}  # each route on one teacher, none twice

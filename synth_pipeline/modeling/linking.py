@@ -80,8 +80,9 @@ def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarra
     """One parent per group value: every row of a route gets the route's one in-charge teacher.
 
     Groups are placed largest first, each on the parent with the most room left (among the
-    parents with the group's most common generated signature, where there are any), so the
-    parents the model gave many children take the big groups and childless ones stay so.
+    parents with the group's most common generated signature, where any of them has room for
+    half the group; else among all parents with that room), so the parents the model gave
+    many children take the big groups and childless ones stay so.
     """
     values, inverse, sizes = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
     room = np.asarray(capacity, dtype=float).copy() + rng.random(len(capacity)) * 1e-3  # random ties
@@ -93,9 +94,10 @@ def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarra
         wanted = counts.idxmax(axis=1).reindex(range(len(values)))
         parent_signatures = np.asarray(parent_signatures).astype(str)
     for g in np.argsort(-sizes, kind="stable"):
-        candidates = everyone
+        open_ = everyone[room >= sizes[g] / 2]
+        candidates = open_ if len(open_) else everyone
         if wanted is not None and pd.notna(wanted.iloc[g]):
-            match = everyone[parent_signatures == wanted.iloc[g]]
+            match = open_[parent_signatures[open_] == wanted.iloc[g]]
             if len(match):
                 candidates = match
         best = candidates[np.argmax(room[candidates])]

@@ -108,8 +108,9 @@ class TableModel:
     fd_maps: dict[str, dict] = field(default_factory=dict)  # "a -> b": the real b of each a
     copy_columns: list[str] = field(default_factory=list)  # the columns a copied row is judged on
     real_row_digests: np.ndarray | None = None  # sorted 64-bit hashes of unique real rows (no values)
-    count_correlation: np.ndarray | None = None  # real normal-score correlation of the correlated columns
-    correlated_columns: list[str] = field(default_factory=list)  # child counts (and a root table's numbers)
+    count_correlation: np.ndarray | None = None  # real normal-score correlation of the child counts
+    correlated_columns: list[str] = field(default_factory=list)  # a root table's numbers and own-children counts
+    numeric_correlation: np.ndarray | None = None  # ... and their real normal-score correlation
     fit_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
@@ -257,7 +258,8 @@ class TableModel:
         if residuals.fits:
             training = residuals.forward(training, context)
             log.info("%s: learned as residuals of the parent context: %s", name, residuals.describe())
-        correlated = correlated_columns(training, modelled, real_counts, root=primary is None)
+        correlated = [] if primary is not None else root_correlated_columns(
+            metadata, name, training, modelled, {found.column for found in counts_within})
         codec = gan = None
         targets: dict = {}
         joints: list[ParentJoint] = []
@@ -303,8 +305,9 @@ class TableModel:
             parent_copies=copies,
             link_groups=groups,
             parent_joints=joints,
-            count_correlation=_rank_correlation(training, correlated),
+            count_correlation=_rank_correlation(training, list(real_counts)),
             correlated_columns=correlated,
+            numeric_correlation=_rank_correlation(training, correlated),
             fit_seconds=time.perf_counter() - started,
         )
 
@@ -399,9 +402,11 @@ class TableModel:
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for col, real in self.real_counts.items():
             raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
-        cols = getattr(self, "correlated_columns", None) or list(self.real_counts)
-        if self.count_correlation is not None and n > 2 and len(cols) == len(self.count_correlation):
-            _impose_correlation(raw, cols, self.count_correlation, rng)
+        if self.count_correlation is not None and n > 2:
+            _impose_correlation(raw, list(self.real_counts), self.count_correlation, rng)
+        numeric = getattr(self, "numeric_correlation", None)
+        if numeric is not None and n > 2:
+            _impose_correlation(raw, self.correlated_columns, numeric, rng)
         return raw.reset_index(drop=True)
 
     def _keep_null_patterns(self, out: pd.DataFrame, kinds: dict[str, str], rng: np.random.Generator) -> None:
@@ -729,19 +734,22 @@ def linked_signature(rel: Relationship, columns: list[str], real: dict[str, pd.D
     return fk.map(by_key).fillna(NO_PARENT).to_numpy()
 
 
-def correlated_columns(training: pd.DataFrame, modelled: list[Column], real_counts: dict, root: bool) -> list[str]:
-    """The columns whose joint rank correlation sampling imposes: a parent's child counts (more
-    courses, more fees), and in a root table its numbers and dates as learned too (a district's
-    inhabitants, crimes and accounts; 77 rows are too few for the GAN to learn them). A child
-    table's numbers are left to the GAN: re-pairing them across rows would break their link
-    to each row's parent."""
-    columns = list(real_counts)
-    if root:
-        columns += [c.name for c in modelled if c.sdtype in ("numerical", "datetime") and not is_count_column(c.name)
-                    and c.name in training.columns and training[c.name].notna().all()
-                    and (pd.api.types.is_numeric_dtype(training[c.name])
-                         or pd.api.types.is_datetime64_any_dtype(training[c.name]))]
-    return columns
+def root_correlated_columns(metadata: Metadata, name: str, training: pd.DataFrame, modelled: list[Column],
+                            tied: set[str]) -> list[str]:
+    """A root table's numbers and dates as learned, with the counts of the children it owns
+    (a district's inhabitants, crimes and accounts: 77 rows are too few for the GAN to learn
+    how they go together), whose joint rank correlation sampling imposes. Not the counts of
+    children that link to it as a second parent, nor counts only some category may have
+    (``tied``): those follow the row's categories (a route's teacher is linked by department),
+    which a re-pairing of numbers would ignore. A child table's numbers are left to the GAN:
+    re-pairing them across rows would break their link to each row's parent."""
+    owned = {count_column(r) for r in metadata.relationships
+             if r.parent_table_name == name and metadata.primary_relationship(r.child_table_name) == r}
+    return [c.name for c in modelled if c.name in training.columns and training[c.name].notna().all()
+            and ((c.sdtype in ("numerical", "datetime") and not is_count_column(c.name)
+                  and (pd.api.types.is_numeric_dtype(training[c.name])
+                       or pd.api.types.is_datetime64_any_dtype(training[c.name])))
+                 or (c.name in owned and c.name not in tied))]
 
 
 def _as_floats(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
