@@ -195,23 +195,44 @@ def _unit(values: pd.Series) -> float:
     return 10.0 ** -(6 if decimals is None else decimals)
 
 
-def _swap_away(frame, rows, free, columns, digests, rng, tries) -> np.ndarray:
+def _swap_away(frame, rows, free, columns, digests, rng, tries, within: dict[str, str] | None = None) -> np.ndarray:
     """Swap a free value of each copied row with a random other row's, keeping the swaps after
     which neither row equals a real row (the column's values only change places, so its
-    distribution is untouched). Rounds of one swap per pending row, all rows at once; returns
-    the positions still copies after ``tries`` rounds."""
+    distribution is untouched). ``within``: columns swapped only between rows of one parent
+    (the academic years a student's enrollments share stay that student's). Rounds of one swap
+    per pending row, all rows at once; returns the positions still copies after ``tries`` rounds."""
     pending = np.asarray(rows, dtype=int)
     if not free:
         return pending
     n = len(frame)
+    groups = {}
+    for col, key in (within or {}).items():
+        codes = pd.factorize(frame[key].astype(object))[0]
+        order = np.argsort(codes, kind="stable")
+        starts = np.searchsorted(codes[order], np.arange(codes.max() + 2 if len(codes) else 1))
+        groups[col] = (codes, order, starts)
     for round_ in range(tries):
         if not len(pending) or n < 2:
             break
         col = free[round_ % len(free)]
-        partners = rng.integers(n, size=len(pending))
-        ok = ~np.isin(partners, pending)
-        _, first = np.unique(partners, return_index=True)
-        ok &= np.isin(np.arange(len(partners)), first)  # one swap per partner row
+        if col in groups:  # a random row of the same parent (itself where it has no sibling: no swap)
+            codes, order, starts = groups[col]
+            g = np.maximum(codes[pending], 0)
+            size = starts[g + 1] - starts[g]
+            partners = np.where(codes[pending] >= 0, order[starts[g] + (rng.random(len(pending)) * size).astype(int)],
+                                pending)
+        else:
+            partners = rng.integers(n, size=len(pending))
+        is_pending = np.zeros(n, dtype=bool)
+        is_pending[pending] = True
+        # within one parent the partner may be a copy too (a student's other enrollment);
+        # elsewhere partners are clean rows. Each row takes part in one swap per round.
+        ok = partners != pending if col in groups else ~is_pending[partners]
+        sequence = np.column_stack([pending, partners]).ravel()
+        _, first = np.unique(sequence, return_index=True)
+        once = np.zeros(len(sequence), dtype=bool)
+        once[first] = True
+        ok &= once[0::2] & once[1::2]
         column = frame[col]
         a, b = column.iloc[pending].to_numpy(dtype=object), column.iloc[partners].to_numpy(dtype=object)
         ok &= ~(pd.isna(a) & pd.isna(b)) & (pd.Series(a).ne(pd.Series(b)).to_numpy())
@@ -221,9 +242,13 @@ def _swap_away(frame, rows, free, columns, digests, rng, tries) -> np.ndarray:
         position = frame.columns.get_loc(col)
         before_i, before_j = frame.iloc[i, position].to_numpy(), frame.iloc[j, position].to_numpy()
         frame.iloc[i, position], frame.iloc[j, position] = before_j, before_i
-        bad = np.isin(row_digests(frame.iloc[i], columns), digests) | np.isin(row_digests(frame.iloc[j], columns), digests)
+        copy_i = np.isin(row_digests(frame.iloc[i], columns), digests)
+        copy_j = np.isin(row_digests(frame.iloc[j], columns), digests)
+        bad = copy_i | (copy_j & ~is_pending[j])  # kept: the row is freed and no clean row became a copy
         frame.iloc[i[bad], position], frame.iloc[j[bad], position] = before_i[bad], before_j[bad]
-        pending = np.concatenate([pending[~ok], i[bad]])
+        is_pending[i[~bad]] = False
+        is_pending[j[~bad]] = copy_j[~bad]
+        pending = np.nonzero(is_pending)[0]
     return pending
 
 
@@ -303,6 +328,11 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     bound |= set(getattr(model, "parent_copies", {})) | set(getattr(model, "link_groups", {}).values())
     bound |= _rule_columns(model)
     free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
+    # a column siblings share may still change places between two rows of one parent
+    spread_columns = {found.column for found in getattr(model, "sibling_spreads", [])}
+    within = {found.column: found.foreign_key for found in getattr(model, "sibling_spreads", [])
+              if found.column in columns and found.foreign_key in frame.columns
+              and found.column not in bound - spread_columns and frame[found.column].nunique() > 1}
     numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
                or pd.api.types.is_datetime64_any_dtype(frame[c])]
     numeric.sort(key=lambda c: -frame[c].nunique())  # a step barely shows on a many-valued column
@@ -318,5 +348,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
         up = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
               else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in rising}
         left = _nudge_away(frame, left, rising, up, columns, digests, signs=(1,))
-    unfixed = len(_swap_away(frame, left, free, columns, digests, rng, tries))
+    left = _swap_away(frame, left, free + list(within), columns, digests, rng, tries, within)
+    # last resort for the few rows no such swap frees: the shared column changes parent
+    unfixed = len(_swap_away(frame, left, list(within), columns, digests, rng, tries))
     return len(copied) - unfixed, unfixed

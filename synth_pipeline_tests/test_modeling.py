@@ -955,3 +955,37 @@ def test_a_group_goes_to_a_parent_with_its_signature_only_while_that_parent_has_
                          np.array(["Mathematics", "English", "Physical Education", "History"]))
     per_teacher = pd.Series(linked).value_counts().to_dict()
     assert per_teacher == {"t_math": 15, "t_pe": 14, "t_eng": 12}  # each route on one teacher, none twice
+
+
+def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enrollments_first():
+    """A student's enrollments span two academic years (a sibling spread). Rows equal to a
+    unique real row first swap their year with another enrollment of the same student, which
+    keeps that student's years; only what that cannot free swaps with other students."""
+    from types import SimpleNamespace
+
+    from synth_pipeline.modeling.siblings import SiblingSpread
+    from synth_pipeline.modeling.table_model import unique_row_digests
+    from synth_pipeline.repair import _break_copies
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for student in range(120):  # two to five enrollments over two consecutive years, both used
+        start, size = rng.integers(0, 4), rng.integers(2, 6)
+        years = rng.permutation([0, 1] + list(rng.integers(0, 2, size - 2)))
+        rows += [(student, f"{2019 + start + y}-{2020 + start + y}", f"C{student}-{k}") for k, y in enumerate(years)]
+    real = pd.DataFrame(rows, columns=["student_id", "year", "course"])  # every real row unique
+    columns = ["year", "course"]
+    spread = SiblingSpread.fit(real, "student_id", "year", seed=0)
+    assert spread is not None
+    fixed_course = [SimpleNamespace(columns=("course",), kind="functional_dependency")]  # only the year may move
+    kept = {}
+    for spreads in ([spread], []):
+        model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns,
+                                constraints=fixed_course, derived=None, parent_copies={}, link_groups={},
+                                key_formats={}, identities=[], sibling_spreads=spreads)
+        synthetic = real.assign(course=real.groupby("student_id")["course"].transform(lambda c: c.iloc[::-1].to_numpy()))
+        before = synthetic.groupby("student_id")["year"].apply(sorted)
+        fixed, unfixed = _break_copies(synthetic, model, np.random.default_rng(1))
+        assert fixed > 100 and unfixed == 0  # no copy left either way
+        kept[bool(spreads)] = (synthetic.groupby("student_id")["year"].apply(sorted) == before).mean()
+    assert kept[True] >= kept[False] + 0.05  # more students keep exactly their years
