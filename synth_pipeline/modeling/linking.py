@@ -79,10 +79,11 @@ def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarra
                 row_signatures: np.ndarray | None = None, parent_signatures: np.ndarray | None = None) -> np.ndarray:
     """One parent per group value: every row of a route gets the route's one in-charge teacher.
 
-    Groups are placed largest first, each on the parent with the most room left (among the
-    parents with the group's most common generated signature, where any of them has room for
-    half the group; else among all parents with that room), so the parents the model gave
-    many children take the big groups and childless ones stay so.
+    Groups are placed largest first, each on the parent with the most room left among the
+    parents with the group's most common generated signature that have room for half the
+    group, else among those holding no group yet (a route keeps an in-charge of its
+    department without piling two routes on one teacher), else among all parents with room;
+    so the parents the model gave many children take the big groups and childless ones stay so.
     """
     values, inverse, sizes = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
     room = np.asarray(capacity, dtype=float).copy() + rng.random(len(capacity)) * 1e-3  # random ties
@@ -93,15 +94,19 @@ def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarra
         counts = pd.crosstab(inverse, np.asarray(row_signatures).astype(str))
         wanted = counts.idxmax(axis=1).reindex(range(len(values)))
         parent_signatures = np.asarray(parent_signatures).astype(str)
+    used = np.zeros(len(parent_keys), dtype=bool)
     for g in np.argsort(-sizes, kind="stable"):
-        open_ = everyone[room >= sizes[g] / 2]
-        candidates = open_ if len(open_) else everyone
+        open_ = room >= sizes[g] / 2
+        candidates = everyone[open_] if open_.any() else everyone
         if wanted is not None and pd.notna(wanted.iloc[g]):
-            match = open_[parent_signatures[open_] == wanted.iloc[g]]
-            if len(match):
-                candidates = match
+            match = parent_signatures == wanted.iloc[g]
+            for pick in (match & open_, match & ~used):  # with room, else not yet holding a group
+                if pick.any():
+                    candidates = everyone[pick]
+                    break
         best = candidates[np.argmax(room[candidates])]
         chosen[g] = best
+        used[best] = True
         room[best] -= sizes[g]
     return np.asarray(parent_keys, dtype=object)[chosen[inverse]]
 
