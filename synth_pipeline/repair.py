@@ -295,12 +295,12 @@ def _bounded_below_only(model: TableModel, columns: list[str]) -> list[str]:
     return [c for c, seen in roles.items() if seen == {"below"}]
 
 
-def _rule_columns(model: TableModel) -> set[str]:
+def _rule_columns(model: TableModel, spreads: bool = True) -> set[str]:
     """Columns a sampling rule set row by row (one lead per course, one academic year per
     course's instructors, a name within its department, a key prefix or a description
     following a category...): swapping them between rows would undo the rule."""
     out = {found.column for found in getattr(model, "one_per_parent", [])}
-    out |= {found.column for found in getattr(model, "sibling_spreads", [])}
+    out |= {found.column for found in getattr(model, "sibling_spreads", [])} if spreads else set()
     out |= {found.column for group in getattr(model, "link_ones", {}).values() for found in group}
     out |= {found.column for found in getattr(model, "counts_within", [])}
     out |= {c for q in getattr(model, "name_quotas", []) for c in (q.column, q.leader) if c}
@@ -326,13 +326,14 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     for d in derived.derivations if derived is not None else []:  # amount = quantity x price of item
         bound |= {d.column, d.anchor, d.by} - {""}
     bound |= set(getattr(model, "parent_copies", {})) | set(getattr(model, "link_groups", {}).values())
-    bound |= _rule_columns(model)
-    free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
-    # a column siblings share may still change places between two rows of one parent
-    spread_columns = {found.column for found in getattr(model, "sibling_spreads", [])}
+    # a column siblings share (and no other rule sets) may still change places between two
+    # rows of one parent
     within = {found.column: found.foreign_key for found in getattr(model, "sibling_spreads", [])
               if found.column in columns and found.foreign_key in frame.columns
-              and found.column not in bound - spread_columns and frame[found.column].nunique() > 1}
+              and found.column not in bound | _rule_columns(model, spreads=False)
+              and frame[found.column].nunique() > 1}
+    bound |= _rule_columns(model)
+    free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
     numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
                or pd.api.types.is_datetime64_any_dtype(frame[c])]
     numeric.sort(key=lambda c: -frame[c].nunique())  # a step barely shows on a many-valued column
