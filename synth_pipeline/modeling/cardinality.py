@@ -10,7 +10,8 @@ import pandas as pd
 
 from synth_pipeline.modeling.derived import MAP_CHANCE
 from synth_pipeline.modeling.transforms import labels
-from synth_pipeline.schema.metadata import Relationship
+from synth_pipeline.modeling.pair_support import NameQuota
+from synth_pipeline.schema.metadata import LOOKUP_MAX_ROWS, Relationship
 
 COUNT_PREFIX = "__children__"
 
@@ -148,8 +149,6 @@ class CountsWithin:
         return swaps + len(left)
 
 
-LOOKUP_MAX_ROWS = 30  # a table this small whose every row holds its own label lists categories
-
 
 @dataclass
 class LabelCounts:
@@ -179,8 +178,6 @@ class LabelCounts:
     def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
         """Labels to their real shares, then each row's counts from its label; returns the rows
         whose label moved."""
-        from synth_pipeline.modeling.pair_support import NameQuota
-
         if self.column not in frame.columns or frame.empty:
             return 0
         some = next(iter(self.counts.values()))

@@ -153,6 +153,7 @@ def fit_nested_supports(frame: pd.DataFrame, columns: list[str], existing: list[
         if follower in followers or follower in leading:
             continue
         known = frame[follower].notna()
+        given = pd.Series(known.to_numpy().astype(int))  # whether the row gives the follower at all
         keys = labels(frame.loc[known, follower])
         for leader in leaders:
             if leader in followers or leader == follower or frame[follower].nunique() <= frame[leader].nunique():
@@ -163,7 +164,6 @@ def fit_nested_supports(frame: pd.DataFrame, columns: list[str], existing: list[
             chance = agreement_by_chance(lead, keys)
             # where the leader also says whether the follower is given (countries with states,
             # countries without), that agreement is evidence too
-            given = pd.Series(known.to_numpy().astype(int))
             every = labels(frame[leader]).reset_index(drop=True)
             if 0 < known.sum() < len(known) and (given.groupby(every).nunique() == 1).all():
                 chance *= agreement_by_chance(given, every)

@@ -162,8 +162,8 @@ class IdentitySpec:
             return _phones(rng, n, self.template or "(###) ###-####")
         if self.sdtype == "text" and getattr(self, "words", 0):  # as long as the real text, a title without a stop
             words, period, title = self.words, getattr(self, "period", True), getattr(self, "title_case", False)
-            values = _faker_values(lambda: fake.sentence(nb_words=words), rng, n)
-            return [(v.title() if title else v) if period else (v.title() if title else v).rstrip(".") for v in values]
+            values = [v.title() if title else v for v in _faker_values(lambda: fake.sentence(nb_words=words), rng, n)]
+            return values if period else [v.rstrip(".") for v in values]
         return _faker_values(getattr(fake, _FAKER_METHOD.get(self.sdtype, "word")), rng, n)
 
 

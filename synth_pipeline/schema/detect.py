@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from synth_pipeline.modeling.cardinality import LOOKUP_MAX_ROWS
-from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.schema.metadata import LOOKUP_MAX_ROWS, Metadata
 from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables
 from synth_pipeline.sources.validate import MAX_CATEGORIES, unsupported_kind
 

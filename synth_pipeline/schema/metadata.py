@@ -20,6 +20,7 @@ from synth_pipeline.errors import SchemaError
 
 MODELLED_SDTYPES = frozenset({"numerical", "categorical", "boolean", "datetime"})
 ID_SDTYPE = "id"
+LOOKUP_MAX_ROWS = 30  # a table this small whose every row holds its own label lists categories
 
 
 @dataclass(frozen=True)
