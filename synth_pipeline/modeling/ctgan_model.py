@@ -233,6 +233,18 @@ class ContextCTGAN:
             st += dim
         return pd.DataFrame(out)
 
+    def numeric_values(self, matrix: np.ndarray, columns: list[str]) -> pd.DataFrame:
+        """The continuous ``columns`` of generated matrix rows (the transformer's inverse of
+        those columns only)."""
+        out, st = {}, 0
+        for info in self.transformer._column_transform_info_list:
+            dim = info.output_dimensions
+            if info.column_type == "continuous" and info.column_name in columns:
+                values = self.transformer._inverse_transform_continuous(info, matrix[:, st:st + dim], None, st)
+                out[info.column_name] = np.asarray(values, dtype=float).reshape(-1)
+            st += dim
+        return pd.DataFrame(out)
+
     @torch.no_grad()
     def sample_matrix(self, n: int, context: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
         """``n`` generated rows in the transformer's encoding (see ``decode``)."""

@@ -25,27 +25,29 @@ def category_targets(encoded: pd.DataFrame, discrete_columns: list[str]) -> dict
     return {c: encoded[c].astype(str).value_counts(normalize=True) for c in discrete_columns}
 
 
-def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int, k: int) -> np.ndarray:
+def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int, k: int,
+                 coded: list[tuple[np.ndarray, np.ndarray, int]] = ()) -> np.ndarray:
     """Candidate weights whose per-slot draw (see ``choose_per_slot``) meets the real shares.
 
     Shares are measured as they will come out: each slot keeps one of its ``k``
-    candidates with probability proportional to its weight.
+    candidates with probability proportional to its weight. ``coded``: more targets given
+    as (cell of each candidate, that cell's real share, number of cells).
     """
-    weights = np.ones(len(candidates))
-    codes = []
+    weights = np.full(n * k, 1.0 / k)  # each slot's chances, summing to 1
+    codes = list(coded)
     for col, target in targets.items():
         inverse, categories = pd.factorize(candidates[col].to_numpy(), use_na_sentinel=False)  # hashing, no sort
         share = pd.Series(categories).astype(str).map(target).fillna(0.0).to_numpy()[inverse]
         codes.append((inverse, share, len(categories)))
     for _ in range(RAKING_ROUNDS):
         for inverse, share, n_categories in codes:
-            chance = _slot_probabilities(weights, n, k)
-            current = np.bincount(inverse, weights=chance, minlength=n_categories) / n
-            weights = weights * np.where(current[inverse] > 0, share / np.maximum(current[inverse], 1e-12), 0.0)
-            if not np.isfinite(weights).all() or (weights.reshape(k, n).sum(axis=0) <= 0).any():
-                weights = np.where(np.isfinite(weights), weights, 0.0)
-                empty = weights.reshape(k, n).sum(axis=0) <= 0
-                weights.reshape(k, n)[:, empty] = 1.0  # slots with no plausible candidate: any will do
+            current = np.bincount(inverse, weights=weights, minlength=n_categories) / n
+            updated = weights * np.where(current[inverse] > 0, share / np.maximum(current[inverse], 1e-12), 0.0)
+            updated = np.where(np.isfinite(updated), updated, 0.0).reshape(k, n)
+            # a slot none of whose candidates this target allows keeps its weights from before it
+            empty = updated.sum(axis=0) <= 0
+            updated[:, empty] = weights.reshape(k, n)[:, empty]
+            weights = _slot_probabilities(updated.reshape(-1), n, k)
     return weights
 
 
@@ -173,3 +175,99 @@ def corrected_cramers_v(table: np.ndarray) -> float:
     r_corr, k_corr = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
     denominator = min(k_corr - 1, r_corr - 1)
     return float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
+
+
+# ------------------------------------------------------------------ column pairs
+MIN_PAIR_ROWS = 300  # a table needs this many real rows before its column pairs are raked
+MIN_ROWS_PER_CELL = 5  # ... and a pair this many real rows per cell of its contingency table
+PAIR_BINS = 10  # a number or date is cut into the real deciles (the evaluation's bins)
+PAIR_SHRINKAGE = 0.05  # weight of the independent shares mixed into a pair's real shares
+
+
+@dataclass
+class RakedColumn:
+    """A column as pair raking sees it: a category's real labels, or a number's real deciles."""
+
+    name: str  # as the GAN writes it
+    edges: np.ndarray | None  # inner decile edges of a number/date (None: a category)
+    labels: list[str]
+    quantiles: np.ndarray | None = None  # a number's real percentiles
+
+    @property
+    def size(self) -> int:
+        return len(self.labels) if self.edges is None else len(self.edges) + 1
+
+    def codes(self, values, generated: bool = False) -> np.ndarray:
+        """0 .. size - 1; ``size`` for a label the real data never has. ``generated`` numbers
+        are binned as they will be published: by their rank among the generated values, taken
+        onto the real distribution (the codec's rank map)."""
+        if self.edges is None:
+            found = pd.Index(self.labels).get_indexer(np.asarray(values).astype(str))
+            return np.where(found < 0, self.size, found)
+        numbers = np.asarray(values, dtype=float)
+        if generated and len(numbers):
+            ranks = (pd.Series(numbers).rank(method="first").to_numpy() - 0.5) / len(numbers)
+            numbers = np.interp(ranks, np.linspace(0, 1, len(self.quantiles)), self.quantiles)
+        return np.digitize(numbers, self.edges)
+
+
+@dataclass
+class PairJoints:
+    """The real shares of every pair of a table's columns (categories, and numbers cut into
+    deciles) that has enough rows per cell. Raking candidates to them keeps which values go
+    together where an under-trained GAN invents or loses an association (an enrollment's term
+    and grade are unrelated; a fee's status goes with its payment mode). Only two-column
+    shares are kept, never rows: the low-order marginals marginal-based synthesisers (MST,
+    PrivBayes) are built from."""
+
+    columns: list[RakedColumn]
+    pairs: list[tuple[int, int, np.ndarray]]  # column indices, real share of each (a, b) cell
+
+    @classmethod
+    def fit(cls, encoded: pd.DataFrame, discrete: list[str], numeric: list[str]) -> "PairJoints | None":
+        n = len(encoded)
+        if n < MIN_PAIR_ROWS:
+            return None
+        columns = []
+        for col in discrete:
+            columns.append(RakedColumn(col, None, sorted(encoded[col].astype(str).unique().tolist())))
+        for col in numeric:
+            values = encoded[col].to_numpy(dtype=float)
+            edges = np.unique(np.quantile(values, np.linspace(0, 1, PAIR_BINS + 1))[1:-1])
+            if len(edges):
+                columns.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)],
+                                           np.quantile(values, np.linspace(0, 1, 201))))
+        columns = [c for c in columns if c.size >= 2]
+        codes = [c.codes(encoded[c.name].to_numpy()) for c in columns]
+        pairs = []
+        for i in range(len(columns)):
+            for j in range(i + 1, len(columns)):
+                both_numbers = columns[i].edges is not None and columns[j].edges is not None
+                if both_numbers or n < MIN_ROWS_PER_CELL * columns[i].size * columns[j].size:
+                    continue  # two numbers keep their correlation through the GAN and its rank map
+                a = np.bincount(codes[i], minlength=columns[i].size + 1) / n
+                b = np.bincount(codes[j], minlength=columns[j].size + 1) / n
+                width = columns[j].size + 1
+                joint = np.bincount(codes[i] * width + codes[j], minlength=len(a) * width) / n
+                # shrunk a little towards independence: a cell no real row has is rare, not
+                # forbidden (the category-pair supports forbid what must never occur)
+                pairs.append((i, j, (1 - PAIR_SHRINKAGE) * joint + PAIR_SHRINKAGE * np.outer(a, b).reshape(-1)))
+        return cls(columns, pairs) if pairs else None
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c.name for c in self.columns if c.edges is not None]
+
+    @property
+    def label(self) -> str:
+        names = [f"{self.columns[i].name} x {self.columns[j].name}" for i, j, _ in self.pairs]
+        return f"{len(names)} column pairs raked to their real shares ({', '.join(names)})"
+
+    def rake_codes(self, candidates: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """(cell of each candidate, the cell's real share, cells) per pair, for ``rake_weights``."""
+        codes = [c.codes(candidates[c.name].to_numpy(), generated=True) for c in self.columns]
+        out = []
+        for i, j, shares in self.pairs:
+            cell = codes[i] * (self.columns[j].size + 1) + codes[j]
+            out.append((cell, shares[cell], len(shares)))
+        return out

@@ -36,8 +36,8 @@ from synth_pipeline.modeling.cardinality import (CountsWithin, LabelCounts, cali
                                                  normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
-from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, ParentJoint, category_targets, choose_per_slot,
-                                               fit_parent_joints, rake_weights)
+from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, PairJoints, ParentJoint, category_targets,
+                                               choose_per_slot, fit_parent_joints, rake_weights)
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
@@ -125,6 +125,7 @@ class TableModel:
     parent_copies: dict[str, str] = field(default_factory=dict)  # column -> primary parent's column it equals
     link_groups: dict[str, str] = field(default_factory=dict)  # FK -> the category whose rows share one parent
     parent_joints: list[ParentJoint] = field(default_factory=list)  # categories raked given the parent's value
+    pair_joints: PairJoints | None = None  # column pairs raked to their real shares
 
     # ------------------------------------------------------------------- fit
     @classmethod
@@ -263,6 +264,7 @@ class TableModel:
         codec = gan = None
         targets: dict = {}
         joints: list[ParentJoint] = []
+        pairs = None
         if modelled and len(frame):
             codec = TableCodec.fit(training, modelled)
             steps = settings.steps_for(len(frame))
@@ -276,6 +278,14 @@ class TableModel:
                 joints = fit_parent_joints(encoded, codec.discrete_columns, parent_rows, parent_kinds)
                 for joint in joints:
                     log.info("%s: raked given the parent: %s", name, joint.label)
+            # numbers learned as residuals of the context, or mapped per category afterwards, are
+            # not binned as the GAN writes them: left out
+            remapped = set(residuals.fits) | {found.column for found in conditionals}
+            pairs = PairJoints.fit(encoded, [c for c in codec.discrete_columns if not is_count_column(c)], [
+                c.name for c in codec.columns if c.kind in ("numerical", "datetime") and not c.few_values
+                and c.null_rate < 1 and c.name not in remapped and not is_count_column(c.name)])
+            if pairs is not None:
+                log.info("%s: %s", name, pairs.label)
         return cls(
             table=name, real_rows=len(full), fitted_rows=len(frame), codec=codec, gan=gan, key_formats=key_formats,
             identities=identities, real_counts=real_counts,
@@ -305,6 +315,7 @@ class TableModel:
             parent_copies=copies,
             link_groups=groups,
             parent_joints=joints,
+            pair_joints=pairs,
             count_correlation=_rank_correlation(training, list(real_counts)),
             correlated_columns=correlated,
             numeric_correlation=_rank_correlation(training, correlated),
@@ -378,7 +389,8 @@ class TableModel:
         if self.gan is None:
             return pd.DataFrame(index=range(n))
         rng = np.random.default_rng(seed + 1)
-        k = CANDIDATES_PER_ROW if self.category_targets else 1
+        pairs = getattr(self, "pair_joints", None)
+        k = CANDIDATES_PER_ROW if self.category_targets or pairs is not None else 1
         parts = []
         # In chunks of rows (with their parents' context): the candidates and the transformer's
         # matrices are bounded by the chunk, not by the scale. One chunk up to SAMPLE_CHUNK_ROWS.
@@ -397,7 +409,12 @@ class TableModel:
                     candidates[joint.key] = candidates[joint.column].astype(str).to_numpy() + JOINT_SEPARATOR \
                         + np.tile(labels, k)
                     targets[joint.key] = joint.targets(labels)
-                matrix = matrix[choose_per_slot(rake_weights(candidates, targets, size, k), size, k, rng)]
+                coded = []
+                if pairs is not None:
+                    numbers = self.gan.numeric_values(matrix, pairs.numeric)
+                    coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1))
+                weights = rake_weights(candidates, targets, size, k, coded)
+                matrix = matrix[choose_per_slot(weights, size, k, rng)]
             parts.append(self.codec.decode(self.gan.decode(matrix)))  # only the kept rows are decoded
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for col, real in self.real_counts.items():
