@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 MIN_COPY_ROWS = 5  # and equal often enough that chance cannot explain it (_chance_of_equality)
 MIN_GROUP_ROWS = 20  # linked rows needed to find a category whose rows share one second parent
 CANDIDATES_PER_ROW = 10  # generated per output row; raking keeps the one that fits the (conditional) shares
-SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once (x CANDIDATES_PER_ROW candidates)
+PAIR_CANDIDATES_PER_ROW = 30  # ... where column pairs are raked too (more targets need more choice)
+SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
+SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
 SMALL_TABLE_ROWS = 500  # below this many rows, the preset's minimum steps shrink in proportion (to 40%)
 QUALITY_STEPS = {"fast": (60, 150), "default": (250, 900), "best": (1000, 4000)}
 
@@ -390,12 +392,13 @@ class TableModel:
             return pd.DataFrame(index=range(n))
         rng = np.random.default_rng(seed + 1)
         pairs = getattr(self, "pair_joints", None)
-        k = CANDIDATES_PER_ROW if self.category_targets or pairs is not None else 1
+        k = PAIR_CANDIDATES_PER_ROW if pairs is not None else CANDIDATES_PER_ROW if self.category_targets else 1
+        chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
         parts = []
         # In chunks of rows (with their parents' context): the candidates and the transformer's
-        # matrices are bounded by the chunk, not by the scale. One chunk up to SAMPLE_CHUNK_ROWS.
-        for i, start in enumerate(range(0, max(n, 1), SAMPLE_CHUNK_ROWS)):
-            size = min(SAMPLE_CHUNK_ROWS, n - start)
+        # matrices are bounded by the chunk, not by the scale.
+        for i, start in enumerate(range(0, max(n, 1), chunk)):
+            size = min(chunk, n - start)
             ctx = None if context is None else np.tile(context[start:start + size], (k, 1))
             if size == 0:
                 parts.append(self.codec.decode(self.gan.sample(0)))
