@@ -10,7 +10,7 @@ import pytest
 from synth_pipeline.modeling.cardinality import calibrate_counts
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.linking import link_by_capacity, link_self
-from synth_pipeline.modeling.marginals import choose_per_slot, rake_weights
+from synth_pipeline.modeling.marginals import PairJoints, choose_per_slot, rake_weights
 from synth_pipeline.modeling.table_model import ModelSettings, TableModel
 from synth_pipeline.schema.metadata import Metadata
 
@@ -74,6 +74,39 @@ def test_raking_matches_real_category_shares():
     # The generator's shares were 0.5 / 0.3 / 0.2; kept rows come within 0.05 of the real ones.
     assert abs(shares["blue"] - 0.4) < 0.05 and abs(shares["red"] - 0.3) < 0.05
     assert abs(chosen["size"].value_counts(normalize=True)["s"] - 0.8) < 0.05
+
+
+def test_pair_raking_restores_associations_the_generator_lost():
+    from synth_pipeline.evaluation.fidelity import pair_trends
+
+    rng = np.random.default_rng(0)
+    n, k = 3000, 30
+    # Real: a fee's mode follows its status, and its amount follows its type.
+    status = rng.choice(["paid", "pending"], n, p=[0.7, 0.3])
+    mode = np.where(status == "paid", rng.choice(["card", "cash"], n, p=[0.9, 0.1]),
+                    rng.choice(["card", "cash"], n, p=[0.1, 0.9]))
+    kind = rng.choice(["tuition", "library"], n, p=[0.5, 0.5])
+    amount = np.where(kind == "tuition", rng.normal(1000, 100, n), rng.normal(50, 10, n))
+    real = pd.DataFrame({"status": status, "mode": mode, "kind": kind, "amount": amount})
+    pairs = PairJoints.fit(real, ["status", "mode", "kind"], ["amount"])
+    assert pairs is not None and {(pairs.columns[i].name, pairs.columns[j].name) for i, j, _ in pairs.pairs} >= {
+        ("status", "mode"), ("kind", "amount")}
+    # A generator that lost both associations: every column drawn on its own (right marginals).
+    candidates = pd.DataFrame({c: rng.permutation(np.tile(real[c].to_numpy(), k)) for c in real})
+    kinds = {"status": "categorical", "mode": "categorical", "kind": "categorical", "amount": "numerical"}
+
+    def score(chosen):
+        trends = pair_trends(real, chosen.reset_index(drop=True), kinds, [("status", "mode"), ("kind", "amount")])
+        return [t["score"] for t in trends]
+
+    first = candidates.iloc[:n]
+    marginal_only = candidates.iloc[choose_per_slot(
+        rake_weights(candidates, {c: real[c].value_counts(normalize=True) for c in ["status", "mode", "kind"]}, n, k),
+        n, k, rng)]
+    raked = candidates.iloc[choose_per_slot(rake_weights(candidates, {}, n, k, pairs.rake_codes(candidates)), n, k, rng)]
+    assert max(score(first)) < 0.75 and max(score(marginal_only)) < 0.75  # the associations are gone
+    assert min(score(raked)) > 0.95  # raking the pairs brings both back
+    assert abs((raked["status"] == "paid").mean() - 0.7) < 0.03  # and keeps the marginals
 
 
 def test_calibrated_counts_keep_rank_zeros_and_tail():
