@@ -11,7 +11,7 @@ primary parent's value (``ParentJoint``) is raked to the real shares given that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -192,6 +192,7 @@ class RakedColumn:
     edges: np.ndarray | None  # inner decile edges of a number/date (None: a category)
     labels: list[str]
     quantiles: np.ndarray | None = None  # a number's real percentiles
+    kind: str = ""  # a parent column's sdtype
 
     @property
     def size(self) -> int:
@@ -210,6 +211,14 @@ class RakedColumn:
             numbers = np.interp(ranks, np.linspace(0, 1, len(self.quantiles)), self.quantiles)
         return np.digitize(numbers, self.edges)
 
+    def parent_codes(self, values: pd.Series) -> np.ndarray:
+        """A parent column's published values as codes (``size``: missing, or never seen)."""
+        if self.edges is None:
+            found = pd.Index(self.labels).get_indexer(labels(values).to_numpy())
+            return np.where(found < 0, self.size, found)
+        numbers = _as_number(values)
+        return np.where(np.isfinite(numbers), np.digitize(np.nan_to_num(numbers), self.edges), self.size)
+
 
 @dataclass
 class PairJoints:
@@ -222,9 +231,17 @@ class PairJoints:
 
     columns: list[RakedColumn]
     pairs: list[tuple[int, int, np.ndarray]]  # column indices, real share of each (a, b) cell
+    parent_columns: list[RakedColumn] = field(default_factory=list)  # the primary parent's, as published
+    # (child column index, parent column index, real shares of the child's codes given each
+    # parent code: one row per parent code, the last for a parent value the real data lacks)
+    parent_pairs: list[tuple[int, int, np.ndarray]] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, encoded: pd.DataFrame, discrete: list[str], numeric: list[str]) -> "PairJoints | None":
+    def fit(cls, encoded: pd.DataFrame, discrete: list[str], numeric: list[str],
+            parent_rows: pd.DataFrame | None = None, parent_kinds: dict[str, str] | None = None,
+            not_given: set[str] = frozenset()) -> "PairJoints | None":
+        """``not_given``: child columns never raked given the parent (their values are spread
+        among siblings afterwards: a student's courses share a few academic years)."""
         n = len(encoded)
         if n < MIN_PAIR_ROWS:
             return None
@@ -252,7 +269,34 @@ class PairJoints:
                 # shrunk a little towards independence: a cell no real row has is rare, not
                 # forbidden (the category-pair supports forbid what must never occur)
                 pairs.append((i, j, (1 - PAIR_SHRINKAGE) * joint + PAIR_SHRINKAGE * np.outer(a, b).reshape(-1)))
-        return cls(columns, pairs) if pairs else None
+        parents, parent_pairs = [], []
+        aligned = parent_rows is not None and len(parent_rows) == n
+        for col, kind in (parent_kinds or {}).items() if aligned else ():
+            if col not in parent_rows:
+                continue
+            if kind in ("categorical", "boolean"):
+                names = labels(parent_rows[col])
+                if 2 <= names.nunique() <= MAX_PARENT_VALUES:
+                    parents.append(RakedColumn(col, None, sorted(names.unique().tolist())))
+            elif kind in ("numerical", "datetime"):
+                numbers = _as_number(parent_rows[col])
+                finite = numbers[np.isfinite(numbers)]
+                edges = np.unique(np.quantile(finite, np.linspace(0, 1, PAIR_BINS + 1))[1:-1]) if len(finite) else []
+                if len(edges):
+                    parents.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)], kind=kind))
+        parent_codes = [p.parent_codes(parent_rows[p.name]) for p in parents]
+        for p, (parent, given) in enumerate(zip(parents, parent_codes)):
+            for i, (child, own) in enumerate(zip(columns, codes)):
+                if child.name in not_given or n < MIN_ROWS_PER_CELL * child.size * parent.size:
+                    continue
+                width = child.size + 1
+                table = np.bincount(given * width + own, minlength=(parent.size + 1) * width).reshape(-1, width)
+                overall = table.sum(axis=0) / n
+                rows = table.sum(axis=1, keepdims=True)
+                conditional = np.where(rows > 0, table / np.maximum(rows, 1), overall)
+                conditional = (1 - PAIR_SHRINKAGE) * conditional + PAIR_SHRINKAGE * overall
+                parent_pairs.append((i, p, conditional))
+        return cls(columns, pairs, parents, parent_pairs) if pairs or parent_pairs else None
 
     @property
     def numeric(self) -> list[str]:
@@ -261,13 +305,29 @@ class PairJoints:
     @property
     def label(self) -> str:
         names = [f"{self.columns[i].name} x {self.columns[j].name}" for i, j, _ in self.pairs]
+        names += [f"{self.columns[i].name} x parent.{self.parent_columns[p].name}" for i, p, _ in self.parent_pairs]
         return f"{len(names)} column pairs raked to their real shares ({', '.join(names)})"
 
-    def rake_codes(self, candidates: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray, int]]:
-        """(cell of each candidate, the cell's real share, cells) per pair, for ``rake_weights``."""
+    def rake_codes(self, candidates: pd.DataFrame, parent_rows: pd.DataFrame | None = None,
+                   k: int = 1) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """(cell of each candidate, the cell's real share, cells) per pair, for ``rake_weights``.
+        ``parent_rows``: each slot's parent row (the ``k`` candidates of a slot share it); a
+        child column is then raked to its real shares given the parent's value, weighed by
+        how often the synthetic parents carry that value."""
         codes = [c.codes(candidates[c.name].to_numpy(), generated=True) for c in self.columns]
         out = []
         for i, j, shares in self.pairs:
             cell = codes[i] * (self.columns[j].size + 1) + codes[j]
+            out.append((cell, shares[cell], len(shares)))
+        if parent_rows is None or not len(parent_rows):
+            return out
+        given = {p: self.parent_columns[p].parent_codes(parent_rows[self.parent_columns[p].name])
+                 for p in {p for _, p, _ in self.parent_pairs}}
+        for i, p, conditional in self.parent_pairs:
+            slots = given[p]
+            width = conditional.shape[1]
+            present = np.bincount(slots, minlength=conditional.shape[0]) / len(slots)
+            shares = (conditional * present[:, None]).reshape(-1)
+            cell = np.tile(slots, k) * width + codes[i]
             out.append((cell, shares[cell], len(shares)))
         return out

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 MIN_COPY_ROWS = 5  # and equal often enough that chance cannot explain it (_chance_of_equality)
 MIN_GROUP_ROWS = 20  # linked rows needed to find a category whose rows share one second parent
 CANDIDATES_PER_ROW = 10  # generated per output row; raking keeps the one that fits the (conditional) shares
-PAIR_CANDIDATES_PER_ROW = 30  # ... where column pairs are raked too (more targets need more choice)
+PAIR_CANDIDATES_PER_ROW = 20  # ... where column pairs are raked too (more targets need more choice)
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
 SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
 SMALL_TABLE_ROWS = 500  # below this many rows, the preset's minimum steps shrink in proportion (to 40%)
@@ -285,7 +285,9 @@ class TableModel:
             remapped = set(residuals.fits) | {found.column for found in conditionals}
             pairs = PairJoints.fit(encoded, [c for c in codec.discrete_columns if not is_count_column(c)], [
                 c.name for c in codec.columns if c.kind in ("numerical", "datetime") and not c.few_values
-                and c.null_rate < 1 and c.name not in remapped and not is_count_column(c.name)])
+                and c.null_rate < 1 and c.name not in remapped and not is_count_column(c.name)],
+                *((parent_rows, parent_kinds) if settings.conditional else (None, None)),
+                not_given={spread.column for spread in spreads})
             if pairs is not None:
                 log.info("%s: %s", name, pairs.label)
         return cls(
@@ -415,7 +417,8 @@ class TableModel:
                 coded = []
                 if pairs is not None:
                     numbers = self.gan.numeric_values(matrix, pairs.numeric)
-                    coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1))
+                    coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1),
+                                             None if parent_rows is None else parent_rows.iloc[start:start + size], k)
                 weights = rake_weights(candidates, targets, size, k, coded)
                 matrix = matrix[choose_per_slot(weights, size, k, rng)]
             parts.append(self.codec.decode(self.gan.decode(matrix)))  # only the kept rows are decoded
