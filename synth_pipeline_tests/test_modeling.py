@@ -109,6 +109,34 @@ def test_pair_raking_restores_associations_the_generator_lost():
     assert abs((raked["status"] == "paid").mean() - 0.7) < 0.03  # and keeps the marginals
 
 
+def test_pair_raking_given_the_parent_keeps_parent_child_associations():
+    rng = np.random.default_rng(1)
+    n, k = 3000, 20
+    # Real: older students (born earlier) mostly pay by card; the plan follows the student's state.
+    born = pd.Series(pd.Timestamp("2005-01-01") + pd.to_timedelta(rng.integers(0, 3650, n), unit="D"))
+    state = pd.Series(rng.choice(["CA", "OR", "WA"], n))
+    parent_rows = pd.DataFrame({"born": born, "state": state})
+    older = (born < pd.Timestamp("2010-01-01")).to_numpy()
+    mode = np.where(older, rng.choice(["card", "cash"], n, p=[0.9, 0.1]), rng.choice(["card", "cash"], n, p=[0.2, 0.8]))
+    plan = np.where(state == "CA", "annual", rng.choice(["annual", "monthly"], n))
+    real = pd.DataFrame({"mode": mode, "plan": plan})
+    pairs = PairJoints.fit(real, ["mode", "plan"], [], parent_rows, {"born": "datetime", "state": "categorical"})
+    assert {(pairs.columns[i].name, pairs.parent_columns[p].name) for i, p, _ in pairs.parent_pairs} == {
+        ("mode", "born"), ("mode", "state"), ("plan", "born"), ("plan", "state")}
+    # New synthetic parents (another draw), and children whose generator ignored the parent.
+    new_parents = pd.DataFrame({"born": born.sample(frac=1, random_state=2).to_numpy(),
+                                "state": rng.choice(["CA", "OR", "WA"], n, p=[0.6, 0.2, 0.2])})
+    candidates = pd.DataFrame({c: rng.permutation(np.tile(real[c].to_numpy(), k)) for c in real})
+    chosen = candidates.iloc[choose_per_slot(
+        rake_weights(candidates, {}, n, k, pairs.rake_codes(candidates, new_parents, k)), n, k, rng)].reset_index(drop=True)
+    new_older = (new_parents["born"] < pd.Timestamp("2010-01-01")).to_numpy()
+    card_older, card_younger = (chosen["mode"][new_older] == "card").mean(), (chosen["mode"][~new_older] == "card").mean()
+    assert card_older > 0.8 and card_younger < 0.3  # unraked: 0.55 for both
+    # the plan follows each synthetic parent's state, at the new parents' state shares
+    assert (chosen["plan"][new_parents["state"] == "CA"] == "annual").mean() > 0.9
+    assert abs((chosen["plan"] == "annual").mean() - (0.6 + 0.4 * 0.5)) < 0.05
+
+
 def test_calibrated_counts_keep_rank_zeros_and_tail():
     rng = np.random.default_rng(0)
     real = np.r_[np.zeros(10), rng.poisson(5, 980), [15] * 10].astype(int)
