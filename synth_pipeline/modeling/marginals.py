@@ -7,6 +7,8 @@ column; each output row then keeps one of its candidates, drawn by weight. An
 under-trained GAN's drift on category frequencies is undone without touching which values
 go together within a row. For a child table, a category whose real shares depend on the
 primary parent's value (``ParentJoint``) is raked to the real shares given that value.
+In tables with enough rows, pairs of columns are raked too (``PairJoints``): two columns'
+real shares, and a child column's real shares given each column of its parent row.
 """
 
 from __future__ import annotations
@@ -192,7 +194,6 @@ class RakedColumn:
     edges: np.ndarray | None  # inner decile edges of a number/date (None: a category)
     labels: list[str]
     quantiles: np.ndarray | None = None  # a number's real percentiles
-    kind: str = ""  # a parent column's sdtype
 
     @property
     def size(self) -> int:
@@ -283,7 +284,7 @@ class PairJoints:
                 finite = numbers[np.isfinite(numbers)]
                 edges = np.unique(np.quantile(finite, np.linspace(0, 1, PAIR_BINS + 1))[1:-1]) if len(finite) else []
                 if len(edges):
-                    parents.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)], kind=kind))
+                    parents.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)]))
         parent_codes = [p.parent_codes(parent_rows[p.name]) for p in parents]
         for p, (parent, given) in enumerate(zip(parents, parent_codes)):
             for i, (child, own) in enumerate(zip(columns, codes)):
