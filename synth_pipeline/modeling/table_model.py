@@ -36,8 +36,9 @@ from synth_pipeline.modeling.cardinality import (CountsWithin, LabelCounts, cali
                                                  normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
-from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, PairJoints, ParentJoint, category_targets,
-                                               choose_per_slot, fit_parent_joints, rake_weights)
+from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, QUOTA_MAX_ROWS, PairJoints, ParentJoint,
+                                               category_targets, choose_per_slot, choose_with_quotas,
+                                               fit_parent_joints, rake_weights)
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
@@ -420,7 +421,11 @@ class TableModel:
                     coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1),
                                              None if parent_rows is None else parent_rows.iloc[start:start + size], k)
                 weights = rake_weights(candidates, targets, size, k, coded)
-                matrix = matrix[choose_per_slot(weights, size, k, rng)]
+                if size <= QUOTA_MAX_ROWS:  # few rows: category counts held to the real shares
+                    kept = choose_with_quotas(weights, candidates, self.category_targets, size, k, rng)
+                else:
+                    kept = choose_per_slot(weights, size, k, rng)
+                matrix = matrix[kept]
             parts.append(self.codec.decode(self.gan.decode(matrix)))  # only the kept rows are decoded
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for col, real in self.real_counts.items():
