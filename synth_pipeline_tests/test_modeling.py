@@ -10,7 +10,7 @@ import pytest
 from synth_pipeline.modeling.cardinality import calibrate_counts
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.linking import link_by_capacity, link_self
-from synth_pipeline.modeling.marginals import PairJoints, choose_per_slot, rake_weights
+from synth_pipeline.modeling.marginals import PairJoints, choose_per_slot, choose_with_quotas, rake_weights
 from synth_pipeline.modeling.table_model import ModelSettings, TableModel
 from synth_pipeline.schema.metadata import Metadata
 
@@ -135,6 +135,28 @@ def test_pair_raking_given_the_parent_keeps_parent_child_associations():
     # the plan follows each synthetic parent's state, at the new parents' state shares
     assert (chosen["plan"][new_parents["state"] == "CA"] == "annual").mean() > 0.9
     assert abs((chosen["plan"] == "annual").mean() - (0.6 + 0.4 * 0.5)) < 0.05
+
+
+def test_quota_draws_hold_small_tables_to_the_real_counts():
+    # 60 teachers in 7 departments (real: 9, 9, 9, 9, 8, 8, 8); the generator favours English.
+    departments = ["English", "Science", "Mathematics", "History", "Arts", "Computer Science", "PE"]
+    real = pd.Series(np.repeat(departments, [9, 9, 9, 9, 8, 8, 8]))
+    targets = {"department": real.value_counts(normalize=True)}
+    n, k = 60, 10
+    spreads = {"per slot": [], "quotas": []}
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        candidates = pd.DataFrame({"department": rng.choice(departments, n * k, p=[.3, .1, .1, .1, .1, .15, .15])})
+        weights = rake_weights(candidates, targets, n, k)
+        for name, kept in (("per slot", choose_per_slot(weights, n, k, rng)),
+                           ("quotas", choose_with_quotas(weights, candidates, targets, n, k, rng))):
+            counts = candidates["department"].iloc[kept].value_counts().reindex(departments, fill_value=0)
+            spreads[name].append(int((counts - real.value_counts().reindex(departments)).abs().sum()))
+    # Raked draws meet the shares only on average (about 14 teachers in the wrong department
+    # out of 60); quota draws come within a teacher or two of every department's real count.
+    assert np.mean(spreads["per slot"]) > 8 and np.mean(spreads["quotas"]) < 2
+    kept = choose_with_quotas(weights, candidates, targets, n, k, rng)
+    assert sorted((kept % n).tolist()) == list(range(n))  # one candidate per slot, from that slot
 
 
 def test_calibrated_counts_keep_rank_zeros_and_tail():

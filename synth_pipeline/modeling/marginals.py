@@ -83,7 +83,7 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
     columns = [c for c in targets if c in candidates]
     if not columns:
         return choose_per_slot(weights, n, k, rng)
-    codes, remaining = [], []
+    codes, remaining, expected_left = [], [], []
     for col in columns:
         values = candidates[col].astype(str).to_numpy()
         shares = targets[col]
@@ -97,6 +97,7 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
             quota[rng.choice(len(quota), short, replace=False, p=fractions / fractions.sum())] += 1
         codes.append(np.where(code < 0, len(quota), code).reshape(k, n))
         remaining.append(np.r_[quota, 0])  # last: a value the real data lacks, never in quota
+        expected_left.append(np.r_[np.maximum(quota, 1), 1].astype(float))
     codes_by_slot = np.stack(codes, axis=2)  # (k, n, columns)
     w = weights.reshape(k, n) + 1e-12
     chosen = np.empty(n, dtype=np.int64)
@@ -105,7 +106,8 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
         slot = codes_by_slot[:, i, :]
         fits = np.ones(k)
         for c, left in enumerate(remaining):
-            fits *= np.where(left[slot[:, c]] > 0, 1.0, QUOTA_MISS)
+            # a value with much of its quota left is preferred: scarce values are not left to the last slots
+            fits *= np.where(left[slot[:, c]] > 0, left[slot[:, c]] / expected_left[c][slot[:, c]], QUOTA_MISS)
         score = w[:, i] * fits
         j = min(int(np.searchsorted(np.cumsum(score), draws[i] * score.sum())), k - 1)
         chosen[i] = j
