@@ -77,8 +77,9 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
 
     Independent draws per slot meet the real shares only on average: 60 teachers drawn so
     come out 14 in one department and 6 in another where the real table has 8 or 9 in each.
-    Slots are taken in random order; each draws among its candidates by weight, a candidate
-    whose value has no quota left weighing ``QUOTA_MISS`` as much.
+    Slots are taken in random order; each draws among its candidates by weight times the
+    share of its value's quota still left (scarce values are not left to the last slots), a
+    candidate whose value has no quota left weighing ``QUOTA_MISS`` as much.
     """
     columns = [c for c in targets if c in candidates]
     if not columns:
@@ -91,9 +92,9 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
         code = index.get_indexer(values)
         expected = shares.to_numpy(dtype=float) * n
         quota = np.floor(expected).astype(np.int64)
-        short = n - int(quota.sum())
+        fractions = expected - quota
+        short = min(n - int(quota.sum()), int((fractions > 0).sum()))  # shares summing to 1 up to rounding
         if short > 0:
-            fractions = expected - quota
             quota[rng.choice(len(quota), short, replace=False, p=fractions / fractions.sum())] += 1
         codes.append(np.where(code < 0, len(quota), code).reshape(k, n))
         remaining.append(np.r_[quota, 0])  # last: a value the real data lacks, never in quota
@@ -106,7 +107,6 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
         slot = codes_by_slot[:, i, :]
         fits = np.ones(k)
         for c, left in enumerate(remaining):
-            # a value with much of its quota left is preferred: scarce values are not left to the last slots
             fits *= np.where(left[slot[:, c]] > 0, left[slot[:, c]] / expected_left[c][slot[:, c]], QUOTA_MISS)
         score = w[:, i] * fits
         j = min(int(np.searchsorted(np.cumsum(score), draws[i] * score.sum())), k - 1)
