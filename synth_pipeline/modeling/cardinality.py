@@ -149,7 +149,6 @@ class CountsWithin:
         return swaps + len(left)
 
 
-
 @dataclass
 class LabelCounts:
     """A small table whose every real row holds its own label (Chinook's 5 media types, 25
