@@ -161,3 +161,21 @@ def test_pipeline_evaluation_asset_writes_the_report(tiny_run, school_metadata):
     assert repaired["fk_violations"].value == 0
     assert 0 < repaired["column_shapes"].value <= 1
     assert "cardinality_similarity_student_id" in repaired
+
+
+def test_held_out_check_scores_the_fitted_school_like_itself(tiny_school_db, capsys):
+    """The fitted school itself, read back from its database as if it were synthetic, scores
+    what the simulated real school scores against the same fresh draw; a wrong path is one line."""
+    from synth_pipeline.evaluation import resample_reference
+
+    code = resample_reference.main(["--students", "150", "--seed", "7", "--other-seed", "8",
+                                    "--synthetic", str(tiny_school_db), "--fresh-seed", "9"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    real, synthetic = out["held_out"]["real"], out["held_out"]["synthetic"]
+    assert set(real) == {"column_shapes", "column_pair_trends", "intertable_trends", "two_hop_trends"}
+    for figure, value in real.items():
+        assert 0.3 < value < 0.99, (figure, value)  # a fresh draw is neither identical nor unrelated
+        assert synthetic[figure] == pytest.approx(value, abs=1e-3), figure
+    assert resample_reference.main(["--synthetic", str(tiny_school_db) + ".missing"]) == 2
+    assert "--synthetic" in capsys.readouterr().err

@@ -171,11 +171,30 @@ class ContextCTGAN:
         pick = (np.random.random(len(col)) * count).astype(np.int64)
         return torch.from_numpy(self._rows_flat[self._rows_start[col, opt] + np.minimum(pick, count - 1)])
 
-    def _fake(self, batch, c, ctx_rows, device):
+    def _fake(self, batch, c, ctx_rows, device, hard: bool = False):
+        """(raw, activated) generated rows; ``hard``: for sampling, without gradients."""
         z = torch.randn(batch, self.settings.embedding_dim, device=device)
         parts = [z] + [t for t in (c, ctx_rows) if t is not None]
-        raw = self.generator(torch.cat(parts, dim=1))
-        return raw, self._activate(raw)
+        raw = self._generate(parts) if hard else self.generator(torch.cat(parts, dim=1))
+        return raw, self._activate(raw, hard)
+
+    def _generate(self, parts):
+        """The generator's forward pass, with each residual block's output written in place
+        of ctgan's concatenations (the same values: ``[out_2, out_1, input]``, batch-norm as
+        the module is set), so a large sample does not copy its widening rows twice."""
+        *blocks, last = list(self.generator.seq)
+        width = sum(p.shape[1] for p in parts)
+        rows = torch.empty(parts[0].shape[0], width + sum(b.fc.out_features for b in blocks), device=parts[0].device)
+        start = rows.shape[1] - width
+        for p in parts:
+            rows[:, start:start + p.shape[1]] = p
+            start += p.shape[1]
+        start = rows.shape[1] - width
+        for block in blocks:
+            size = block.fc.out_features
+            rows[:, start - size:start] = block.relu(block.bn(block.fc(rows[:, start:])))
+            start -= size
+        return last(rows)
 
     def _discriminator_step(self, disc, opt, train_t, ctx, batch, device) -> float:
         c, _, col, opt_ = self._condition(batch, device)
@@ -259,7 +278,7 @@ class ContextCTGAN:
             size = min(step, n - start)
             c = self._sample_condition(size, device)
             ctx = None if context is None else torch.from_numpy(context[start:start + size].astype("float32")).to(device)
-            _, fake = self._fake(size, c, ctx, device)
+            _, fake = self._fake(size, c, ctx, device, hard=True)
             chunks.append(fake.cpu().numpy())
         return np.concatenate(chunks)
 
@@ -286,7 +305,12 @@ class ContextCTGAN:
         return out
 
     # ------------------------------------------------------------- ctgan math
-    def _activate(self, data):
+    def _activate(self, data, hard: bool = False):
+        """tanh on the numbers, Gumbel softmax (tau 0.2) on the category and mode spans.
+        ``hard`` (sampling): a span comes out one-hot at the pick its soft output decodes to
+        (the argmax of the same Gumbel-perturbed logits), without the softmax or a copy."""
+        if hard:
+            return self._activate_hard(data)
         parts, st = [], 0
         for info in self.transformer.output_info_list:
             for span in info:
@@ -297,6 +321,21 @@ class ContextCTGAN:
                     parts.append(functional.gumbel_softmax(data[:, st:ed], tau=0.2))
                 st = ed
         return torch.cat(parts, dim=1)
+
+    def _activate_hard(self, data):
+        out, st = torch.zeros_like(data), 0
+        for info in self.transformer.output_info_list:
+            for span in info:
+                ed = st + span.dim
+                if span.activation_fn == "tanh":
+                    out[:, st:ed] = torch.tanh(data[:, st:ed])
+                else:  # the noise gumbel_softmax draws, in the same order
+                    logits = data[:, st:ed]
+                    gumbels = -torch.empty_like(logits, memory_format=torch.legacy_contiguous_format).exponential_().log()
+                    pick = ((logits + gumbels) / 0.2).argmax(dim=1, keepdim=True)
+                    out[:, st:ed].scatter_(1, pick, 1.0)
+                st = ed
+        return out
 
     def _cond_loss(self, data, c, m):
         losses, st, st_c = [], 0, 0

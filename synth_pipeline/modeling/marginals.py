@@ -33,29 +33,30 @@ def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int
 
     Shares are measured as they will come out: each slot keeps one of its ``k``
     candidates with probability proportional to its weight. ``coded``: more targets given
-    as (cell of each candidate, that cell's real share, number of cells).
+    as (cell of each candidate, each cell's real share, number of cells).
     """
     weights = np.full(n * k, 1.0 / k)  # each slot's chances, summing to 1
     codes = list(coded)
     for col, target in targets.items():
         inverse, categories = pd.factorize(candidates[col].to_numpy(), use_na_sentinel=False)  # hashing, no sort
-        share = pd.Series(categories).astype(str).map(target).fillna(0.0).to_numpy()[inverse]
+        share = pd.Series(categories).astype(str).map(target).fillna(0.0).to_numpy()
         codes.append((inverse, share, len(categories)))
     for _ in range(RAKING_ROUNDS):
-        for inverse, share, n_categories in codes:
-            current = np.bincount(inverse, weights=weights, minlength=n_categories) / n
-            updated = weights * np.where(current[inverse] > 0, share / np.maximum(current[inverse], 1e-12), 0.0)
-            updated = np.where(np.isfinite(updated), updated, 0.0).reshape(k, n)
+        for cell, share, n_cells in codes:
+            current = np.bincount(cell, weights=weights, minlength=n_cells) / n
+            # one factor per cell (a cell nothing weighs in takes none of the weight)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
+            factor = np.where(np.isfinite(factor), factor, 0.0)
+            updated = (weights * factor[cell]).reshape(k, n)
+            totals = updated.sum(axis=0)
             # a slot none of whose candidates this target allows keeps its weights from before it
-            empty = updated.sum(axis=0) <= 0
-            updated[:, empty] = weights.reshape(k, n)[:, empty]
-            weights = _slot_probabilities(updated.reshape(-1), n, k)
+            empty = totals <= 0
+            if empty.any():
+                updated[:, empty] = weights.reshape(k, n)[:, empty]
+                totals[empty] = updated[:, empty].sum(axis=0)
+            weights = (updated / np.maximum(totals, 1e-300)).reshape(-1)
     return weights
-
-
-def _slot_probabilities(weights: np.ndarray, n: int, k: int) -> np.ndarray:
-    w = weights.reshape(k, n)
-    return (w / np.maximum(w.sum(axis=0), 1e-300)).reshape(-1)
 
 
 def choose_per_slot(weights: np.ndarray, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -361,7 +362,7 @@ class PairJoints:
 
     def rake_codes(self, candidates: pd.DataFrame, parent_rows: pd.DataFrame | None = None,
                    k: int = 1) -> list[tuple[np.ndarray, np.ndarray, int]]:
-        """(cell of each candidate, the cell's real share, cells) per pair, for ``rake_weights``.
+        """(cell of each candidate, each cell's real share, cells) per pair, for ``rake_weights``.
         ``parent_rows``: each slot's parent row (the ``k`` candidates of a slot share it); a
         child column is then raked to its real shares given the parent's value, weighed by
         how often the synthetic parents carry that value."""
@@ -369,7 +370,7 @@ class PairJoints:
         out = []
         for i, j, shares in self.pairs:
             cell = codes[i] * (self.columns[j].size + 1) + codes[j]
-            out.append((cell, shares[cell], len(shares)))
+            out.append((cell, shares, len(shares)))
         if parent_rows is None or not len(parent_rows):
             return out
         given = {p: self.parent_columns[p].parent_codes(parent_rows[self.parent_columns[p].name])
@@ -380,5 +381,5 @@ class PairJoints:
             present = np.bincount(slots, minlength=conditional.shape[0]) / len(slots)
             shares = (conditional * present[:, None]).reshape(-1)
             cell = np.tile(slots, k) * width + codes[i]
-            out.append((cell, shares[cell], len(shares)))
+            out.append((cell, shares, len(shares)))
         return out
