@@ -288,7 +288,8 @@ def _bounded_below_only(model: TableModel, columns: list[str]) -> list[str]:
     derived = getattr(model, "derived", None)
     for d in derived.derivations if derived is not None else []:
         if d.column in roles:
-            roles[d.column].add("below" if d.kind in ("offset", "parent_offset") else "other")
+            below = d.kind == "parent_offset" or (d.kind == "offset" and not getattr(d, "before", False))
+            roles[d.column].add("below" if below else "other")
         for col in (d.anchor, d.by):
             if col in roles and d.kind != "parent_offset":
                 roles[col].add("other")

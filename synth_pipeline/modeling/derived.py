@@ -12,7 +12,9 @@ Discovered on the real table (each must hold in every real row):
 * ``ratio``: ``a <= b`` with ``b > 0`` (``amount_paid <= amount_due``,
   ``score_obtained <= max_score``): the GAN learns ``a / b`` in [0, 1];
 * ``offset``: ``a <= b`` between dates (``valid_from < valid_to``) or other numbers: the GAN
-  learns the non-negative gap ``b - a``;
+  learns the non-negative gap ``b - a``, and ``b`` is rebuilt as ``a`` plus the gap; or, where
+  the gap goes with ``a`` but not with ``b`` (an age at enrollment is independent of the
+  enrollment date, not of the birth date), ``a`` is rebuilt as ``b`` minus the gap;
 * ``linear``: a number on a straight line of another number or a date, up to a small
   residual (``experience_years`` against ``hire_date``, |r| >= 0.99): the GAN learns the
   residual, and the number is rebuilt from the generated anchor;
@@ -54,6 +56,7 @@ class Derivation:
     quantiles: np.ndarray | None = None  # real marginal of a rebuilt date (days), see _rebuild
     line: tuple[float, float] = (0.0, 0.0)  # linear: intercept and slope on the anchor (days for a date)
     limits: tuple[float, float] | None = None  # linear: the real column's range, kept by the rebuilt numbers
+    before: bool = False  # offset: the column is the earlier one, its anchor minus the gap
 
     @property
     def description(self) -> str:
@@ -64,7 +67,7 @@ class Derivation:
         if self.kind == "ratio":
             return f"{self.column} = ratio x {self.anchor}"
         if self.kind == "offset":
-            return f"{self.column} = {self.anchor} + gap"
+            return f"{self.column} = {self.anchor} {'-' if self.before else '+'} gap"
         if self.kind == "linear":
             return f"{self.column} = {self.line[0]:.4g} + {self.line[1]:.4g} x {self.anchor} + residual"
         return f"{self.column} = parent.{self.anchor} + gap"
@@ -174,6 +177,9 @@ class DerivedColumns:
             positive = self.kinds[lo] == "numerical" and np.nanmin(x) >= 0 and np.nanmin(y) > 0
             if positive:
                 self._add(Derivation("ratio", lo, hi, strict, decimals=decimals_of(x)))
+            elif _gap_follows_earlier(x, y):
+                self._add(Derivation("offset", lo, hi, strict, decimals=decimals_of(x), before=True,
+                                     quantiles=_quantiles(x) if self.kinds[lo] == "datetime" else None))
             else:
                 self._add(Derivation("offset", hi, lo, strict, decimals=decimals_of(y),
                                      quantiles=_quantiles(y) if self.kinds[hi] == "datetime" else None))
@@ -238,7 +244,8 @@ class DerivedColumns:
                 anchor = day_numbers(parent[d.anchor], "datetime")
                 out[d.column] = value - anchor
             elif d.kind == "offset":
-                out[d.column] = value - day_numbers(frame[d.anchor], self.kinds[d.anchor])
+                gap = value - day_numbers(frame[d.anchor], self.kinds[d.anchor])
+                out[d.column] = -gap if getattr(d, "before", False) else gap
             elif d.kind == "linear":
                 out[d.column] = value - (d.line[0] + d.line[1] * day_numbers(frame[d.anchor], self.kinds[d.anchor]))
             else:
@@ -279,17 +286,20 @@ class DerivedColumns:
             if d.limits is not None:  # a recent hire's years never below the real minimum
                 value = np.clip(value, *d.limits)
             return as_written(value, d.decimals, frame.index)
+        least = 1.0 if d.strict and kind == "datetime" else 0.0
+        sign = -1.0 if getattr(d, "before", False) else 1.0
         if d.kind == "ratio":
             value = np.clip(derived, 0.0, 1.0) * anchor
         else:
-            value = anchor + np.clip(derived, 1.0 if d.strict and kind == "datetime" else 0.0, None)
+            value = anchor + sign * np.clip(derived, least, None)
         if kind == "datetime":
-            # anchor + gap has the right joint shape but a blurred marginal: map it by rank onto
-            # the real dates, then restore the order the real rows always kept.
+            # anchor +/- gap has the right joint shape but a blurred marginal: map it by rank
+            # onto the real dates, then restore the order the real rows always kept.
             if d.quantiles is not None:
                 known = ~np.isnan(value)
                 value[known] = rank_map(value[known], d.quantiles)
-                value = np.maximum(value, anchor + (1.0 if d.strict else 0.0))
+                limit = anchor + sign * (1.0 if d.strict else 0.0)
+                value = np.minimum(value, limit) if sign < 0 else np.maximum(value, limit)
             stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(value), 0, np.round(value)), unit="D")
             return pd.Series(stamps, index=frame.index).where(~np.isnan(value))
         return as_written(value, d.decimals, frame.index)
@@ -322,6 +332,26 @@ def agreement_by_chance(values: pd.Series, keys: pd.Series) -> float:
         return 1.0
     shares = values.value_counts(normalize=True).to_numpy()
     return float(np.exp(sum(np.log(np.sum(shares ** k)) for k in sizes)))
+
+
+GAP_DIRECTION_MARGIN = 0.2  # |rank correlation| the gap must have less with the later column
+
+
+def _gap_follows_earlier(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether ``x <= y`` is better learned as ``x = y - gap``: the gap ``y - x`` goes with the
+    earlier ``x`` (|Spearman r| at least ``GAP_DIRECTION_MARGIN`` more) than with the later
+    ``y``. A student's age at enrollment is unrelated to the enrollment date but strongly to
+    the birth date; rebuilt from the birth date, the enrollment date would have to undo that."""
+    both = ~np.isnan(x) & ~np.isnan(y)
+    gap = pd.Series(y[both] - x[both])
+    if gap.nunique() < 2:
+        return False
+    with np.errstate(invalid="ignore", divide="ignore"):
+        with_earlier = gap.corr(pd.Series(x[both]), method="spearman")
+        with_later = gap.corr(pd.Series(y[both]), method="spearman")
+    if not (np.isfinite(with_earlier) and np.isfinite(with_later)):
+        return False
+    return abs(with_earlier) >= abs(with_later) + GAP_DIRECTION_MARGIN
 
 
 def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:

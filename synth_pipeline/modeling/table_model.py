@@ -284,9 +284,9 @@ class TableModel:
             # numbers learned as residuals of the context, or mapped per category afterwards, are
             # not binned as the GAN writes them: left out
             remapped = set(residuals.fits) | {found.column for found in conditionals}
-            pairs = PairJoints.fit(encoded, [c for c in codec.discrete_columns if not is_count_column(c)], [
+            pairs = PairJoints.fit(encoded, list(codec.discrete_columns), [
                 c.name for c in codec.columns if c.kind in ("numerical", "datetime") and not c.few_values
-                and c.null_rate < 1 and c.name not in remapped and not is_count_column(c.name)],
+                and c.null_rate < 1 and c.name not in remapped],
                 *((parent_rows, parent_kinds) if settings.conditional else (None, None)),
                 not_given={spread.column for spread in spreads})
             if pairs is not None:
