@@ -1072,3 +1072,65 @@ def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enroll
         assert fixed > 100 and unfixed == 0  # no copy left either way
         kept[bool(spreads)] = (synthetic.groupby("student_id")["year"].apply(sorted) == before).mean()
     assert kept[True] >= kept[False] + 0.05  # more students keep exactly their years
+
+
+def test_a_small_tables_children_keep_their_real_totals_per_category():
+    """Sixty teachers lead forty courses, six or so per department; the generated counts,
+    placed at random, give some department three and another nine. Swapping counts between
+    teachers brings every department's total (and every status's) back to the real one."""
+    from synth_pipeline.modeling.cardinality import CountTotals
+
+    rng = np.random.default_rng(1)
+    departments = np.repeat(["Arts", "Maths", "Science", "History", "English", "PE"], 10)
+    led = np.zeros(60, dtype=int)
+    for d in range(6):  # 6, 7, 6, 7, 6, 8 courses per department, over its ten teachers
+        np.add.at(led, d * 10 + rng.integers(0, 10, [6, 7, 6, 7, 6, 8][d]), 1)
+    real = pd.DataFrame({"department": departments, "status": rng.choice(["active", "on_leave"], 60, p=[.8, .2]),
+                         "name": [f"T{i}" for i in range(60)]})
+    found = CountTotals.fit(real, "__children__courses__lead", led, ["department", "status", "name"])
+    assert found is not None and set(found.shares) == {"department", "status"}  # a name per row: no totals
+    real_totals = pd.Series(led).groupby(departments).sum()
+
+    def gap(frame):
+        totals = frame["__children__courses__lead"].groupby(frame["department"].to_numpy()).sum()
+        return int((totals - real_totals).abs().sum())
+
+    gaps_before, gaps_after = [], []
+    for seed in range(10):
+        draw = np.random.default_rng(seed)
+        generated = real.assign(status=draw.choice(["active", "on_leave"], 60, p=[.8, .2]),
+                                **{"__children__courses__lead": draw.permutation(led)})
+        gaps_before.append(gap(generated))
+        found.apply(generated, draw)
+        gaps_after.append(gap(generated))
+        assert sorted(generated["__children__courses__lead"]) == sorted(led)  # the same counts, moved
+    assert np.mean(gaps_before) > 8, gaps_before  # chance alone misplaces about ten courses
+    assert max(gaps_after) <= 2, gaps_after
+
+
+def test_a_date_whose_gap_goes_with_the_earlier_date_is_rebuilt_backwards():
+    """Students enrol over five years at ages 5 to 16: the age is unrelated to the enrollment
+    date, strongly related to the birth date. The birth date is rebuilt as the enrollment
+    date minus the age, so an independent generated age keeps both the birth dates' and the
+    pair's real shape; a transport pass's length, unrelated to its start, stays a gap forward."""
+    rng = np.random.default_rng(0)
+    n = 600
+    enrolled = pd.Timestamp("2019-08-15") + pd.to_timedelta(rng.integers(0, 5 * 365, n), unit="D")
+    born = enrolled - pd.to_timedelta(rng.integers(5 * 365, 17 * 365, n), unit="D")
+    start = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 700, n), unit="D")
+    frame = pd.DataFrame({"born": born, "enrolled": enrolled, "start": start,
+                          "end": start + pd.to_timedelta(rng.integers(30, 300, n), unit="D")})
+    kinds = dict.fromkeys(frame.columns, "datetime")
+    derived = DerivedColumns.discover(frame, kinds)
+    found = {d.description for d in derived.derivations}
+    assert {"born = enrolled - gap", "end = start + gap"} <= found, found
+    learned = derived.forward(frame, None)
+    assert (learned["born"] > 0).all() and (learned["end"] > 0).all()  # gaps, never negative
+    # what a generator learns independently of the anchor comes back with the real correlation
+    generated = learned.assign(born=rng.permutation(learned["born"].to_numpy()))
+    rebuilt = derived.inverse(generated, None)
+    assert (rebuilt["born"] < rebuilt["enrolled"]).all()
+    days = lambda s: (s - pd.Timestamp("1970-01-01")).dt.days
+    real_r = np.corrcoef(days(frame["born"]), days(frame["enrolled"]))[0, 1]
+    new_r = np.corrcoef(days(rebuilt["born"]), days(rebuilt["enrolled"]))[0, 1]
+    assert abs(new_r - real_r) < 0.1, (real_r, new_r)

@@ -186,3 +186,80 @@ class LabelCounts:
             if column in frame.columns:
                 frame[column] = frame[self.column].map(by_label).fillna(0).to_numpy(dtype="int64")
         return moved
+
+
+COUNT_TOTALS_MAX_ROWS = 500  # tables this small have their children's totals per category held
+COUNT_TOTALS_MIN_ROWS_PER_VALUE = 5  # ... by categories with this many real rows per value on average
+COUNT_TOTALS_PROPOSALS = 40  # swaps tried per row and count column
+COUNT_TOTALS_MAX_PROPOSALS = 50_000
+
+
+@dataclass
+class CountTotals:
+    """In a small table, each category's share of all the children under one relationship.
+
+    Sixty teachers' generated course counts add up per department as chance has it: one run
+    gave the Science teachers 3 of the 40 courses where the real ones lead 6, and every course
+    takes its lead teacher's department. Here counts trade places between rows (so the counts'
+    distribution stays the calibrated one) while that brings each category's total closer to
+    its real share, over all the table's categories at once."""
+
+    count: str
+    shares: dict[str, dict[str, float]]  # category column -> value -> real share of the count's total
+
+    @property
+    def label(self) -> str:
+        return f"children under {self.count[len(COUNT_PREFIX):]} kept to their real totals per " \
+               f"{', '.join(self.shares)}"
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, count: str, counts: np.ndarray, categories: list[str]) -> "CountTotals | None":
+        counts = np.asarray(counts, dtype=float)
+        if not 2 <= len(frame) <= COUNT_TOTALS_MAX_ROWS or counts.sum() <= 0 or len(np.unique(counts)) < 2:
+            return None
+        shares = {}
+        for column in categories:
+            values = labels(frame[column]).reset_index(drop=True)
+            if not 2 <= values.nunique() <= len(values) / COUNT_TOTALS_MIN_ROWS_PER_VALUE:
+                continue
+            totals = pd.Series(counts).groupby(values).sum() / counts.sum()
+            shares[column] = totals.to_dict()
+        return cls(count, shares) if shares else None
+
+    def apply(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
+        """Swap counts between rows while a swap lowers the summed squared gap between each
+        category's total and its real share of the whole; returns the swaps made."""
+        columns = [c for c in self.shares if c in frame.columns]
+        if self.count not in frame.columns or not columns or len(frame) < 2:
+            return 0
+        counts = frame[self.count].to_numpy(dtype="int64").copy()
+        total = counts.sum()
+        if total <= 0:
+            return 0
+        groups, gaps = [], []
+        for column in columns:
+            codes, values = pd.factorize(labels(frame[column]), sort=True)
+            target = np.array([self.shares[column].get(v, 0.0) for v in values]) * total
+            groups.append(codes)
+            gaps.append(np.bincount(codes, weights=counts, minlength=len(values)) - target)
+        n = len(counts)
+        proposals = min(COUNT_TOTALS_PROPOSALS * n, COUNT_TOTALS_MAX_PROPOSALS)
+        firsts, seconds = rng.integers(0, n, proposals), rng.integers(0, n, proposals)
+        swaps = 0
+        for i, j in zip(firsts.tolist(), seconds.tolist()):
+            d = counts[j] - counts[i]  # what row i's groups gain and row j's lose
+            if d == 0:
+                continue
+            change = 0.0
+            for codes, gap in zip(groups, gaps):
+                a, b = codes[i], codes[j]
+                if a != b:
+                    change += 2 * d * (gap[a] - gap[b]) + 2 * d * d
+            if change < -1e-9:
+                for codes, gap in zip(groups, gaps):
+                    gap[codes[i]] += d
+                    gap[codes[j]] -= d
+                counts[i], counts[j] = counts[j], counts[i]
+                swaps += 1
+        frame[self.count] = counts
+        return swaps

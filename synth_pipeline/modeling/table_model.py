@@ -31,7 +31,7 @@ from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling import linking
 from synth_pipeline.constraints import Constraint, discover_table, functional_map, parse_added
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
-from synth_pipeline.modeling.cardinality import (CountsWithin, LabelCounts, calibrate_counts, child_counts,
+from synth_pipeline.modeling.cardinality import (CountTotals, CountsWithin, LabelCounts, calibrate_counts, child_counts,
                                                  count_column, is_count_column, rank_correlation_orders,
                                                  normal_scores)
 from synth_pipeline.modeling.context import ContextEncoder
@@ -122,6 +122,7 @@ class TableModel:
     one_per_parent: list[OnePerParent] = field(default_factory=list)  # a value each parent's children hold once
     link_ones: dict[str, list[OnePerParent]] = field(default_factory=dict)  # the same under a second foreign key
     counts_within: list[CountsWithin] = field(default_factory=list)  # children only for some values of a category
+    count_totals: list[CountTotals] = field(default_factory=list)  # a small table's children per category
     name_quotas: list[NameQuota] = field(default_factory=list)  # near-unique categories kept to their real counts
     label_counts: LabelCounts | None = None  # a lookup table's labels and their real children
     conditionals: list[ConditionalQuantiles] = field(default_factory=list)  # numbers a category shapes
@@ -237,6 +238,11 @@ class TableModel:
         lookup = LabelCounts.fit(rows, categories, real_counts)
         if lookup is not None:
             log.info("%s: %s", name, lookup.label)
+        count_totals = [] if lookup is not None else [
+            found for c, counts in real_counts.items()
+            if len(counts) == len(rows) and (found := CountTotals.fit(rows, c, counts, category_columns)) is not None]
+        for found in count_totals:
+            log.info("%s: %s", name, found.label)
         spreads = [] if primary is None else [
             found for c in categories
             if (found := SiblingSpread.fit(frame, primary.child_foreign_key, c, seed)) is not None]
@@ -313,6 +319,7 @@ class TableModel:
             sibling_spreads=spreads,
             one_per_parent=ones,
             counts_within=counts_within,
+            count_totals=count_totals,
             link_ones=link_ones,
             name_quotas=quotas,
             label_counts=lookup,
@@ -380,7 +387,9 @@ class TableModel:
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
             for found in getattr(self, "link_ones", {}).get(rel.child_foreign_key, []):
                 found.relink(out, rng)
-        for found in getattr(self, "counts_within", []):  # after every step that may change a category
+        for found in getattr(self, "count_totals", []):  # after every step that may change a category
+            found.apply(out, rng)
+        for found in getattr(self, "counts_within", []):
             found.apply(out, rng)
         self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)
         pk = metadata.table(self.table).primary_key
