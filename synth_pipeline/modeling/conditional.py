@@ -10,6 +10,8 @@ order and take the real numbers' distribution in that category (interpolated qua
 so values are new, not copied; a handful-of-values column takes the real values). The
 order within a category is the GAN's, so the number's links to the other columns and to
 the parent stay; categories rarer than ``MIN_GROUP_ROWS`` real rows keep the GAN's values.
+Two categories of one row lead together where their combinations explain clearly more than
+either alone (a mark's date follows its enrollment's academic year *and* term).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from synth_pipeline.modeling.transforms import EPOCH, FEW_VALUES, QUANTILES, as_
 MIN_ETA2 = 0.05
 MIN_GROUP_ROWS = 30
 MAX_CATEGORIES = 60
+PAIR_LEADER_GAIN = 0.01  # eta2 two categories together must add to the better one alone
+LEADER_SEPARATOR = "\x1f"  # between the names of two leading columns
 
 
 @dataclass
@@ -40,7 +44,13 @@ class ConditionalQuantiles:
     @property
     def label(self) -> str:
         where = "parent." if self.from_parent else ""
-        return f"{self.column} given {where}{self.leader} (eta2={self.eta2:.2f})"
+        leader = f" and {where}".join(self.leaders)
+        return f"{self.column} given {where}{leader} (eta2={self.eta2:.2f})"
+
+    @property
+    def leaders(self) -> list[str]:
+        """The leading column, or the two leading together."""
+        return self.leader.split(LEADER_SEPARATOR)
 
     @classmethod
     def fit_all(cls, frame: pd.DataFrame, kinds: dict[str, str], parent: pd.DataFrame | None = None,
@@ -63,15 +73,28 @@ class ConditionalQuantiles:
             known = np.isfinite(y)
             if known.sum() < MIN_GROUP_ROWS * 2 or np.nanstd(y) == 0:
                 continue
-            best = None
-            for leader, keys in leaders.items():
-                eta2 = _correlation_ratio(y[known], keys.to_numpy()[known])
-                if eta2 >= MIN_ETA2 and (best is None or eta2 > best[1]):
-                    best = (leader, eta2)
+            scores = {leader: _correlation_ratio(y[known], keys.to_numpy()[known]) for leader, keys in leaders.items()}
+            best = max(((leader, eta2) for leader, eta2 in scores.items() if eta2 >= MIN_ETA2),
+                       key=lambda item: item[1], default=None)
             if best is None:
                 continue
             (leader, from_parent), eta2 = best
-            keys = leaders[(leader, from_parent)].to_numpy()[known]
+            keys = leaders[(leader, from_parent)]
+            # a second category of the same row that, combined with the first, explains more
+            pair = None
+            for (other, other_from_parent), other_keys in leaders.items():
+                if other_from_parent != from_parent or other == leader:
+                    continue
+                combined = keys + LEADER_SEPARATOR + other_keys
+                if combined.nunique() > MAX_CATEGORIES:
+                    continue
+                together = _correlation_ratio(y[known], combined.to_numpy()[known])
+                if together >= max(eta2, scores[(other, other_from_parent)]) + PAIR_LEADER_GAIN \
+                        and together > (pair[1] if pair else 0.0):
+                    pair = (f"{leader}{LEADER_SEPARATOR}{other}", together, combined)
+            if pair is not None:
+                leader, eta2, keys = pair
+            keys = keys.to_numpy()[known]
             values = y[known]
             distinct = np.unique(values)
             found_one = cls(col, leader, kind, from_parent, eta2, few_values=len(distinct) <= FEW_VALUES,
@@ -89,10 +112,13 @@ class ConditionalQuantiles:
     def apply(self, frame: pd.DataFrame, parent: pd.DataFrame | None = None) -> None:
         """Within each category value, map the column by rank onto its real distribution there."""
         source = parent if self.from_parent else frame
-        if source is None or self.column not in frame or self.leader not in source or frame.empty:
+        if source is None or self.column not in frame or frame.empty or any(c not in source for c in self.leaders):
             return
         y = day_numbers(frame[self.column], self.kind)
-        keys = labels(source[self.leader]).to_numpy()
+        keys = labels(source[self.leaders[0]])
+        for other in self.leaders[1:]:
+            keys = keys + LEADER_SEPARATOR + labels(source[other])
+        keys = keys.to_numpy()
         out = y.copy()
         for key, points in self.groups.items():
             rows = np.nonzero((keys == key) & np.isfinite(y))[0]

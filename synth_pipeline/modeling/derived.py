@@ -15,9 +15,10 @@ Discovered on the real table (each must hold in every real row):
   learns the non-negative gap ``b - a``, and ``b`` is rebuilt as ``a`` plus the gap; or, where
   the gap goes with ``a`` but not with ``b`` (an age at enrollment is independent of the
   enrollment date, not of the birth date), ``a`` is rebuilt as ``b`` minus the gap;
-* ``linear``: a number on a straight line of another number or a date, up to a small
-  residual (``experience_years`` against ``hire_date``, |r| >= 0.99): the GAN learns the
-  residual, and the number is rebuilt from the generated anchor;
+* ``linear``: a number on a straight line of another number or a date, or a date on one of
+  another date, up to a small residual (``experience_years`` against ``hire_date``; a fee's
+  payment date, a few weeks either side of its due date; |r| >= 0.99): the GAN learns the
+  residual, and the column is rebuilt from the generated anchor;
 * ``parent_offset``: a child date on or after a date of its primary parent
   (``transaction_date >= enrollment_date``): the GAN learns the gap in days, and the
   date is rebuilt from the *synthetic* parent's date.
@@ -192,12 +193,14 @@ class DerivedColumns:
         distinct = {c: len(np.unique(v[~np.isnan(v)])) for c, v in values.items()}
         candidates = []
         for target in numeric:
-            if self.kinds[target] != "numerical" or distinct[target] < LINEAR_MIN_VALUES:
+            if distinct[target] < LINEAR_MIN_VALUES:
                 continue
             y = values[target]
             for anchor in numeric:
                 if anchor == target or distinct[anchor] < distinct[target]:
                     continue
+                if self.kinds[target] == "datetime" and self.kinds[anchor] != "datetime":
+                    continue  # a date follows a date
                 x = values[anchor]
                 if np.any(~np.isnan(y) & np.isnan(x)):
                     continue
@@ -285,6 +288,8 @@ class DerivedColumns:
             value = d.line[0] + d.line[1] * anchor + derived
             if d.limits is not None:  # a recent hire's years never below the real minimum
                 value = np.clip(value, *d.limits)
+            if kind == "datetime":
+                return _stamps(value, frame.index)
             return as_written(value, d.decimals, frame.index)
         least = 1.0 if d.strict and kind == "datetime" else 0.0
         sign = -1.0 if getattr(d, "before", False) else 1.0
@@ -300,8 +305,7 @@ class DerivedColumns:
                 value[known] = rank_map(value[known], d.quantiles)
                 limit = anchor + sign * (1.0 if d.strict else 0.0)
                 value = np.minimum(value, limit) if sign < 0 else np.maximum(value, limit)
-            stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(value), 0, np.round(value)), unit="D")
-            return pd.Series(stamps, index=frame.index).where(~np.isnan(value))
+            return _stamps(value, frame.index)
         return as_written(value, d.decimals, frame.index)
 
 
@@ -352,6 +356,11 @@ def _gap_follows_earlier(x: np.ndarray, y: np.ndarray) -> bool:
     if not (np.isfinite(with_earlier) and np.isfinite(with_later)):
         return False
     return abs(with_earlier) >= abs(with_later) + GAP_DIRECTION_MARGIN
+
+
+def _stamps(days: np.ndarray, index: pd.Index) -> pd.Series:
+    stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(days), 0, np.round(days)), unit="D")
+    return pd.Series(stamps, index=index).where(~np.isnan(days))
 
 
 def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
