@@ -1134,3 +1134,54 @@ def test_a_date_whose_gap_goes_with_the_earlier_date_is_rebuilt_backwards():
     real_r = np.corrcoef(days(frame["born"]), days(frame["enrolled"]))[0, 1]
     new_r = np.corrcoef(days(rebuilt["born"]), days(rebuilt["enrolled"]))[0, 1]
     assert abs(new_r - real_r) < 0.1, (real_r, new_r)
+
+
+def test_a_payment_date_follows_its_due_date():
+    """Fees are paid from 20 days early to 44 days late, some never: the payment date is
+    rebuilt as the due date plus the learned residual, so a generated residual, however it
+    is drawn, lands within those weeks of its own due date (not anywhere in five years)."""
+    rng = np.random.default_rng(0)
+    n = 500
+    due = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 5 * 365, n), unit="D")
+    paid = due + pd.to_timedelta(rng.integers(-20, 45, n), unit="D")
+    frame = pd.DataFrame({"due": due, "paid": pd.Series(paid).where(rng.random(n) > 0.15)})
+    kinds = {"due": "datetime", "paid": "datetime"}
+    derived = DerivedColumns.discover(frame, kinds)
+    assert [d.kind for d in derived.derivations if d.column == "paid"] == ["linear"]
+    learned = derived.forward(frame, None)
+    assert learned["paid"].abs().max() < 60  # a residual of days, not a date
+    generated = learned.assign(paid=rng.permutation(learned["paid"].to_numpy()))
+    rebuilt = derived.inverse(generated, None)
+    gap = (rebuilt["paid"] - rebuilt["due"]).dt.days.dropna()
+    assert pd.api.types.is_datetime64_any_dtype(rebuilt["paid"])
+    assert gap.between(-25, 50).all() and rebuilt["paid"].isna().mean() == pytest.approx(0.15, abs=0.04)
+
+
+def test_a_mark_date_follows_its_enrollments_year_and_term_together():
+    """A mark is dated within its enrollment's academic year and, inside it, its term (Fall:
+    September to December, Spring: February to May). Year alone would spread the dates over
+    both terms; the two lead together and every mapped date falls in its own term."""
+    from synth_pipeline.modeling.conditional import ConditionalQuantiles
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    year = rng.integers(2019, 2025, n)
+    term = rng.choice(["Fall", "Spring"], n)
+    start = pd.to_datetime([f"{y}-09-01" if t == "Fall" else f"{y + 1}-02-01" for y, t in zip(year, term)])
+    dates = start + pd.to_timedelta(rng.integers(0, 110, n), unit="D")
+    parent = pd.DataFrame({"academic_year": [f"{y}-{y + 1}" for y in year], "term": term})
+    frame = pd.DataFrame({"assessed": dates})
+    found = ConditionalQuantiles.fit_all(frame, {"assessed": "datetime"}, parent,
+                                         {"academic_year": "categorical", "term": "categorical"})
+    assert len(found) == 1 and found[0].leaders == ["academic_year", "term"], [f.label for f in found]
+    generated = frame.assign(assessed=rng.permutation(frame["assessed"].to_numpy()))  # no link to the parent
+    found[0].apply(generated, parent)
+    month = generated["assessed"].dt.month
+    in_term = np.where(term == "Fall", month >= 9, (month >= 2) & (month <= 5))
+    assert in_term.all()
+    # the year alone would not do: inside a year, dates fall in either term
+    alone = ConditionalQuantiles.fit_all(frame, {"assessed": "datetime"}, parent, {"academic_year": "categorical"})
+    generated = frame.assign(assessed=rng.permutation(frame["assessed"].to_numpy()))
+    alone[0].apply(generated, parent)
+    month = generated["assessed"].dt.month
+    assert np.where(term == "Fall", month >= 9, (month >= 2) & (month <= 5)).mean() < 0.7
