@@ -1040,6 +1040,22 @@ def test_a_group_goes_to_a_parent_with_its_signature_only_while_that_parent_has_
     assert per_teacher == {"t_math": 15, "t_pe": 14, "t_eng": 12}  # each route on one teacher, none twice
 
 
+def test_a_group_goes_to_a_parent_dated_before_all_its_rows():
+    """An assignment is never led by a teacher hired after it starts. The route whose
+    passes start earliest goes to the teacher hired before them, even with less room, so
+    the repair (which swaps parents between rows to keep that rule) never splits a route."""
+    from synth_pipeline.modeling.linking import link_groups
+
+    routes = np.repeat(["R1", "R2"], [20, 10])
+    starts = np.r_[np.full(20, 100.0), np.full(10, 500.0)]  # days: R1's passes start early
+    keys = np.array(["t_new", "t_old"], dtype=object)
+    capacity, hired = np.array([20, 10]), np.array([300.0, 50.0])
+    undated = link_groups(routes, keys, capacity, np.random.default_rng(0))
+    assert set(undated[:20]) == {"t_new"}  # by room alone, R1 would go to the teacher hired later
+    linked = link_groups(routes, keys, capacity, np.random.default_rng(0), dated=[(starts, hired)])
+    assert set(linked[:20]) == {"t_old"} and set(linked[20:]) == {"t_new"}
+
+
 def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enrollments_first():
     """A student's enrollments span two academic years (a sibling spread). Rows equal to a
     unique real row first swap their year with another enrollment of the same student, which

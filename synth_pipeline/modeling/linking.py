@@ -76,8 +76,13 @@ def link_by_signature(row_signatures: np.ndarray, parent_signatures: np.ndarray,
 
 
 def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarray, rng: np.random.Generator,
-                row_signatures: np.ndarray | None = None, parent_signatures: np.ndarray | None = None) -> np.ndarray:
+                row_signatures: np.ndarray | None = None, parent_signatures: np.ndarray | None = None,
+                dated: list[tuple[np.ndarray, np.ndarray]] = ()) -> np.ndarray:
     """One parent per group value: every row of a route gets the route's one in-charge teacher.
+    ``dated``: (each row's date, each parent's date) in days, for a rule that a row is never
+    dated before its parent (an assignment is not led by a teacher hired after it starts):
+    a group only goes to a parent dated on or before all its rows, where one has room, so
+    the repair that swaps parents between rows never has to split a route.
 
     Groups are placed largest first, each on the parent with the most room left among the
     parents with the group's most common generated signature that have room for half the
@@ -95,16 +100,21 @@ def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarra
         wanted = counts.idxmax(axis=1).reindex(range(len(values)))
         parent_signatures = np.asarray(parent_signatures).astype(str)
     used = np.zeros(len(parent_keys), dtype=bool)
+    fits = np.ones((len(values), len(parent_keys)), dtype=bool)  # group x parent: dated no later than the group
+    for row_days, parent_days in dated:
+        earliest = pd.Series(np.asarray(row_days, dtype=float)).groupby(inverse).min().reindex(range(len(values)))
+        fits &= ~(np.asarray(parent_days, dtype=float)[None, :] > earliest.to_numpy()[:, None])  # unknown dates fit
     for g in np.argsort(-sizes, kind="stable"):
-        open_ = room >= sizes[g] / 2
-        candidates = everyone[open_] if open_.any() else everyone
+        room_g = np.where(fits[g], room, -np.inf) if fits[g].any() else room
+        open_ = room_g >= sizes[g] / 2
+        candidates = everyone[open_] if open_.any() else everyone[np.isfinite(room_g)]
         if wanted is not None and pd.notna(wanted.iloc[g]):
             match = parent_signatures == wanted.iloc[g]
-            for pick in (match & open_, match & ~used):  # with room, else not yet holding a group
+            for pick in (match & open_, match & ~used & np.isfinite(room_g)):  # with room, else holding no group
                 if pick.any():
                     candidates = everyone[pick]
                     break
-        best = candidates[np.argmax(room[candidates])]
+        best = candidates[np.argmax(room_g[candidates])]
         chosen[g] = best
         used[best] = True
         room[best] -= sizes[g]

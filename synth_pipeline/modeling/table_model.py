@@ -49,7 +49,7 @@ from synth_pipeline.modeling.pair_support import (NameQuota, PairSupport, fit_de
                                                   fit_pair_supports)
 from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
 from synth_pipeline.modeling.conditional import ConditionalQuantiles
-from synth_pipeline.modeling.transforms import TableCodec
+from synth_pipeline.modeling.transforms import TableCodec, day_numbers
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
 
 log = logging.getLogger(__name__)
@@ -495,7 +495,11 @@ class TableModel:
         elif (group := getattr(self, "link_groups", {}).get(rel.child_foreign_key)) is not None and group in rows:
             signatures = (wanted[has_parent], _signature(source, signature)) if signature and link_model is not None \
                 else (None, None)
-            out[has_parent] = linking.link_groups(rows[group].to_numpy()[has_parent], keys, capacity, rng, *signatures)
+            dated = [(day_numbers(rows[c.columns[0]], "datetime")[has_parent], day_numbers(source[c.columns[1]], "datetime"))
+                     for c in self.constraints if c.kind == "parent_date_order" and c.foreign_key == rel.child_foreign_key
+                     and c.columns[0] in rows and c.columns[1] in source]
+            out[has_parent] = linking.link_groups(rows[group].to_numpy()[has_parent], keys, capacity, rng, *signatures,
+                                                  dated=dated)
         elif signature:
             parent_signatures = _signature(source, signature)
             capacity = self._capacity_by_signature(rel, parent_signatures, capacity, rng)
