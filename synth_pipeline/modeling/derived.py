@@ -177,12 +177,12 @@ class DerivedColumns:
             x, y = day_numbers(frame[lo], self.kinds[lo]), day_numbers(frame[hi], self.kinds[hi])
             positive = self.kinds[lo] == "numerical" and np.nanmin(x) >= 0 and np.nanmin(y) > 0
             if positive:
-                self._add(Derivation("ratio", lo, hi, strict, decimals=decimals_of(x)))
+                self._add(Derivation("ratio", lo, hi, strict=strict, decimals=decimals_of(x)))
             elif _gap_follows_earlier(x, y):
-                self._add(Derivation("offset", lo, hi, strict, decimals=decimals_of(x), before=True,
+                self._add(Derivation("offset", lo, hi, strict=strict, decimals=decimals_of(x), before=True,
                                      quantiles=_quantiles(x) if self.kinds[lo] == "datetime" else None))
             else:
-                self._add(Derivation("offset", hi, lo, strict, decimals=decimals_of(y),
+                self._add(Derivation("offset", hi, lo, strict=strict, decimals=decimals_of(y),
                                      quantiles=_quantiles(y) if self.kinds[hi] == "datetime" else None))
 
     def _discover_linear(self, frame: pd.DataFrame) -> None:
