@@ -1150,6 +1150,10 @@ def test_a_date_whose_gap_goes_with_the_earlier_date_is_rebuilt_backwards():
     real_r = np.corrcoef(days(frame["born"]), days(frame["enrolled"]))[0, 1]
     new_r = np.corrcoef(days(rebuilt["born"]), days(rebuilt["enrolled"]))[0, 1]
     assert abs(new_r - real_r) < 0.1, (real_r, new_r)
+    # both rules are strict in every real row: a generated gap of nothing still leaves a day
+    assert all(d.strict for d in derived.derivations if d.kind == "offset")
+    touching = derived.inverse(learned.assign(born=0.0, end=0.0), None)
+    assert (touching["born"] < touching["enrolled"]).all() and (touching["start"] < touching["end"]).all()
 
 
 def test_a_payment_date_follows_its_due_date():
