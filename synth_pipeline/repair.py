@@ -288,7 +288,7 @@ def _bounded_below_only(model: TableModel, columns: list[str]) -> list[str]:
     derived = getattr(model, "derived", None)
     for d in derived.derivations if derived is not None else []:
         if d.column in roles:
-            below = d.kind == "parent_offset" or (d.kind == "offset" and not getattr(d, "before", False))
+            below = d.kind == "parent_offset" or (d.kind == "offset" and not d.before)
             roles[d.column].add("below" if below else "other")
         for col in (d.anchor, d.by):
             if col in roles and d.kind != "parent_offset":

@@ -30,6 +30,7 @@ from torch.nn import functional
 from synth_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
+GUMBEL_TAU = 0.2  # temperature of the category spans' Gumbel softmax (ctgan's)
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,7 @@ class ContextCTGAN:
 
     # ------------------------------------------------------------- ctgan math
     def _activate(self, data, hard: bool = False):
-        """tanh on the numbers, Gumbel softmax (tau 0.2) on the category and mode spans.
+        """tanh on the numbers, Gumbel softmax (``GUMBEL_TAU``) on the category and mode spans.
         ``hard`` (sampling): a span comes out one-hot at the pick its soft output decodes to
         (the argmax of the same Gumbel-perturbed logits), without the softmax or a copy."""
         if hard:
@@ -318,7 +319,7 @@ class ContextCTGAN:
                 if span.activation_fn == "tanh":
                     parts.append(torch.tanh(data[:, st:ed]))
                 else:
-                    parts.append(functional.gumbel_softmax(data[:, st:ed], tau=0.2))
+                    parts.append(functional.gumbel_softmax(data[:, st:ed], tau=GUMBEL_TAU))
                 st = ed
         return torch.cat(parts, dim=1)
 
@@ -332,7 +333,7 @@ class ContextCTGAN:
                 else:  # the noise gumbel_softmax draws, in the same order
                     logits = data[:, st:ed]
                     gumbels = -torch.empty_like(logits, memory_format=torch.legacy_contiguous_format).exponential_().log()
-                    pick = ((logits + gumbels) / 0.2).argmax(dim=1, keepdim=True)
+                    pick = ((logits + gumbels) / GUMBEL_TAU).argmax(dim=1, keepdim=True)
                     out[:, st:ed].scatter_(1, pick, 1.0)
                 st = ed
         return out

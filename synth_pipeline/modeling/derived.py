@@ -248,7 +248,7 @@ class DerivedColumns:
                 out[d.column] = value - anchor
             elif d.kind == "offset":
                 gap = value - day_numbers(frame[d.anchor], self.kinds[d.anchor])
-                out[d.column] = -gap if getattr(d, "before", False) else gap
+                out[d.column] = -gap if d.before else gap
             elif d.kind == "linear":
                 out[d.column] = value - (d.line[0] + d.line[1] * day_numbers(frame[d.anchor], self.kinds[d.anchor]))
             else:
@@ -292,7 +292,7 @@ class DerivedColumns:
                 return _stamps(value, frame.index)
             return as_written(value, d.decimals, frame.index)
         least = 1.0 if d.strict and kind == "datetime" else 0.0
-        sign = -1.0 if getattr(d, "before", False) else 1.0
+        sign = -1.0 if d.before else 1.0
         if d.kind == "ratio":
             value = np.clip(derived, 0.0, 1.0) * anchor
         else:

@@ -45,9 +45,7 @@ def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int
         for cell, share, n_cells in codes:
             current = np.bincount(cell, weights=weights, minlength=n_cells) / n
             # one factor per cell (a cell nothing weighs in takes none of the weight)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
-            factor = np.where(np.isfinite(factor), factor, 0.0)
+            factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
             updated = (weights * factor[cell]).reshape(k, n)
             totals = updated.sum(axis=0)
             # a slot none of whose candidates this target allows keeps its weights from before it
