@@ -14,6 +14,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from collections.abc import Mapping
+
 import numpy as np
 
 import dagster as dg
@@ -24,8 +26,10 @@ from synth_pipeline.modeling.cardinality import is_count_column
 from synth_pipeline.modeling.keys import WHOLE, Partition
 from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
 from synth_pipeline.repair import repair_table
+from synth_pipeline.sources.loaders import load_tables
 from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse, partition_keys
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.schema.plan import SchemaPlan
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
 
@@ -97,23 +101,31 @@ def current_partition(context, partitions: int) -> Partition:
     return Partition(int(context.partition_key), partitions)
 
 
-def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None = None,
+def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = None,
                  partitions: int = 1) -> list[dg.AssetsDefinition]:
-    """``versions``: the code version of each stage (code plus the settings that change its
+    """The four stages of ``name`` in the plan's internal schema (single-column keys, no
+    cycle). ``versions``: the code version of each stage (code plus the settings that change its
     output), so Dagster marks an asset stale only when its code, settings or inputs changed.
     ``partitions`` > 1: ``synthetic`` and ``repaired`` are partitioned, each partition a
     self-contained chunk of root rows (its share of them) and their descendants."""
     versions = versions or {}
+    metadata = plan.internal
     chunks = sampling_partitions(partitions)
     parents = metadata.parents(name)
     inputs = sampling_inputs(metadata, name)  # parents, and the tables its parent context joins
+    # the real tables a load checks orphans against: every parent of the user's schema that
+    # is generated before this table
+    loaded_after = list(dict.fromkeys(r.parent_table_name for r in plan.user.foreign_keys(name)
+                                      if not r.is_self_reference and r.parent_table_name in metadata.tables))
 
     @dg.asset(key=stage_key("real", name), group_name=name, code_version=versions.get("real"), kinds={"duckdb"},
-              deps=[stage_key("real", p) for p in parents],
+              deps=[stage_key("real", p) for p in loaded_after],
               description=f"The real '{name}' table as loaded from the source and checked against its metadata "
                           "(rows whose foreign keys match no parent are dropped unless on_orphans is 'fail').")
     def real(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: Warehouse) -> dg.MaterializeResult:
-        frame, notes = source.load_valid_table(metadata, name, {p: warehouse.read("real", p) for p in parents})
+        real_parents = {p: warehouse.read("real", p) for p in loaded_after}
+        frame, notes = source.load_valid_table(plan.user, name, real_parents)
+        frame = plan.to_internal(name, frame, real_parents)
         warehouse.write("real", name, frame)
         warehouse.record_source_notes(name, notes.as_dict())
         for fk, count in {**notes.orphans_dropped, **notes.orphans_nulled}.items():
@@ -171,6 +183,9 @@ def table_assets(metadata: Metadata, name: str, versions: dict[str, str] | None 
         seed = table_seed(settings.seed, name, "repair" if part.count == 1 else f"repair/{part.index}")
         frame, repairs = repair_table(warehouse.read("synthetic", name, part), metadata, name, parent_frames, fitted,
                                       seed, part)
+        frame, restored = plan.restore(name, frame, parent_frames, warehouse.read("real", name))
+        for what, count in restored.items():
+            repairs.add(what, count)
         warehouse.write("repaired", name, frame, part)
         scores = table_quality(metadata, name, warehouse, frame, parent_frames)
         context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes), "
@@ -202,9 +217,11 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
     return scores
 
 
-def publish_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDefinition:
+def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefinition:
+    metadata = plan.user
+
     @dg.asset(key=PUBLISHED_KEY, group_name="publish", kinds={"duckdb"}, code_version=version,
-              deps=[stage_key("repaired", t) for t in metadata.topological_order()],
+              deps=[stage_key("repaired", t) for t in plan.internal.topological_order()],
               description="The synthetic database (PRIMARY/FOREIGN KEYs declared) and report.json, "
                           "written only after every table passed its checks.")
     def synthetic_db(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
@@ -214,16 +231,28 @@ def publish_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDe
         out = Path(settings.out_dir)
         # one table (and its parent) in memory at a time, read again where needed; the
         # database is written one partition of a table at a time
-        synthetic = LazyTables(metadata.tables, lambda t: _published_columns(
-            metadata, t, warehouse.read_all("repaired", t, settings.partitions)),
-            parts=(lambda t: (_published_columns(metadata, t, f)
-                              for f in warehouse.read_parts("repaired", t, settings.partitions)))
-            if settings.partitions > 1 else None)
-        real = LazyTables(metadata.tables, lambda t: warehouse.read("real", t))
-        report = build_run_report(metadata, real, synthetic, settings.cardinality_threshold)
-        report["source_notes"] = warehouse.source_notes()
+        internal = plan.internal.tables
+        repaired = LazyTables(internal, lambda t: warehouse.read_all("repaired", t, settings.partitions))
+        real_internal = LazyTables(internal, lambda t: warehouse.read("real", t))
+
+        def published(t: str, frame=None):
+            frames = repaired if frame is None else _Override(repaired, t, frame)
+            return plan.publishable(t, frames, real_internal, table_seed(settings.seed, t, "publish"))
+
+        synthetic = LazyTables(metadata.tables, published,
+                               parts=(lambda t: (published(t, f) for f in warehouse.read_parts(
+                                   "repaired", t, settings.partitions)))
+                               if settings.partitions > 1 else None)
+        real = LazyTables(metadata.tables, lambda t: plan.publishable(t, real_internal, real_internal, 0)
+                          if t not in internal else real_internal[t][list(metadata.tables[t].columns)])
         write_database(real, metadata, out / "real.duckdb", constraints=False)
         path = write_database(synthetic, metadata, out / "synthetic.duckdb")
+        metadata.save(out / "metadata.json")
+        report = build_run_report(plan.evaluation, _EvaluationFrames(plan, real), _EvaluationFrames(plan, synthetic),
+                                  settings.cardinality_threshold)
+        report["source_notes"] = warehouse.source_notes()
+        if plan.deferred_labels:
+            report["deferred_relationships"] = plan.deferred_labels
         if settings.output_format != "duckdb":
             folder = export_folder(path, metadata, out / "synthetic", settings.output_format)
             context.log.info(f"exported {folder} ({settings.output_format})")
@@ -246,15 +275,15 @@ EVALUATION_KEY = dg.AssetKey(["published", "evaluation"])
 
 
 def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDefinition:
+    """Scores what was published (``real.duckdb`` and ``synthetic.duckdb``, the user's schema)."""
     @dg.asset(key=EVALUATION_KEY, group_name="publish", deps=[PUBLISHED_KEY], kinds={"html"}, code_version=version,
               description="Fidelity, structure and privacy scores of the published database (report.json, report.html).")
     def evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.evaluate import build_report, write_report
 
-        real = {t: warehouse.read("real", t) for t in metadata.tables}
-        synthetic = {t: _published_columns(metadata, t, warehouse.read_all("repaired", t, settings.partitions))
-                     for t in metadata.tables}
         out = Path(settings.out_dir)
+        real = load_tables(out / "real.duckdb", list(metadata.tables))
+        synthetic = load_tables(out / "synthetic.duckdb", list(metadata.tables))
         report = build_report(real, synthetic, metadata, seed=settings.seed, timings=warehouse.timings())
         previous = out / "report.json"
         if previous.exists():  # the publish step's structural report of this run
@@ -270,5 +299,57 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
     return evaluation
 
 
-def _published_columns(metadata: Metadata, table: str, frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[list(metadata.table(table).columns)]
+class _Override(Mapping):
+    """``frames`` with one table replaced (a partition of it, while publishing it)."""
+
+    def __init__(self, frames, name, frame):
+        self._frames, self._name, self._frame = frames, name, frame
+
+    def __getitem__(self, name):
+        return self._frame if name == self._name else self._frames[name]
+
+    def __iter__(self):
+        return iter(self._frames)
+
+    def __len__(self):
+        return len(self._frames)
+
+
+class _EvaluationFrames(Mapping):
+    """User tables as the evaluation schema sees them (surrogate keys added), read lazily."""
+
+    def __init__(self, plan: SchemaPlan, frames):
+        self._plan, self._frames = plan, frames
+        self.partitioned = getattr(frames, "partitioned", False)
+        self._cache: dict = {}
+
+    def __getitem__(self, name):
+        if name not in self._cache:
+            if len(self._cache) > 3:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[name] = evaluation_frame(self._plan, name, self._frames)
+        return self._cache[name]
+
+    def parts(self, name):
+        return (evaluation_frame(self._plan, name, _Override(self._frames, name, part))
+                for part in self._frames.parts(name))
+
+    def __iter__(self):
+        return iter(self._plan.evaluation.tables)
+
+    def __len__(self):
+        return len(self._plan.evaluation.tables)
+
+
+def evaluation_frame(plan: SchemaPlan, name: str, frames) -> pd.DataFrame:
+    """One user table with the evaluation schema's surrogate columns (its parents' row ids
+    are their row numbers, as ``to_internal`` gives them)."""
+    parents = {}
+    for rel in plan.user.relationships:
+        if rel.child_table_name == name and rel.parent_table_name in plan.evaluation.tables:
+            parent = frames[rel.parent_table_name] if rel.parent_table_name != name else frames[name]
+            parents[rel.parent_table_name] = plan.to_internal(rel.parent_table_name, parent, {}, deferred=False) \
+                if rel.parent_table_name != name else None
+    own = plan.to_internal(name, frames[name], {}, deferred=False)
+    parents = {p: (own if f is None else f) for p, f in parents.items()}
+    return plan.to_internal(name, own, parents, deferred=True)

@@ -18,6 +18,7 @@ from synth_pipeline.evaluation.expectations import validate_table
 from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity
 from synth_pipeline.resources import RunSettings, Warehouse
 from synth_pipeline.schema.metadata import Metadata, Relationship
+from synth_pipeline.schema.plan import SchemaPlan
 
 
 CONSTRAINTS_CHECK = "discovered_constraints_hold"
@@ -31,10 +32,13 @@ def cardinality_check_name(rel: Relationship) -> str:
     return f"cardinality_{rel.child_foreign_key}_close_to_real"
 
 
-def table_checks(metadata: Metadata, name: str, partitions: int = 1) -> dg.AssetChecksDefinition:
-    """The checks of ``repaired/<name>`` (of the partition just materialized, in a partitioned run)."""
+def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetChecksDefinition:
+    """The checks of ``repaired/<name>`` (of the partition just materialized, in a partitioned run),
+    on the plan's internal schema; a composite key of the user's schema is checked too."""
+    metadata = plan.internal
     asset = stage_key("repaired", name)
     table = metadata.table(name)
+    user_key = plan.composite_keys.get(name)
     fks = metadata.foreign_keys(name)
     specs = [dg.AssetCheckSpec("primary_key_unique_not_null", asset=asset, blocking=True,
                                description=f"({', '.join(table.primary_key)}) unique and never null")]
@@ -56,6 +60,11 @@ def table_checks(metadata: Metadata, name: str, partitions: int = 1) -> dg.Asset
         expectations = {"primary_key_unique_not_null": _pk_expectation(table.primary_key)}
         for key in table.primary_key:
             expectations[f"primary_key_unique_not_null__{key}"] = ("ExpectColumnValuesToNotBeNull", {"column": key})
+        if user_key and tuple(user_key) != table.primary_key:
+            expectations["primary_key_unique_not_null__user"] = _pk_expectation(user_key)
+            for key in user_key:
+                expectations[f"primary_key_unique_not_null__user_{key}"] = ("ExpectColumnValuesToNotBeNull",
+                                                                          {"column": key})
         checked = frame
         for rel in fks:
             # The parent each value finds by a left join; an FK value equal to it resolves.

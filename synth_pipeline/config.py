@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth_pipeline.errors import ConfigError
+from synth_pipeline.errors import ConfigError, SynthPipelineError
 from synth_pipeline.schema.metadata import Metadata
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -105,16 +105,48 @@ class PipelineConfig:
             raise ConfigError(f"config: cardinality_threshold must be within [0, 1], got {self.cardinality_threshold}")
 
     def metadata(self) -> Metadata:
-        if self.metadata_path is not None:
-            return Metadata.load(self.metadata_path)
-        from synth_pipeline.schema.detect import detect_metadata
+        """The metadata of the run: the file's (with what only the data tells: empty tables,
+        binary columns, a cycle's deferred edge), or detected from the source. Kept in the
+        work folder (``metadata.resolved.json``) while the source and the file are unchanged,
+        so each process of a run reads the source once at most."""
+        import hashlib
+        import json
 
-        return detect_metadata(self.source)
+        given = Metadata.load(self.metadata_path) if self.metadata_path is not None else None
+        if given is not None and not any(t.empty for t in given.tables.values()) and self.school_students:
+            return given  # the embedded school: keys and types are declared, no table is empty
+        cache = Path(self.work_dir) / "metadata.resolved.json"
+        key = hashlib.sha256(json.dumps([_source_stamp(self.source), given.to_dict() if given else None],
+                                        default=str).encode()).hexdigest()[:16]
+        if cache.exists():
+            try:
+                cached = json.loads(cache.read_text())
+                if cached.get("key") == key:
+                    return Metadata.from_dict(cached["metadata"])
+            except (ValueError, KeyError, SynthPipelineError):
+                pass
+        from synth_pipeline.schema.detect import detect_metadata, resolve_metadata
+
+        metadata = resolve_metadata(given, self.source) if given is not None else detect_metadata(self.source)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "metadata": metadata.to_dict()}))
+        tmp.replace(cache)
+        return metadata
 
     def replace(self, **changes: Any) -> "PipelineConfig":
         if "out_dir" in changes and "work_dir" not in changes:
             changes["work_dir"] = None
         return dataclasses.replace(self, **changes)
+
+
+def _source_stamp(path: Path) -> list:
+    """Names, sizes and modification times of the source's files: a change in any is a new source."""
+    path = Path(path)
+    if not path.exists():
+        return [str(path)]
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [str(path)] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
 
 
 def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = None, **overrides) -> PipelineConfig:

@@ -25,6 +25,7 @@ from synth_pipeline.config import PipelineConfig
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.resources import RunSettings, SourceDatabase, Warehouse
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.schema.plan import SchemaPlan
 
 JOB_NAME = "synthesize"
 PUBLISH_JOB_NAME = "publish"  # partitioned runs only
@@ -68,9 +69,10 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
     resolve_device(config.device)
     parts = []
     versions = code_versions(config)
-    for name in metadata.topological_order():
-        parts.append(dg.Definitions(assets=table_assets(metadata, name, versions, config.partitions),
-                                    asset_checks=[table_checks(metadata, name, config.partitions)]))
+    plan = SchemaPlan.of(metadata)
+    for name in plan.internal.topological_order():
+        parts.append(dg.Definitions(assets=table_assets(plan, name, versions, config.partitions),
+                                    asset_checks=[table_checks(plan, name, config.partitions)]))
     if config.partitions == 1:
         job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.all(),
                                   description="Fit, sample, repair and publish every table.")
@@ -81,7 +83,7 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
                                   description="Fit every table, then sample and repair one partition of it.")
         jobs = [job, dg.define_asset_job(PUBLISH_JOB_NAME, selection=publishing,
                                          description="Publish (and evaluate) once every partition is repaired.")]
-    load_job = dg.define_asset_job(LOAD_JOB_NAME, selection=real_selection(metadata),
+    load_job = dg.define_asset_job(LOAD_JOB_NAME, selection=real_selection(plan.internal),
                                    description="Load the real tables (their data versions tell what changed).")
 
     @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[load_job, job], request_job=job,
@@ -92,7 +94,7 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
         return dg.RunRequest(run_key=context.dagster_run.run_id, stale_assets_only=True)
 
     parts.append(dg.Definitions(
-        assets=[publish_asset(metadata, versions["published"]), evaluation_asset(metadata, versions["evaluation"])],
+        assets=[publish_asset(plan, versions["published"]), evaluation_asset(metadata, versions["evaluation"])],
         jobs=[*jobs, load_job],
         schedules=[dg.ScheduleDefinition(name="nightly_refresh", job=load_job, cron_schedule=config.schedule_cron,
                                          default_status=dg.DefaultScheduleStatus.STOPPED)],

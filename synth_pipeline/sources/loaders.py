@@ -21,7 +21,7 @@ class CatalogKeys:
     """Keys a database catalog declares (what detection trusts before guessing)."""
 
     primary_keys: dict[str, list[str]] = field(default_factory=dict)
-    foreign_keys: list[tuple[str, str, str, str]] = field(default_factory=list)  # child, fk, parent, pk
+    foreign_keys: list[tuple[str, tuple, str, tuple]] = field(default_factory=list)  # child, fk cols, parent, key cols
 
 
 def source_kind(path: str | Path) -> str:
@@ -121,8 +121,8 @@ def _duckdb_keys(path: Path) -> CatalogKeys:
     for table, kind, cols, ref_table, ref_cols in rows:
         if kind == "PRIMARY KEY":
             keys.primary_keys[table] = list(cols)
-        elif len(cols) == 1:
-            keys.foreign_keys.append((table, cols[0], ref_table, ref_cols[0]))
+        else:
+            keys.foreign_keys.append((table, tuple(cols), ref_table, tuple(ref_cols)))
     return keys
 
 
@@ -153,9 +153,16 @@ def _sqlite_keys(path: Path) -> CatalogKeys:
             pk = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
             if pk:
                 keys.primary_keys[n] = pk
+            grouped: dict[int, list] = {}
             for fk in con.execute(f'PRAGMA foreign_key_list("{n}")').fetchall():
-                _, _, parent, col, parent_col = fk[:5]
-                keys.foreign_keys.append((n, col, parent, parent_col))
+                grouped.setdefault(fk[0], []).append(fk)
+            for rows in grouped.values():  # a composite foreign key is one id over several rows
+                rows.sort(key=lambda r: r[1])
+                parent = rows[0][2]
+                keys.foreign_keys.append((n, tuple(r[3] for r in rows), parent, tuple(r[4] for r in rows)))
+        for i, (child, cols, parent, ref) in enumerate(keys.foreign_keys):
+            if any(r is None for r in ref):  # REFERENCES parent: its primary key
+                keys.foreign_keys[i] = (child, cols, parent, tuple(keys.primary_keys.get(parent, ())))
     finally:
         con.close()
     return keys

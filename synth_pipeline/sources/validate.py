@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.errors import SourceError
-from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.schema.metadata import BINARY_SDTYPE, Metadata
+from synth_pipeline.schema.plan import ORPHAN, lookup
 
 MAX_CATEGORIES = 5000
 ORPHAN_POLICIES = ("drop", "fail")
@@ -62,8 +63,10 @@ def validate_real_table(metadata: Metadata, name: str, frame: pd.DataFrame, pare
     table = metadata.table(name)
     if frame.empty:
         raise SourceError(f"table '{name}': the source table has no rows, so there is nothing to learn from "
-                          "(remove it and its relationships from the metadata)")
+                          "(mark it \"empty\": true in the metadata, as detection does)")
     for col in table.columns.values():
+        if col.sdtype == BINARY_SDTYPE:
+            continue
         kind = unsupported_kind(frame[col.name])
         if kind:
             raise SourceError(f"table '{name}': column '{col.name}' holds {kind} values, which cannot be modelled "
@@ -77,21 +80,24 @@ def validate_real_table(metadata: Metadata, name: str, frame: pd.DataFrame, pare
     _check_primary_key(name, frame, list(table.primary_key))
     notes = SourceNotes()
     for rel in metadata.foreign_keys(name):
+        if not rel.is_self_reference and rel.parent_table_name not in parents:
+            continue  # a parent generated later (a cycle's deferred edge) or empty: linked anew
         fk = rel.child_foreign_key
         parent = frame if rel.is_self_reference else parents[rel.parent_table_name]
-        known = parent[rel.parent_primary_key]
-        orphan = frame[fk].notna() & ~frame[fk].isin(known)
+        orphan = pd.Series(lookup(frame, rel.child_columns, parent, rel.parent_columns,
+                                  pd.Series(np.ones(len(parent)))).eq(ORPHAN).to_numpy(), index=frame.index)
         count = int(orphan.sum())
         if not count:
             continue
-        example = _plain(frame.loc[orphan, fk].iloc[0])
+        example = [_plain(v) for v in frame.loc[orphan, list(rel.child_columns)].iloc[0].tolist()]
+        example = example[0] if len(example) == 1 else tuple(example)
         if on_orphans == "fail":
             raise SourceError(f"table '{name}': column '{fk}' has {count} value(s) with no row in "
                               f"{rel.parent_table_name}.{rel.parent_primary_key} (e.g. {example!r}); "
                               "set on_orphans: drop to drop those rows")
         if rel.is_self_reference:
             frame = frame.copy()
-            frame.loc[orphan, fk] = None
+            frame.loc[orphan, list(rel.child_columns)] = None
             notes.orphans_nulled[fk] = count
         else:
             frame = frame.loc[~orphan].reset_index(drop=True)
