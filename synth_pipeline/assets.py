@@ -29,7 +29,7 @@ from synth_pipeline.repair import repair_table
 from synth_pipeline.sources.loaders import load_tables
 from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse, partition_keys
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.schema.plan import SchemaPlan
+from synth_pipeline.schema.plan import SchemaPlan, evaluation_frame
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
 
@@ -339,17 +339,3 @@ class _EvaluationFrames(Mapping):
 
     def __len__(self):
         return len(self._plan.evaluation.tables)
-
-
-def evaluation_frame(plan: SchemaPlan, name: str, frames) -> pd.DataFrame:
-    """One user table with the evaluation schema's surrogate columns (its parents' row ids
-    are their row numbers, as ``to_internal`` gives them)."""
-    parents = {}
-    for rel in plan.user.relationships:
-        if rel.child_table_name == name and rel.parent_table_name in plan.evaluation.tables:
-            parent = frames[rel.parent_table_name] if rel.parent_table_name != name else frames[name]
-            parents[rel.parent_table_name] = plan.to_internal(rel.parent_table_name, parent, {}, deferred=False) \
-                if rel.parent_table_name != name else None
-    own = plan.to_internal(name, frames[name], {}, deferred=False)
-    parents = {p: (own if f is None else f) for p, f in parents.items()}
-    return plan.to_internal(name, own, parents, deferred=True)

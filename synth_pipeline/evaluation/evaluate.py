@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 def build_report(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
                  baseline: str | None = None, seed: int = 0, timings: dict[str, dict[str, float]] | None = None) -> dict:
+    """``real``/``synthetic``: the user's tables; scored on the schema the model sees
+    (composite keys as one surrogate column, so every figure is per foreign key)."""
+    real, synthetic, metadata = evaluation_view(metadata, real, synthetic)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         log.info("evaluating %d tables", len(metadata.tables))
@@ -29,6 +32,15 @@ def build_report(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFram
         elif baseline is not None:
             raise ValueError(f"unknown baseline '{baseline}' (known: hma)")
     return report
+
+
+def evaluation_view(metadata: Metadata, *frames: dict[str, pd.DataFrame]):
+    """``frames`` (user tables) in the plan's evaluation schema, and that schema; empty tables
+    are left out (nothing to score)."""
+    from synth_pipeline.schema.plan import SchemaPlan, evaluation_frames
+
+    plan = SchemaPlan.of(metadata)
+    return (*(evaluation_frames(plan, f) for f in frames), plan.evaluation)
 
 
 def _hma_comparison(real, synthetic, metadata, seed, timings) -> dict:

@@ -60,7 +60,10 @@ def _column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
         # A column's null share is part of its shape: weigh it in as sdmetrics' diagnostic does.
         null_gap = abs(real.isna().mean() - synthetic.isna().mean())
         return float(score * (1 - null_gap))
-    return float(TVComplement.compute(as_labels(real), as_labels(synthetic)))
+    r, s = as_labels(real), as_labels(synthetic)
+    if not r.notna().any() or not s.notna().any():  # an all-null (or empty) side: equal only if both are
+        return float(r.notna().any() == s.notna().any())
+    return float(TVComplement.compute(r, s))
 
 
 def column_shapes(real: pd.DataFrame, synthetic: pd.DataFrame, columns: dict[str, str]) -> dict[str, float]:
@@ -159,6 +162,7 @@ def two_hop_chains(metadata: Metadata) -> list[list[Relationship]]:
     out = []
     for upper in metadata.relationships:
         for lower in metadata.child_relationships(upper.child_table_name):
-            if not upper.is_self_reference and not lower.is_self_reference:
+            if not upper.is_self_reference and not lower.is_self_reference \
+                    and upper.parent_table_name != lower.child_table_name:  # not round a cycle
                 out.append([upper, lower])
     return out

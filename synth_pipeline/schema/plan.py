@@ -300,7 +300,16 @@ def prepare_metadata(metadata: Metadata, frames: dict[str, pd.DataFrame]) -> tup
         empty = len(frame) == 0
         if empty and not table.empty:
             notes.append(f"table '{name}': no rows; its synthetic table is empty too")
-        tables[name] = replace(table, columns=columns, empty=empty or table.empty)
+        primary = table.primary_parent
+        fks = [r for r in metadata.foreign_keys(name) if not r.is_self_reference and not r.deferred
+               and set(r.child_columns) <= set(frame.columns)]
+        if primary is None and len(fks) > 1 and len(frame):
+            # a row belongs to the parent it always has: the foreign key with the fewest nulls
+            # (the first declared among equals), not a sometimes-set one
+            nulls = [float(frame[list(r.child_columns)].isna().any(axis=1).mean()) for r in fks]
+            if nulls[0] > min(nulls):
+                primary = fks[int(np.argmin(nulls))].child_foreign_key
+        tables[name] = replace(table, columns=columns, empty=empty or table.empty, primary_parent=primary)
     out = Metadata(tables=tables, relationships=metadata.relationships)
 
     def loss(rel: Relationship) -> tuple:
@@ -315,3 +324,18 @@ def prepare_metadata(metadata: Metadata, frames: dict[str, pd.DataFrame]) -> tup
                   for r in broken.deferred if r not in out.deferred]
         out = broken
     return out, notes
+
+
+def evaluation_frame(plan: SchemaPlan, name: str, frames) -> pd.DataFrame:
+    """One user table of ``frames`` with the evaluation schema's surrogate columns (a
+    key-less parent's row ids are its row numbers, on the real and the synthetic side alike)."""
+    own = plan.to_internal(name, frames[name], {})
+    parents = {r.parent_table_name: own if r.parent_table_name == name else
+               plan.to_internal(r.parent_table_name, frames[r.parent_table_name], {})
+               for r in plan.user.relationships if r.child_table_name == name
+               and r.parent_table_name in plan.evaluation.tables}
+    return plan.to_internal(name, own, parents, deferred=True)
+
+
+def evaluation_frames(plan: SchemaPlan, frames) -> dict[str, pd.DataFrame]:
+    return {n: evaluation_frame(plan, n, frames) for n in plan.evaluation.tables}

@@ -84,6 +84,13 @@ def validate_real_table(metadata: Metadata, name: str, frame: pd.DataFrame, pare
             continue  # a parent generated later (a cycle's deferred edge) or empty: linked anew
         fk = rel.child_foreign_key
         parent = frame if rel.is_self_reference else parents[rel.parent_table_name]
+        for child_col, parent_col in zip(rel.child_columns, rel.parent_columns):
+            if frame[child_col].isna().all() and frame[child_col].dtype != parent[parent_col].dtype:
+                # never set: typed like the parent key, so joins on it line up
+                frame = frame.copy()
+                kind = parent[parent_col].dtype
+                frame[child_col] = pd.Series([None] * len(frame), dtype="Int64" if pd.api.types.is_integer_dtype(kind)
+                                             else "float64" if pd.api.types.is_float_dtype(kind) else object)
         orphan = pd.Series(lookup(frame, rel.child_columns, parent, rel.parent_columns,
                                   pd.Series(np.ones(len(parent)))).eq(ORPHAN).to_numpy(), index=frame.index)
         count = int(orphan.sum())
