@@ -89,6 +89,8 @@ def export_folder(database: str | Path, metadata: Metadata, folder: str | Path, 
 
 
 def duckdb_type(series: pd.Series, sdtype: str, datetime_format: str | None) -> str:
+    if sdtype == "binary":
+        return "BLOB"
     if sdtype == "datetime" or pd.api.types.is_datetime64_any_dtype(series):
         fmt = datetime_format or ""
         return "TIMESTAMP" if any(tok in fmt for tok in ("%H", "%M", "%S")) else "DATE"
@@ -106,11 +108,16 @@ def _with_key_types(metadata: Metadata, name: str, frame: pd.DataFrame, key_type
     table = metadata.table(name)
     for pk in table.primary_key:
         key_types[(name, pk)] = duckdb_type(frame[pk], table.columns[pk].sdtype, None)
+    for key in table.alternate_keys:
+        key_types[(name, key)] = duckdb_type(frame[key], table.columns[key].sdtype, None)
     frame = frame.copy()
-    for rel in metadata.foreign_keys(name):
-        if key_types.get((rel.parent_table_name, rel.parent_primary_key)) == "BIGINT" \
-                and not pd.api.types.is_integer_dtype(frame[rel.child_foreign_key]):
-            frame[rel.child_foreign_key] = pd.to_numeric(frame[rel.child_foreign_key]).round().astype("Int64")
+    for rel in metadata.relationships:
+        if rel.child_table_name != name:
+            continue
+        for child_col, parent_col in zip(rel.child_columns, rel.parent_columns):
+            if key_types.get((rel.parent_table_name, parent_col)) == "BIGINT" \
+                    and not pd.api.types.is_integer_dtype(frame[child_col]):
+                frame[child_col] = pd.to_numeric(frame[child_col]).round().astype("Int64")
     return frame
 
 
@@ -141,10 +148,21 @@ def _create_statement(metadata: Metadata, table: Table, frame: pd.DataFrame, con
     cols = [f'"{c.name}" {types.get(c.name) or duckdb_type(frame[c.name], c.sdtype, c.datetime_format)}'
             for c in table.columns.values()]
     if constraints:
-        cols.append("PRIMARY KEY (" + ", ".join(f'"{k}"' for k in table.primary_key) + ")")
+        if table.primary_key:
+            cols.append("PRIMARY KEY (" + _quoted(table.primary_key) + ")")
+        for key in table.alternate_keys:
+            if any(r.parent_table_name == table.name and r.parent_columns == (key,) for r in metadata.relationships):
+                cols.append(f'UNIQUE ("{key}")')  # DuckDB refers only to a primary or unique key
+        # A cycle's deferred edge is not declared: DuckDB needs the referenced table to exist
+        # when the referring one is created, and cannot add a foreign key afterwards.
         for rel in metadata.foreign_keys(table.name):
-            cols.append(f'FOREIGN KEY ("{rel.child_foreign_key}") REFERENCES "{rel.parent_table_name}" ("{rel.parent_primary_key}")')
+            cols.append(f'FOREIGN KEY ({_quoted(rel.child_columns)}) REFERENCES "{rel.parent_table_name}" '
+                        f'({_quoted(rel.parent_columns)})')
     return f'CREATE TABLE "{table.name}" (' + ", ".join(cols) + ")"
+
+
+def _quoted(columns) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
 
 
 def _insert_batches(metadata: Metadata, name: str, frame: pd.DataFrame):

@@ -200,10 +200,9 @@ def _guess_primary_key(table: str, frame: pd.DataFrame, skip: set[str], tables: 
     ordered += [c for c in frame.columns if _unprefixed(c) in ("id", f"{singular}id", f"{singular}key")
                 and c not in ordered]
     others = [t for t in tables if t != table]
-    ordered += [c for c in frame.columns if _key_named(c) and c not in ordered
-                and not any(_affinity(c, t, c, False) >= 4 for t in others)]
+    ordered += [c for c in frame.columns if _key_named(c) and c not in ordered and not _names_other(c, others)]
     first = frame.columns[0] if len(frame.columns) else None
-    if first is not None and first not in ordered and not any(_affinity(first, t, first, False) >= 4 for t in others):
+    if first is not None and first not in ordered and not _names_other(first, others):
         ordered.append(first)
     for col in ordered:
         if col in skip:
@@ -214,6 +213,11 @@ def _guess_primary_key(table: str, frame: pd.DataFrame, skip: set[str], tables: 
                     not pd.api.types.is_float_dtype(values):
                 return [col]
     return None
+
+
+def _names_other(column: str, tables: list[str]) -> bool:
+    """Whether ``column`` is named after one of ``tables`` (``film_id`` after ``film``)."""
+    return any(_affinity(column, t, "", False) >= 3 for t in tables)
 
 
 COMPOSITE_MAX = 3
@@ -277,7 +281,7 @@ def _guess_foreign_keys(frames: dict[str, pd.DataFrame], pks: dict[str, list[str
                 if score == 0 and self_ref and frame[col].isna().any() and pd.api.types.is_numeric_dtype(frame[col]) \
                         and not _key_named(col) and _containment(frame[col], key) == 1.0:
                     score = 1
-                if score == 0 or (pks[child] == [col] and (score < 5 or _affinity(col, child, col, False) >= 4)):
+                if score == 0 or (pks[child] == [col] and (score < 5 or _names_other(col, [child]))):
                     continue
                 if frame[col].isna().all():  # no value to contradict the name
                     if score >= 3:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,9 @@ def require_tables(path: str | Path, tables: list[str]) -> None:
 def _normalise_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     """Datetimes as nanosecond, timezone-naive columns: what pandas, rdt and sdv all expect."""
     for col in frame.columns:
+        if frame[col].dtype == object and len(frame[col].dropna()) and \
+                isinstance(frame[col].dropna().iat[0], decimal.Decimal):  # DECIMAL columns: numbers
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
         if pd.api.types.is_datetime64_any_dtype(frame[col]):
             values = frame[col]
             if getattr(values.dt, "tz", None) is not None:
