@@ -162,6 +162,19 @@ class SchemaPlan:
             for child_col, parent_col in zip(rel.child_columns, rel.parent_columns):
                 frame[child_col] = rows[parent_col].to_numpy()
         pk = self.composite_keys.get(name)
+        fk_columns = [c for r in self.internal.foreign_keys(name) for c in r.child_columns]
+        if pk and len(pk) == 2 and set(pk) <= set(fk_columns) and len(frame) and \
+                tuple(self.internal.tables[name].primary_key) != tuple(pk):
+            # a link keyed by its two foreign keys holds each pair once: swap second parents
+            # between rows (every parent keeps its number of children) before dropping any row
+            from synth_pipeline.modeling.linking import make_pairs_unique
+
+            primary = self.internal.primary_relationship(name)
+            owner = primary.child_foreign_key if primary is not None and primary.child_foreign_key in pk else pk[0]
+            other = next(c for c in pk if c != owner)
+            rng = np.random.default_rng(len(frame))
+            values = make_pairs_unique(frame[owner].to_numpy(), frame[other].to_numpy(), rng)
+            frame[other] = pd.Series(values).infer_objects().to_numpy()
         if pk and len(frame):
             for column, base in (numbering_columns(real, pk) if real is not None else {}).items():
                 group = [c for c in pk if c != column]
