@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from synth_pipeline.errors import SynthPipelineError
+from synth_pipeline.errors import ConfigError, SynthPipelineError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +28,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a defect, not the user's doing: one line here, the traceback in a file
+        import traceback
+
+        folder = Path(getattr(args, "out", None) or "data/output")
+        folder = folder.parent if folder.suffix == ".json" else folder
+        folder.mkdir(parents=True, exist_ok=True)
+        log_path = (folder / "error.log").resolve()
+        log_path.write_text(traceback.format_exc())
+        print(f"error: internal error ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+              f"the full traceback is in {log_path}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synth-pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary and warnings")
     sub = parser.add_subparsers(required=True, metavar="command")
+    quiet = argparse.ArgumentParser(add_help=False)  # -q before or after the command
+    quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="print only the summary and warnings")
+    _add_parser = sub.add_parser
+
+    def add_parser(*a, **k):
+        return _add_parser(*a, parents=[quiet], **k)
+
+    sub.add_parser = add_parser
 
     demo = sub.add_parser("demo", help="synthesize the embedded school database")
     demo.add_argument("--students", type=int, default=1000, help="students in the simulated school (default 1000)")
@@ -41,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     run = sub.add_parser("run", help="synthesize any database")
-    run.add_argument("--source", required=True, help="DuckDB file, SQLite file, or folder of CSV/Parquet files")
+    run.add_argument("--source", help="DuckDB file, SQLite file, or folder of CSV/Parquet files "
+                                      "(required unless --config names it)")
     run.add_argument("--metadata", help="SDV multi-table metadata JSON (detected from the source when omitted)")
     run.add_argument("--config", help="YAML configuration; command-line options override it")
     run.add_argument("--on-orphans", choices=["drop", "fail"], default=None,
@@ -52,14 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="score a synthetic database against the real one (report.json, report.html)")
     evaluate.add_argument("--real", required=True, help="the real database (any source run accepts)")
     evaluate.add_argument("--synthetic", required=True, help="the synthetic database, e.g. data/output/synthetic.duckdb")
-    evaluate.add_argument("--metadata", help="SDV metadata JSON (detected from the real database when omitted)")
+    evaluate.add_argument("--metadata", help="SDV metadata JSON (default: the run's metadata.json beside the "
+                                             "synthetic database, else detected from the real database)")
     evaluate.add_argument("--baseline", choices=["hma"], help="also fit SDV's HMA and score it on the same sub-schema")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", required=True, help="folder for report.json and report.html")
     evaluate.set_defaults(handler=_evaluate)
 
     detect = sub.add_parser("detect", help="print metadata detected from a source as SDV JSON")
-    detect.add_argument("--source", required=True)
+    detect.add_argument("--source", required=True, help="DuckDB file, SQLite file, or folder of CSV/Parquet files")
+    detect.add_argument("--out", help="write the metadata JSON to this file (default: print it)")
     detect.set_defaults(handler=_detect)
     return parser
 
@@ -101,9 +124,12 @@ def _demo(args) -> int:
 def _run(args) -> int:
     from synth_pipeline.config import PipelineConfig, config_from_yaml
 
+    if not args.config and not args.source:
+        raise ConfigError("run: --source is required (or --config naming a source)")
     config = config_from_yaml(args.config) if args.config else PipelineConfig(source=Path(args.source).resolve(), metadata_path=None)
     changes = _overrides(args)
-    changes["source"] = Path(args.source).resolve()
+    if args.source:
+        changes["source"] = Path(args.source).resolve()
     if args.metadata:
         changes["metadata_path"] = Path(args.metadata).resolve()
     if args.on_orphans:
@@ -118,7 +144,13 @@ def _evaluate(args) -> int:
     from synth_pipeline.schema.metadata import Metadata
     from synth_pipeline.sources import load_tables
 
-    metadata = Metadata.load(args.metadata) if args.metadata else detect_metadata(args.real)
+    beside = Path(args.synthetic).resolve().parent / "metadata.json"
+    if args.metadata:
+        metadata = Metadata.load(args.metadata)
+    elif beside.exists():  # the metadata the run used
+        metadata = Metadata.load(beside)
+    else:
+        metadata = detect_metadata(args.real)
     tables = list(metadata.tables)
     real, synthetic = load_tables(args.real, tables), load_tables(args.synthetic, tables)
     timings = read_timings(Path(args.synthetic).resolve().parent / "work")
@@ -157,7 +189,12 @@ def _cell(value) -> str:
 def _detect(args) -> int:
     from synth_pipeline.schema.detect import detect_metadata
 
-    print(json.dumps(detect_metadata(args.source).to_dict(), indent=2))
+    text = json.dumps(detect_metadata(args.source).to_dict(), indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
     return 0
 
 
