@@ -257,6 +257,9 @@ def _setup_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     log = logging.getLogger("synth_pipeline")
+    for old in [h for h in log.handlers if getattr(h, "_synth_cli", False)]:  # main() called again in-process
+        log.removeHandler(old)
+    handler._synth_cli = True
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     log.propagate = False
