@@ -130,22 +130,25 @@ def test_a_categorical_column_with_100k_values_is_an_id_not_categories():
         validate_real_table(declared, "events", frame, {})
 
 
-def test_detection_leaves_out_binary_and_nested_columns():
+def test_detection_marks_binary_and_nested_columns_left_out():
     frame = pd.DataFrame({"photo_id": [1, 2, 3], "blob": [b"\x89PNG", b"\x89PNG", None], "tags": [[1], [2, 3], []],
                           "label": ["a", "b", "a"]})
     detected = detect_from_frames({"photos": frame})
-    assert set(detected.table("photos").columns) == {"photo_id", "label"}
+    columns = detected.table("photos").columns
+    assert set(columns) == {"photo_id", "blob", "tags", "label"}  # the output keeps every column ...
+    assert columns["blob"].sdtype == columns["tags"].sdtype == "binary"  # ... NULL, never modelled
 
 
-def test_fk_cycle_without_a_way_out_is_one_error():
+def test_fk_cycle_is_broken_at_one_deferred_edge():
     metadata = {"tables": {t: {"primary_key": "id", "columns": {"id": {"sdtype": "id"}, "other": {"sdtype": "id"}}}
                            for t in ("a", "b")},
                 "relationships": [{"parent_table_name": "a", "parent_primary_key": "id", "child_table_name": "b",
                                    "child_foreign_key": "other"},
                                   {"parent_table_name": "b", "parent_primary_key": "id", "child_table_name": "a",
                                    "child_foreign_key": "other"}]}
-    with pytest.raises(SchemaError, match="foreign keys form a cycle that cannot be ordered"):
-        Metadata.from_dict(metadata).validate()
+    resolved = Metadata.from_dict(metadata).break_cycles()
+    assert len(resolved.deferred) == 1 and not resolved.has_cycles
+    assert sorted(resolved.topological_order()) == ["a", "b"]
 
 
 # ---------------------------------------------------------------- through the command line
