@@ -126,6 +126,9 @@ def _enforce_constraints(frame: pd.DataFrame, model: TableModel) -> dict[str, in
         x, y = frame[a], frame[b]
         swap = (x > y).fillna(False).to_numpy(dtype=bool)
         if swap.any():
+            if frame[a].dtype != frame[b].dtype and pd.api.types.is_numeric_dtype(frame[a]) \
+                    and pd.api.types.is_numeric_dtype(frame[b]):  # an integer and a float column: swap as floats
+                frame[a], frame[b] = frame[a].astype("float64"), frame[b].astype("float64")
             frame.loc[swap, [a, b]] = frame.loc[swap, [b, a]].to_numpy()
         orderable = pd.api.types.is_datetime64_any_dtype(frame[a]) or pd.api.types.is_numeric_dtype(frame[a])
         tie = ((frame[a] == frame[b]).fillna(False).to_numpy(dtype=bool) if c.strict and orderable
