@@ -211,6 +211,11 @@ def _execute(config, only: str | None = None, changed_only: bool = False) -> int
     if not outcome.success:
         for line in outcome.failures:
             print(f"failed: {line}", file=sys.stderr)
+        if outcome.tracebacks:
+            config.out_dir.mkdir(parents=True, exist_ok=True)
+            (config.out_dir / "error.log").write_text("\n\n".join(outcome.tracebacks) + "\n")
+            print(f"an internal error stopped a step; the full traceback is in {config.out_dir / 'error.log'}",
+                  file=sys.stderr)
         print(f"run failed after {outcome.seconds:.0f}s; the published output in {config.out_dir} was left as it was",
               file=sys.stderr)
         return 1

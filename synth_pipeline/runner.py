@@ -32,6 +32,7 @@ class RunOutcome:
     report: dict | None
     failures: list[str] = field(default_factory=list)
     materialized: list[str] = field(default_factory=list)  # asset keys this run wrote
+    tracebacks: list[str] = field(default_factory=list)  # of failed steps that were not the input's fault
 
 
 def subtree_selection(table: str) -> str:
@@ -92,14 +93,16 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
         materialized += _materialized(loaded)
         failures = run_failures(loaded)
         if not loaded.success or failures:
-            return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
+            return RunOutcome(False, time.perf_counter() - started, None, failures, materialized,
+                              step_tracebacks(loaded))
         return _run_changed(config, defs, job, instance, keys, started, materialized)
     runs = execute_partitioned(defs, instance or dg.DagsterInstance.ephemeral(), keys, config, metadata)
     failures = [f for run in runs for f in run.failures]
     success = all(run.success for run in runs) and not failures
     report = _report(config) if success else None
     return RunOutcome(success, time.perf_counter() - started, report, failures,
-                      materialized + [k for run in runs for k in run.materialized])
+                      materialized + [k for run in runs for k in run.materialized],
+                      [t for run in runs for t in run.tracebacks])
 
 
 def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None,
@@ -206,7 +209,7 @@ def _run_partition(config: PipelineConfig, metadata: Metadata, names: list[str],
 
 def _summary(result) -> RunOutcome:
     """What a caller needs of one Dagster run (picklable, unlike the run's result)."""
-    return RunOutcome(result.success, 0.0, None, run_failures(result), _materialized(result))
+    return RunOutcome(result.success, 0.0, None, run_failures(result), _materialized(result), step_tracebacks(result))
 
 
 def release_memory() -> None:
@@ -238,7 +241,8 @@ def _run_changed(config, defs, job, instance, scope, started, materialized) -> R
         materialized += _materialized(result)
         failures = run_failures(result)
         if not result.success or failures:
-            return RunOutcome(False, time.perf_counter() - started, None, failures, materialized)
+            return RunOutcome(False, time.perf_counter() - started, None, failures, materialized,
+                              step_tracebacks(result))
     raise RunFailed(f"assets still stale after {MAX_WAVES} runs: {', '.join(k.to_user_string() for k in stale)}")
 
 
@@ -276,6 +280,24 @@ def _require_stored_run(config: PipelineConfig, metadata, table: str) -> None:
                           for i in range(config.partitions))]
     if missing:
         raise RunFailed(f"--only {table}: no stored run in {work} for {', '.join(missing)}; run the whole pipeline once first")
+
+
+def step_tracebacks(result) -> list[str]:
+    """The full tracebacks of failed steps whose cause is not a user error (those print as one
+    line naming the table and column, and need no traceback)."""
+    out = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error, user = event.step_failure_data.error, False
+            while error is not None:
+                user |= error.cls_name in _USER_ERRORS
+                error = error.cause
+            if not user:
+                out.append(f"{event.step_key}:\n{event.step_failure_data.error.to_string()}")
+    return out
+
+
+_USER_ERRORS = {"SynthPipelineError", "SchemaError", "SourceError", "ConfigError", "RunFailed", "PublishError"}
 
 
 def run_failures(result) -> list[str]:

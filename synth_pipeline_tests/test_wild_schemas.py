@@ -128,3 +128,19 @@ def test_constructed_cases_keep_their_shape(tmp_path):
         assert ("shipments", ["region_code", "site_no"]) in declared
         assert one("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = 'order_items' "
                    "AND constraint_type = 'PRIMARY KEY'") == (["order_id", "line_no"],)
+
+
+def test_an_internal_error_is_one_line_and_a_log_file(tmp_path, capsys, monkeypatch):
+    from synth_pipeline.modeling.table_model import TableModel
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a defect deep in the model")
+
+    monkeypatch.setattr(TableModel, "fit", broken)
+    source = build_wild(tmp_path / "wild.sqlite")
+    out = tmp_path / "out"
+    assert main(["-q", "run", "--source", str(source), "--out", str(out), "--steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "a defect deep in the model" in err and str(out / "error.log") in err
+    assert "in broken" in (out / "error.log").read_text()  # the stack down to the failing line
+    assert not (out / "synthetic.duckdb").exists()  # nothing half-written presented as good
