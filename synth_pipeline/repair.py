@@ -25,6 +25,7 @@ import pandas as pd
 
 from synth_pipeline.evaluation.fidelity import as_labels
 from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
+from synth_pipeline.modeling.number_shapes import apply_shapes
 from synth_pipeline.modeling.table_model import TableModel, row_digests
 from synth_pipeline.modeling.transforms import decimals_of
 from synth_pipeline.schema.metadata import Metadata
@@ -69,6 +70,7 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
             else:
                 frame.loc[bad, rel.child_foreign_key] = rng.choice(valid, int(bad.sum()))
         repairs.add(f"foreign key {rel.child_foreign_key}", int(bad.sum()))
+    apply_shapes(frame, getattr(model, "number_shapes", []))  # before the rules: a swap keeps both
     fixes = _enforce_constraints(frame, model)
     fixes.update(_enforce_parent_dates(frame, metadata, name, parents, model, rng))
     for description, count in fixes.items():
@@ -340,8 +342,12 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
     numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
                or pd.api.types.is_datetime64_any_dtype(frame[c])]
+    shapes = {s.column: s for s in getattr(model, "number_shapes", [])}
+    # a column of few real values is not nudged between them (a swap keeps it on its support)
+    numeric = [c for c in numeric if c not in shapes or shapes[c].support is None]
     numeric.sort(key=lambda c: -frame[c].nunique())  # a step barely shows on a many-valued column
     steps = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
+             else shapes[c].step if c in shapes and shapes[c].step
              else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in numeric}
     # a number moved by its smallest step first (cheap, the marginal barely moves), then a
     # number or date only bounded from below moved up (a purchase a day later stays after the

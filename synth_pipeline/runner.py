@@ -297,7 +297,8 @@ def step_tracebacks(result) -> list[str]:
     return out
 
 
-_USER_ERRORS = {"SynthPipelineError", "SchemaError", "SourceError", "ConfigError", "RunFailed", "PublishError"}
+_USER_ERRORS = {"SynthPipelineError", "SchemaError", "SourceError", "ConfigError", "RunFailed", "PublishError",
+                "DagsterAssetCheckFailedError"}  # a failed check is reported as such
 
 
 def run_failures(result) -> list[str]:

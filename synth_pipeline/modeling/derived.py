@@ -78,6 +78,7 @@ class Derivation:
 class DerivedColumns:
     derivations: list[Derivation]
     kinds: dict[str, str]  # original sdtype of every modelled column
+    timed: set[str] = field(default_factory=set)  # date columns whose real values carry a time of day
 
     @property
     def dropped(self) -> set[str]:
@@ -92,6 +93,11 @@ class DerivedColumns:
     def discover(cls, frame: pd.DataFrame, kinds: dict[str, str], parent: pd.DataFrame | None = None,
                  parent_kinds: dict[str, str] | None = None) -> "DerivedColumns":
         found = cls([], dict(kinds))
+        for column, kind in kinds.items():
+            if kind == "datetime" and column in frame.columns:
+                stamps = pd.to_datetime(frame[column], errors="coerce").dropna()
+                if len(stamps) and bool((stamps != stamps.dt.normalize()).any()):
+                    found.timed.add(column)
         if len(frame) < MIN_ROWS:
             return found
         found._discover_maps(frame)
@@ -289,7 +295,7 @@ class DerivedColumns:
             if d.limits is not None:  # a recent hire's years never below the real minimum
                 value = np.clip(value, *d.limits)
             if kind == "datetime":
-                return _stamps(value, frame.index)
+                return _stamps(value, frame.index, d.column in getattr(self, "timed", ()))
             return as_written(value, d.decimals, frame.index)
         least = 1.0 if d.strict and kind == "datetime" else 0.0
         sign = -1.0 if d.before else 1.0
@@ -305,7 +311,7 @@ class DerivedColumns:
                 value[known] = rank_map(value[known], d.quantiles)
                 limit = anchor + sign * (1.0 if d.strict else 0.0)
                 value = np.minimum(value, limit) if sign < 0 else np.maximum(value, limit)
-            return _stamps(value, frame.index)
+            return _stamps(value, frame.index, d.column in getattr(self, "timed", ()))
         return as_written(value, d.decimals, frame.index)
 
 
@@ -358,8 +364,11 @@ def _gap_follows_earlier(x: np.ndarray, y: np.ndarray) -> bool:
     return abs(with_earlier) >= abs(with_later) + GAP_DIRECTION_MARGIN
 
 
-def _stamps(days: np.ndarray, index: pd.Index) -> pd.Series:
-    stamps = EPOCH + pd.to_timedelta(np.where(np.isnan(days), 0, np.round(days)), unit="D")
+def _stamps(days: np.ndarray, index: pd.Index, timed: bool = False) -> pd.Series:
+    """Day numbers as timestamps: whole days, or (``timed``: the real column has times of day)
+    whole seconds."""
+    seconds = np.round(np.where(np.isnan(days), 0, days) * 86400 if timed else np.round(np.where(np.isnan(days), 0, days)) * 86400)
+    stamps = EPOCH + pd.to_timedelta(seconds.astype("int64"), unit="s")
     return pd.Series(stamps, index=index).where(~np.isnan(days))
 
 

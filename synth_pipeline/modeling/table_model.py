@@ -41,6 +41,7 @@ from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, QUOTA_MAX_ROWS, 
                                                fit_parent_joints, rake_weights)
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
+from synth_pipeline.modeling.number_shapes import NumberShape, apply_shapes, fit_shapes
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
@@ -130,6 +131,7 @@ class TableModel:
     link_groups: dict[str, str] = field(default_factory=dict)  # FK -> the category whose rows share one parent
     parent_joints: list[ParentJoint] = field(default_factory=list)  # categories raked given the parent's value
     pair_joints: PairJoints | None = None  # column pairs raked to their real shares
+    number_shapes: list[NumberShape] = field(default_factory=list)  # each number column's range, support or grid
 
     # ------------------------------------------------------------------- fit
     @classmethod
@@ -328,6 +330,7 @@ class TableModel:
             link_groups=groups,
             parent_joints=joints,
             pair_joints=pairs,
+            number_shapes=fit_shapes(full, [c.name for c in modelled_columns(metadata, name) if c.sdtype == "numerical"]),
             count_correlation=_rank_correlation(training, list(real_counts)),
             correlated_columns=correlated,
             numeric_correlation=_rank_correlation(training, correlated),
@@ -396,6 +399,7 @@ class TableModel:
         if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
             other = next(c for c in pk if c != primary.child_foreign_key)
             out[other] = linking.make_pairs_unique(out[primary.child_foreign_key].to_numpy(), out[other].to_numpy(), rng)
+        apply_shapes(out, getattr(self, "number_shapes", []))  # last: whatever computed a number
         return out[self.column_order]
 
     def _sample_columns(self, n: int, seed: int, context: np.ndarray | None,

@@ -34,6 +34,8 @@ class ColumnCodec:
     categories: list = field(default_factory=list)
     datetime_unit: str = "D"
     dtype: str = "object"
+    time_of_day: np.ndarray | None = None  # quantiles of the real seconds past midnight (None: dates only)
+    time_step: int = 1  # the real times' resolution in seconds (1, 60, 3600...)
 
     @property
     def null_column(self) -> str:
@@ -113,6 +115,12 @@ def _fit_column(values: pd.Series, column: Column) -> ColumnCodec:
         kind == "numerical" and len(finite) > 0 and bool(np.all(finite == np.round(finite))))
     if kind == "datetime":
         codec.integer = True
+        seconds = _seconds_of_day(values)
+        if len(seconds) and (seconds != 0).any():  # timestamps: their time of day is learned too
+            codec.integer = False
+            codec.time_of_day = np.quantile(seconds, np.linspace(0, 1, QUANTILES))
+            codec.time_step = next(step for step in (3600, 60, 1) if not (seconds % step).any()) \
+                if not (seconds % 1).any() else 1
     distinct = np.unique(finite)
     if kind == "numerical" and 0 < len(distinct) <= FEW_VALUES:
         codec.few_values = True
@@ -130,9 +138,30 @@ def _to_number(values: pd.Series, codec: ColumnCodec) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
 
 
+def _seconds_of_day(values: pd.Series) -> np.ndarray:
+    stamps = pd.to_datetime(values, errors="coerce").dropna()
+    return ((stamps - stamps.dt.normalize()) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
+
+
+def _with_time_of_day(days: np.ndarray, codec: ColumnCodec) -> np.ndarray:
+    """Day numbers whose fraction is replaced by a real time of day: the fraction's rank among
+    the rows is mapped onto the real times' quantiles (so the hours keep their real shares),
+    rounded to the real resolution (whole seconds, minutes or hours)."""
+    whole = np.floor(days)
+    finite = np.isfinite(days)
+    seconds = np.zeros(len(days))
+    if finite.any():
+        seconds[finite] = rank_map(days[finite] - whole[finite], codec.time_of_day)
+    seconds = np.clip(np.round(seconds / codec.time_step) * codec.time_step, 0, 86400 - codec.time_step)
+    return whole + seconds / 86400
+
+
 def _from_number(numbers: np.ndarray, is_null: np.ndarray, codec: ColumnCodec) -> pd.Series:
     if codec.kind == "datetime":
-        stamps = EPOCH + pd.to_timedelta(np.where(is_null, 0, numbers), unit=codec.datetime_unit)
+        if getattr(codec, "time_of_day", None) is not None:
+            numbers = _with_time_of_day(numbers, codec)
+        seconds = np.round(np.where(is_null, 0, numbers) * 86400).astype("int64")
+        stamps = EPOCH + pd.to_timedelta(seconds, unit="s")
         return pd.Series(stamps).where(~is_null)
     if codec.integer:
         series = pd.Series(np.where(is_null, 0, numbers).astype("int64"))
