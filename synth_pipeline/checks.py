@@ -22,6 +22,7 @@ from synth_pipeline.schema.plan import SchemaPlan
 
 
 CONSTRAINTS_CHECK = "discovered_constraints_hold"
+NUMBERS_CHECK = "numbers_keep_real_range_and_grid"
 
 
 def fk_check_name(rel: Relationship) -> str:
@@ -44,6 +45,8 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                                description=f"({', '.join(table.primary_key)}) unique and never null")]
     specs.append(dg.AssetCheckSpec(CONSTRAINTS_CHECK, asset=asset, blocking=True,
                                    description="every discovered (and every user-added) constraint holds on every row"))
+    specs.append(dg.AssetCheckSpec(NUMBERS_CHECK, asset=asset, blocking=True,
+                                   description="every number within its real range, on its real values (few) or grid"))
     for rel in fks:
         specs.append(dg.AssetCheckSpec(fk_check_name(rel), asset=asset, blocking=True,
                                        description=f"every {rel.label} value exists in the parent"))
@@ -86,6 +89,9 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                 continue
             if spec.name == CONSTRAINTS_CHECK:
                 yield _constraints_result(metadata, name, warehouse, frame, parents, real)
+                continue
+            if spec.name == NUMBERS_CHECK:
+                yield _numbers_result(warehouse.load_model(name), frame)
                 continue
             if spec.name.startswith("cardinality_"):
                 rel = next(r for r in fks if cardinality_check_name(r) == spec.name)
@@ -143,6 +149,15 @@ def _cardinality_result(check_name, rel, warehouse, frame, parents, real, thresh
                   "real_max_children": int(real_counts.max()) if len(real_counts) else 0,
                   "synthetic_max_children": int(syn_counts.max()) if len(syn_counts) else 0},
     )
+
+
+def _numbers_result(model, frame: pd.DataFrame) -> dg.AssetCheckResult:
+    """Each number column against what it may hold (``modeling.number_shapes``)."""
+    breaking = {shape.label: count for shape in getattr(model, "number_shapes", [])
+                if shape.column in frame.columns and (count := shape.breaks(frame[shape.column]))}
+    return dg.AssetCheckResult(check_name=NUMBERS_CHECK, passed=not breaking,
+                               metadata={"columns_checked": len(getattr(model, "number_shapes", [])),
+                                         "values_breaking": dg.MetadataValue.json(breaking)})
 
 
 def _constraints_result(metadata, name, warehouse, frame, parents, real) -> dg.AssetCheckResult:

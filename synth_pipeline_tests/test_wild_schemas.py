@@ -15,8 +15,8 @@ from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources import build_school_database
 from synth_pipeline.sources.loaders import catalog_keys
 from synth_pipeline_tests.conftest import require_dataset
-from synth_pipeline_tests.wild import (WILD_FOREIGN_KEYS, build_wild, duplicate_keys, export_csv, foreign_key_set,
-                                       precision_recall, violations)
+from synth_pipeline_tests.wild import (WILD_FOREIGN_KEYS, build_wild, column_fidelity, duplicate_keys, export_csv,
+                                       foreign_key_set, precision_recall, violations)
 
 TPCH_FOREIGN_KEYS = {
     ("nation", ("n_regionkey",), "region"), ("supplier", ("s_nationkey",), "nation"),
@@ -99,6 +99,11 @@ def test_detect_then_run_without_metadata(name, tmp_path, capsys):
             assert columns == list(table.columns), table.name  # every source column, no surrogate
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["totals"]["fk_violations"] == 0
+    # every column as real as its type: numbers in range and on their support or grid,
+    # constants constant, each hour of the day within 2 points of its real share
+    fidelity = column_fidelity(out)
+    assert fidelity["off_range_or_grid"] == {} and fidelity["constants_lost"] == [], fidelity
+    assert all(gap <= 0.02 for gap in fidelity["hour_share_gap"].values()), fidelity["hour_share_gap"]
 
 
 def test_constructed_cases_keep_their_shape(tmp_path):
