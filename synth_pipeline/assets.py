@@ -224,7 +224,8 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
               deps=[stage_key("repaired", t) for t in plan.internal.topological_order()],
               description="The synthetic database (PRIMARY/FOREIGN KEYs declared) and report.json, "
                           "written only after every table passed its checks.")
-    def synthetic_db(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+    def synthetic_db(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings,
+                     source: SourceDatabase) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.run_report import build_run_report
         from synth_pipeline.publish import export_folder, write_database
 
@@ -245,8 +246,11 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
                                if settings.partitions > 1 else None)
         real = LazyTables(metadata.tables, lambda t: plan.publishable(t, real_internal, real_internal, 0)
                           if t not in internal else real_internal[t][list(metadata.tables[t].columns)])
-        write_database(real, metadata, out / "real.duckdb", constraints=False)
-        path = write_database(synthetic, metadata, out / "synthetic.duckdb")
+        from synth_pipeline.sources.loaders import source_types
+
+        declared = source_types(source.ensure())  # the published columns keep the source's SQL types
+        write_database(real, metadata, out / "real.duckdb", constraints=False, sql_types=declared)
+        path = write_database(synthetic, metadata, out / "synthetic.duckdb", sql_types=declared)
         metadata.save(out / "metadata.json")
         report = build_run_report(plan.evaluation, _EvaluationFrames(plan, real), _EvaluationFrames(plan, synthetic),
                                   settings.cardinality_threshold)

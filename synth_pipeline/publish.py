@@ -9,6 +9,7 @@ beside its destination too and swapped in whole.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -22,15 +23,19 @@ from synth_pipeline.errors import SynthPipelineError
 from synth_pipeline.schema.metadata import Metadata, Table
 
 
+log = logging.getLogger(__name__)
+
+
 class PublishError(SynthPipelineError):
     """DuckDB refused the tables (a key constraint failed)."""
 
 
 def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path: str | Path,
-                   constraints: bool = True) -> Path:
+                   constraints: bool = True, sql_types: dict[str, dict[str, str]] | None = None) -> Path:
     """Write ``tables`` to ``path`` atomically; returns the path. Where ``tables`` is
     ``partitioned`` (its ``parts(name)`` yields a table's partitions), each table is inserted
-    one partition at a time."""
+    one partition at a time. ``sql_types``: the source's column types, used where the values
+    fit them (a table whose values do not is written with the types its values show, logged)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -40,17 +45,19 @@ def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path:
         with duckdb.connect(str(tmp)) as con:
             for name in metadata.topological_order():
                 partitioned = getattr(tables, "partitioned", False)
-                pieces = tables.parts(name) if partitioned else [tables[name]]
                 # a partition may hold no value of a column: its type comes from every partition
                 types = _column_types(metadata, name, tables.parts(name)) if partitioned else {}
-                for i, piece in enumerate(pieces):
-                    frame = _with_key_types(metadata, name, piece[list(metadata.tables[name].columns)], key_types)
-                    if i == 0:
-                        con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints, types))
-                    for batch in _insert_batches(metadata, name, frame):
-                        con.register("incoming", batch)
-                        con.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
-                        con.unregister("incoming")
+                declared = {c: t for c, t in (sql_types or {}).get(name, {}).items() if c in metadata.tables[name].columns}
+                try:
+                    _write_table(con, metadata, name, tables, {**types, **declared}, constraints, key_types)
+                except (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfRangeException,
+                        duckdb.BinderException) as exc:
+                    if not declared:
+                        raise
+                    log.warning("%s: written with the types of its values, not the source's (%s)", name,
+                                str(exc).splitlines()[0])
+                    con.execute(f'DROP TABLE IF EXISTS "{name}"')
+                    _write_table(con, metadata, name, tables, types, constraints, key_types)
             con.execute("CHECKPOINT")
         os.replace(tmp, path)
     except duckdb.ConstraintException as exc:
@@ -59,6 +66,19 @@ def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return path
+
+
+def _write_table(con, metadata: Metadata, name: str, tables, types: dict[str, str], constraints: bool,
+                 key_types: dict) -> None:
+    pieces = tables.parts(name) if getattr(tables, "partitioned", False) else [tables[name]]
+    for i, piece in enumerate(pieces):
+        frame = _with_key_types(metadata, name, piece[list(metadata.tables[name].columns)], key_types)
+        if i == 0:
+            con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints, types))
+        for batch in _insert_batches(metadata, name, frame):
+            con.register("incoming", batch)
+            con.execute(f'INSERT INTO "{name}" SELECT * FROM incoming')
+            con.unregister("incoming")
 
 
 OUTPUT_FORMATS = ("duckdb", "parquet", "csv")

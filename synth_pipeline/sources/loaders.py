@@ -202,3 +202,54 @@ def _read_file(file: Path, kind: str) -> pd.DataFrame:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- source types
+SQLITE_TYPES = [  # (pattern on the declared type, DuckDB type); the first match wins
+    (r"^(TINYINT|SMALLINT|BIGINT)\b", None), (r"^INT(EGER)?\b", "BIGINT"), (r"INT", "BIGINT"),
+    (r"^(DECIMAL|NUMERIC)\s*\(\s*\d+\s*,\s*\d+\s*\)$", None), (r"^(DECIMAL|NUMERIC)", "DOUBLE"),
+    (r"REAL|FLOA|DOUB", "DOUBLE"), (r"^BOOL", "BOOLEAN"), (r"^DATETIME|^TIMESTAMP", "TIMESTAMP"),
+    (r"^DATE$", "DATE"), (r"BLOB|BINARY", "BLOB"), (r"CHAR|CLOB|TEXT|STRING", "VARCHAR"),
+]
+
+
+def source_types(path: str | Path) -> dict[str, dict[str, str]]:
+    """The SQL type of every column as the source declares it, in DuckDB's terms (``DECIMAL(4,2)``,
+    ``SMALLINT``, ``DATE``, ``TIMESTAMP``...): what the published tables are created with. Empty
+    for CSV files (their types are what reading them inferred) and for types DuckDB lacks."""
+    import re
+
+    path = Path(path)
+    kind = source_kind(path)
+    out: dict[str, dict[str, str]] = {}
+    try:
+        if kind == "duckdb":
+            with duckdb.connect(str(path), read_only=True) as con:
+                for table, column, kind_ in con.execute(
+                        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                        "WHERE table_schema = 'main'").fetchall():
+                    out.setdefault(table, {})[column] = kind_
+        elif kind == "sqlite":
+            con = _sqlite_connect(path)
+            try:
+                for table in [r[0] for r in con.execute(SQLITE_TYPES_QUERY)]:
+                    for row in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                        declared = str(row[2] or "").strip().upper()
+                        for pattern, mapped in SQLITE_TYPES:
+                            if re.search(pattern, declared):
+                                out.setdefault(table, {})[row[1]] = (mapped or re.sub(r"\s+", "", declared))
+                                break
+            finally:
+                con.close()
+        else:
+            with duckdb.connect() as con:
+                for file in sorted(path.iterdir()):
+                    if file.is_file() and FILE_SUFFIXES.get(file.suffix.lower()) == "parquet":
+                        rows = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(file)]).fetchall()
+                        out[file.stem] = {r[0]: r[1] for r in rows}
+    except (sqlite3.Error, duckdb.Error):
+        return {}
+    return out
+
+
+SQLITE_TYPES_QUERY = SQLITE_TABLES
