@@ -13,7 +13,7 @@ import pytest
 from synth_pipeline.cli import main
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources import build_school_database
-from synth_pipeline.sources.loaders import catalog_keys
+from synth_pipeline.sources.loaders import catalog_keys, source_types
 from synth_pipeline_tests.conftest import require_dataset
 from synth_pipeline_tests.wild import (WILD_FOREIGN_KEYS, build_wild, column_fidelity, duplicate_keys, export_csv,
                                        foreign_key_set, precision_recall, violations)
@@ -101,6 +101,13 @@ def test_detect_then_run_without_metadata(name, tmp_path, capsys):
     assert report["run"]["totals"]["fk_violations"] == 0
     # every column as real as its type: numbers in range and on their support or grid,
     # constants constant, each hour of the day within 2 points of its real share
+    declared = source_types(source)  # output column types equal the source's where it declares them
+    with duckdb.connect(str(database), read_only=True) as con:
+        published = {(t, c): k for t, c, k in con.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns").fetchall()}
+    wrong = {f"{t}.{c}": (k, published.get((t, c))) for t, cols in declared.items() for c, k in cols.items()
+             if t in used.tables and published.get((t, c)) != k.replace("NUMERIC", "DECIMAL")}
+    assert wrong == {}, wrong
     fidelity = column_fidelity(out)
     assert fidelity["off_range_or_grid"] == {} and fidelity["constants_lost"] == [], fidelity
     assert all(gap <= 0.02 for gap in fidelity["hour_share_gap"].values()), fidelity["hour_share_gap"]

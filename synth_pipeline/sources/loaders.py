@@ -209,7 +209,7 @@ SQLITE_TYPES = [  # (pattern on the declared type, DuckDB type); the first match
     (r"^(TINYINT|SMALLINT|BIGINT)\b", None), (r"^INT(EGER)?\b", "BIGINT"), (r"INT", "BIGINT"),
     (r"^(DECIMAL|NUMERIC)\s*\(\s*\d+\s*,\s*\d+\s*\)$", None), (r"^(DECIMAL|NUMERIC)", "DOUBLE"),
     (r"REAL|FLOA|DOUB", "DOUBLE"), (r"^BOOL", "BOOLEAN"), (r"^DATETIME|^TIMESTAMP", "TIMESTAMP"),
-    (r"^DATE$", "DATE"), (r"BLOB|BINARY", "BLOB"), (r"CHAR|CLOB|TEXT|STRING", "VARCHAR"),
+    (r"^DATE$", "DATE"), (r"CHAR|CLOB|TEXT|STRING", "VARCHAR"), (r"BLOB|BINARY", "BLOB"),
 ]
 
 
