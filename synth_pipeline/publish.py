@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,16 +49,22 @@ def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path:
                 # a partition may hold no value of a column: its type comes from every partition
                 types = _column_types(metadata, name, tables.parts(name)) if partitioned else {}
                 declared = {c: t for c, t in (sql_types or {}).get(name, {}).items() if c in metadata.tables[name].columns}
-                try:
-                    _write_table(con, metadata, name, tables, {**types, **declared}, constraints, key_types)
-                except (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfRangeException,
-                        duckdb.BinderException) as exc:
-                    if not declared:
-                        raise
-                    log.warning("%s: written with the types of its values, not the source's (%s)", name,
-                                str(exc).splitlines()[0])
-                    con.execute(f'DROP TABLE IF EXISTS "{name}"')
-                    _write_table(con, metadata, name, tables, types, constraints, key_types)
+                while True:
+                    try:
+                        _write_table(con, metadata, name, tables, {**types, **declared}, constraints, key_types)
+                        break
+                    except (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfRangeException,
+                            duckdb.BinderException) as exc:
+                        if not declared:
+                            raise
+                        # the column the values do not fit (all declared types where it is not named)
+                        column = re.search(r"column \"?([^\s\"]+)\"?\s*$", str(exc).splitlines()[0])
+                        dropped = [column.group(1)] if column and column.group(1) in declared else list(declared)
+                        log.warning("%s: %s written with the type of its values, not the source's (%s)", name,
+                                    ", ".join(dropped), str(exc).splitlines()[0])
+                        for c in dropped:
+                            del declared[c]
+                        con.execute(f'DROP TABLE IF EXISTS "{name}"')
             con.execute("CHECKPOINT")
         os.replace(tmp, path)
     except duckdb.ConstraintException as exc:

@@ -181,13 +181,18 @@ class DerivedColumns:
                         candidates.append((float(np.nanmedian(ys - xs)), lo, hi, rule))
         for _, lo, hi, strict in sorted(candidates):  # the tightest pairs first
             x, y = day_numbers(frame[lo], self.kinds[lo]), day_numbers(frame[hi], self.kinds[hi])
+            # a column is rebuilt only from an anchor present wherever it is (a rental's date is
+            # never rebuilt from a return date that is still missing)
+            lo_from_hi = not (np.isnan(y) & ~np.isnan(x)).any()
+            hi_from_lo = not (np.isnan(x) & ~np.isnan(y)).any()
             positive = self.kinds[lo] == "numerical" and np.nanmin(x) >= 0 and np.nanmin(y) > 0
             if positive:
-                self._add(Derivation("ratio", lo, hi, strict=strict, decimals=decimals_of(x)))
-            elif _gap_follows_earlier(x, y):
+                if lo_from_hi:
+                    self._add(Derivation("ratio", lo, hi, strict=strict, decimals=decimals_of(x)))
+            elif _gap_follows_earlier(x, y) and lo_from_hi or (lo_from_hi and not hi_from_lo):
                 self._add(Derivation("offset", lo, hi, strict=strict, decimals=decimals_of(x), before=True,
                                      quantiles=_quantiles(x) if self.kinds[lo] == "datetime" else None))
-            else:
+            elif hi_from_lo:
                 self._add(Derivation("offset", hi, lo, strict=strict, decimals=decimals_of(y),
                                      quantiles=_quantiles(y) if self.kinds[hi] == "datetime" else None))
 
