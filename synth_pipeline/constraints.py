@@ -10,14 +10,14 @@ a child date on or after a parent date (``transaction_date >= enrollment_date``)
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-import re
-
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
+from synth_pipeline.modeling.derived import comparable
 from synth_pipeline.schema.metadata import Metadata
 
 MIN_ROWS = 20
@@ -116,28 +116,13 @@ def _inequalities(table, frame, kinds) -> list[Constraint]:
         if both.sum() < MIN_ROWS:
             continue
         x, y = x[both], y[both]
-        if kinds[a] == "numerical" and not _comparable(a, b, x, y):
+        if kinds[a] == "numerical" and not comparable(a, b, x, y):
             continue
         for lo, hi, xs, ys in ((a, b, x, y), (b, a, y, x)):
             if (xs <= ys).all() and not (xs == ys).all():
                 strict = bool((xs < ys).all())
                 out.append(Constraint(table, "inequality", (lo, hi), f"{lo} {'<' if strict else '<='} {hi}", strict))
     return out
-
-
-COMPARABLE_OVERLAP = 0.1  # of the two ranges' union that both cover
-
-
-def _comparable(a: str, b: str, x: pd.Series, y: pd.Series) -> bool:
-    """Two number columns compare when their names share a word (``score <= max_score``) or
-    their ranges overlap (``amount_paid <= amount_due``); a weight is never "below" a day count
-    just because every weight happens to be smaller."""
-    words = lambda name: set(re.findall(r"[a-z]+", re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower())) - {"id", "no"}
-    if words(a) & words(b):
-        return True
-    low, high = max(x.min(), y.min()), min(x.max(), y.max())
-    span = max(x.max(), y.max()) - min(x.min(), y.min())
-    return bool(span > 0 and (high - low) / span >= COMPARABLE_OVERLAP)
 
 
 def _dependencies(table, frame, kinds) -> list[Constraint]:

@@ -29,6 +29,7 @@ derived quantity, so gaps stay non-negative and ratios within [0, 1].
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -175,6 +176,8 @@ class DerivedColumns:
                 if self.kinds[a] != self.kinds[b]:
                     continue
                 x, y = day_numbers(frame[a], self.kinds[a]), day_numbers(frame[b], self.kinds[b])
+                if self.kinds[a] == "numerical" and not comparable(a, b, x, y):
+                    continue  # a rental's days are below its replacement cost only by their units
                 for lo, hi, xs, ys in ((a, b, x, y), (b, a, y, x)):
                     rule = _inequality(xs, ys)
                     if rule is not None:
@@ -380,6 +383,25 @@ def _stamps(days: np.ndarray, index: pd.Index, timed: bool = False) -> pd.Series
 def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
     finite = values[~np.isnan(values)]
     return np.quantile(finite, np.linspace(0, 1, points)) if len(finite) else None
+
+
+COMPARABLE_OVERLAP = 0.1  # of the two ranges' union that both cover
+
+
+def comparable(a: str, b: str, x, y) -> bool:
+    """Two number columns compare when their names share a word (``score <= max_score``) or
+    their ranges overlap (``amount_paid <= amount_due``); a weight is never "below" a day count
+    just because every weight happens to be smaller."""
+    if _words(a) & _words(b):
+        return True
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    low, high = max(np.nanmin(x), np.nanmin(y)), min(np.nanmax(x), np.nanmax(y))
+    span = max(np.nanmax(x), np.nanmax(y)) - min(np.nanmin(x), np.nanmin(y))
+    return bool(span > 0 and (high - low) / span >= COMPARABLE_OVERLAP)
+
+
+def _words(name: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower())) - {"id", "no"}
 
 
 def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:
