@@ -153,10 +153,9 @@ def build_wild(path: Path, seed: int = 0) -> Path:
 
 
 def column_fidelity(out: Path) -> dict:
-    """Synthetic against real, per the published databases of a run: numbers outside their real
-    range or off the real support/grid, the largest gap in the share of any hour of the day
-    (timestamp columns of at least ``HOUR_ROWS`` rows), and constant columns not kept."""
-    from synth_pipeline.modeling.number_shapes import NumberShape
+    """The run's per-column fidelity (``evaluation.column_fidelity``) over every table of the
+    published databases, keyed ``table.column``."""
+    from synth_pipeline.evaluation.column_fidelity import column_fidelity as per_table
 
     metadata = Metadata.load(out / "metadata.json")
     found = {"off_range_or_grid": {}, "hour_share_gap": {}, "constants_lost": []}
@@ -165,26 +164,9 @@ def column_fidelity(out: Path) -> dict:
         for name, table in metadata.tables.items():
             if table.empty:
                 continue
-            real, synthetic = r.execute(f'SELECT * FROM "{name}"').df(), s.execute(f'SELECT * FROM "{name}"').df()
-            keys = metadata.key_columns(name)
-            for column, spec in table.columns.items():
-                if column in keys or spec.sdtype == "binary":
-                    continue
-                if spec.sdtype == "numerical" and (shape := NumberShape.fit(column, real[column])) is not None:
-                    if broken := shape.breaks(synthetic[column]):
-                        found["off_range_or_grid"][f"{name}.{column}"] = broken
-                if spec.sdtype == "datetime":
-                    a, b = pd.to_datetime(real[column]).dropna(), pd.to_datetime(synthetic[column]).dropna()
-                    if len(a) >= HOUR_ROWS and len(b) and (a != a.dt.normalize()).any():
-                        hours = range(24)
-                        gap = (a.dt.hour.value_counts(normalize=True).reindex(hours, fill_value=0)
-                               - b.dt.hour.value_counts(normalize=True).reindex(hours, fill_value=0)).abs().max()
-                        found["hour_share_gap"][f"{name}.{column}"] = round(float(gap), 4)
-                present = real[column].dropna()
-                if len(present) == len(real) and present.nunique() == 1 and len(synthetic):
-                    if not (synthetic[column].astype(str) == present.astype(str).iloc[0]).all():
-                        found["constants_lost"].append(f"{name}.{column}")
+            one = per_table(r.execute(f'SELECT * FROM "{name}"').df(), s.execute(f'SELECT * FROM "{name}"').df(),
+                            metadata, name)
+            for key in ("off_range_or_grid", "hour_share_gap"):
+                found[key].update({f"{name}.{c}": v for c, v in one[key].items()})
+            found["constants_lost"] += [f"{name}.{c}" for c in one["constants_lost"]]
     return found
-
-
-HOUR_ROWS = 2000

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline import constraints as constraint_checks
+from synth_pipeline.evaluation.column_fidelity import breaks as fidelity_breaks, column_fidelity
 from synth_pipeline.evaluation.detection import parent_detection
 from synth_pipeline.evaluation.fidelity import (column_shapes, compared_columns, cross_table_trends, pair_trends,
                                                 two_hop_chains)
@@ -92,6 +93,7 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
     tables = {}
     for name in metadata.topological_order():
         tables[name] = table_scores(real[name], synthetic[name], metadata, name)
+        tables[name]["column_fidelity"] = column_fidelity(real[name], synthetic[name], metadata, name)
         if privacy:
             tables[name]["privacy"] = table_privacy(real[name], synthetic[name], metadata, name, seed=seed)
     relationships = relationship_scores(real, synthetic, metadata)
@@ -117,6 +119,9 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
         "constraints_fully_satisfied": sum(c["satisfied_share"] == 1.0 for c in found),
         "constraint_satisfaction_mean": _mean(c["satisfied_share"] for c in found),
         "path_agreement_max_gap": round(max(abs(p["real"] - p["synthetic"]) for p in paths), 4) if paths else None,
+        "columns_breaking_type_fidelity": sum(fidelity_breaks(t["column_fidelity"]) for t in tables.values()),
+        "hour_share_max_gap": max((g for t in tables.values() for g in t["column_fidelity"]["hour_share_gap"].values()),
+                                  default=None),
     }
     if privacy:
         summary["copied_rows"] = int(sum(t["privacy"]["copied_rows"] for t in tables.values()))

@@ -385,19 +385,15 @@ def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
     return np.quantile(finite, np.linspace(0, 1, points)) if len(finite) else None
 
 
-COMPARABLE_OVERLAP = 0.1  # of the two ranges' union that both cover
-
-
 def comparable(a: str, b: str, x, y) -> bool:
     """Two number columns compare when their names share a word (``score <= max_score``) or
-    their ranges overlap (``amount_paid <= amount_due``); a weight is never "below" a day count
-    just because every weight happens to be smaller."""
+    their ranges overlap (``amount_paid <= amount_due``, crimes among inhabitants). Over
+    disjoint ranges an order says nothing about the rows (a film's rental days are below its
+    replacement cost by their units alone): each column's own range keeps it anyway."""
     if _words(a) & _words(b):
         return True
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    low, high = max(np.nanmin(x), np.nanmin(y)), min(np.nanmax(x), np.nanmax(y))
-    span = max(np.nanmax(x), np.nanmax(y)) - min(np.nanmin(x), np.nanmin(y))
-    return bool(span > 0 and (high - low) / span >= COMPARABLE_OVERLAP)
+    return bool(max(np.nanmin(x), np.nanmin(y)) < min(np.nanmax(x), np.nanmax(y)))
 
 
 def _words(name: str) -> set[str]:
