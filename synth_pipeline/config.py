@@ -167,7 +167,7 @@ _FIELDS = {
 _OPTIONAL = {"metadata", "work_dir", "steps"}  # may be left empty (null): detected, derived or the quality's
 
 
-def config_from_yaml(path: str | Path) -> PipelineConfig:
+def config_from_yaml(path: str | Path, require_source: bool = True) -> PipelineConfig:
     import yaml
 
     path = Path(path)
@@ -206,7 +206,7 @@ def config_from_yaml(path: str | Path) -> PipelineConfig:
                 values[key] = kind(value)
         except (TypeError, ValueError):
             raise ConfigError(f"config {path}: '{key}' must be {kind.__name__}, got {value!r}") from None
-    if "source" not in values:
+    if "source" not in values and require_source:
         raise ConfigError(f"config {path}: 'source' is required")
     values["metadata_path"] = values.pop("metadata", None)
     return PipelineConfig(**values)
