@@ -114,6 +114,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(default 200000; 0: never)")
     p.add_argument("--cardinality-threshold", type=float, default=None,
                    help="the blocking check's least similarity of children per parent to real, 0..1 (default 0.80)")
+    p.add_argument("--constraint-off", dest="constraints_off", action="append", metavar="'TABLE: RULE'",
+                   help="a discovered rule not to enforce nor check, as report.json lists it (repeatable)")
+    p.add_argument("--constraint-add", dest="constraints_add", action="append", metavar="'TABLE: RULE'",
+                   help="a rule to enforce and check: 'a <= b', 'a < b', 'a -> b', 'a is null exactly when b is "
+                        "null' (repeatable)")
     p.add_argument("--only", metavar="TABLE", default=None,
                    help="re-sample TABLE and its descendants from the stored models, reuse every other table")
 
@@ -122,6 +127,9 @@ def _overrides(args) -> dict:
     out = {k: getattr(args, k) for k in ("seed", "scale", "partitions", "workers", "quality", "steps", "output_format",
                                          "on_orphans", "device", "fit_rows", "cardinality_threshold")
            if getattr(args, k) is not None}
+    for key in ("constraints_off", "constraints_add"):
+        if getattr(args, key):
+            out[key] = tuple(getattr(args, key))
     if args.out:
         out["out_dir"] = Path(args.out).resolve()
     return out
