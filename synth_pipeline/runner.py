@@ -191,6 +191,8 @@ def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: l
 
 
 def _worker_threads(workers: int) -> None:
+    """Each worker's torch threads outside the models (which compute with a fixed count,
+    ``ctgan_model.COMPUTE_THREADS``): a share of the CPUs."""
     import os
 
     import torch

@@ -197,3 +197,31 @@ def test_materializations_carry_what_the_ui_shows(tiny_run):
     model = materializations["model/marks"]
     assert model["fit_seconds"].value > 0 and model["training_steps"].value == 20
     assert {"training_generator_loss_first", "training_generator_loss_last"} <= set(model)
+
+
+def test_same_seed_same_output_with_one_or_two_threads(tmp_path, tiny_school_db):
+    """Models compute with a fixed thread count: a machine's cores do not change the output."""
+    import os
+    import subprocess
+    import sys
+
+    import duckdb
+
+    outs = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"threads{threads}"
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        from synth_pipeline.config import SCHOOL_METADATA
+
+        done = subprocess.run([sys.executable, "-m", "synth_pipeline.cli", "-q", "run", "--source", str(tiny_school_db),
+                               "--metadata", str(SCHOOL_METADATA), "--steps", "12", "--out", str(out)],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outs.append(out / "synthetic.duckdb")
+    with duckdb.connect(str(outs[0]), read_only=True) as a, duckdb.connect(str(outs[1]), read_only=True) as b:
+        tables = [r[0] for r in a.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        assert len(tables) == 10
+        for table in tables:
+            left = a.execute(f'SELECT * FROM "{table}"').df()
+            right = b.execute(f'SELECT * FROM "{table}"').df()
+            pd.testing.assert_frame_equal(left, right, obj=table)

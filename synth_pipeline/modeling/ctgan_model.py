@@ -14,8 +14,10 @@ DataSampler). Two changes matter here:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +33,36 @@ from synth_pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 GUMBEL_TAU = 0.2  # temperature of the category spans' Gumbel softmax (ctgan's)
+
+
+COMPUTE_THREADS = 1  # every model computes with this many threads, whatever the machine
+
+
+@contextmanager
+def fixed_threads(threads: int = COMPUTE_THREADS):
+    """torch and the BLAS libraries (numpy, scikit-learn's mixtures) compute with ``threads``
+    threads inside: the same seed gives the same numbers on a machine of any core count (a
+    sum split over more threads rounds differently), and processes running side by side do
+    not oversubscribe the cores (small models gain nothing from intra-op threads: the demo
+    ran faster with one than with two). Parallelism comes from tables and partitions."""
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def with_fixed_threads(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with fixed_threads():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, QUOTA_MAX_ROWS, PairJoints, ParentJoint,
                                                category_targets, choose_per_slot, choose_with_quotas,
                                                fit_parent_joints, rake_weights)
-from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
+from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings, with_fixed_threads
 from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.modeling.number_shapes import NumberShape, apply_shapes, fit_shapes
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
@@ -135,6 +135,7 @@ class TableModel:
 
     # ------------------------------------------------------------------- fit
     @classmethod
+    @with_fixed_threads
     def fit(cls, metadata: Metadata, name: str, real: dict[str, pd.DataFrame], settings: ModelSettings,
             seed: int) -> "TableModel":
         started = time.perf_counter()
@@ -338,6 +339,7 @@ class TableModel:
         )
 
     # ---------------------------------------------------------------- sample
+    @with_fixed_threads
     def sample(self, metadata: Metadata, parents: dict[str, pd.DataFrame], scale: float, seed: int,
                part: Partition = WHOLE) -> pd.DataFrame:
         """Synthetic rows of this table given the (repaired) synthetic parent tables; ``part``:
