@@ -11,10 +11,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -26,10 +25,10 @@ from synth_pipeline.modeling.cardinality import is_count_column
 from synth_pipeline.modeling.keys import WHOLE, Partition
 from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
 from synth_pipeline.repair import repair_table
-from synth_pipeline.sources.loaders import load_tables
 from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse, partition_keys
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.schema.plan import SchemaPlan, evaluation_frame
+from synth_pipeline.sources.loaders import load_tables, source_types
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
 
@@ -246,13 +245,11 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
                                if settings.partitions > 1 else None)
         real = LazyTables(metadata.tables, lambda t: plan.publishable(t, real_internal, real_internal, 0)
                           if t not in internal else real_internal[t][list(metadata.tables[t].columns)])
-        from synth_pipeline.sources.loaders import source_types
-
         declared = source_types(source.ensure())  # the published columns keep the source's SQL types
         write_database(real, metadata, out / "real.duckdb", constraints=False, sql_types=declared)
         path = write_database(synthetic, metadata, out / "synthetic.duckdb", sql_types=declared)
         metadata.save(out / "metadata.json")
-        report = build_run_report(plan.evaluation, _EvaluationFrames(plan, real), _EvaluationFrames(plan, synthetic),
+        report = build_run_report(plan.evaluation, _evaluation_view(plan, real), _evaluation_view(plan, synthetic),
                                   settings.cardinality_threshold)
         report["source_notes"] = warehouse.source_notes()
         if plan.deferred_labels:
@@ -319,27 +316,10 @@ class _Override(Mapping):
         return len(self._frames)
 
 
-class _EvaluationFrames(Mapping):
+def _evaluation_view(plan: SchemaPlan, frames: LazyTables) -> LazyTables:
     """User tables as the evaluation schema sees them (surrogate keys added), read lazily."""
-
-    def __init__(self, plan: SchemaPlan, frames):
-        self._plan, self._frames = plan, frames
-        self.partitioned = getattr(frames, "partitioned", False)
-        self._cache: dict = {}
-
-    def __getitem__(self, name):
-        if name not in self._cache:
-            if len(self._cache) > 3:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[name] = evaluation_frame(self._plan, name, self._frames)
-        return self._cache[name]
-
-    def parts(self, name):
-        return (evaluation_frame(self._plan, name, _Override(self._frames, name, part))
-                for part in self._frames.parts(name))
-
-    def __iter__(self):
-        return iter(self._plan.evaluation.tables)
-
-    def __len__(self):
-        return len(self._plan.evaluation.tables)
+    parts = None
+    if frames.partitioned:
+        def parts(t):
+            return (evaluation_frame(plan, t, _Override(frames, t, part)) for part in frames.parts(t))
+    return LazyTables(plan.evaluation.tables, lambda t: evaluation_frame(plan, t, frames), parts=parts)

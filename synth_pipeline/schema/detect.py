@@ -283,9 +283,9 @@ def _guess_foreign_keys(frames: dict[str, pd.DataFrame], pks: dict[str, list[str
                     score = 1
                 if score == 0 or (pks[child] == [col] and (score < 5 or _names_other(col, [child]))):
                     continue
-                if frame[col].isna().all():  # no value to contradict the name
-                    if score >= 3:
-                        best = max(best or ((0,),), ((score, 0.0, 0), parent, pk[0], 1.0), key=lambda b: b[0])
+                if frame[col].isna().all():  # never set: only a clear name makes it a foreign key
+                    if score >= 3 and (best is None or (score, 0.0, 0) > best[0]):
+                        best = ((score, 0.0, 0), parent, pk[0], 1.0)
                     continue
                 share = _containment(frame[col], key)
                 if share < 1 - ORPHAN_SHARE:

@@ -62,11 +62,11 @@ class SchemaPlan:
                                           for n, t in user.tables.items()}
         internal_rels: list[Relationship] = []
         evaluation_rels: list[Relationship] = []
-        referenced = {r.parent_table_name for r in user.relationships if r.is_composite
-                      or r.parent_columns != user.tables[r.parent_table_name].primary_key}
-        restored_cols = {(r.child_table_name, c) for r in user.relationships
-                         if r.is_composite or not user.tables[r.parent_table_name].is_unique_key(r.parent_columns)
-                         or r.parent_columns != user.tables[r.parent_table_name].primary_key for c in r.child_columns}
+        # a foreign key to a composite or an alternate key is one surrogate column in the model
+        through_surrogate = [r for r in user.relationships
+                             if r.is_composite or r.parent_columns != user.tables[r.parent_table_name].primary_key]
+        referenced = {r.parent_table_name for r in through_surrogate}
+        restored_cols = {(r.child_table_name, c) for r in through_surrogate for c in r.child_columns}
         keys = {}
         for name, table in user.tables.items():
             pk = table.primary_key
