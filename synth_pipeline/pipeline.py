@@ -91,7 +91,7 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
                           description="After load_real (and after each run it starts): materialize the stale or "
                                       "missing assets, until none is left.")
     def refresh_what_changed(context: dg.RunStatusSensorContext):
-        return dg.RunRequest(run_key=context.dagster_run.run_id, stale_assets_only=True)
+        return refresh_request(context.instance, context.dagster_run.run_id)
 
     parts.append(dg.Definitions(
         assets=[publish_asset(plan, versions["published"]), evaluation_asset(metadata, versions["evaluation"])],
@@ -105,6 +105,22 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
         executor=executor_for(config),
     ))
     return dg.Definitions.merge(*parts)
+
+
+ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                   dg.DagsterRunStatus.STARTED]
+
+
+def refresh_request(instance: dg.DagsterInstance, after_run: str) -> dg.RunRequest | dg.SkipReason:
+    """What the refresh sensor asks after ``after_run`` succeeded: the stale assets, unless a
+    ``synthesize`` run is already queued or running (at most one at a time writes the output;
+    the skip and its reason show in the UI's sensor history)."""
+    active = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, statuses=ACTIVE_STATUSES), limit=1)
+    if active:
+        run = active[0].dagster_run
+        return dg.SkipReason(f"synthesize run {run.run_id[:8]} is {run.status.value.lower()}: it refreshes the "
+                             "output; this request is skipped")
+    return dg.RunRequest(run_key=after_run, stale_assets_only=True)
 
 
 def executor_for(config: PipelineConfig) -> dg.ExecutorDefinition:

@@ -270,3 +270,21 @@ def test_changed_only_refits_nothing_when_unchanged_and_resamples_only_what_a_ch
                                                                                              "repaired/marks"}
     assert "published/synthetic_db" in changed.materialized
     assert _orphans(load_tables(config.out_dir / "synthetic.duckdb"), school_metadata) == 0
+
+
+def test_the_refresh_sensor_skips_while_a_synthesize_run_is_active():
+    import dagster as dg
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from synth_pipeline.pipeline import JOB_NAME, refresh_request
+
+    instance = dg.DagsterInstance.ephemeral()
+    first = refresh_request(instance, "load-run-1")
+    assert isinstance(first, dg.RunRequest) and first.stale_assets_only
+    instance.add_run(DagsterRun(job_name=JOB_NAME, run_id="a1b2c3d4-0000-0000-0000-000000000000",
+                                status=dg.DagsterRunStatus.STARTED))
+    second = refresh_request(instance, "load-run-2")
+    assert isinstance(second, dg.SkipReason) and "a1b2c3d4 is started" in second.skip_message
+    # the run ends: the next request goes through again
+    instance.report_run_canceled(instance.get_run_by_id("a1b2c3d4-0000-0000-0000-000000000000"))
+    assert isinstance(refresh_request(instance, "load-run-3"), dg.RunRequest)
