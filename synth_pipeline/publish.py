@@ -36,7 +36,7 @@ def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path:
     """Write ``tables`` to ``path`` atomically; returns the path. Where ``tables`` is
     ``partitioned`` (its ``parts(name)`` yields a table's partitions), each table is inserted
     one partition at a time. ``sql_types``: the source's column types, used where the values
-    fit them (a table whose values do not is written with the types its values show, logged)."""
+    fit them (a column whose values do not takes the type its values show, logged)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
