@@ -231,7 +231,7 @@ def _guess_composite_key(table: str, frame: pd.DataFrame, fk_columns: set[str], 
         return None
     candidates = [c for c in frame.columns if c in fk_columns and c not in skip]
     candidates += [c for c in frame.columns if c not in candidates and c not in skip and
-                   (_key_named(c) or re.search(r"line|seq|pos|rank|order", c, re.I)) and _key_like(frame[c])]
+                   (_key_named(c) or re.search(r"line|seq", c, re.I)) and _key_like(frame[c])]
     candidates = [c for c in candidates if frame[c].notna().all()][:COMPOSITE_CANDIDATES]
     sample = frame.sample(min(len(frame), 20_000), random_state=0) if len(frame) > 20_000 else frame
     for size in range(2, COMPOSITE_MAX + 1):
