@@ -113,8 +113,8 @@ class PipelineConfig:
         import json
 
         given = Metadata.load(self.metadata_path) if self.metadata_path is not None else None
-        if given is not None and not any(t.empty for t in given.tables.values()) and self.school_students:
-            return given  # the embedded school: keys and types are declared, no table is empty
+        if given is not None and not Path(self.source).exists():
+            return given  # nothing to read yet (the school is simulated on first load; else a clear error then)
         cache = Path(self.work_dir) / "metadata.resolved.json"
         key = hashlib.sha256(json.dumps([_source_stamp(self.source), given.to_dict() if given else None],
                                         default=str).encode()).hexdigest()[:16]

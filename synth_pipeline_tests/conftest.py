@@ -42,11 +42,12 @@ def tiny_school_db(tmp_path_factory) -> Path:
 
 
 def count_orphans(con, rel) -> int:
-    """Rows of a published child table whose foreign key names no parent row (SQL, in DuckDB)."""
-    return con.execute(
-        f'SELECT count(*) FROM "{rel.child_table_name}" WHERE "{rel.child_foreign_key}" IS NOT NULL AND '
-        f'"{rel.child_foreign_key}" NOT IN (SELECT "{rel.parent_primary_key}" FROM "{rel.parent_table_name}")'
-    ).fetchone()[0]
+    """Rows of a published child table whose (non-null, possibly composite) foreign key names no
+    parent row (SQL, in DuckDB)."""
+    on = " AND ".join(f'c."{a}" = p."{b}"' for a, b in zip(rel.child_columns, rel.parent_columns))
+    present = " AND ".join(f'c."{a}" IS NOT NULL' for a in rel.child_columns)
+    return con.execute(f'SELECT count(*) FROM "{rel.child_table_name}" c WHERE {present} AND NOT EXISTS '
+                       f'(SELECT 1 FROM "{rel.parent_table_name}" p WHERE {on})').fetchone()[0]
 
 
 def run_cli(*args, timeout: int = 900) -> subprocess.CompletedProcess:

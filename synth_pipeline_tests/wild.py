@@ -14,9 +14,6 @@ from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import load_tables
 from synth_pipeline.sources.validate import unsupported_kind
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
 def export_csv(source: Path, folder: Path) -> Path:
     """Every table of ``source`` as CSV (binary columns cannot be written as CSV: left out)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -37,15 +34,10 @@ def precision_recall(found: set, truth: set) -> tuple[float, float]:
 def violations(database: Path, metadata: Metadata) -> dict[str, int]:
     """Per relationship of ``metadata`` (composite and deferred ones included), the synthetic
     rows whose non-null foreign key names no parent row, counted by DuckDB."""
-    out = {}
+    from synth_pipeline_tests.conftest import count_orphans
+
     with duckdb.connect(str(database), read_only=True) as con:
-        for rel in metadata.relationships:
-            on = " AND ".join(f'c."{a}" = p."{b}"' for a, b in zip(rel.child_columns, rel.parent_columns))
-            present = " AND ".join(f'c."{a}" IS NOT NULL' for a in rel.child_columns)
-            out[rel.label] = con.execute(
-                f'SELECT count(*) FROM "{rel.child_table_name}" c WHERE {present} AND NOT EXISTS '
-                f'(SELECT 1 FROM "{rel.parent_table_name}" p WHERE {on})').fetchone()[0]
-    return out
+        return {rel.label: count_orphans(con, rel) for rel in metadata.relationships}
 
 
 def duplicate_keys(database: Path, metadata: Metadata) -> dict[str, int]:
