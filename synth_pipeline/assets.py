@@ -226,9 +226,10 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
     def synthetic_db(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings,
                      source: SourceDatabase) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.run_report import build_run_report
-        from synth_pipeline.publish import export_folder, write_database
+        from synth_pipeline.publish import export_folder, promote, staging_dir, write_database
 
         out = Path(settings.out_dir)
+        stage = staging_dir(out, context.run_id)  # moved into out only once everything is written
         # one table (and its parent) in memory at a time, read again where needed; the
         # database is written one partition of a table at a time
         internal = plan.internal.tables
@@ -246,20 +247,20 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
         real = LazyTables(metadata.tables, lambda t: plan.publishable(t, real_internal, real_internal, 0)
                           if t not in internal else real_internal[t][list(metadata.tables[t].columns)])
         declared = source_types(source.ensure())  # the published columns keep the source's SQL types
-        write_database(real, metadata, out / "real.duckdb", constraints=False, sql_types=declared)
-        path = write_database(synthetic, metadata, out / "synthetic.duckdb", sql_types=declared)
-        metadata.save(out / "metadata.json")
+        write_database(real, metadata, stage / "real.duckdb", constraints=False, sql_types=declared)
+        staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
+        metadata.save(stage / "metadata.json")
         report = build_run_report(plan.evaluation, _evaluation_view(plan, real), _evaluation_view(plan, synthetic),
                                   settings.cardinality_threshold)
         report["source_notes"] = warehouse.source_notes()
         if plan.deferred_labels:
             report["deferred_relationships"] = plan.deferred_labels
         if settings.output_format != "duckdb":
-            folder = export_folder(path, metadata, out / "synthetic", settings.output_format)
-            context.log.info(f"exported {folder} ({settings.output_format})")
-        tmp = out / ".report.json.tmp"
-        tmp.write_text(json.dumps({"run": report}, indent=2, default=str) + "\n")
-        tmp.replace(out / "report.json")
+            export_folder(staged, metadata, stage / "synthetic", settings.output_format)
+            context.log.info(f"exported {out / 'synthetic'} ({settings.output_format})")
+        (stage / "report.json").write_text(json.dumps({"run": report}, indent=2, default=str) + "\n")
+        promote(stage, out)
+        path = out / "synthetic.duckdb"
         context.log.info(f"published {path} ({report['totals']['synthetic_rows']} rows)")
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(path)),
@@ -289,7 +290,12 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
         previous = out / "report.json"
         if previous.exists():  # the publish step's structural report of this run
             report = {"run": json.loads(previous.read_text()).get("run"), **report}
-        json_path, html_path = write_report(report, real, synthetic, metadata, out)
+        from synth_pipeline.publish import promote, staging_dir
+
+        stage = staging_dir(out, context.run_id)
+        write_report(report, real, synthetic, metadata, stage)
+        promote(stage, out)
+        json_path, html_path = out / "report.json", out / "report.html"
         summary = report["synth_pipeline"]["summary"]
         context.log.info(f"evaluation written to {html_path}")
         return dg.MaterializeResult(metadata={

@@ -13,11 +13,12 @@ steps: null                      # fixed training steps per table (overrides qua
 conditional: true                # children generated given their parent row
 cardinality_threshold: 0.80      # blocking check: KS complement of children per parent
 schedule_cron: "0 2 * * *"       # the nightly refresh
+nightly_refresh: false           # true: the schedule and the refresh sensor start switched on (else: in the UI)
 output_format: duckdb            # duckdb | parquet | csv (folder out_dir/synthetic/, beside synthetic.duckdb)
 fit_rows: 200000                 # a table larger than this is fitted on a consistent subsample (0: never)
 device: cpu                      # cpu | cuda | cuda:N | mps | auto (a GPU when torch sees one)
-executor: multiprocess           # under dagster dev: multiprocess | in_process | celery | k8s
-max_concurrent: 0                # multiprocess: tables at once (0: one per CPU)
+executor: in_process             # runs from the UI/daemon: in_process | multiprocess | celery | k8s
+max_concurrent: 0                # multiprocess: steps at once (0: one per CPU; each computes with one thread)
 on_orphans: drop                 # real FK values with no parent row: drop those rows (or fail)
 constraints_off:                 # discovered constraints not to enforce nor check, as listed in
   - "fees: payment_date is null exactly when payment_mode is null"   # report.json ("table: description")
@@ -46,7 +47,7 @@ SCHOOL_DB = DATA_DIR / "school" / "school.duckdb"
 SCHOOL_METADATA = DATA_DIR / "school" / "metadata.json"
 CONFIG_ENV = "SYNTH_PIPELINE_CONFIG"
 QUALITIES = ("fast", "default", "best")
-EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
 MAX_PARTITIONS = 10_000
 
 
@@ -65,13 +66,14 @@ class PipelineConfig:
     conditional: bool = True
     cardinality_threshold: float = 0.80
     schedule_cron: str = "0 2 * * *"
+    nightly_refresh: bool = False  # the schedule and the refresh sensor start switched on (else: in the UI)
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     constraints_add: tuple[str, ...] = ()  # "table: rule" a user adds (see constraints.parse_added)
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
     fit_rows: int = 200_000  # a larger table's model is fitted on a consistent subsample this size (0: never)
     device: str = "cpu"  # where CTGAN trains: cpu, cuda, cuda:N, or auto (a GPU when torch sees one)
-    executor: str = "multiprocess"  # under dagster dev: multiprocess, in_process, celery or k8s
-    max_concurrent: int = 0  # tables the multiprocess executor runs at once (0: one per CPU)
+    executor: str = "in_process"  # runs from the UI/daemon: in_process, multiprocess, celery or k8s
+    max_concurrent: int = 0  # steps the multiprocess executor runs at once (0: one per CPU)
     output_format: str = "duckdb"  # also "parquet" or "csv": a folder of files beside synthetic.duckdb
     school_students: int = 0  # > 0: simulate the school database at `source` when it is missing
     school_seed: int = 0
@@ -159,6 +161,7 @@ def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = No
 _FIELDS = {
     "source": Path, "metadata": Path, "out_dir": Path, "work_dir": Path, "seed": int, "scale": float, "partitions": int, "workers": int,
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
+    "nightly_refresh": bool,
     "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
     "on_orphans": str, "output_format": str, "fit_rows": int, "device": str, "executor": str, "max_concurrent": int,
 }

@@ -83,21 +83,33 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
                                   description="Fit every table, then sample and repair one partition of it.")
         jobs = [job, dg.define_asset_job(PUBLISH_JOB_NAME, selection=publishing,
                                          description="Publish (and evaluate) once every partition is repaired.")]
+    # loading is reading and hashing: one process, no per-step process start
     load_job = dg.define_asset_job(LOAD_JOB_NAME, selection=real_selection(plan.internal),
+                                   executor_def=dg.in_process_executor,
                                    description="Load the real tables (their data versions tell what changed).")
 
     @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[load_job, job], request_job=job,
-                          name="refresh_what_changed", default_status=dg.DefaultSensorStatus.STOPPED,
+                          name="refresh_what_changed", default_status=dg.DefaultSensorStatus.RUNNING
+                          if config.nightly_refresh else dg.DefaultSensorStatus.STOPPED,
+                          minimum_interval_seconds=REFRESH_SENSOR_SECONDS,
                           description="After load_real (and after each run it starts): materialize the stale or "
-                                      "missing assets, until none is left.")
+                                      "missing assets, until none is left. Skipped while a synthesize run is "
+                                      "queued or running.")
     def refresh_what_changed(context: dg.RunStatusSensorContext):
         return refresh_request(context.instance, context.dagster_run.run_id)
+
+    @dg.schedule(name="nightly_refresh", job=load_job, cron_schedule=config.schedule_cron,
+                 default_status=dg.DefaultScheduleStatus.RUNNING
+                 if config.nightly_refresh else dg.DefaultScheduleStatus.STOPPED,
+                 description="Load the real tables; the refresh_what_changed sensor then refreshes what changed. "
+                             "Skipped while a load_real or synthesize run is queued or running.")
+    def nightly_refresh(context: dg.ScheduleEvaluationContext):
+        return nightly_tick(context.instance)
 
     parts.append(dg.Definitions(
         assets=[publish_asset(plan, versions["published"]), evaluation_asset(metadata, versions["evaluation"])],
         jobs=[*jobs, load_job],
-        schedules=[dg.ScheduleDefinition(name="nightly_refresh", job=load_job, cron_schedule=config.schedule_cron,
-                                         default_status=dg.DefaultScheduleStatus.STOPPED)],
+        schedules=[nightly_refresh],
         # A partitioned run is launched as a backfill (every partition, then publish): the
         # refresh sensor's stale-only runs are per asset, so it serves unpartitioned runs.
         sensors=[refresh_what_changed] if config.partitions == 1 else [],
@@ -108,19 +120,35 @@ def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definiti
 
 
 ACTIVE_STATUSES = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-                   dg.DagsterRunStatus.STARTED]
+                   dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+REFRESH_SENSOR_SECONDS = 10  # how soon after load_real the refresh starts
+
+
+def active_run(instance: dg.DagsterInstance, job_names: list[str]) -> dg.SkipReason | None:
+    """A skip naming the queued or running run of ``job_names``, if there is one."""
+    for name in job_names:
+        records = instance.get_run_records(dg.RunsFilter(job_name=name, statuses=ACTIVE_STATUSES), limit=1)
+        if records:
+            run = records[0].dagster_run
+            return dg.SkipReason(f"{name} run {run.run_id[:8]} is {run.status.value.lower()}: it refreshes the "
+                                 "output; this request is skipped")
+    return None
 
 
 def refresh_request(instance: dg.DagsterInstance, after_run: str) -> dg.RunRequest | dg.SkipReason:
     """What the refresh sensor asks after ``after_run`` succeeded: the stale assets, unless a
     ``synthesize`` run is already queued or running (at most one at a time writes the output;
-    the skip and its reason show in the UI's sensor history)."""
-    active = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, statuses=ACTIVE_STATUSES), limit=1)
-    if active:
-        run = active[0].dagster_run
-        return dg.SkipReason(f"synthesize run {run.run_id[:8]} is {run.status.value.lower()}: it refreshes the "
-                             "output; this request is skipped")
-    return dg.RunRequest(run_key=after_run, stale_assets_only=True)
+    the skip and its reason show in the UI's sensor history). The sensor fires again when
+    that run succeeds, so what it has not refreshed is requested then."""
+    return active_run(instance, [JOB_NAME]) or dg.RunRequest(run_key=after_run, stale_assets_only=True)
+
+
+def nightly_tick(instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    """What a tick of the nightly schedule asks: a ``load_real`` run, unless a load or a
+    ``synthesize`` run is queued or running (loading rewrites the real tables it reads)."""
+    return active_run(instance, [LOAD_JOB_NAME, JOB_NAME]) or dg.RunRequest()
 
 
 def executor_for(config: PipelineConfig) -> dg.ExecutorDefinition:
@@ -131,8 +159,10 @@ def executor_for(config: PipelineConfig) -> dg.ExecutorDefinition:
     if config.executor == "in_process":
         return dg.in_process_executor
     if config.executor == "multiprocess":
-        return dg.multiprocess_executor.configured({"max_concurrent": config.max_concurrent}) \
-            if config.max_concurrent else dg.multiprocess_executor
+        # forkserver: each step process is forked from one that imported the code location
+        # (torch, pandas, the definitions) once, instead of importing it again (seconds a step)
+        return dg.multiprocess_executor.configured({"max_concurrent": config.max_concurrent or None,
+                                                    "start_method": {"forkserver": {}}})
     package, name = {"celery": ("dagster_celery", "celery_executor"), "k8s": ("dagster_k8s", "k8s_job_executor")}[config.executor]
     try:
         module = importlib.import_module(package)

@@ -5,6 +5,11 @@ DuckDB verifies every key on insert, so a database this module finishes writing 
 referentially sound. The file is built beside its destination and moved into place only
 when complete: a reader never sees a half-written database. A folder export is written
 beside its destination too and swapped in whole.
+
+A run publishes a set of files (the databases, metadata.json, report.json, an export
+folder) into its own staging folder, ``OUT/.staging/<run id>/``, and only then moves them
+into ``OUT`` (``promote``), one rename each: a run that is interrupted while it writes leaves
+the last published output as it was, and two runs never write into the same files.
 """
 
 from __future__ import annotations
@@ -113,6 +118,50 @@ def export_folder(database: str | Path, metadata: Metadata, folder: str | Path, 
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+STAGING = ".staging"
+
+
+def staging_dir(out: str | Path, run_id: str) -> Path:
+    """An empty folder where run ``run_id`` writes what it publishes to ``out``. What other
+    runs left there (a run killed while it wrote) is removed: at most one run publishes to an
+    output at a time (the refresh schedule and sensor skip while one is active)."""
+    root = Path(out) / STAGING
+    if root.exists():
+        for leftover in root.iterdir():
+            if leftover.name != run_id:
+                log.warning("removing %s, left by an interrupted run", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+    stage = root / run_id
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def promote(stage: Path, out: str | Path, last: tuple[str, ...] = ("report.json",)) -> list[Path]:
+    """Move every entry of ``stage`` into ``out`` by rename (atomic on one file system), the
+    names in ``last`` after the others (the report names what was published); a folder
+    replaces its namesake whole. Removes ``stage``; returns the published paths."""
+    out = Path(out)
+    entries = sorted(stage.iterdir(), key=lambda e: (e.name in last, e.name))
+    published = []
+    for entry in entries:
+        target = out / entry.name
+        if entry.is_dir():
+            old = stage.with_name(f"{stage.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                target.rename(old)
+            entry.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            entry.replace(target)
+        published.append(target)
+    shutil.rmtree(stage, ignore_errors=True)
+    if stage.parent.name == STAGING and not any(stage.parent.iterdir()):
+        stage.parent.rmdir()
+    return published
 
 
 def duckdb_type(series: pd.Series, sdtype: str, datetime_format: str | None) -> str:

@@ -172,7 +172,7 @@ def test_sources_formats_and_scale(tmp_path, source_kind, output_format, scale):
     ("source: x.duckdb\non_orphans: ignore\n", "on_orphans must be drop or fail"),
     ("source: [unclosed\n", "not valid YAML"),
     ("source: x.duckdb\ndevice: gpu\n", "device must be cpu, cuda, cuda:N, mps or auto, got 'gpu'"),
-    ("source: x.duckdb\nexecutor: dask\n", "executor must be one of multiprocess, in_process, celery, k8s"),
+    ("source: x.duckdb\nexecutor: dask\n", "executor must be one of in_process, multiprocess, celery, k8s"),
     ("source: x.duckdb\nfit_rows: -5\n", "fit_rows must be 0 (no subsample) or a row count"),
     ("source: x.duckdb\npartitions: 0\n", "partitions must be between 1 and 10000, got 0"),
     ("source: x.duckdb\nworkers: 0\n", "workers must be at least 1, got 0"),
@@ -194,7 +194,8 @@ def test_executor_and_device_settings_reach_the_definitions_or_fail_clearly(tmp_
 
     config = school_config(out_dir=tmp_path)
     metadata = config.metadata()
-    job = build_definitions(metadata, config.replace(max_concurrent=2)).resolve_job_def("synthesize")
+    job = build_definitions(metadata, config.replace(executor="multiprocess", max_concurrent=2)).resolve_job_def(
+        "synthesize")
     assert job.executor_def.name == "multiprocess"
     assert build_definitions(metadata, config.replace(executor="in_process")).resolve_job_def(
         "synthesize").executor_def.name == "in_process"
@@ -270,21 +271,3 @@ def test_changed_only_refits_nothing_when_unchanged_and_resamples_only_what_a_ch
                                                                                              "repaired/marks"}
     assert "published/synthetic_db" in changed.materialized
     assert _orphans(load_tables(config.out_dir / "synthetic.duckdb"), school_metadata) == 0
-
-
-def test_the_refresh_sensor_skips_while_a_synthesize_run_is_active():
-    import dagster as dg
-    from dagster._core.storage.dagster_run import DagsterRun
-
-    from synth_pipeline.pipeline import JOB_NAME, refresh_request
-
-    instance = dg.DagsterInstance.ephemeral()
-    first = refresh_request(instance, "load-run-1")
-    assert isinstance(first, dg.RunRequest) and first.stale_assets_only
-    instance.add_run(DagsterRun(job_name=JOB_NAME, run_id="a1b2c3d4-0000-0000-0000-000000000000",
-                                status=dg.DagsterRunStatus.STARTED))
-    second = refresh_request(instance, "load-run-2")
-    assert isinstance(second, dg.SkipReason) and "a1b2c3d4 is started" in second.skip_message
-    # the run ends: the next request goes through again
-    instance.report_run_canceled(instance.get_run_by_id("a1b2c3d4-0000-0000-0000-000000000000"))
-    assert isinstance(refresh_request(instance, "load-run-3"), dg.RunRequest)
