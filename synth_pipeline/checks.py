@@ -88,7 +88,8 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
             if dg.AssetCheckKey(asset, spec.name) not in selected:
                 continue
             if spec.name == CONSTRAINTS_CHECK:
-                yield _constraints_result(metadata, name, warehouse, frame, parents, real)
+                yield _constraints_result(metadata, name, warehouse, frame, parents, real,
+                                          lambda t: warehouse.read("repaired", t, part))
                 continue
             if spec.name == NUMBERS_CHECK:
                 yield _numbers_result(warehouse.load_model(name), frame)
@@ -160,10 +161,13 @@ def _numbers_result(model, frame: pd.DataFrame) -> dg.AssetCheckResult:
                                          "values_breaking": dg.MetadataValue.json(breaking)})
 
 
-def _constraints_result(metadata, name, warehouse, frame, parents, real) -> dg.AssetCheckResult:
+def _constraints_result(metadata, name, warehouse, frame, parents, real, read) -> dg.AssetCheckResult:
     """The model's constraints, discovered and added (computed by the project's constraint code: GE has no
-    expectation for functional dependencies, shared null patterns or cross-table date order)."""
+    expectation for functional dependencies, shared null patterns or cross-table date order),
+    and the paths nearly every real row keeps (``Bridge.binding``): at least ``PATH_RATE`` of
+    the synthetic rows keep them (``read(table)``: a repaired table the path goes through)."""
     from synth_pipeline.constraints import satisfied
+    from synth_pipeline.modeling.bridges import PATH_RATE, synthetic_agreement
 
     model = warehouse.load_model(name)
     tables = {**parents, name: frame}
@@ -172,6 +176,13 @@ def _constraints_result(metadata, name, warehouse, frame, parents, real) -> dg.A
         ok = satisfied(c, tables, metadata, reference={name: real})
         shares[c.description] = round(float(ok.mean()), 4) if len(ok) else 1.0
         broken += int((~ok.astype(bool)).sum())
+    for bridge in model.bridges.values():
+        if bridge.binding:
+            rel = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == bridge.fk)
+            rate, rows = synthetic_agreement(metadata, rel, bridge, {**tables, bridge.table: tables.get(bridge.table)
+                                                                     if bridge.table in tables else read(bridge.table)})
+            shares[bridge.label] = round(rate, 4)
+            broken += int(round((1 - rate) * rows)) if rate < PATH_RATE else 0
     return dg.AssetCheckResult(
         check_name=CONSTRAINTS_CHECK, passed=broken == 0,
         metadata={"constraints": len(shares), "rows_breaking": broken,

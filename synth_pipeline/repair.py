@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.constraints import copy_along_paths
 from synth_pipeline.evaluation.fidelity import as_labels
 from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.modeling.number_shapes import apply_shapes
@@ -73,6 +74,9 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
     apply_shapes(frame, getattr(model, "number_shapes", []))  # before the rules: a swap keeps both
     fixes = _enforce_constraints(frame, model)
     fixes.update(_enforce_parent_dates(frame, metadata, name, parents, model, rng))
+    for c in model.constraints:  # last of the links: a foreign key implied by a path follows it
+        if c.kind == "path":
+            fixes[c.description] = copy_along_paths(frame, [c], parents, metadata)
     for description, count in fixes.items():
         repairs.add(f"constraint {description}", count)
     fixed, left = _break_copies(frame, model, rng)
@@ -149,12 +153,16 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
     dated after it (an assignment led by a teacher hired later) swaps parents with a row
     that fits both, so every parent keeps its number of children (else it takes a random
     parent dated on or before it); under the primary parent (which owns the row) the child
-    date is moved up to the parent's."""
+    date is moved up to the parent's; under a second parent whose links follow a path
+    (``model.bridges``) the child date moves instead, to the parent's plus an offset drawn
+    from the rows that keep the order (so the offsets keep their shape)."""
     fixes: dict[str, int] = {}
     primary = metadata.primary_relationship(name)
     for c in getattr(model, "constraints", []):
         if c.kind != "parent_date_order" or c.parent not in parents or c.foreign_key not in frame.columns:
             continue
+        if any(p.kind == "path" and p.columns[0] == c.foreign_key for p in model.constraints):
+            continue  # the key follows its path (copied after this), not a date
         child_col, parent_col = c.columns
         rel = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == c.foreign_key)
         parent = parents[c.parent]
@@ -166,6 +174,13 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
             continue
         if primary is not None and rel.child_foreign_key == primary.child_foreign_key:
             frame.loc[bad, child_col] = linked[bad].to_numpy()
+            fixes[c.description] = int(bad.sum())
+            continue
+        if c.foreign_key in model.bridges:  # the link follows a path: the date moves, by an offset
+            ok = ~bad & child.notna().to_numpy() & linked.notna().to_numpy()  # the rows keeping the order show
+            gaps = (child - linked).to_numpy()[ok]
+            offsets = rng.choice(gaps, int(bad.sum())) if len(gaps) else np.zeros(int(bad.sum()), "timedelta64[ns]")
+            frame.loc[bad, child_col] = linked[bad].to_numpy() + offsets
             fixes[c.description] = int(bad.sum())
             continue
         keys = frame[c.foreign_key].to_numpy(dtype=object).copy()

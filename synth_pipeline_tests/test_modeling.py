@@ -359,10 +359,12 @@ def test_bridge_linking_reaches_the_share_and_keeps_capacities():
     allowed = set(zip(pairs.course, pairs.teacher))
     rate = np.mean([(r, t) in allowed for r, t in zip(route, linked)])
     assert rate > 0.85  # share 0.889 along the bridge, plus chance hits among the rest
-    # Every teacher gets one of the generated capacities (the same multiset, re-ranked by demand).
+    # Every teacher gets one of the generated capacities (the same multiset, re-ranked by
+    # demand), give or take the few agreeing rows the flow left out (placed on a paired
+    # teacher up to the largest count).
     got = np.sort(pd.Series(linked).value_counts().reindex(teachers, fill_value=0).to_numpy())
     expected = np.sort(np.round(capacity / capacity.sum() * 4000))
-    assert np.abs(got - expected).max() <= 1
+    assert np.abs(got - expected).max() <= 2 and np.abs(got - expected).sum() <= 12
 
 
 def test_a_teacher_of_popular_courses_takes_counts_from_teachers_with_room_to_spare(monkeypatch):

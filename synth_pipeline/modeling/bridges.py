@@ -30,6 +30,7 @@ from synth_pipeline.modeling.linking import allocate
 from synth_pipeline.schema.metadata import Metadata, Relationship
 
 MIN_RATE = 0.2
+PATH_RATE = 0.99  # agreement in nearly every real row (a handful off is noise) is a rule
 MIN_LIFT = 0.15  # the real rate must beat the rate of shuffled links by this much
 MAX_SHIFTED_PARENTS = 0.05  # share of parents whose child count may move toward their routes' demand
 BY_CATEGORY_GAIN = 0.5  # a category must halve the rows whose agreement is uncertain to set the share
@@ -57,6 +58,12 @@ class Bridge:
             given = ", by " + self.by + ": " + ", ".join(f"{v} {r:.0%}" for v, r in sorted(self.rate_by.items()))
         return (f"{self.fk} is one of {self.table}.{self.pair_parent} paired with the row's {where}{self.route_fk} "
                 f"({self.rate:.1%} of real rows, {self.chance:.1%} by chance{given})")
+
+    @property
+    def binding(self) -> bool:
+        """Nearly every real row agrees (``PATH_RATE``): every synthetic row whose route has a
+        paired parent is linked to one, beyond the capacities if it must."""
+        return self.rate >= PATH_RATE and not getattr(self, "by", "")
 
     @property
     def share(self) -> float:
@@ -99,7 +106,10 @@ def bridge_candidates(metadata: Metadata, rel: Relationship) -> list[Bridge]:
             if b == child or order[b] >= order[child] or b in siblings:
                 continue
             to_parent = [r for r in metadata.foreign_keys(b) if r.parent_table_name == parent and not r.is_self_reference]
-            if b == route_table:
+            if b == parent:  # a diamond: the parent itself reaches the route's table (its district)
+                pairs = [(q.child_foreign_key, metadata.table(b).single_primary_key) for q in metadata.foreign_keys(b)
+                         if q.parent_table_name == route_table and not q.is_self_reference]
+            elif b == route_table:
                 pairs = [(metadata.table(b).single_primary_key, r.child_foreign_key) for r in to_parent]
             else:
                 to_route = [r for r in metadata.foreign_keys(b) if r.parent_table_name == route_table]
@@ -205,6 +215,14 @@ def fit_bridge(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFra
     return best
 
 
+def synthetic_agreement(metadata: Metadata, rel: Relationship, bridge: Bridge,
+                        tables: dict[str, pd.DataFrame]) -> tuple[float, int]:
+    """How often ``tables``' rows of ``rel``'s child agree with ``bridge``, over how many rows."""
+    child, parent_rows = _child_and_parent_rows(metadata, rel, tables)
+    route = route_values(bridge, child, parent_rows)
+    return agreement(bridge, route, child[rel.child_foreign_key].to_numpy(dtype=object), tables[bridge.table])
+
+
 def path_agreements(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame],
                     seed: int = 0) -> list[dict]:
     """For the evaluation report: every path the real links agree with, and how often the
@@ -249,6 +267,7 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
     ranked = np.empty(len(parent_keys))
     ranked[np.lexsort((rng.random(len(parent_keys)), demand))] = np.sort(np.asarray(capacity, dtype=float))
     room = allocate(n, _shift_toward_demand(ranked, demand), rng)
+    start = room.copy()
     chosen = np.full(n, -1)
     # The agreeing rows go to paired parents with room: the most rows that capacities allow
     # (a maximum flow from routes to parents), placed on the parents as the flow says.
@@ -260,9 +279,36 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
         places = rng.permutation(np.repeat(candidates[name], taken))
         chosen[rows[:len(places)]] = places
         np.subtract.at(room, places, 1)
+    # Agreeing rows the capacities left out: to a paired parent anyway, up to the largest
+    # generated count (the count distribution keeps its top), beyond it for a binding path.
+    top = int(np.max(start, initial=0))
+    for name in names:
+        left = agreeing[groups[name]]
+        left = rng.permutation(left[chosen[left] < 0])
+        if not len(left):
+            continue
+        parents = candidates[name]
+        if bridge.binding:
+            weights = np.maximum(room[parents], 0) + 1.0  # parents with room first
+            places = rng.choice(parents, len(left), p=weights / weights.sum())
+        else:
+            headroom = np.maximum(top - (start[parents] - room[parents]), 0).astype(int)
+            places = rng.permutation(np.repeat(parents, headroom))[:len(left)]
+        chosen[left[:len(places)]] = places
+        np.subtract.at(room, places, 1)
+    room = np.maximum(room, 0)
     rest = np.nonzero(chosen < 0)[0]
-    chosen[rest] = rng.permutation(np.repeat(np.arange(len(parent_keys)), room))[:len(rest)]
+    pool = rng.permutation(np.repeat(np.arange(len(parent_keys)), room.astype(int)))
+    if len(pool) < len(rest):  # capacities overdrawn by binding rows: the rest by capacity share
+        extra = rng.choice(len(parent_keys), len(rest) - len(pool), p=_shares(capacity))
+        pool = np.concatenate([pool, extra])
+    chosen[rest] = pool[:len(rest)]
     return parent_keys[chosen]
+
+
+def _shares(capacity: np.ndarray) -> np.ndarray:
+    weights = np.maximum(np.asarray(capacity, dtype=float), 0) + 1e-9
+    return weights / weights.sum()
 
 
 def _shift_toward_demand(capacity: np.ndarray, demand: np.ndarray) -> np.ndarray:

@@ -186,9 +186,11 @@ class OnePerParent:
                 return [cls(column, foreign_key, value, (rest.index.to_numpy(dtype=object), rest.to_numpy()))]
         return []
 
-    def relink(self, frame: pd.DataFrame, rng: np.random.Generator) -> int:
+    def relink(self, frame: pd.DataFrame, rng: np.random.Generator, strata: np.ndarray | None = None) -> int:
         """Under a second foreign key: swap parents between surplus holders and non-holders of
-        parents without one, then ``apply`` what is left; returns the rows changed."""
+        parents without one, then ``apply`` what is left; returns the rows changed. ``strata``:
+        swap only between rows of the same value (the route of a path the links follow, so a
+        swap keeps both rows on it)."""
         if self.foreign_key not in frame.columns or self.column not in frame.columns or frame.empty:
             return 0
         owners = frame[self.foreign_key].to_numpy(dtype=object).copy()
@@ -204,8 +206,17 @@ class OnePerParent:
         # one non-holder row of each parent without a holder, parents in random order
         lacking = order[~holds[order] & ~has_holder[group[order]]]
         lacking = lacking[~pd.Series(group[lacking]).duplicated().to_numpy()]
-        swaps = min(len(surplus), len(lacking))
-        a, b = known[surplus[:swaps]], known[lacking[:swaps]]
+        if strata is None:
+            swaps = min(len(surplus), len(lacking))
+            a, b = known[surplus[:swaps]], known[lacking[:swaps]]
+        else:
+            labels = pd.Series(np.asarray(strata, dtype=object)[known]).astype(str).to_numpy()
+            pairs = [(x[:k], y[:k]) for value in np.unique(labels[surplus])
+                     for x, y in [(surplus[labels[surplus] == value], lacking[labels[lacking] == value])]
+                     for k in [min(len(x), len(y))]]
+            a = known[np.concatenate([x for x, _ in pairs])] if pairs else np.array([], dtype=int)
+            b = known[np.concatenate([y for _, y in pairs])] if pairs else np.array([], dtype=int)
+            swaps = len(a)
         owners[a], owners[b] = owners[b].copy(), owners[a].copy()
         frame[self.foreign_key] = owners
         return 2 * swaps + self.apply(frame, rng, owners)

@@ -29,7 +29,7 @@ import pandas as pd
 
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling import linking
-from synth_pipeline.constraints import Constraint, discover_table, functional_map, parse_added
+from synth_pipeline.constraints import Constraint, copy_along_paths, discover_table, functional_map, parse_added
 from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
 from synth_pipeline.modeling.cardinality import (CountTotals, CountsWithin, LabelCounts, calibrate_counts, child_counts,
                                                  count_column, is_count_column, rank_correlation_orders,
@@ -390,8 +390,11 @@ class TableModel:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
+            bridge = self.bridges.get(rel.child_foreign_key)
+            strata = route_values(bridge, out, parent_rows) if bridge is not None and bridge.table in parents else None
             for found in getattr(self, "link_ones", {}).get(rel.child_foreign_key, []):
-                found.relink(out, rng)
+                found.relink(out, rng, strata)
+        copy_along_paths(out, self.constraints, parents, metadata)  # a payment's customer is its rental's
         for found in getattr(self, "count_totals", []):  # after every step that may change a category
             found.apply(out, rng)
         for found in getattr(self, "counts_within", []):

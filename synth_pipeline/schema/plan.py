@@ -289,6 +289,9 @@ def link_deferred(real_child: pd.DataFrame, real_parent: pd.DataFrame, rel: Rela
     return out
 
 
+MAX_PATH_NULLS = 0.05  # a path-implied key is primary only when the key implying it is often missing
+
+
 def prepare_metadata(metadata: Metadata, frames: dict[str, pd.DataFrame]) -> tuple[Metadata, list[str]]:
     """What only the data can tell, written into the metadata: tables with no rows
     (``empty``), columns of binary or nested values (sdtype ``binary``), and for each
@@ -318,10 +321,20 @@ def prepare_metadata(metadata: Metadata, frames: dict[str, pd.DataFrame]) -> tup
                and set(r.child_columns) <= set(frame.columns)]
         if primary is None and len(fks) > 1 and len(frame):
             # a row belongs to the parent it always has: the foreign key with the fewest nulls
-            # (the first declared among equals), not a sometimes-set one
+            # (the first declared among equals), not a sometimes-set one, nor one a path
+            # implies (a payment belongs to its rental; its customer is the rental's)
+            from synth_pipeline.constraints import foreign_key_paths
+
+            implied = {c.columns[0]: c.foreign_key for c in foreign_key_paths(name, frames, metadata)}
             nulls = [float(frame[list(r.child_columns)].isna().any(axis=1).mean()) for r in fks]
-            if nulls[0] > min(nulls):
-                primary = fks[int(np.argmin(nulls))].child_foreign_key
+
+            def rank(i: int) -> tuple:
+                via = implied.get(fks[i].child_foreign_key)
+                return (via is not None and float(frame[via].isna().mean()) <= MAX_PATH_NULLS, nulls[i], i)
+
+            best = min(range(len(fks)), key=rank)
+            if best:
+                primary = fks[best].child_foreign_key
         tables[name] = replace(table, columns=columns, empty=empty or table.empty, primary_parent=primary)
     out = Metadata(tables=tables, relationships=metadata.relationships)
 
