@@ -187,6 +187,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
             repairs.add(what, count)
         warehouse.write("repaired", name, frame, part)
         scores = table_quality(metadata, name, warehouse, frame, parent_frames)
+        scores.update(path_and_time(metadata, name, fitted, warehouse, frame, parent_frames, part))
         context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes), "
                          f"column shapes {scores['column_shapes']}, FK violations {scores['fk_violations']}")
         return dg.MaterializeResult(metadata={"row_count": len(frame), "repairs": dg.MetadataValue.json(repairs.fixes),
@@ -216,6 +217,69 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
     return scores
 
 
+def with_child_sums(name: str, frame: pd.DataFrame, warehouse: Warehouse, repaired, real, metadata: Metadata):
+    """``frame`` with each number that is the sum over its children (``constraints.child_sums``)
+    computed from its synthetic children, at the real column's decimals (rows without
+    children keep theirs). Returns ``frame`` itself where there is none."""
+    from synth_pipeline.constraints import child_sum_values
+    from synth_pipeline.modeling.transforms import decimals_of
+
+    rules = [c for c in warehouse.load_model(name).constraints if c.kind == "child_sum" and c.child in metadata.tables]
+    if not rules:
+        return frame
+    frame = frame.copy()
+    pk = metadata.table(name).single_primary_key
+    for c in rules:
+        sums = child_sum_values(c, frame, repaired[c.child], pk)
+        decimals = decimals_of(pd.to_numeric(real[name][c.columns[0]], errors="coerce").dropna().to_numpy(dtype=float))
+        have = sums.notna()
+        values = sums[have].round(decimals if decimals is not None else 6)
+        if pd.api.types.is_integer_dtype(frame[c.columns[0]]):
+            values = values.round().astype(frame[c.columns[0]].dtype)
+        frame.loc[have, c.columns[0]] = values.to_numpy()
+    return frame
+
+
+def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: Warehouse, frame: pd.DataFrame,
+                  parent_frames: dict[str, pd.DataFrame], part: Partition) -> dict:
+    """The paths this table's links follow (real, synthetic and chance agreement) and its
+    dates across parents (share in order, offsets' KS complement), for the UI."""
+    from synth_pipeline.constraints import offset_similarity, path_rate, satisfied
+    from synth_pipeline.modeling.bridges import synthetic_agreement
+
+    paths, dates = [], []
+    synthetic = {**parent_frames, name: frame}
+    for bridge in fitted.bridges.values():
+        rel = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == bridge.fk)
+        tables = {**synthetic, bridge.table: synthetic.get(bridge.table)
+                  if bridge.table in synthetic else warehouse.read("repaired", bridge.table, part)}
+        rate, _ = synthetic_agreement(metadata, rel, bridge, tables)
+        paths.append({"path": bridge.label, "real": round(bridge.rate, 4), "synthetic": round(rate, 4),
+                      "chance": round(bridge.chance, 4)})
+    real = None
+    for c in fitted.constraints:
+        if c.kind not in ("path", "parent_date_order") or c.parent not in parent_frames:
+            continue
+        real = real or {t: warehouse.read("real", t) for t in [name, *parent_frames]}
+        if c.kind == "path":
+            f2 = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == c.foreign_key)
+            g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])
+            real_rate, chance, _ = path_rate(real[name], real[c.parent], c.columns[0], f2, g)
+            rate, _, _ = path_rate(frame, parent_frames[c.parent], c.columns[0], f2, g)
+            paths.append({"path": c.description, "real": round(real_rate, 4), "synthetic": round(rate, 4),
+                          "chance": round(chance, 4)})
+        else:
+            ok = satisfied(c, synthetic, metadata, reference=None)
+            dates.append({"order": c.description, "satisfied_share": round(float(ok.mean()), 4) if len(ok) else 1.0,
+                          "offset_similarity": offset_similarity(real, synthetic, c, metadata)})
+    out = {}
+    if paths:
+        out["path_agreements"] = dg.MetadataValue.json(paths)
+    if dates:
+        out["dates_across_parents"] = dg.MetadataValue.json(dates)
+    return out
+
+
 def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefinition:
     metadata = plan.user
 
@@ -237,6 +301,9 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
         real_internal = LazyTables(internal, lambda t: warehouse.read("real", t))
 
         def published(t: str, frame=None):
+            if t in internal:
+                frame = with_child_sums(t, repaired[t] if frame is None else frame, warehouse, repaired, real_internal,
+                                        plan.internal)
             frames = repaired if frame is None else _Override(repaired, t, frame)
             return plan.publishable(t, frames, real_internal, table_seed(settings.seed, t, "publish"))
 

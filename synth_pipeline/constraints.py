@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import pandas as pd
 
@@ -28,12 +28,19 @@ MIN_ROWS = 20
 @dataclass(frozen=True)
 class Constraint:
     table: str
-    kind: str  # "inequality" | "functional_dependency" | "null_pattern" | "parent_date_order" | "path"
+    kind: str  # "inequality" | "functional_dependency" | "null_pattern" | "parent_date_order" | "path" | "child_sum"
     columns: tuple[str, ...]
     description: str
     strict: bool = False
     parent: str | None = None
     foreign_key: str | None = None
+    child: str | None = None  # "child_sum": the child table whose rows add up
+
+    @classmethod
+    def from_report(cls, entry: dict) -> "Constraint":
+        """The constraint a ``report`` entry describes."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if k == "columns" else v for k, v in entry.items() if k in names})
 
 
 def discover(real: dict[str, pd.DataFrame], metadata: Metadata) -> list[Constraint]:
@@ -46,7 +53,8 @@ def discover_table(real: dict[str, pd.DataFrame], metadata: Metadata, table: str
     if len(frame) < MIN_ROWS:
         return []
     return (_inequalities(table, frame, kinds) + _dependencies(table, frame, kinds) + _null_patterns(table, frame, kinds)
-            + _parent_date_orders(table, real, metadata) + foreign_key_paths(table, real, metadata))
+            + _parent_date_orders(table, real, metadata) + foreign_key_paths(table, real, metadata)
+            + child_sums(table, real, metadata))
 
 
 _ADDED = [  # what a user may add, in the words report.json uses
@@ -104,6 +112,8 @@ def report(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], me
         ok = satisfied(c, synthetic, metadata, reference=real)
         out.append({**asdict(c), "columns": list(c.columns), "satisfied_share": round(float(ok.mean()), 4) if len(ok) else 1.0,
                     "applicable_rows": int(len(ok))})
+        if c.kind == "parent_date_order":  # the offsets' shape, beyond the order
+            out[-1]["offset_similarity"] = offset_similarity(real, synthetic, c, metadata)
     return out
 
 
@@ -189,20 +199,122 @@ def foreign_key_paths(table: str, real: dict[str, pd.DataFrame], metadata: Metad
                 if g.is_self_reference or len(g.child_columns) > 1 or g.parent_table_name != f1.parent_table_name \
                         or g.parent_primary_key != f1.parent_primary_key:
                     continue
-                reached = path_values(frame, real[via], f2, g)
-                mine = as_labels(frame[f1.child_foreign_key])
-                both = frame[f1.child_foreign_key].notna() & reached.notna()
-                if both.sum() < MIN_ROWS:
-                    continue
-                a, b = mine[both], as_labels(reached[both])
-                rate = float((a.to_numpy() == b.to_numpy()).mean())
-                shares = a.value_counts(normalize=True)
-                chance = float((shares * b.value_counts(normalize=True).reindex(shares.index).fillna(0)).sum())
-                if rate >= PATH_RATE and chance <= PATH_MAX_CHANCE:
+                rate, chance, rows = path_rate(frame, real[via], f1.child_foreign_key, f2, g)
+                if rows >= MIN_ROWS and rate >= PATH_RATE and chance <= PATH_MAX_CHANCE:
                     out.append(Constraint(table, "path", (f1.child_foreign_key, g.child_foreign_key),
                                           f"{f1.child_foreign_key} = {via}.{g.child_foreign_key} via {f2.child_foreign_key}",
                                           parent=via, foreign_key=f2.child_foreign_key))
     return out
+
+
+MAX_SUM_TERMS = 8  # child number columns tried (their sums and the sums of their pairwise products)
+MIN_SHARED = 0.2  # parents with two or more children: below this share a sum is mostly a copy
+
+
+def child_sums(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) -> list[Constraint]:
+    """A number of ``table`` equal, in every real row that has children under a foreign key,
+    to the sum over those children of one of their numbers or of the product of two (an
+    invoice's total is the sum of its lines' unit price x quantity), to the number's last
+    digit. Kept by computing the parent's number from its synthetic children on publishing."""
+    frame = real[table]
+    pk = metadata.table(table).single_primary_key
+    kinds = compared_columns(metadata, table)
+    totals = [c for c, k in kinds.items() if k == "numerical" and c in frame.columns]
+    if pk is None or not totals or len(frame) < MIN_ROWS:
+        return []
+    out = []
+    for rel in metadata.relationships:
+        child_name = rel.child_table_name
+        if rel.parent_table_name != table or rel.is_self_reference or len(rel.child_columns) > 1 \
+                or child_name not in real:
+            continue
+        child = real[child_name]
+        numbers = [c for c, k in compared_columns(metadata, child_name).items()
+                   if k == "numerical" and c in child.columns][:MAX_SUM_TERMS]
+        sizes = child.groupby(rel.child_foreign_key).size()
+        if not numbers or len(sizes) < MIN_ROWS or (sizes >= 2).mean() < MIN_SHARED:
+            continue
+        terms = [(c,) for c in numbers] + list(itertools.combinations(numbers, 2))
+        values = pd.DataFrame({" * ".join(t): _term(child, t) for t in terms}).groupby(
+            child[rel.child_foreign_key].to_numpy()).sum()
+        parents = frame.drop_duplicates(pk).set_index(pk).reindex(values.index)
+        for total in totals:
+            target = pd.to_numeric(parents[total], errors="coerce")
+            if target.isna().any():
+                continue
+            tolerance = 0.5 * _unit_of(target) + 1e-9 * target.abs()
+            for term in terms:
+                if ((target - values[" * ".join(term)]).abs() <= tolerance).all():
+                    out.append(Constraint(table, "child_sum", (total, *term),
+                                          f"{total} = sum of {child_name}.{' * '.join(term)} (via {rel.child_foreign_key})",
+                                          foreign_key=rel.child_foreign_key, child=child_name))
+                    break
+    return out
+
+
+def _term(frame: pd.DataFrame, term: tuple[str, ...]) -> pd.Series:
+    value = pd.to_numeric(frame[term[0]], errors="coerce")
+    for column in term[1:]:
+        value = value * pd.to_numeric(frame[column], errors="coerce")
+    return value.fillna(0)
+
+
+def _unit_of(values: pd.Series) -> float:
+    from synth_pipeline.modeling.transforms import decimals_of
+
+    decimals = decimals_of(values.to_numpy(dtype=float))
+    return 10.0 ** -(6 if decimals is None else decimals)
+
+
+def child_sum_values(c: Constraint, parent: pd.DataFrame, child: pd.DataFrame, pk: str) -> pd.Series:
+    """Per parent row: the sum its children give (null where it has none), rounded to the
+    total's real decimals where they are known."""
+    sums = _term(child, c.columns[1:]).groupby(child[c.foreign_key].to_numpy()).sum()
+    return parent[pk].map(sums)
+
+
+def path_rate(frame: pd.DataFrame, via: pd.DataFrame, column: str, f2, g) -> tuple[float, float, int]:
+    """How often ``frame[column]`` equals the value its path ``f2`` then ``g`` reaches, how
+    often it would by chance (independent draws from the two columns' value shares), over
+    how many rows (those where both are set)."""
+    reached = path_values(frame, via, f2, g)
+    both = frame[column].notna() & reached.notna()
+    if not both.any():
+        return 0.0, 0.0, 0
+    a, b = as_labels(frame[column][both]), as_labels(reached[both])
+    rate = float((a.to_numpy() == b.to_numpy()).mean())
+    shares = a.value_counts(normalize=True)
+    chance = float((shares * b.value_counts(normalize=True).reindex(shares.index).fillna(0)).sum())
+    return rate, chance, int(both.sum())
+
+
+def path_report(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], c: Constraint,
+                metadata: Metadata) -> dict:
+    """A path constraint's agreement on the real and the synthetic rows, and by chance."""
+    f2 = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
+    g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])
+    rate, chance, _ = path_rate(real[c.table], real[c.parent], c.columns[0], f2, g)
+    synthetic_rate, _, _ = path_rate(synthetic[c.table], synthetic[c.parent], c.columns[0], f2, g)
+    return {"table": c.table, "foreign_key": c.columns[0], "path": f"{c.description} (kept on every row)",
+            "real": round(rate, 4),
+            "synthetic": round(synthetic_rate, 4), "chance": round(chance, 4)}
+
+
+def offset_similarity(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], c: Constraint,
+                      metadata: Metadata) -> float | None:
+    """For a date order across a foreign key: how alike the real and synthetic offsets
+    (child date minus parent date) are, as sdmetrics' KSComplement."""
+    from sdmetrics.single_column import KSComplement
+
+    rel = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
+    offsets = []
+    for tables in (real, synthetic):
+        joined = _join_parent(tables, rel, [c.columns[0]], [c.columns[1]])
+        gap = as_numbers(joined[c.columns[0]], "datetime") - as_numbers(joined[f"parent.{c.columns[1]}"], "datetime")
+        offsets.append(gap.dropna().astype(float))
+    if min(len(o) for o in offsets) == 0:
+        return None
+    return round(float(KSComplement.compute(offsets[0], offsets[1])), 4)
 
 
 def path_values(frame: pd.DataFrame, via: pd.DataFrame, f2, g) -> pd.Series:
@@ -258,6 +370,15 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
     if c.kind == "null_pattern":
         a, b = c.columns
         return frame[a].isna() == frame[b].isna()
+    if c.kind == "child_sum":
+        if c.child not in tables:
+            return pd.Series([], dtype=bool)
+        pk = metadata.table(c.table).single_primary_key
+        sums = child_sum_values(c, frame, tables[c.child], pk)
+        have = sums.notna()
+        target = pd.to_numeric(frame[c.columns[0]], errors="coerce")[have]
+        tolerance = 0.5 * _unit_of(target) + 1e-9 * target.abs() if len(target) else 0
+        return ((target - sums[have]).abs() <= tolerance).reset_index(drop=True)
     if c.kind == "path":
         f2 = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
         g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])

@@ -104,7 +104,10 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
             if metadata.children(name) and metadata.table(name).single_primary_key:
                 detections.append(parent_detection(real, synthetic, metadata, name, seed=seed))
     found = constraint_checks.report(real, synthetic, metadata)
-    paths = path_agreements(metadata, real, synthetic, seed=seed)
+    copied = [constraint_checks.Constraint.from_report(e) for e in found if e["kind"] == "path"]
+    paths = [p for p in path_agreements(metadata, real, synthetic, seed=seed)  # a key copied along a path:
+             if (p["table"], p["foreign_key"]) not in {(c.table, c.columns[0]) for c in copied}]  # that path only
+    paths += [constraint_checks.path_report(real, synthetic, c, metadata) for c in copied]
     summary = {
         "column_shapes": _mean(t["column_shapes"] for t in tables.values()),
         "column_pair_trends": _mean(t["column_pair_trends"] for t in tables.values()),
@@ -119,6 +122,8 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
         "constraints_fully_satisfied": sum(c["satisfied_share"] == 1.0 for c in found),
         "constraint_satisfaction_mean": _mean(c["satisfied_share"] for c in found),
         "path_agreement_max_gap": round(max(abs(p["real"] - p["synthetic"]) for p in paths), 4) if paths else None,
+        "date_offset_similarity_min": min((c["offset_similarity"] for c in found
+                                           if c.get("offset_similarity") is not None), default=None),
         "columns_breaking_type_fidelity": sum(fidelity_breaks(t["column_fidelity"]) for t in tables.values()),
         "hour_share_max_gap": max((g for t in tables.values() for g in t["column_fidelity"]["hour_share_gap"].values()),
                                   default=None),

@@ -237,7 +237,8 @@ def path_agreements(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic
                 route = route_values(bridge, child, parent_rows)
                 rate, _ = agreement(bridge, route, child[rel.child_foreign_key].to_numpy(dtype=object),
                                     synthetic[bridge.table])
-                out.append({"table": table, "path": bridge.label, "real": round(bridge.rate, 4),
+                out.append({"table": table, "foreign_key": rel.child_foreign_key, "path": bridge.label,
+                            "real": round(bridge.rate, 4),
                             "synthetic": round(rate, 4), "chance": round(bridge.chance, 4)})
     return out
 

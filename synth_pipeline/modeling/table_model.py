@@ -221,7 +221,10 @@ class TableModel:
                    if c.kind == "functional_dependency"}
         compared = copy_columns(metadata, name)
         bridges = {}
+        copied = {c.columns[0] for c in found_constraints if c.kind == "path"}  # copied along their path
         for rel in metadata.second_relationships(name):
+            if rel.child_foreign_key in copied:
+                continue
             found = fit_bridge(metadata, rel, real, seed)
             if found is not None:
                 bridges[rel.child_foreign_key] = found

@@ -320,9 +320,10 @@ def prepare_metadata(metadata: Metadata, frames: dict[str, pd.DataFrame]) -> tup
         fks = [r for r in metadata.foreign_keys(name) if not r.is_self_reference and not r.deferred
                and set(r.child_columns) <= set(frame.columns)]
         if primary is None and len(fks) > 1 and len(frame):
-            # a row belongs to the parent it always has: the foreign key with the fewest nulls
-            # (the first declared among equals), not a sometimes-set one, nor one a path
-            # implies (a payment belongs to its rental; its customer is the rental's)
+            # a row belongs to the parent it always has: the foreign key with the fewest nulls,
+            # not a sometimes-set one, nor one a path implies; among equals one that implies
+            # another (a payment belongs to its rental; its customer is the rental's), then
+            # the first declared
             from synth_pipeline.constraints import foreign_key_paths
 
             implied = {c.columns[0]: c.foreign_key for c in foreign_key_paths(name, frames, metadata)}
@@ -330,7 +331,8 @@ def prepare_metadata(metadata: Metadata, frames: dict[str, pd.DataFrame]) -> tup
 
             def rank(i: int) -> tuple:
                 via = implied.get(fks[i].child_foreign_key)
-                return (via is not None and float(frame[via].isna().mean()) <= MAX_PATH_NULLS, nulls[i], i)
+                demoted = via is not None and float(frame[via].isna().mean()) <= MAX_PATH_NULLS
+                return (demoted, nulls[i], fks[i].child_foreign_key not in implied.values(), i)
 
             best = min(range(len(fks)), key=rank)
             if best:
