@@ -14,6 +14,7 @@ import itertools
 import re
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import pandas as pd
 
 from synth_pipeline.errors import ConfigError
@@ -238,13 +239,17 @@ def child_sums(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) ->
         values = pd.DataFrame({" * ".join(t): _term(child, t) for t in terms}).groupby(
             child[rel.child_foreign_key].to_numpy()).sum()
         parents = frame.drop_duplicates(pk).set_index(pk).reindex(values.index)
+        shuffled = np.random.default_rng(0).permutation(len(values))
         for total in totals:
             target = pd.to_numeric(parents[total], errors="coerce")
-            if target.isna().any():
+            if target.isna().any() or target.nunique() < 2:
                 continue
             tolerance = 0.5 * _unit_of(target) + 1e-9 * target.abs()
             for term in terms:
-                if ((target - values[" * ".join(term)]).abs() <= tolerance).all():
+                sums = values[" * ".join(term)]
+                # equal on every row, and not as often when the sums are shuffled across parents
+                if ((target - sums).abs() <= tolerance).all() and \
+                        ((target - sums.to_numpy()[shuffled]).abs() <= tolerance).mean() <= PATH_MAX_CHANCE:
                     out.append(Constraint(table, "child_sum", (total, *term),
                                           f"{total} = sum of {child_name}.{' * '.join(term)} (via {rel.child_foreign_key})",
                                           foreign_key=rel.child_foreign_key, child=child_name))
