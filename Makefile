@@ -6,7 +6,7 @@ UV     := $(VENV)/bin/uv
 TORCH  := torch==2.13.0
 PYTHON ?= python3
 
-.PHONY: install run test bench dev clean
+.PHONY: install run test bench dev clean cluster-demo
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,15 @@ bench: install
 
 dev: install
 	$(VENV)/bin/dagster dev
+
+# The demo through Dagster's Celery executor: a local Redis broker and two dagster-celery
+# workers (installs redis-server with apt-get where it is missing, and the cluster extra
+# at the installed dagster's version). Not part of `make test`.
+cluster-demo: install
+	command -v redis-server >/dev/null || apt-get install -y --no-install-recommends redis-server
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[cluster]" \
+		"dagster==$$($(PY) -c 'import dagster; print(dagster.__version__)')"
+	$(PY) -m synth_pipeline.evaluation.cluster
 
 clean:
 	rm -rf data/output data/school/school.duckdb

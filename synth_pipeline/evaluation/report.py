@@ -104,6 +104,11 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
             if metadata.children(name) and metadata.table(name).single_primary_key:
                 detections.append(parent_detection(real, synthetic, metadata, name, seed=seed))
     found = constraint_checks.report(real, synthetic, metadata)
+    for c in found:  # a number computed from its children is held to its rule, not to its real values
+        if c["kind"] == "child_sum":
+            fidelity = tables[c["table"]]["column_fidelity"]
+            if fidelity["off_range_or_grid"].pop(c["columns"][0], None) is not None:
+                fidelity.setdefault("derived_by_rule", {})[c["columns"][0]] = c["description"]
     copied = [constraint_checks.Constraint.from_report(e) for e in found if e["kind"] == "path"]
     paths = [p for p in path_agreements(metadata, real, synthetic, seed=seed)  # a key copied along a path:
              if (p["table"], p["foreign_key"]) not in {(c.table, c.columns[0]) for c in copied}]  # that path only
