@@ -57,6 +57,10 @@ def run_on_celery(config_path: Path, home: Path, broker: str, partitions: int, l
            "GX_ANALYTICS_ENABLED": "false"}
     run_config = home / "run_config.yaml"
     run_config.write_text(json.dumps({"execution": {"config": {"broker": broker, "backend": broker}}}))
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))  # its storage, once, before runs at once
     base = [_bin("dagster"), "job", "execute", "-m", "synth_pipeline.definitions", "-c", str(run_config)]
     started = time.perf_counter()
     if partitions == 1:
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         celery_seconds = run_on_celery(cluster_config, tmp / "home", broker, args.partitions, tmp)
         workers_used = _workers_used(tmp / "home")
     finally:
-        for proc in processes:
+        for proc in reversed(processes):  # the workers, then the broker
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=20)
@@ -160,7 +164,7 @@ def _workers_used(home: Path) -> dict[str, int]:
     pids: dict[str, int] = {}
     for record in instance.get_run_records():
         for event in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_START):
-            pid = str(event.pid)
+            pid = str(event.dagster_event.pid if event.dagster_event else None)
             pids[pid] = pids.get(pid, 0) + 1
     return pids
 
