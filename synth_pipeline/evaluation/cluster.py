@@ -51,8 +51,9 @@ def _wait_for_redis(port: int, deadline: float) -> None:
 
 
 def run_on_celery(config_path: Path, home: Path, broker: str, partitions: int, log_dir: Path) -> float:
-    """Seconds to run ``synthesize`` (each partition, at once) and then ``publish`` through
-    the Celery executor, the steps executed by the workers."""
+    """Seconds to materialize everything through the Celery executor, the steps executed by
+    the workers: the real tables and models, then every sampling partition at once (one run
+    each), then the published database."""
     env = {**os.environ, "DAGSTER_HOME": str(home), "SYNTH_PIPELINE_CONFIG": str(config_path),
            "GX_ANALYTICS_ENABLED": "false"}
     run_config = home / "run_config.yaml"
@@ -61,21 +62,20 @@ def run_on_celery(config_path: Path, home: Path, broker: str, partitions: int, l
     from dagster._core.instance.ref import InstanceRef
 
     dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))  # its storage, once, before runs at once
-    base = [_bin("dagster"), "job", "execute", "-m", "synth_pipeline.definitions", "-c", str(run_config)]
-    started = time.perf_counter()
+    base = [_bin("dagster"), "asset", "materialize", "-m", "synth_pipeline.definitions", "-c", str(run_config)]
     if partitions == 1:
-        runs = [base + ["-j", "synthesize"]]
-    else:
-        runs = [base + ["-j", "synthesize", "--tags", json.dumps({"dagster/partition": str(p)})]
-                for p in range(partitions)]
-    procs = [subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=open(log_dir / f"run{i}.log", "w"),
-                              stderr=subprocess.STDOUT) for i, cmd in enumerate(runs)]
-    codes = [p.wait() for p in procs]
-    if partitions > 1 and not any(codes):
-        codes.append(subprocess.run(base + ["-j", "publish"], cwd=PROJECT, env=env,
-                                    stdout=open(log_dir / "publish.log", "w"), stderr=subprocess.STDOUT).returncode)
-    if any(codes):
-        raise RuntimeError(f"a run through the Celery executor failed: logs in {log_dir}")
+        stages = [[base + ["--select", "*"]]]
+    else:  # as the CLI does: the models once, then every partition at once, then publishing
+        sampled = 'key:"synthetic/*" or key:"repaired/*"'
+        stages = [[base + ["--select", 'key:"real/*" or key:"model/*"']],
+                  [base + ["--select", sampled, "--partition", str(p)] for p in range(partitions)],
+                  [base + ["--select", 'key:"published/*"']]]
+    started = time.perf_counter()
+    for number, stage in enumerate(stages):
+        procs = [subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=open(log_dir / f"stage{number}-{i}.log", "w"),
+                                  stderr=subprocess.STDOUT) for i, cmd in enumerate(stage)]
+        if any([p.wait() for p in procs]):  # every run of the stage ends before the check
+            raise RuntimeError(f"a run through the Celery executor failed: logs in {log_dir}")
     return time.perf_counter() - started
 
 
