@@ -272,8 +272,7 @@ def _unit_of(values: pd.Series) -> float:
 
 
 def child_sum_values(c: Constraint, parent: pd.DataFrame, child: pd.DataFrame, pk: str) -> pd.Series:
-    """Per parent row: the sum its children give (null where it has none), rounded to the
-    total's real decimals where they are known."""
+    """Per parent row: the sum its children give (null where it has none)."""
     sums = _term(child, c.columns[1:]).groupby(child[c.foreign_key].to_numpy()).sum()
     return parent[pk].map(sums)
 

@@ -32,6 +32,7 @@ from synth_pipeline.schema.metadata import Metadata, Relationship
 MIN_RATE = 0.2
 PATH_RATE = 0.99  # agreement in nearly every real row (a handful off is noise) is a rule
 MIN_LIFT = 0.15  # the real rate must beat the rate of shuffled links by this much
+OVERFLOW_PER_PARENT = 1  # rows a parent may take beyond its count for a partial path
 MAX_SHIFTED_PARENTS = 0.05  # share of parents whose child count may move toward their routes' demand
 BY_CATEGORY_GAIN = 0.5  # a category must halve the rows whose agreement is uncertain to set the share
 BY_CATEGORY_MIN_ROWS = 10  # rows of every value of that category (a rate of 0 or 1 on two rows means nothing)
@@ -268,7 +269,6 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
     ranked = np.empty(len(parent_keys))
     ranked[np.lexsort((rng.random(len(parent_keys)), demand))] = np.sort(np.asarray(capacity, dtype=float))
     room = allocate(n, _shift_toward_demand(ranked, demand), rng)
-    start = room.copy()
     chosen = np.full(n, -1)
     # The agreeing rows go to paired parents with room: the most rows that capacities allow
     # (a maximum flow from routes to parents), placed on the parents as the flow says.
@@ -280,9 +280,9 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
         places = rng.permutation(np.repeat(candidates[name], taken))
         chosen[rows[:len(places)]] = places
         np.subtract.at(room, places, 1)
-    # Agreeing rows the capacities left out: to a paired parent anyway, up to the largest
-    # generated count (the count distribution keeps its top), beyond it for a binding path.
-    top = int(np.max(start, initial=0))
+    # Agreeing rows the capacities left out: to a paired parent anyway, one row beyond its
+    # generated count at most (small counts move a step, large ones barely), any number
+    # for a binding path.
     for name in names:
         left = agreeing[groups[name]]
         left = rng.permutation(left[chosen[left] < 0])
@@ -293,7 +293,7 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
             weights = np.maximum(room[parents], 0) + 1.0  # parents with room first
             places = rng.choice(parents, len(left), p=weights / weights.sum())
         else:
-            headroom = np.maximum(top - (start[parents] - room[parents]), 0).astype(int)
+            headroom = np.maximum(room[parents] + OVERFLOW_PER_PARENT, 0).astype(int)
             places = rng.permutation(np.repeat(parents, headroom))[:len(left)]
         chosen[left[:len(places)]] = places
         np.subtract.at(room, places, 1)
