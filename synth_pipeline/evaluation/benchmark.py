@@ -87,6 +87,14 @@ def _school_source(students: int) -> None:
         build_school_database(config.source, students=students, seed=0)
 
 
+def write_figures(figures: dict, path: str | Path) -> dict:
+    """Print a benchmark's figures and write them as JSON to ``path``; returns them."""
+    print(json.dumps(figures, indent=2))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
 def demo(students: int, out: Path) -> dict:
     _school_source(students)
     figures = measure([sys.executable, "-m", "synth_pipeline.cli", "-q", "demo", "--students", str(students),

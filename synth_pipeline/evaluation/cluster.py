@@ -148,9 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
                "one_process_seconds": round(one_seconds, 1), "steps_per_worker": workers_used,
                "celery_fk_violations": report["totals"]["fk_violations"],
                "celery_rows": report["totals"]["synthetic_rows"]}
-    print(json.dumps(figures, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    from synth_pipeline.evaluation.benchmark import write_figures
+
+    write_figures(figures, args.out)
     shutil.rmtree(tmp, ignore_errors=True)
     return figures
 

@@ -11,7 +11,6 @@ cores should each run close to their speed alone.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -50,9 +49,9 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {"rows": args.rows, "steps": args.steps, "cpus": multiprocessing.cpu_count(),
                "alone_seconds": round(alone, 2), "two_at_once_seconds": [round(s, 2) for s in pair],
                "slowdown": round(max(pair) / alone, 2)}
-    print(json.dumps(figures, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    from synth_pipeline.evaluation.benchmark import write_figures
+
+    write_figures(figures, args.out)
     return figures
 
 

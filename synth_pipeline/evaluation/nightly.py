@@ -12,7 +12,6 @@ printed and written to JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -135,9 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
                "daemon_runs": [{"job": j, "status": s, "seconds": round(e - b, 1)} for j, s, _, b, e in refresh.runs],
                "cli_seconds": cli_seconds,
                "ratio": round(refresh.tick_to_published_seconds / cli_seconds, 2)}
-    print(json.dumps(figures, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    from synth_pipeline.evaluation.benchmark import write_figures
+
+    write_figures(figures, args.out)
     return figures
 
 
