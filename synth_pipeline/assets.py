@@ -244,7 +244,7 @@ def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: 
                   parent_frames: dict[str, pd.DataFrame], part: Partition) -> dict:
     """The paths this table's links follow (real, synthetic and chance agreement) and its
     dates across parents (share in order, offsets' KS complement), for the UI."""
-    from synth_pipeline.constraints import offset_similarity, path_rate, satisfied
+    from synth_pipeline.constraints import offset_similarity, path_report, satisfied
     from synth_pipeline.modeling.bridges import synthetic_agreement
 
     paths, dates = [], []
@@ -262,12 +262,8 @@ def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: 
             continue
         real = real or {t: warehouse.read("real", t) for t in [name, *parent_frames]}
         if c.kind == "path":
-            f2 = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == c.foreign_key)
-            g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])
-            real_rate, chance, _ = path_rate(real[name], real[c.parent], c.columns[0], f2, g)
-            rate, _, _ = path_rate(frame, parent_frames[c.parent], c.columns[0], f2, g)
-            paths.append({"path": c.description, "real": round(real_rate, 4), "synthetic": round(rate, 4),
-                          "chance": round(chance, 4)})
+            found = path_report(real, synthetic, c, metadata)
+            paths.append({k: found[k] for k in ("path", "real", "synthetic", "chance")})
         else:
             ok = satisfied(c, synthetic, metadata, reference=None)
             dates.append({"order": c.description, "satisfied_share": round(float(ok.mean()), 4) if len(ok) else 1.0,

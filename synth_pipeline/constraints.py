@@ -21,6 +21,7 @@ from synth_pipeline.errors import ConfigError
 from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.modeling.bridges import PATH_RATE
 from synth_pipeline.modeling.derived import comparable
+from synth_pipeline.modeling.transforms import decimals_of
 from synth_pipeline.schema.metadata import Metadata
 
 MIN_ROWS = 20
@@ -244,7 +245,7 @@ def child_sums(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) ->
             target = pd.to_numeric(parents[total], errors="coerce")
             if target.isna().any() or target.nunique() < 2:
                 continue
-            tolerance = 0.5 * _unit_of(target) + 1e-9 * target.abs()
+            tolerance = 0.5 * unit_of(target) + 1e-9 * target.abs()
             for term in terms:
                 sums = values[" * ".join(term)]
                 # equal on every row, and not as often when the sums are shuffled across parents
@@ -264,9 +265,8 @@ def _term(frame: pd.DataFrame, term: tuple[str, ...]) -> pd.Series:
     return value.fillna(0)
 
 
-def _unit_of(values: pd.Series) -> float:
-    from synth_pipeline.modeling.transforms import decimals_of
-
+def unit_of(values: pd.Series) -> float:
+    """The smallest step the values are written in (1 for whole numbers, 0.01 for cents)."""
     decimals = decimals_of(values.to_numpy(dtype=float))
     return 10.0 ** -(6 if decimals is None else decimals)
 
@@ -295,8 +295,7 @@ def path_rate(frame: pd.DataFrame, via: pd.DataFrame, column: str, f2, g) -> tup
 def path_report(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], c: Constraint,
                 metadata: Metadata) -> dict:
     """A path constraint's agreement on the real and the synthetic rows, and by chance."""
-    f2 = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
-    g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])
+    f2, g = path_keys(c, metadata)
     rate, chance, _ = path_rate(real[c.table], real[c.parent], c.columns[0], f2, g)
     synthetic_rate, _, _ = path_rate(synthetic[c.table], synthetic[c.parent], c.columns[0], f2, g)
     return {"table": c.table, "foreign_key": c.columns[0], "path": f"{c.description} (kept on every row)",
@@ -321,6 +320,14 @@ def offset_similarity(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.Dat
     return round(float(KSComplement.compute(offsets[0], offsets[1])), 4)
 
 
+def path_keys(c: Constraint, metadata: Metadata):
+    """A path constraint's two foreign keys: the row's own (``f2``) and the one of the row it
+    names (``g``)."""
+    f2 = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
+    g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])
+    return f2, g
+
+
 def path_values(frame: pd.DataFrame, via: pd.DataFrame, f2, g) -> pd.Series:
     """Per row of ``frame``: the value of ``via.g`` on the row its foreign key ``f2`` names."""
     lookup = via.drop_duplicates(f2.parent_primary_key).set_index(f2.parent_primary_key)[g.child_foreign_key]
@@ -336,8 +343,7 @@ def copy_along_paths(frame: pd.DataFrame, constraints, parents: dict[str, pd.Dat
     for _ in range(len(paths)):
         moved = 0
         for c in paths:
-            f2 = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
-            g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])
+            f2, g = path_keys(c, metadata)
             reached = path_values(frame, parents[c.parent], f2, g)
             target = c.columns[0]
             differs = reached.notna() & (frame[target].isna() | (as_labels(frame[target]) != as_labels(reached)))
@@ -381,11 +387,10 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
         sums = child_sum_values(c, frame, tables[c.child], pk)
         have = sums.notna()
         target = pd.to_numeric(frame[c.columns[0]], errors="coerce")[have]
-        tolerance = 0.5 * _unit_of(target) + 1e-9 * target.abs() if len(target) else 0
+        tolerance = 0.5 * unit_of(target) + 1e-9 * target.abs() if len(target) else 0
         return ((target - sums[have]).abs() <= tolerance).reset_index(drop=True)
     if c.kind == "path":
-        f2 = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
-        g = next(r for r in metadata.foreign_keys(c.parent) if r.child_foreign_key == c.columns[1])
+        f2, g = path_keys(c, metadata)
         reached = path_values(frame, tables[c.parent], f2, g)
         both = frame[c.columns[0]].notna() & reached.notna()
         return pd.Series(as_labels(frame[c.columns[0]][both]).to_numpy() == as_labels(reached[both]).to_numpy())

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.constraints import copy_along_paths
+from synth_pipeline.constraints import copy_along_paths, unit_of
 from synth_pipeline.evaluation.fidelity import as_labels
 from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.modeling.number_shapes import apply_shapes
 from synth_pipeline.modeling.table_model import TableModel, row_digests
-from synth_pipeline.modeling.transforms import decimals_of
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -140,7 +139,7 @@ def _enforce_constraints(frame: pd.DataFrame, model: TableModel) -> dict[str, in
         tie = ((frame[a] == frame[b]).fillna(False).to_numpy(dtype=bool) if c.strict and orderable
                else np.zeros(len(frame), bool))
         if tie.any():
-            step = pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[a]) else _unit(frame[a])
+            step = pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[a]) else unit_of(frame[a])
             frame.loc[tie, a] = frame.loc[tie, b] - step
         if swap.any() or tie.any():
             fixes[c.description] = int(swap.sum() + tie.sum())
@@ -207,12 +206,6 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
         frame[c.foreign_key] = pd.Series(keys, index=frame.index).infer_objects()
         fixes[c.description] = fixed
     return fixes
-
-
-def _unit(values: pd.Series) -> float:
-    """The smallest step the column's values are written in (1 for whole numbers, 0.01 for cents)."""
-    decimals = decimals_of(values.to_numpy(dtype=float))
-    return 10.0 ** -(6 if decimals is None else decimals)
 
 
 def _swap_away(frame, rows, free, columns, digests, rng, tries, within: dict[str, str] | None = None) -> np.ndarray:
@@ -363,7 +356,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     numeric.sort(key=lambda c: -frame[c].nunique())  # a step barely shows on a many-valued column
     steps = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
              else shapes[c].step if c in shapes and shapes[c].step
-             else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in numeric}
+             else 1 if pd.api.types.is_integer_dtype(frame[c]) else unit_of(frame[c]) for c in numeric}
     # a number moved by its smallest step first (cheap, the marginal barely moves), then a
     # number or date only bounded from below moved up (a purchase a day later stays after the
     # enrollment), else a swap
@@ -372,7 +365,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
               and (pd.api.types.is_datetime64_any_dtype(frame[c]) or pd.api.types.is_numeric_dtype(frame[c]))]
     if len(left) and rising:
         up = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
-              else 1 if pd.api.types.is_integer_dtype(frame[c]) else _unit(frame[c]) for c in rising}
+              else 1 if pd.api.types.is_integer_dtype(frame[c]) else unit_of(frame[c]) for c in rising}
         left = _nudge_away(frame, left, rising, up, columns, digests, signs=(1,))
     left = _swap_away(frame, left, free + list(within), columns, digests, rng, tries, within)
     # last resort for the few rows no such swap frees: the shared column changes parent

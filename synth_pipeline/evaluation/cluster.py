@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> dict:
                  "-Q", "dagster", "-n", f"synth{i}@%h", "--loglevel", "WARNING"], cwd=PROJECT, env=env,
                 stdout=open(tmp / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, start_new_session=True))
         print(f"redis on port {port}, {WORKERS} dagster-celery workers; running the demo through Celery...", flush=True)
-        os.environ.update({k: env[k] for k in ("PYTHONPATH",)})
         celery_seconds = run_on_celery(cluster_config, tmp / "home", broker, args.partitions, tmp)
         workers_used = _workers_used(tmp / "home")
     finally:

@@ -110,8 +110,9 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
             if fidelity["off_range_or_grid"].pop(c["columns"][0], None) is not None:
                 fidelity.setdefault("derived_by_rule", {})[c["columns"][0]] = c["description"]
     copied = [constraint_checks.Constraint.from_report(e) for e in found if e["kind"] == "path"]
-    paths = [p for p in path_agreements(metadata, real, synthetic, seed=seed)  # a key copied along a path:
-             if (p["table"], p["foreign_key"]) not in {(c.table, c.columns[0]) for c in copied}]  # that path only
+    copied_keys = {(c.table, c.columns[0]) for c in copied}  # a key copied along a path: that path only
+    paths = [p for p in path_agreements(metadata, real, synthetic, seed=seed)
+             if (p["table"], p["foreign_key"]) not in copied_keys]
     paths += [constraint_checks.path_report(real, synthetic, c, metadata) for c in copied]
     summary = {
         "column_shapes": _mean(t["column_shapes"] for t in tables.values()),

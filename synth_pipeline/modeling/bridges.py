@@ -234,13 +234,10 @@ def path_agreements(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic
             for bridge in _measured(metadata, rel, real, seed):
                 if not _holds(bridge):
                     continue
-                child, parent_rows = _child_and_parent_rows(metadata, rel, synthetic)
-                route = route_values(bridge, child, parent_rows)
-                rate, _ = agreement(bridge, route, child[rel.child_foreign_key].to_numpy(dtype=object),
-                                    synthetic[bridge.table])
+                rate, _ = synthetic_agreement(metadata, rel, bridge, synthetic)
                 out.append({"table": table, "foreign_key": rel.child_foreign_key, "path": bridge.label,
-                            "real": round(bridge.rate, 4),
-                            "synthetic": round(rate, 4), "chance": round(bridge.chance, 4)})
+                            "real": round(bridge.rate, 4), "synthetic": round(rate, 4),
+                            "chance": round(bridge.chance, 4)})
     return out
 
 
