@@ -164,7 +164,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         fitted = warehouse.load_model(name)
         parent_frames = {p: warehouse.read("repaired", p, part) for p in inputs}
         seed = table_seed(settings.seed, name, "sample" if part.count == 1 else f"sample/{part.index}")
-        frame = fitted.sample(metadata, parent_frames, settings.scale, seed, part)
+        frame = fitted.sample(metadata, parent_frames, settings.scale, seed, part, off=tuple(settings.mechanisms_off))
         warehouse.write("synthetic", name, frame, part)
         seconds = time.perf_counter() - started
         warehouse.record_seconds(name, "sample", seconds, part)

@@ -119,6 +119,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--constraint-add", dest="constraints_add", action="append", metavar="'TABLE: RULE'",
                    help="a rule to enforce and check: 'a <= b', 'a < b', 'a -> b', 'a is null exactly when b is "
                         "null' (repeatable)")
+    p.add_argument("--mechanism-off", dest="mechanisms_off", action="append", metavar="NAME",
+                   help="a model mechanism to switch off, as docs/ablation.md names it (repeatable; for ablations)")
     p.add_argument("--only", metavar="TABLE", default=None,
                    help="re-sample TABLE and its descendants from the stored models, reuse every other table")
 
@@ -127,7 +129,7 @@ def _overrides(args) -> dict:
     out = {k: getattr(args, k) for k in ("seed", "scale", "partitions", "workers", "quality", "steps", "output_format",
                                          "on_orphans", "device", "fit_rows", "cardinality_threshold")
            if getattr(args, k) is not None}
-    for key in ("constraints_off", "constraints_add"):
+    for key in ("constraints_off", "constraints_add", "mechanisms_off"):
         if getattr(args, key):
             out[key] = tuple(getattr(args, key))
     if args.out:

@@ -24,6 +24,7 @@ constraints_off:                 # discovered constraints not to enforce nor che
   - "fees: payment_date is null exactly when payment_mode is null"   # report.json ("table: description")
 constraints_add:                 # rules to enforce and check even where the real data breaks them:
   - "fees: amount_paid <= amount_due"   # "a <= b", "a < b", "a -> b", "a is null exactly when b is null"
+mechanisms_off: []               # model mechanisms to switch off (names: docs/ablation.md); for ablations
 ```
 Relative paths are taken from the YAML file's folder. ``SYNTH_PIPELINE_CONFIG`` names the
 file ``dagster dev`` uses; without it the embedded school database is synthesized.
@@ -69,6 +70,7 @@ class PipelineConfig:
     nightly_refresh: bool = False  # the schedule and the refresh sensor start switched on (else: in the UI)
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     constraints_add: tuple[str, ...] = ()  # "table: rule" a user adds (see constraints.parse_added)
+    mechanisms_off: tuple[str, ...] = ()  # model mechanisms neither fitted nor applied (modeling/registry.py)
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
     fit_rows: int = 200_000  # a larger table's model is fitted on a consistent subsample this size (0: never)
     device: str = "cpu"  # where CTGAN trains: cpu, cuda, cuda:N, or auto (a GPU when torch sees one)
@@ -103,6 +105,9 @@ class PipelineConfig:
             raise ConfigError(f"config: max_concurrent must be 0 (one per CPU) or more, got {self.max_concurrent}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"config: steps must be at least 1, got {self.steps}")
+        from synth_pipeline.modeling.registry import require_known
+
+        object.__setattr__(self, "mechanisms_off", require_known(tuple(self.mechanisms_off)))
         if not 0 <= self.cardinality_threshold <= 1:
             raise ConfigError(f"config: cardinality_threshold must be within [0, 1], got {self.cardinality_threshold}")
 
@@ -163,6 +168,7 @@ _FIELDS = {
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
     "nightly_refresh": bool,
     "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
+    "mechanisms_off": list,
     "on_orphans": str, "output_format": str, "fit_rows": int, "device": str, "executor": str, "max_concurrent": int,
 }
 

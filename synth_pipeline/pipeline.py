@@ -48,8 +48,8 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
     settings = {
         "real": (str(config.source), config.on_orphans),
         "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off),
-                  sorted(config.constraints_add), config.fit_rows, config.device),
-        "synthetic": (config.seed, config.scale, config.partitions),
+                  sorted(config.constraints_add), config.fit_rows, config.device, sorted(config.mechanisms_off)),
+        "synthetic": (config.seed, config.scale, config.partitions, sorted(config.mechanisms_off)),
         "repaired": (config.seed, config.partitions),
         "published": (config.cardinality_threshold, config.output_format, str(config.out_dir), config.partitions),
         "evaluation": (config.seed,),
@@ -187,6 +187,7 @@ def resources_for(config: PipelineConfig) -> dict:
                                 cardinality_threshold=config.cardinality_threshold,
                                 constraints_off=list(config.constraints_off),
                                 constraints_add=list(config.constraints_add), output_format=config.output_format,
+                                mechanisms_off=list(config.mechanisms_off),
                                 fit_rows=config.fit_rows, device=config.device),
     }
 

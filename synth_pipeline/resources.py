@@ -217,10 +217,12 @@ class RunSettings(dg.ConfigurableResource):
     cardinality_threshold: float = 0.80
     constraints_off: list[str] = []
     constraints_add: list[str] = []
+    mechanisms_off: list[str] = []  # model mechanisms switched off (modeling/registry.py)
     output_format: str = "duckdb"  # "parquet" / "csv": also a folder out_dir/synthetic/ of files
     fit_rows: int = 0  # > 0: tables above this many rows are fitted on a consistent subsample
 
     def model_settings(self) -> ModelSettings:
         return ModelSettings(quality=self.quality, steps=self.steps, device=self.device, conditional=self.conditional,
                              fit_rows=self.fit_rows,
-                             constraints_off=tuple(self.constraints_off), constraints_add=tuple(self.constraints_add))
+                             constraints_off=tuple(self.constraints_off), constraints_add=tuple(self.constraints_add),
+                             mechanisms_off=tuple(self.mechanisms_off))

@@ -74,6 +74,10 @@ class ModelSettings:
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     constraints_add: tuple[str, ...] = ()  # "table: rule" constraints a user adds
     fit_rows: int = 0  # > 0: a larger table is fitted on a consistent subsample of about this many rows
+    mechanisms_off: tuple[str, ...] = ()  # registry names neither fitted nor applied (the ablation's switch)
+
+    def on(self, mechanism: str) -> bool:
+        return mechanism not in self.mechanisms_off
 
     def steps_for(self, rows: int) -> int:
         if self.steps is not None:
@@ -139,6 +143,7 @@ class TableModel:
     def fit(cls, metadata: Metadata, name: str, real: dict[str, pd.DataFrame], settings: ModelSettings,
             seed: int) -> "TableModel":
         started = time.perf_counter()
+        on = settings.on
         table = metadata.table(name)
         full = real[name]
         frame = fit_sample(metadata, name, full, settings.fit_rows, seed)
@@ -168,7 +173,7 @@ class TableModel:
         if primary is not None:
             parent_rows = _aligned_parent_rows(primary, real)
             parent_kinds = {c.name: c.sdtype for c in modelled_columns(metadata, primary.parent_table_name)}
-        copies = {} if primary is None or not settings.conditional else parent_copies(
+        copies = {} if primary is None or not settings.conditional or not on("parent_copies") else parent_copies(
             metadata, primary, frame, parent_rows, found_constraints)
         for col, parent_col in copies.items():
             log.info("%s: %s copied from %s.%s (equal in every real row)", name, col, primary.parent_table_name,
@@ -193,25 +198,27 @@ class TableModel:
             log.info("%s: %s", name, found.label)
         derived = DerivedColumns.discover(training[[c.name for c in modelled]], {c.name: c.sdtype for c in modelled},
                                           parent_rows, parent_kinds)
+        if not on("derived"):
+            derived.derivations = []
         training = derived.forward(training, parent_rows)
         modelled = [Column(c.name, "numerical") if c.name in derived.learned_as_numbers else c
                     for c in modelled if c.name not in derived.dropped]
         modelled += [Column(c, "numerical", computer_representation="Int64") for c in real_counts]
         training = training[[c.name for c in modelled]]
         encoder, context = None, None
-        if settings.conditional and primary is not None:
+        if settings.conditional and primary is not None and on("parent_context"):
             encoder, context = _training_context(metadata, primary, real)
         signatures, group_counts, link_models = {}, {}, {}
         original = {c.name: c.sdtype for c in modelled_columns(metadata, name)}
         for i, rel in enumerate(metadata.second_relationships(name)):
-            columns = signature_columns(metadata, rel, real)
+            columns = signature_columns(metadata, rel, real) if on("link_signatures") else []
             if columns:
                 signatures[rel.child_foreign_key] = columns
                 link_models[rel.child_foreign_key] = SignatureModel.fit(
                     frame.reset_index(drop=True), original, context, linked_signature(rel, columns, real), seed + 1 + i)
                 group_counts[rel.child_foreign_key] = counts_by_signature(rel, columns, real)
         groups = {}
-        for rel in metadata.second_relationships(name):
+        for rel in metadata.second_relationships(name) if on("link_groups") else []:
             found = link_group_column(frame, rel, [c.name for c in modelled_columns(metadata, name)
                                                    if c.sdtype in ("categorical", "boolean")])
             if found is not None:
@@ -223,7 +230,7 @@ class TableModel:
         bridges = {}
         copied = {c.columns[0] for c in found_constraints if c.kind == "path"}  # copied along their path
         for rel in metadata.second_relationships(name):
-            if rel.child_foreign_key in copied:
+            if rel.child_foreign_key in copied or not on("bridges"):
                 continue
             found = fit_bridge(metadata, rel, real, seed)
             if found is not None:
@@ -232,10 +239,12 @@ class TableModel:
         categories = [c.name for c in modelled_columns(metadata, name) if c.sdtype in ("categorical", "boolean")
                       and c.name not in derived.dropped and c.name not in copies]
         rows = frame.reset_index(drop=True)
-        pair_supports = fit_pair_supports(rows, categories)
-        pair_supports += fit_determined_supports(rows, categories, [c for c in copies if c in category_columns],
-                                                 {c for s in pair_supports for c in (s.leader, s.follower)})
-        pair_supports += fit_nested_supports(rows, [c for c in categories if c not in copies], pair_supports)
+        pair_supports = []
+        if on("pair_supports"):
+            pair_supports = fit_pair_supports(rows, categories)
+            pair_supports += fit_determined_supports(rows, categories, [c for c in copies if c in category_columns],
+                                                     {c for s in pair_supports for c in (s.leader, s.follower)})
+            pair_supports += fit_nested_supports(rows, [c for c in categories if c not in copies], pair_supports)
         for support in pair_supports:
             log.info("%s: category pair kept to the real support: %s", name, support.label)
         quotas = [q for c in categories if (q := NameQuota.fit(rows, c, pair_supports))]
@@ -265,7 +274,8 @@ class TableModel:
             training, {c.name: c.sdtype for c in modelled if not is_count_column(c.name)},
             *((parent_rows, parent_kinds) if settings.conditional else (None, None)))
         residuals = ContextResiduals.fit(
-            training, [c.name for c in modelled if c.sdtype == "numerical" and not is_count_column(c.name)], context, seed)
+            training, [c.name for c in modelled if c.sdtype == "numerical" and not is_count_column(c.name)],
+            context if on("residuals") else None, seed)
         # a number the parent context already predicts keeps that link (a mark follows its
         # course's level through the context, not only through the enrollment's grade)
         conditionals = [c for c in conditionals if not (c.from_parent and c.column in residuals.fits)]
@@ -344,11 +354,13 @@ class TableModel:
     # ---------------------------------------------------------------- sample
     @with_fixed_threads
     def sample(self, metadata: Metadata, parents: dict[str, pd.DataFrame], scale: float, seed: int,
-               part: Partition = WHOLE) -> pd.DataFrame:
+               part: Partition = WHOLE, off: tuple[str, ...] = ()) -> pd.DataFrame:
         """Synthetic rows of this table given the (repaired) synthetic parent tables; ``part``:
         which partition of a partitioned run (a root table gets its share of ``scale`` x its
         real rows; keys are unique across the partitions)."""
         rng = np.random.default_rng(seed)
+        self._off = set(off)
+        on = self._on
         primary = metadata.primary_relationship(self.table)
         context, parent_rows = None, None
         if primary is None:
@@ -371,17 +383,17 @@ class TableModel:
             out[col] = parent_rows[parent_col].to_numpy()
         # categories siblings share, then category pairs (some follow a copied column): before
         # the looked-up columns are derived from them (BillingCity -> BillingState)
-        for spread in getattr(self, "sibling_spreads", []):
+        for spread in getattr(self, "sibling_spreads", []) if on("sibling_spreads") else []:
             spread.apply(out, rng, owners)
-        for support in getattr(self, "pair_supports", []):
+        for support in getattr(self, "pair_supports", []) if on("pair_supports") else []:
             support.apply(out, rng)
-        for found in getattr(self, "one_per_parent", []):
+        for found in getattr(self, "one_per_parent", []) if on("one_per_parent") else []:
             found.apply(out, rng, owners)
-        for quota in getattr(self, "name_quotas", []):
+        for quota in getattr(self, "name_quotas", []) if on("name_quotas") else []:
             quota.apply(out, rng)
-        if getattr(self, "label_counts", None) is not None:
+        if getattr(self, "label_counts", None) is not None and on("label_counts"):
             self.label_counts.apply(out, rng)
-        for found in getattr(self, "conditionals", []):
+        for found in getattr(self, "conditionals", []) if on("conditionals") else []:
             found.apply(out, parent_rows)
         if self.derived is not None and self.gan is not None:
             out = self.derived.inverse(out, parent_rows)
@@ -393,21 +405,24 @@ class TableModel:
             out[primary.child_foreign_key] = owners
         for rel in metadata.second_relationships(self.table):
             out[rel.child_foreign_key] = self._link(rel, out, context, parent_rows, parents, rng)
-            bridge = self.bridges.get(rel.child_foreign_key)
+            bridge = self.bridges.get(rel.child_foreign_key) if on("bridges") else None
             strata = route_values(bridge, out, parent_rows) if bridge is not None and bridge.table in parents else None
-            for found in getattr(self, "link_ones", {}).get(rel.child_foreign_key, []):
+            for found in getattr(self, "link_ones", {}).get(rel.child_foreign_key, []) if on("link_ones") else []:
                 found.relink(out, rng, strata)
-        copy_along_paths(out, self.constraints, parents, metadata)  # a payment's customer is its rental's
-        for found in getattr(self, "count_totals", []):  # after every step that may change a category
+        if on("path_copies"):
+            copy_along_paths(out, self.constraints, parents, metadata)  # a payment's customer is its rental's
+        for found in getattr(self, "count_totals", []) if on("count_totals") else []:  # after every category step
             found.apply(out, rng)
-        for found in getattr(self, "counts_within", []):
+        for found in getattr(self, "counts_within", []) if on("counts_within") else []:
             found.apply(out, rng)
-        self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)
+        if on("null_patterns"):
+            self._keep_null_patterns(out, {c.name: c.sdtype for c in metadata.table(self.table).columns.values()}, rng)
         pk = metadata.table(self.table).primary_key
         if primary is not None and len(pk) == 2 and primary.child_foreign_key in pk:
             other = next(c for c in pk if c != primary.child_foreign_key)
             out[other] = linking.make_pairs_unique(out[primary.child_foreign_key].to_numpy(), out[other].to_numpy(), rng)
-        apply_shapes(out, getattr(self, "number_shapes", []))  # last: whatever computed a number
+        if on("number_shapes"):
+            apply_shapes(out, getattr(self, "number_shapes", []))  # last: whatever computed a number
         return out[self.column_order]
 
     def _sample_columns(self, n: int, seed: int, context: np.ndarray | None,
@@ -415,8 +430,10 @@ class TableModel:
         if self.gan is None:
             return pd.DataFrame(index=range(n))
         rng = np.random.default_rng(seed + 1)
-        pairs = getattr(self, "pair_joints", None)
+        on = self._on
+        pairs = getattr(self, "pair_joints", None) if on("pair_joints") else None
         k = PAIR_CANDIDATES_PER_ROW if pairs is not None else CANDIDATES_PER_ROW if self.category_targets else 1
+        k = k if on("raking") else 1
         chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
         parts = []
         # In chunks of rows (with their parents' context): the candidates and the transformer's
@@ -431,7 +448,7 @@ class TableModel:
             if k > 1:
                 candidates = self.gan.discrete_labels(matrix, list(self.category_targets))
                 targets = dict(self.category_targets)
-                for joint in getattr(self, "parent_joints", []) if parent_rows is not None else []:
+                for joint in getattr(self, "parent_joints", []) if parent_rows is not None and on("parent_joints") else []:
                     labels = joint.parent_labels(parent_rows.iloc[start:start + size])
                     candidates[joint.key] = candidates[joint.column].astype(str).to_numpy() + JOINT_SEPARATOR \
                         + np.tile(labels, k)
@@ -442,7 +459,7 @@ class TableModel:
                     coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1),
                                              None if parent_rows is None else parent_rows.iloc[start:start + size], k)
                 weights = rake_weights(candidates, targets, size, k, coded)
-                if size <= QUOTA_MAX_ROWS:  # few rows: category counts held to the real shares
+                if size <= QUOTA_MAX_ROWS and on("quotas"):  # few rows: category counts held to the real shares
                     kept = choose_with_quotas(weights, candidates, self.category_targets, size, k, rng)
                 else:
                     kept = choose_per_slot(weights, size, k, rng)
@@ -450,11 +467,12 @@ class TableModel:
             parts.append(self.codec.decode(self.gan.decode(matrix)))  # only the kept rows are decoded
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         for col, real in self.real_counts.items():
-            raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng)
-        if self.count_correlation is not None and n > 2:
+            raw[col] = calibrate_counts(raw[col].to_numpy(dtype=float), real, rng) if on("count_calibration") \
+                else np.clip(np.round(raw[col].to_numpy(dtype=float)), 0, None).astype("int64")
+        if self.count_correlation is not None and n > 2 and on("count_correlation"):
             _impose_correlation(raw, list(self.real_counts), self.count_correlation, rng)
         numeric = getattr(self, "numeric_correlation", None)
-        if numeric is not None and n > 2:
+        if numeric is not None and n > 2 and on("root_correlation"):
             _impose_correlation(raw, self.correlated_columns, numeric, rng)
         return raw.reset_index(drop=True)
 
@@ -486,7 +504,7 @@ class TableModel:
         source = rows if rel.is_self_reference else parents[rel.parent_table_name]
         capacity = source[count_column(rel)].to_numpy(dtype=float)
         keys = source[rel.parent_primary_key].to_numpy(dtype=object)
-        signature = self.link_signatures.get(rel.child_foreign_key)
+        signature = self.link_signatures.get(rel.child_foreign_key) if self._on("link_signatures") else None
         link_model = self.link_models.get(rel.child_foreign_key)
         if signature and link_model is not None:
             wanted = link_model.sample(rows, context, rng).astype(str)
@@ -498,13 +516,14 @@ class TableModel:
         out = np.full(n, None, dtype=object)
         if not has_parent.any():
             return out
-        bridge = self.bridges.get(rel.child_foreign_key)
+        bridge = self.bridges.get(rel.child_foreign_key) if self._on("bridges") else None
         if bridge is not None and bridge.table in parents:
             route = route_values(bridge, rows, parent_rows)[has_parent]
             by = getattr(bridge, "by", "")
             category = rows[by].to_numpy(dtype=object)[has_parent] if by and by in rows.columns else None
             out[has_parent] = link_by_bridge(route, parents[bridge.table], bridge, keys, capacity, rng, category)
-        elif (group := getattr(self, "link_groups", {}).get(rel.child_foreign_key)) is not None and group in rows:
+        elif (group := getattr(self, "link_groups", {}).get(rel.child_foreign_key)) is not None and group in rows \
+                and self._on("link_groups"):
             signatures = (wanted[has_parent], _signature(source, signature)) if signature and link_model is not None \
                 else (None, None)
             dated = [(day_numbers(rows[c.columns[0]], "datetime")[has_parent], day_numbers(source[c.columns[1]], "datetime"))
@@ -535,6 +554,9 @@ class TableModel:
         if by_group:
             out = calibrate_counts(out, np.concatenate(list(by_group.values())), rng).astype(float)
         return out
+
+    def _on(self, mechanism: str) -> bool:
+        return mechanism not in getattr(self, "_off", ())
 
     # ----------------------------------------------------------- persistence
     def content_digest(self) -> str:
