@@ -21,8 +21,8 @@ import dagster as dg
 import pandas as pd
 
 from synth_pipeline.errors import ConfigError
-from synth_pipeline.modeling.cardinality import is_count_column
-from synth_pipeline.modeling.keys import WHOLE, Partition
+from synth_pipeline.stats import is_count_column
+from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
 from synth_pipeline.repair import repair_table
 from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse, partition_keys
@@ -199,7 +199,8 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
 def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd.DataFrame,
                   parent_frames: dict[str, pd.DataFrame]) -> dict:
     """What a person wants to see on a repaired table in the UI: violations and similarity scores."""
-    from synth_pipeline.evaluation.fidelity import column_shapes, compared_columns
+    from synth_pipeline.evaluation.fidelity import column_shapes
+    from synth_pipeline.stats import compared_columns
     from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity, fk_violations
 
     real = warehouse.read("real", name)
@@ -221,8 +222,8 @@ def with_child_sums(name: str, frame: pd.DataFrame, warehouse: Warehouse, repair
     """``frame`` with each number that is the sum over its children (``constraints.child_sums``)
     computed from its synthetic children, at the real column's decimals (rows without
     children keep theirs). Returns ``frame`` itself where there is none."""
-    from synth_pipeline.constraints import child_sum_values
-    from synth_pipeline.modeling.transforms import decimals_of
+    from synth_pipeline.schema.constraints import child_sum_values
+    from synth_pipeline.stats import decimals_of
 
     rules = [c for c in warehouse.load_model(name).constraints if c.kind == "child_sum" and c.child in metadata.tables]
     if not rules:
@@ -244,8 +245,8 @@ def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: 
                   parent_frames: dict[str, pd.DataFrame], part: Partition) -> dict:
     """The paths this table's links follow (real, synthetic and chance agreement) and its
     dates across parents (share in order, offsets' KS complement), for the UI."""
-    from synth_pipeline.constraints import offset_similarity, path_report, satisfied
-    from synth_pipeline.modeling.bridges import synthetic_agreement
+    from synth_pipeline.schema.constraints import offset_similarity, path_report, satisfied
+    from synth_pipeline.schema.paths import synthetic_agreement
 
     paths, dates = [], []
     synthetic = {**parent_frames, name: frame}

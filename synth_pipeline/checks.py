@@ -17,7 +17,7 @@ from synth_pipeline.assets import current_partition, stage_key
 from synth_pipeline.evaluation.expectations import validate_table
 from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity
 from synth_pipeline.resources import RunSettings, Warehouse
-from synth_pipeline.schema.metadata import Metadata, Relationship
+from synth_pipeline.schema.metadata import Relationship
 from synth_pipeline.schema.plan import SchemaPlan
 
 
@@ -153,7 +153,7 @@ def _cardinality_result(check_name, rel, warehouse, frame, parents, real, thresh
 
 
 def _numbers_result(model, frame: pd.DataFrame) -> dg.AssetCheckResult:
-    """Each number column against what it may hold (``modeling.number_shapes``)."""
+    """Each number column against what it may hold (``schema.number_shapes``)."""
     breaking = {shape.label: count for shape in getattr(model, "number_shapes", [])
                 if shape.column in frame.columns and (count := shape.breaks(frame[shape.column]))}
     return dg.AssetCheckResult(check_name=NUMBERS_CHECK, passed=not breaking,
@@ -166,8 +166,8 @@ def _constraints_result(metadata, name, warehouse, frame, parents, real, read) -
     expectation for functional dependencies, shared null patterns or cross-table date order),
     and the paths nearly every real row keeps (``Bridge.binding``): at least ``PATH_RATE`` of
     the synthetic rows keep them (``read(table)``: a repaired table the path goes through)."""
-    from synth_pipeline.constraints import satisfied
-    from synth_pipeline.modeling.bridges import PATH_RATE, synthetic_agreement
+    from synth_pipeline.schema.constraints import satisfied
+    from synth_pipeline.schema.paths import PATH_RATE, synthetic_agreement
 
     model = warehouse.load_model(name)
     tables = {**parents, name: frame}

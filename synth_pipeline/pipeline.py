@@ -60,7 +60,7 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
 
 def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definitions:
     """Everything Dagster needs for ``metadata``, wired to the settings in ``config``."""
-    from synth_pipeline.constraints import parse_added
+    from synth_pipeline.schema.constraints import parse_added
 
     from synth_pipeline.modeling.ctgan_model import resolve_device
 

@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.constraints import copy_along_paths, unit_of
-from synth_pipeline.evaluation.fidelity import as_labels
-from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
-from synth_pipeline.modeling.number_shapes import apply_shapes
-from synth_pipeline.modeling.table_model import TableModel, row_digests
+from synth_pipeline.schema.constraints import unit_of
+from synth_pipeline.modeling.bridges import copy_along_paths
+from synth_pipeline.stats import as_labels
+from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
+from synth_pipeline.schema.number_shapes import apply_shapes
+from synth_pipeline.modeling.table_model import TableModel
+from synth_pipeline.stats import row_digests
 from synth_pipeline.schema.metadata import Metadata
 
 

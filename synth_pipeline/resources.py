@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth_pipeline.errors import SchemaError
-from synth_pipeline.modeling.keys import WHOLE, Partition
+from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.modeling.table_model import ModelSettings, TableModel
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import load_tables

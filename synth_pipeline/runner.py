@@ -272,7 +272,7 @@ def _require_stored_run(config: PipelineConfig, metadata, table: str) -> None:
     """A subtree re-run reuses the fitted models and the tables outside the subtree."""
     if table not in metadata.tables:
         raise RunFailed(f"--only {table}: no such table (tables: {', '.join(metadata.topological_order())})")
-    from synth_pipeline.modeling.keys import Partition
+    from synth_pipeline.schema.keys import Partition
     from synth_pipeline.resources import Warehouse
 
     work = Path(config.work_dir)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth_pipeline.errors import SchemaError, SourceError
+from synth_pipeline.errors import SourceError
 from synth_pipeline.schema.detect import detect_from_frames
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.validate import MAX_CATEGORIES, validate_real_table

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.number_shapes import NumberShape
+from synth_pipeline.schema.number_shapes import NumberShape
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import Column
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth_pipeline import constraints
+from synth_pipeline.schema import constraints
 from synth_pipeline.evaluation.baseline import HMA_MAX_TABLES, hma_subschema
 from synth_pipeline.evaluation.detection import parent_detection
 from synth_pipeline.evaluation.fidelity import cross_table_trends, two_hop_chains

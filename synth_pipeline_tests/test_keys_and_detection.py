@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth_pipeline.modeling.keys import KeyFormat
+from synth_pipeline.schema.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
 from synth_pipeline.schema.detect import detect_from_frames, detect_metadata
 from synth_pipeline_tests.conftest import require_dataset, run_cli
@@ -141,7 +141,7 @@ def test_cli_bad_source_is_one_clear_line(tmp_path, setup, message):
 def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
     from types import SimpleNamespace
 
-    from synth_pipeline.modeling.table_model import row_digests, unique_row_digests
+    from synth_pipeline.stats import row_digests, unique_row_digests
     from synth_pipeline.repair import _break_copies
 
     rng = np.random.default_rng(0)
@@ -164,7 +164,7 @@ def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
 def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_column():
     from types import SimpleNamespace
 
-    from synth_pipeline.modeling.table_model import row_digests, unique_row_digests
+    from synth_pipeline.stats import row_digests, unique_row_digests
     from synth_pipeline.repair import _break_copies
 
     rng = np.random.default_rng(0)
@@ -192,8 +192,8 @@ def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_colu
 def test_copies_move_a_date_bounded_only_from_below_upward():
     from types import SimpleNamespace
 
-    from synth_pipeline.constraints import Constraint
-    from synth_pipeline.modeling.table_model import row_digests, unique_row_digests
+    from synth_pipeline.schema.constraints import Constraint
+    from synth_pipeline.stats import row_digests, unique_row_digests
     from synth_pipeline.repair import _break_copies
 
     rng = np.random.default_rng(0)
@@ -219,7 +219,7 @@ def test_copies_move_a_date_bounded_only_from_below_upward():
 def test_uuid_keys_are_the_text_the_uuid_module_writes():
     import uuid
 
-    from synth_pipeline.modeling.keys import _uuid_text
+    from synth_pipeline.schema.keys import _uuid_text
 
     raw = np.random.default_rng(5).integers(0, 256, size=(500, 16), dtype=np.uint8)
     for version in (1, 4, None):

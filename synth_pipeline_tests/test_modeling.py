@@ -344,7 +344,8 @@ def test_signature_model_and_context_residuals_follow_the_parent():
 
 
 def test_bridge_linking_reaches_the_share_and_keeps_capacities():
-    from synth_pipeline.modeling.bridges import Bridge, link_by_bridge
+    from synth_pipeline.modeling.bridges import link_by_bridge
+    from synth_pipeline.schema.paths import Bridge
 
     rng = np.random.default_rng(0)
     teachers = np.array([f"T{i}" for i in range(20)], dtype=object)
@@ -372,7 +373,8 @@ def test_a_teacher_of_popular_courses_takes_counts_from_teachers_with_room_to_sp
     (at most 5% of the parents' counts change): the path agreement rises, the count
     distribution barely moves."""
     from synth_pipeline.modeling import bridges
-    from synth_pipeline.modeling.bridges import Bridge, link_by_bridge
+    from synth_pipeline.modeling.bridges import link_by_bridge
+    from synth_pipeline.schema.paths import Bridge
 
     teachers = np.array([f"T{i}" for i in range(40)], dtype=object)
     pairs = pd.DataFrame({"course": ["C0", "C1", "C2", "C3"], "teacher": teachers[:4]})  # one teacher per course
@@ -416,7 +418,7 @@ def test_discovered_constraints_can_be_switched_off_and_null_patterns_are_enforc
                          ModelSettings(steps=2, constraints_off=config.constraints_off), seed=0)
     assert {c.description for c in off.constraints} == described - {"amount_paid <= amount_due"}
 
-    from synth_pipeline.modeling.cardinality import child_counts, count_column
+    from synth_pipeline.stats import child_counts, count_column
 
     parents = {p: school_tables[p].copy() for p in sampling_inputs(school_metadata, "fees")}
     for name, parent in parents.items():  # the children counts a sampled parent carries
@@ -429,7 +431,7 @@ def test_discovered_constraints_can_be_switched_off_and_null_patterns_are_enforc
 
 
 def test_user_added_constraints_are_enforced_where_the_real_data_breaks_them():
-    from synth_pipeline.constraints import parse_added, satisfied
+    from synth_pipeline.schema.constraints import parse_added, satisfied
     from synth_pipeline.errors import ConfigError
     from synth_pipeline.repair import repair_table
 
@@ -482,7 +484,7 @@ def test_link_pairs_are_made_unique_even_when_one_owner_takes_almost_every_value
 def test_rows_dated_before_their_second_parent_are_linked_to_an_earlier_one():
     from types import SimpleNamespace
 
-    from synth_pipeline.constraints import Constraint, satisfied
+    from synth_pipeline.schema.constraints import Constraint, satisfied
     from synth_pipeline.repair import _enforce_parent_dates
 
     md = Metadata.from_dict({"tables": {
@@ -530,7 +532,7 @@ def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metad
     assert model.fitted_rows == len(fit_sample(school_metadata, "marks", marks, 5000, seed=0))
     # a sampled parent's children are all counted (the child table is not cut)
     parent = TableModel.fit(school_metadata, "student_courses", school_tables, ModelSettings(steps=2, fit_rows=2000), 0)
-    from synth_pipeline.modeling.cardinality import count_column
+    from synth_pipeline.stats import count_column
 
     rel = next(r for r in school_metadata.child_relationships("student_courses") if r.child_table_name == "marks")
     kept_parents = fit_sample(school_metadata, "student_courses", school_tables["student_courses"], 2000, seed=0)
@@ -541,7 +543,7 @@ def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metad
 
 def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metadata, school_tables, monkeypatch):
     from synth_pipeline.modeling import table_model
-    from synth_pipeline.modeling.cardinality import child_counts, count_column
+    from synth_pipeline.stats import child_counts, count_column
     from synth_pipeline.modeling.table_model import sampling_inputs
 
     model = TableModel.fit(school_metadata, "fees", school_tables, ModelSettings(steps=60), seed=0)
@@ -752,7 +754,7 @@ def test_an_inequality_that_holds_only_by_units_is_not_learned_as_a_ratio():
 
 
 def test_whole_numbers_get_one_label_whether_or_not_the_column_has_nulls():
-    from synth_pipeline.modeling.transforms import labels
+    from synth_pipeline.stats import labels
 
     assert labels(pd.Series([9.0, None, 10.0])).tolist() == ["9", "__null__", "10"]  # a parent column with orphans
     assert labels(pd.Series([9, 10])).tolist() == ["9", "10"]
@@ -817,7 +819,8 @@ def test_a_number_on_a_line_of_a_date_is_rebuilt_from_the_generated_date():
 
 
 def test_each_course_gets_one_lead_and_the_lead_row_links_the_course_lead_teacher():
-    from synth_pipeline.modeling.bridges import fit_bridge, link_by_bridge
+    from synth_pipeline.modeling.bridges import link_by_bridge
+    from synth_pipeline.schema.paths import fit_bridge
     from synth_pipeline.modeling.siblings import OnePerParent
 
     rng = np.random.default_rng(0)
@@ -960,7 +963,7 @@ def test_moving_rows_off_real_rows_keeps_one_lead_and_one_year_per_course():
     from types import SimpleNamespace
 
     from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
-    from synth_pipeline.modeling.table_model import unique_row_digests
+    from synth_pipeline.stats import unique_row_digests
     from synth_pipeline.repair import _break_copies
 
     rng = np.random.default_rng(0)
@@ -1066,7 +1069,7 @@ def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enroll
     from types import SimpleNamespace
 
     from synth_pipeline.modeling.siblings import SiblingSpread
-    from synth_pipeline.modeling.table_model import unique_row_digests
+    from synth_pipeline.stats import unique_row_digests
     from synth_pipeline.repair import _break_copies
 
     rng = np.random.default_rng(0)

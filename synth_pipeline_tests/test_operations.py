@@ -63,7 +63,7 @@ def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_al
     unique keys (alternate keys and emails too) and no orphan; each partition's children
     point only at that partition's parents; the same seed gives the same database, whether
     the partitions run one after another or two at once in worker processes."""
-    from synth_pipeline.modeling.keys import Partition
+    from synth_pipeline.schema.keys import Partition
     from synth_pipeline.resources import Warehouse
 
     config, _ = tiny_run
@@ -105,7 +105,7 @@ def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_al
 
 
 def test_more_partitions_than_root_rows_is_one_clear_error(tiny_run, school_metadata):
-    from synth_pipeline.modeling.keys import Partition
+    from synth_pipeline.schema.keys import Partition
     from synth_pipeline.modeling.table_model import TableModel
 
     config, _ = tiny_run

@@ -156,16 +156,15 @@ def _fit_in_process(out: Path, students: int, fit_rows: int | None) -> None:
         raise SystemExit("fitting run failed")
     import pyarrow.parquet as pq
 
-    from synth_pipeline.modeling.table_model import TableModel
-
     timings = read_timings(Path(config.work_dir))
     rows = {t: pq.ParquetFile(Path(config.work_dir) / "real" / f"{t}.parquet").metadata.num_rows for t in timings}
     real_rows, largest = sum(rows.values()), max(rows, key=rows.get)
-    model = TableModel.load(Path(config.work_dir) / "models" / f"{largest}.pkl")
+    fitted = next(event.materialization.metadata["model"].value for event in result.get_asset_materialization_events()
+                  if event.asset_key == dg.AssetKey(["model", largest]))
     print(json.dumps({"students": students, "real_rows": real_rows, "fit_rows": config.fit_rows,
                       "fit_seconds": round(sum(t.get("fit", 0.0) for t in timings.values()), 1),
-                      "largest_table": largest, "largest_rows": model.real_rows,
-                      "largest_fitted_rows": model.fitted_rows or model.real_rows}))
+                      "largest_table": largest, "largest_rows": fitted["real_rows"],
+                      "largest_fitted_rows": fitted["fitted_rows"]}))
 
 
 def hma_side_by_side(out: Path) -> dict:

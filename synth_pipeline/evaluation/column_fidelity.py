@@ -1,7 +1,7 @@
 """Is every column as real as its type? Per column of a synthetic table against its real twin:
 
 * numbers outside the real range, or off the real support (few values) or grid (step and
-  offset), as ``modeling.number_shapes`` learns them from the real column;
+  offset), as ``schema.number_shapes`` learns them from the real column;
 * for timestamps (with at least ``HOUR_ROWS`` real values that carry a time of day): the
   largest gap between the real and synthetic share of any hour of the day;
 * columns constant in the real table (no nulls) that are not the same constant.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from synth_pipeline.modeling.number_shapes import NumberShape
+from synth_pipeline.schema.number_shapes import NumberShape
 from synth_pipeline.schema.metadata import Metadata
 
 HOUR_ROWS = 2000

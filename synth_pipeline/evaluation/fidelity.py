@@ -18,29 +18,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.cardinality import is_count_column
+from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.schema.metadata import Metadata, Relationship
-
-NUMERIC = ("numerical", "datetime")
-DISCRETE = ("categorical", "boolean")
-
-
-def compared_columns(metadata: Metadata, table: str) -> dict[str, str]:
-    """Columns fidelity is measured on: modelled sdtypes, no keys."""
-    keys = metadata.key_columns(table)
-    return {c.name: c.sdtype for c in metadata.table(table).columns.values()
-            if c.sdtype in NUMERIC + DISCRETE and c.name not in keys and not is_count_column(c.name)}
-
-
-def as_numbers(values: pd.Series, sdtype: str) -> pd.Series:
-    if sdtype == "datetime":
-        stamps = values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values, errors="coerce")
-        return (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
-    return pd.to_numeric(values, errors="coerce").astype(float)
-
-
-def as_labels(values: pd.Series) -> pd.Series:
-    return values.astype(object).where(values.notna(), "__null__").astype(str)
 
 
 def column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:

@@ -14,7 +14,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
+from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.schema.metadata import Metadata
 
 SUMMARY_LABELS = [

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
-from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
-from synth_pipeline.modeling.pii import COMMON_TOKENS
-from synth_pipeline.modeling.table_model import copy_columns, row_digests
+from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
+from synth_pipeline.schema.metadata import COMMON_TOKENS
+from synth_pipeline.stats import copy_columns, row_digests
 from synth_pipeline.schema.metadata import Metadata
 
 

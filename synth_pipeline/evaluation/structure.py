@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.cardinality import child_counts
+from synth_pipeline.stats import child_counts
 from synth_pipeline.schema.metadata import Relationship
 
 

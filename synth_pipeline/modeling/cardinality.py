@@ -8,27 +8,10 @@ from math import comb, log
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.derived import MAP_CHANCE
-from synth_pipeline.modeling.transforms import labels
+from synth_pipeline.stats import COUNT_PREFIX, MAP_CHANCE
+from synth_pipeline.stats import labels
 from synth_pipeline.modeling.pair_support import NameQuota
-from synth_pipeline.schema.metadata import LOOKUP_MAX_ROWS, Relationship
-
-COUNT_PREFIX = "__children__"
-
-
-def count_column(rel: Relationship) -> str:
-    """The parent-table column that carries a parent row's number of children under ``rel``."""
-    return f"{COUNT_PREFIX}{rel.child_table_name}__{rel.child_foreign_key}"
-
-
-def is_count_column(name: str) -> bool:
-    return name.startswith(COUNT_PREFIX)
-
-
-def child_counts(parent_keys: pd.Series, child_fk: pd.Series) -> np.ndarray:
-    """For each parent key, how many child rows point at it (zeros included)."""
-    counts = child_fk.dropna().value_counts()
-    return parent_keys.map(counts).fillna(0).to_numpy(dtype="int64")
+from synth_pipeline.schema.metadata import LOOKUP_MAX_ROWS
 
 
 def calibrate_counts(generated: np.ndarray, real_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import EPOCH, FEW_VALUES, QUANTILES, as_written, day_numbers, decimals_of, labels
+from synth_pipeline.modeling.transforms import FEW_VALUES, QUANTILES, as_written
+from synth_pipeline.stats import EPOCH, day_numbers, decimals_of, labels
 
 MIN_ETA2 = 0.05
 MIN_GROUP_ROWS = 30

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.cardinality import is_count_column
-from synth_pipeline.modeling.transforms import day_numbers, labels
+from synth_pipeline.stats import is_count_column
+from synth_pipeline.stats import day_numbers, labels
 
 MAX_CATEGORIES = 15
 

@@ -29,21 +29,19 @@ derived quantity, so gaps stay non-negative and ratios within [0, 1].
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import EPOCH, as_written, day_numbers, decimals_of, labels, rank_map
+from synth_pipeline.modeling.transforms import as_written, rank_map
+from synth_pipeline.stats import (EPOCH, MAX_DETERMINANT_VALUES, NUMERIC, comparable, day_numbers, decimals_of,
+                                  determining_category, labels)
 
 MIN_ROWS = 20
-MAX_DETERMINANT_VALUES = 100
 UNITS_APART = 100  # x <= y with disjoint ranges and medians this far apart: units, not a rule
-MAP_CHANCE = 1e-3  # a many-valued category determines a column only if agreeing this well is rarer by chance
 LINEAR_R = 0.99  # |Pearson r| from which a number is rebuilt from its line
 LINEAR_MIN_VALUES = 5  # a number with fewer distinct values is a category in disguise
-NUMERIC = ("numerical", "datetime")
 
 
 @dataclass
@@ -323,35 +321,6 @@ class DerivedColumns:
         return as_written(value, d.decimals, frame.index)
 
 
-def determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str], min_keys: int = 2,
-                         few_keys: int = 0) -> tuple[str, dict] | None:
-    """The category of ``frame`` (rows aligned with ``values``; fewest values first, ``min_keys``
-    to MAX_DETERMINANT_VALUES of them) under which every row of one value has the same value,
-    more consistently than chance would (a category of at most ``few_keys`` values needs no
-    chance test): ``(category, {category label: value})``, or None."""
-    best = None
-    for category in categories:
-        keys = labels(frame.loc[values.index, category])
-        n_keys = keys.nunique()
-        if not max(min_keys, 2) <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
-            continue
-        if (values.groupby(keys).nunique() == 1).all() and (
-                n_keys <= few_keys or agreement_by_chance(values, keys) < MAP_CHANCE):
-            best = (category, n_keys, values.groupby(keys).first().to_dict())
-    return None if best is None else (best[0], best[2])
-
-
-def agreement_by_chance(values: pd.Series, keys: pd.Series) -> float:
-    """How likely the rows sharing a key would all agree on the column if the column were
-    independent of the key: the product over repeated keys of sum_v p_v ** (rows of the key)."""
-    sizes = keys.value_counts()
-    sizes = sizes[sizes > 1].to_numpy()
-    if not len(sizes):
-        return 1.0
-    shares = values.value_counts(normalize=True).to_numpy()
-    return float(np.exp(sum(np.log(np.sum(shares ** k)) for k in sizes)))
-
-
 GAP_DIRECTION_MARGIN = 0.2  # |rank correlation| the gap must have less with the later column
 
 
@@ -383,21 +352,6 @@ def _stamps(days: np.ndarray, index: pd.Index, timed: bool = False) -> pd.Series
 def _quantiles(values: np.ndarray, points: int = 1001) -> np.ndarray | None:
     finite = values[~np.isnan(values)]
     return np.quantile(finite, np.linspace(0, 1, points)) if len(finite) else None
-
-
-def comparable(a: str, b: str, x, y) -> bool:
-    """Two number columns compare when their names share a word (``score <= max_score``) or
-    their ranges overlap (``amount_paid <= amount_due``, crimes among inhabitants). Over
-    disjoint ranges an order says nothing about the rows (a film's rental days are below its
-    replacement cost by their units alone): each column's own range keeps it anyway."""
-    if _words(a) & _words(b):
-        return True
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    return bool(max(np.nanmin(x), np.nanmin(y)) < min(np.nanmax(x), np.nanmax(y)))
-
-
-def _words(name: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower())) - {"id", "no"}
 
 
 def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:

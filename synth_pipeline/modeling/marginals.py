@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import day_numbers, labels
+from synth_pipeline.stats import corrected_cramers_v, day_numbers, labels
 
 RAKING_ROUNDS = 8
 
@@ -210,22 +210,6 @@ def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent
         found.append(ParentJoint(column, candidate.parent_column, candidate.edges, given, v,
                                  pd.Series(child).value_counts(normalize=True)))
     return found
-
-
-def corrected_cramers_v(table: np.ndarray) -> float:
-    """Cramér's V with Bergsma's small-sample bias correction: near 0 for independent columns
-    even when the table has many cells for its rows (a 40-row table of courses)."""
-    from scipy.stats import chi2_contingency
-
-    n = table.sum()
-    if n < 2:
-        return 0.0
-    chi2 = chi2_contingency(table, correction=False)[0]
-    r, k = table.shape
-    phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
-    r_corr, k_corr = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
-    denominator = min(k_corr - 1, r_corr - 1)
-    return float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
 
 
 # ------------------------------------------------------------------ column pairs

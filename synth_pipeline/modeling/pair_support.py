@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats.contingency import association
 
-from synth_pipeline.modeling.derived import MAP_CHANCE, agreement_by_chance
-from synth_pipeline.modeling.transforms import labels, put_column
+from synth_pipeline.stats import MAP_CHANCE, agreement_by_chance, cramers_v
+from synth_pipeline.modeling.transforms import put_column
+from synth_pipeline.stats import labels
 
 MIN_ASSOCIATION = 0.5
 MAX_VALUES = 60
@@ -84,10 +84,7 @@ def fit_pair_supports(frame: pd.DataFrame, columns: list[str]) -> list[PairSuppo
             both = frame[[a, b]].dropna()
             if len(both) < MIN_ROWS:
                 continue
-            table = pd.crosstab(both[a].astype(str), both[b].astype(str))
-            if min(table.shape) < 2:
-                continue
-            v = float(association(table.to_numpy(), method="cramer"))
+            v = cramers_v(both[a].astype(str), both[b].astype(str))
             if v >= MIN_ASSOCIATION:
                 leader, follower = (a, b) if frame[a].nunique() <= frame[b].nunique() else (b, a)
                 scored.append((v, leader, follower))

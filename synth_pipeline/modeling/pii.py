@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
-from synth_pipeline.modeling.derived import determining_category
-from synth_pipeline.modeling.keys import WHOLE, Partition
-from synth_pipeline.modeling.transforms import labels
+from synth_pipeline.schema.metadata import COMMON_TOKENS
+from synth_pipeline.stats import determining_category
+from synth_pipeline.schema.keys import WHOLE, Partition
+from synth_pipeline.stats import labels
 
-COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}
 MAX_REDRAWS = 50
 FAKER_POOL = 20_000  # Faker calls per column at most; larger columns draw from that pool
 DEFAULT_LOCALE = "en_US"

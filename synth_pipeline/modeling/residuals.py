@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import FEW_VALUES, QUANTILES, decimals_of, rank_map
+from synth_pipeline.modeling.transforms import FEW_VALUES, QUANTILES, rank_map
+from synth_pipeline.stats import decimals_of
 
 MIN_R2 = 0.1
 MAX_TRAINING_ROWS = 50_000

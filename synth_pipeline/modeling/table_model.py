@@ -29,19 +29,22 @@ import pandas as pd
 
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling import linking
-from synth_pipeline.constraints import Constraint, copy_along_paths, discover_table, functional_map, parse_added
-from synth_pipeline.modeling.bridges import Bridge, bridge_tables, fit_bridge, link_by_bridge, route_values
-from synth_pipeline.modeling.cardinality import (CountTotals, CountsWithin, LabelCounts, calibrate_counts, child_counts,
-                                                 count_column, is_count_column, rank_correlation_orders,
-                                                 normal_scores)
+from synth_pipeline.schema.constraints import Constraint, discover_table, functional_map, parse_added
+from synth_pipeline.modeling.bridges import copy_along_paths
+from synth_pipeline.modeling.bridges import link_by_bridge
+from synth_pipeline.schema.paths import Bridge, bridge_tables, fit_bridge, route_values
+from synth_pipeline.modeling.cardinality import (CountTotals, CountsWithin, LabelCounts, calibrate_counts,
+                                                 rank_correlation_orders, normal_scores)
+from synth_pipeline.stats import (chance_of_equality, child_counts, copy_columns, count_column, cramers_v,
+                                  is_count_column, unique_row_digests)
 from synth_pipeline.modeling.context import ContextEncoder
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, QUOTA_MAX_ROWS, PairJoints, ParentJoint,
                                                category_targets, choose_per_slot, choose_with_quotas,
                                                fit_parent_joints, rake_weights)
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings, with_fixed_threads
-from synth_pipeline.modeling.keys import WHOLE, KeyFormat, Partition
-from synth_pipeline.modeling.number_shapes import NumberShape, apply_shapes, fit_shapes
+from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
+from synth_pipeline.schema.number_shapes import NumberShape, apply_shapes, fit_shapes
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.signatures import SignatureModel
@@ -50,12 +53,13 @@ from synth_pipeline.modeling.pair_support import (NameQuota, PairSupport, fit_de
                                                   fit_pair_supports)
 from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
 from synth_pipeline.modeling.conditional import ConditionalQuantiles
-from synth_pipeline.modeling.transforms import TableCodec, day_numbers
+from synth_pipeline.modeling.transforms import TableCodec
+from synth_pipeline.stats import day_numbers
 from synth_pipeline.schema.metadata import ID_SDTYPE, MODELLED_SDTYPES, Column, Metadata, Relationship
 
 log = logging.getLogger(__name__)
 
-MIN_COPY_ROWS = 5  # and equal often enough that chance cannot explain it (_chance_of_equality)
+MIN_COPY_ROWS = 5  # and equal often enough that chance cannot explain it (chance_of_equality)
 MIN_GROUP_ROWS = 20  # linked rows needed to find a category whose rows share one second parent
 CANDIDATES_PER_ROW = 10  # generated per output row; raking keeps the one that fits the (conditional) shares
 PAIR_CANDIDATES_PER_ROW = 20  # ... where column pairs are raked too (more targets need more choice)
@@ -607,37 +611,6 @@ def require_partition_rows(table: str, real_rows: int, scale: float, partitions:
                           "some partitions would get no row of this root table; use fewer partitions")
 
 
-def copy_columns(metadata: Metadata, name: str) -> list[str]:
-    """Every non-key column: a synthetic row equal to a unique real row on these is a copy.
-    None where there is one: a row of one value (a genre's name, a playlist's) is that value,
-    a category every synthetic row of the table draws from, not a record."""
-    keys = metadata.key_columns(name)
-    columns = [c for c in metadata.table(name).columns if c not in keys]
-    return columns if len(columns) >= 2 else []
-
-
-def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
-    other rows hold), the same for a row alone as within its table."""
-    text = {}
-    for col in columns:
-        values = frame[col]
-        if pd.api.types.is_datetime64_any_dtype(values):
-            text[col] = values.astype("int64").astype(str).where(values.notna(), "NaT")
-        else:
-            text[col] = values.astype(str)
-    return pd.util.hash_pandas_object(pd.DataFrame(text, index=frame.index), index=False).to_numpy(dtype="uint64")
-
-
-def unique_row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
-    """Hashes of the real rows whose non-key values no other real row shares."""
-    if not columns or frame.empty:
-        return None
-    hashes = pd.Series(row_digests(frame, columns))
-    counts = hashes.value_counts()
-    return np.sort(counts.index[counts.to_numpy() == 1].to_numpy(dtype="uint64"))
-
-
 def real_subset_for(metadata: Metadata, name: str) -> list[str]:
     """The real tables a model of ``name`` reads: itself and its children (for counts), its
     parents (second parents' signatures), and its primary parent's children (for the context)."""
@@ -679,7 +652,7 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
                     not text.iloc[:head].equals(other.iloc[:head].astype(str).where(other.iloc[:head].notna(), None)):
                 continue
             other_text = other.astype(str).where(other.notna(), None)
-            if text.equals(other_text) and _chance_of_equality(text, other_text) ** len(text) < 1e-3:
+            if text.equals(other_text) and chance_of_equality(text, other_text) ** len(text) < 1e-3:
                 found[c.name] = p.name
                 break
     own = {c.name for c in child}
@@ -693,12 +666,6 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
                     del found[col]
                 changed = True
     return found
-
-
-def _chance_of_equality(a: pd.Series, b: pd.Series) -> float:
-    """How often two independent draws of the two columns' values are equal."""
-    shares = a.fillna("\x00").value_counts(normalize=True)
-    return float((shares * b.fillna("\x00").value_counts(normalize=True).reindex(shares.index, fill_value=0)).sum())
 
 
 def link_group_column(frame: pd.DataFrame, rel: Relationship, categories: list[str]) -> str | None:
@@ -773,7 +740,7 @@ def signature_columns(metadata: Metadata, rel: Relationship, real: dict[str, pd.
         everyone = parent[col.name].astype(str).value_counts(normalize=True)
         values = linked[col.name][present].astype(str)
         distance = 0.5 * everyone.subtract(values.value_counts(normalize=True), fill_value=0).abs().sum()
-        association = max((_cramers_v(values, other[present]) for other in partners), default=0.0)
+        association = max((cramers_v(values, other[present]) for other in partners), default=0.0)
         score = max(distance / SIGNATURE_MIN_DISTANCE, association / SIGNATURE_MIN_ASSOCIATION)
         if score >= 1:
             scored.append((score, col.name))
@@ -790,15 +757,6 @@ def _categorical_partners(metadata: Metadata, rel: Relationship, real, child: pd
         partners += [parent_rows[c.name].astype(str) for c in modelled_columns(metadata, primary.parent_table_name)
                      if c.sdtype in ("categorical", "boolean") and parent_rows[c.name].nunique() <= SIGNATURE_MAX_VALUES]
     return partners
-
-
-def _cramers_v(a: pd.Series, b: pd.Series) -> float:
-    from scipy.stats.contingency import association
-
-    table = pd.crosstab(a.to_numpy(), b.to_numpy())
-    if min(table.shape) < 2:
-        return 0.0
-    return float(association(table.to_numpy(), method="cramer"))
 
 
 def linked_signature(rel: Relationship, columns: list[str], real: dict[str, pd.DataFrame]) -> np.ndarray:

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.stats import NULL, decimals_of, EPOCH
 from synth_pipeline.schema.metadata import Column
 
-NULL = "__null__"
-EPOCH = pd.Timestamp("1970-01-01")
 QUANTILES = 1001
 FEW_VALUES = 12
 
@@ -180,15 +179,6 @@ def as_written(value: np.ndarray, decimals: int | None, index: pd.Index) -> pd.S
     return series
 
 
-def decimals_of(values: np.ndarray, most: int = 6) -> int | None:
-    """The number of decimals every value fits in (None when more than ``most``)."""
-    sample = values[~np.isnan(values)][:5000]
-    for d in range(most + 1):
-        if np.allclose(sample, np.round(sample, d), rtol=0, atol=1e-9):
-            return d
-    return None
-
-
 def rank_map(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """Keep each value's rank among the samples, take the real distribution's value there."""
     if len(values) == 0:
@@ -201,23 +191,6 @@ def put_column(frame: pd.DataFrame, column: str, values: np.ndarray) -> None:
     """Write values (an object array of the column's own values) back in the column's dtype."""
     dtype = frame[column].dtype
     frame[column] = pd.Series(values, index=frame.index).astype(dtype) if dtype != object else values
-
-
-def labels(values: pd.Series) -> pd.Series:
-    """Values as category labels, nulls a label of their own; whole numbers read the same
-    whether the column holds nulls (float) or not (int): ``9``, not ``9.0``."""
-    if pd.api.types.is_float_dtype(values):
-        finite = values.dropna()
-        if len(finite) and bool((finite == np.round(finite)).all()) and finite.abs().max() < 2**53:
-            values = values.astype("Int64")
-    return values.astype(object).where(values.notna(), NULL).astype(str)
-
-
-def day_numbers(values: pd.Series, sdtype: str) -> np.ndarray:
-    """Numbers as floats, dates as days since 1970 (NaN where missing)."""
-    if sdtype == "datetime":
-        return ((pd.to_datetime(values, errors="coerce") - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
 
 
 def _decode_category(values: pd.Series, codec: ColumnCodec) -> pd.Series:

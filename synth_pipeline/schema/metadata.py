@@ -431,3 +431,6 @@ def _duplicate_table_names(text: str) -> list[str]:
 
     json.loads(text, object_pairs_hook=hook)
     return dups
+
+
+COMMON_TOKENS = {"first_name", "last_name", "city", "state", "country", "secondary_address", "street_name", "text"}

@@ -22,7 +22,7 @@ between the two:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -324,7 +324,7 @@ def prepare_metadata(metadata: Metadata, frames: dict[str, pd.DataFrame]) -> tup
             # not a sometimes-set one, nor one a path implies; among equals one that implies
             # another (a payment belongs to its rental; its customer is the rental's), then
             # the first declared
-            from synth_pipeline.constraints import foreign_key_paths
+            from synth_pipeline.schema.constraints import foreign_key_paths
 
             implied = {c.columns[0]: c.foreign_key for c in foreign_key_paths(name, frames, metadata)}
             nulls = [float(frame[list(r.child_columns)].isna().any(axis=1).mean()) for r in fks]

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.errors import ConfigError
-from synth_pipeline.evaluation.fidelity import NUMERIC, as_labels, as_numbers, compared_columns
-from synth_pipeline.modeling.bridges import PATH_RATE
-from synth_pipeline.modeling.derived import comparable
-from synth_pipeline.modeling.transforms import decimals_of
+from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
+from synth_pipeline.schema.paths import PATH_RATE
+from synth_pipeline.stats import comparable
+from synth_pipeline.stats import decimals_of
 from synth_pipeline.schema.metadata import Metadata
 
 MIN_ROWS = 20
@@ -332,28 +332,6 @@ def path_values(frame: pd.DataFrame, via: pd.DataFrame, f2, g) -> pd.Series:
     """Per row of ``frame``: the value of ``via.g`` on the row its foreign key ``f2`` names."""
     lookup = via.drop_duplicates(f2.parent_primary_key).set_index(f2.parent_primary_key)[g.child_foreign_key]
     return frame[f2.child_foreign_key].map(lookup)
-
-
-def copy_along_paths(frame: pd.DataFrame, constraints, parents: dict[str, pd.DataFrame], metadata: Metadata) -> int:
-    """Sets each path-implied foreign key from its path where the path reaches a row (the
-    rest keep their own links); returns the number of values changed. Chains (f1 from f2,
-    f2 from f3) settle in as many passes as there are paths."""
-    paths = [c for c in constraints if c.kind == "path" and c.parent in parents and c.foreign_key in frame.columns]
-    changed = 0
-    for _ in range(len(paths)):
-        moved = 0
-        for c in paths:
-            f2, g = path_keys(c, metadata)
-            reached = path_values(frame, parents[c.parent], f2, g)
-            target = c.columns[0]
-            differs = reached.notna() & (frame[target].isna() | (as_labels(frame[target]) != as_labels(reached)))
-            if differs.any():
-                frame.loc[differs, target] = reached[differs].to_numpy()
-                moved += int(differs.sum())
-        changed += moved
-        if not moved:
-            break
-    return changed
 
 
 def _join_parent(tables, rel, child_cols, parent_cols) -> pd.DataFrame:

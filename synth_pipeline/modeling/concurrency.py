@@ -5,7 +5,7 @@ two processes; each fit's steps per second are printed and written to JSON. Mode
 with a fixed thread count (``modeling.ctgan_model.COMPUTE_THREADS``), so two fits on two
 cores should each run close to their speed alone.
 
-    python -m synth_pipeline.evaluation.concurrency [--rows 20000] [--steps 300] [--out FILE]
+    python -m synth_pipeline.modeling.concurrency [--rows 20000] [--steps 300] [--out FILE]
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import time
-from pathlib import Path
 
 
 def _fit(rows: int, steps: int, seed: int) -> float:

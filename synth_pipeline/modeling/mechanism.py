@@ -1,0 +1,124 @@
+"""The contract every model mechanism keeps, and what it is given to fit and to apply.
+
+A *mechanism* keeps one property of the real table in the synthetic rows (children per
+parent, a category pair's support, a rule between columns, ...). Each is a class with
+
+* ``name``: its switch (``mechanisms_off`` in the configuration; the ablation's label),
+* ``phase``: when it runs while sampling (``PHASES``, in order),
+* ``refit``: whether switching it off changes what the GAN is trained on,
+* ``fit(context) -> Self | None``: learned from the real table (None: nothing to keep here),
+* ``apply(frame, context)``: sets its ``columns`` in the synthetic rows, in place,
+* ``label``: one line for the log.
+
+``TableModel`` fits the registered mechanisms in registry order (``modeling.mechanisms``:
+a later one may read what an earlier one found, through ``FitContext.found``) and applies
+them phase by phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.schema.keys import WHOLE, Partition
+from synth_pipeline.schema.metadata import Column, Metadata, Relationship
+
+if TYPE_CHECKING:
+    from synth_pipeline.modeling.settings import ModelSettings
+    from synth_pipeline.schema.constraints import Constraint
+
+# when a mechanism runs while sampling, in this order (between them the model itself writes
+# the generated columns, the keys and identity text, and the foreign keys)
+PHASES = (
+    "columns",  # on the generated rows: counts, correlations, context residuals, parent copies
+    "categories",  # categories and numbers kept per parent, per pair, per value
+    "derive",  # columns computed from others
+    "links",  # after the foreign keys are set: values held once per second parent
+    "paths",  # foreign keys copied along a path
+    "counts",  # children per category (after every step that may change a category)
+    "finish",  # null patterns, number shapes
+)
+
+
+@dataclass
+class FitContext:
+    """What fitting one table's mechanisms reads, built once per table."""
+
+    metadata: Metadata
+    table: str
+    settings: "ModelSettings"
+    seed: int
+    real: dict[str, pd.DataFrame]  # the real tables the model reads (the table itself as fitted)
+    full: pd.DataFrame  # every real row of the table
+    rows: pd.DataFrame  # the rows fitted (all, or a subsample), index 0..n-1
+    primary: Relationship | None
+    parent_rows: pd.DataFrame | None  # each fitted row's primary parent row
+    parent_kinds: dict[str, str] | None
+    constraints: list["Constraint"]
+    training: pd.DataFrame  # the rows with their child counts, as the GAN learns them
+    modelled: list[Column]  # the columns the GAN learns (derived and residual ones as numbers)
+    real_counts: dict[str, np.ndarray]  # count column -> real children per row
+    category_columns: list[str]  # every categorical or boolean column
+    context: np.ndarray | None = None  # each row's encoded parent context
+    found: dict[str, object] = field(default_factory=dict)  # mechanism name -> what it fitted
+
+    def on(self, name: str) -> bool:
+        return self.settings.on(name)
+
+    @property
+    def conditional(self) -> bool:
+        return self.settings.conditional and self.primary is not None
+
+    @property
+    def copies(self) -> dict[str, str]:
+        found = self.found.get("parent_copies")
+        return found.columns_from if found is not None else {}
+
+    @property
+    def categories(self) -> list[str]:
+        """Modelled categories that are generated (not derived, not copied from the parent)."""
+        derived = self.found.get("derived")
+        dropped = derived.dropped if derived is not None else set()
+        table = self.metadata.table(self.table)
+        keys = self.metadata.key_columns(self.table)
+        return [c.name for c in table.columns.values() if c.sdtype in ("categorical", "boolean")
+                and c.name not in keys and c.name not in dropped and c.name not in self.copies]
+
+
+@dataclass
+class SampleContext:
+    """What applying a table's mechanisms reads while sampling."""
+
+    metadata: Metadata
+    parents: dict[str, pd.DataFrame]  # the synthetic parent tables (and context tables)
+    rng: np.random.Generator
+    column_rng: np.random.Generator  # the generator's stream ("columns" phase)
+    owners: np.ndarray | None = None  # each row's primary parent key
+    parent_rows: pd.DataFrame | None = None  # each row's primary parent row
+    context: np.ndarray | None = None  # each row's encoded parent context
+    part: Partition = WHOLE
+    off: frozenset[str] = frozenset()  # mechanisms switched off for this sampling run
+    strata: dict[str, np.ndarray] = field(default_factory=dict)  # second FK -> each row's path route
+
+    def on(self, name: str) -> bool:
+        return name not in self.off
+
+
+class Mechanism(Protocol):
+    name: ClassVar[str]
+    phase: ClassVar[str]
+    refit: ClassVar[bool]
+
+    @classmethod
+    def fit(cls, context: FitContext) -> "Mechanism | None": ...
+
+    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None: ...
+
+    @property
+    def columns(self) -> set[str]: ...
+
+    @property
+    def label(self) -> str: ...

@@ -1,0 +1,202 @@
+"""Statistics shared by the model, the rules and the evaluation: how values read as labels and
+numbers, children per parent, association of two categories, and row digests.
+
+Nothing here knows of models or reports: ``modeling``, ``schema`` and ``evaluation`` all build
+on this module, and it on none of them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from synth_pipeline.schema.metadata import Metadata, Relationship
+
+
+NUMERIC = ("numerical", "datetime")
+
+
+DISCRETE = ("categorical", "boolean")
+
+
+def compared_columns(metadata: Metadata, table: str) -> dict[str, str]:
+    """Columns fidelity is measured on: modelled sdtypes, no keys."""
+    keys = metadata.key_columns(table)
+    return {c.name: c.sdtype for c in metadata.table(table).columns.values()
+            if c.sdtype in NUMERIC + DISCRETE and c.name not in keys and not is_count_column(c.name)}
+
+
+def as_numbers(values: pd.Series, sdtype: str) -> pd.Series:
+    if sdtype == "datetime":
+        stamps = values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values, errors="coerce")
+        return (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+    return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+def as_labels(values: pd.Series) -> pd.Series:
+    return values.astype(object).where(values.notna(), "__null__").astype(str)
+
+
+NULL = "__null__"
+
+
+EPOCH = pd.Timestamp("1970-01-01")
+
+
+def labels(values: pd.Series) -> pd.Series:
+    """Values as category labels, nulls a label of their own; whole numbers read the same
+    whether the column holds nulls (float) or not (int): ``9``, not ``9.0``."""
+    if pd.api.types.is_float_dtype(values):
+        finite = values.dropna()
+        if len(finite) and bool((finite == np.round(finite)).all()) and finite.abs().max() < 2**53:
+            values = values.astype("Int64")
+    return values.astype(object).where(values.notna(), NULL).astype(str)
+
+
+def decimals_of(values: np.ndarray, most: int = 6) -> int | None:
+    """The number of decimals every value fits in (None when more than ``most``)."""
+    sample = values[~np.isnan(values)][:5000]
+    for d in range(most + 1):
+        if np.allclose(sample, np.round(sample, d), rtol=0, atol=1e-9):
+            return d
+    return None
+
+
+def day_numbers(values: pd.Series, sdtype: str) -> np.ndarray:
+    """Numbers as floats, dates as days since 1970 (NaN where missing)."""
+    if sdtype == "datetime":
+        return ((pd.to_datetime(values, errors="coerce") - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
+COUNT_PREFIX = "__children__"
+
+
+def count_column(rel: Relationship) -> str:
+    """The parent-table column that carries a parent row's number of children under ``rel``."""
+    return f"{COUNT_PREFIX}{rel.child_table_name}__{rel.child_foreign_key}"
+
+
+def is_count_column(name: str) -> bool:
+    return name.startswith(COUNT_PREFIX)
+
+
+def child_counts(parent_keys: pd.Series, child_fk: pd.Series) -> np.ndarray:
+    """For each parent key, how many child rows point at it (zeros included)."""
+    counts = child_fk.dropna().value_counts()
+    return parent_keys.map(counts).fillna(0).to_numpy(dtype="int64")
+
+
+MAX_DETERMINANT_VALUES = 100
+
+
+MAP_CHANCE = 1e-3  # a many-valued category determines a column only if agreeing this well is rarer by chance
+
+
+def determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str], min_keys: int = 2,
+                         few_keys: int = 0) -> tuple[str, dict] | None:
+    """The category of ``frame`` (rows aligned with ``values``; fewest values first, ``min_keys``
+    to MAX_DETERMINANT_VALUES of them) under which every row of one value has the same value,
+    more consistently than chance would (a category of at most ``few_keys`` values needs no
+    chance test): ``(category, {category label: value})``, or None."""
+    best = None
+    for category in categories:
+        keys = labels(frame.loc[values.index, category])
+        n_keys = keys.nunique()
+        if not max(min_keys, 2) <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
+            continue
+        if (values.groupby(keys).nunique() == 1).all() and (
+                n_keys <= few_keys or agreement_by_chance(values, keys) < MAP_CHANCE):
+            best = (category, n_keys, values.groupby(keys).first().to_dict())
+    return None if best is None else (best[0], best[2])
+
+
+def agreement_by_chance(values: pd.Series, keys: pd.Series) -> float:
+    """How likely the rows sharing a key would all agree on the column if the column were
+    independent of the key: the product over repeated keys of sum_v p_v ** (rows of the key)."""
+    sizes = keys.value_counts()
+    sizes = sizes[sizes > 1].to_numpy()
+    if not len(sizes):
+        return 1.0
+    shares = values.value_counts(normalize=True).to_numpy()
+    return float(np.exp(sum(np.log(np.sum(shares ** k)) for k in sizes)))
+
+
+def comparable(a: str, b: str, x, y) -> bool:
+    """Two number columns compare when their names share a word (``score <= max_score``) or
+    their ranges overlap (``amount_paid <= amount_due``, crimes among inhabitants). Over
+    disjoint ranges an order says nothing about the rows (a film's rental days are below its
+    replacement cost by their units alone): each column's own range keeps it anyway."""
+    if _words(a) & _words(b):
+        return True
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return bool(max(np.nanmin(x), np.nanmin(y)) < min(np.nanmax(x), np.nanmax(y)))
+
+
+def _words(name: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower())) - {"id", "no"}
+
+
+def corrected_cramers_v(table: np.ndarray) -> float:
+    """Cramér's V with Bergsma's small-sample bias correction: near 0 for independent columns
+    even when the table has many cells for its rows (a 40-row table of courses)."""
+    from scipy.stats import chi2_contingency
+
+    n = table.sum()
+    if n < 2:
+        return 0.0
+    chi2 = chi2_contingency(table, correction=False)[0]
+    r, k = table.shape
+    phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
+    r_corr, k_corr = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
+    denominator = min(k_corr - 1, r_corr - 1)
+    return float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
+
+
+def chance_of_equality(a: pd.Series, b: pd.Series) -> float:
+    """How often two independent draws of the two columns' values are equal."""
+    shares = a.fillna("\x00").value_counts(normalize=True)
+    return float((shares * b.fillna("\x00").value_counts(normalize=True).reindex(shares.index, fill_value=0)).sum())
+
+
+def copy_columns(metadata: Metadata, name: str) -> list[str]:
+    """Every non-key column: a synthetic row equal to a unique real row on these is a copy.
+    None where there is one: a row of one value (a genre's name, a playlist's) is that value,
+    a category every synthetic row of the table draws from, not a record."""
+    keys = metadata.key_columns(name)
+    columns = [c for c in metadata.table(name).columns if c not in keys]
+    return columns if len(columns) >= 2 else []
+
+
+def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
+    other rows hold), the same for a row alone as within its table."""
+    text = {}
+    for col in columns:
+        values = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            text[col] = values.astype("int64").astype(str).where(values.notna(), "NaT")
+        else:
+            text[col] = values.astype(str)
+    return pd.util.hash_pandas_object(pd.DataFrame(text, index=frame.index), index=False).to_numpy(dtype="uint64")
+
+
+def unique_row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """Hashes of the real rows whose non-key values no other real row shares."""
+    if not columns or frame.empty:
+        return None
+    hashes = pd.Series(row_digests(frame, columns))
+    counts = hashes.value_counts()
+    return np.sort(counts.index[counts.to_numpy() == 1].to_numpy(dtype="uint64"))
+
+
+def cramers_v(a, b) -> float:
+    """Cramér's V of two aligned columns of labels (0: independent, 1: one determines the other)."""
+    from scipy.stats.contingency import association
+
+    table = pd.crosstab(np.asarray(a), np.asarray(b))
+    if min(table.shape) < 2:
+        return 0.0
+    return float(association(table.to_numpy(), method="cramer"))
