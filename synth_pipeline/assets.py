@@ -23,7 +23,9 @@ import pandas as pd
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.stats import is_count_column
 from synth_pipeline.schema.keys import WHOLE, Partition
-from synth_pipeline.modeling.table_model import TableModel, real_subset_for, sampling_inputs, table_seed
+from synth_pipeline.modeling.table_model import ModelFormatError, TableModel
+from synth_pipeline.modeling.settings import table_seed
+from synth_pipeline.modeling.context import real_subset_for, sampling_inputs
 from synth_pipeline.repair import repair_table
 from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse, partition_keys
 from synth_pipeline.schema.metadata import Metadata
@@ -137,16 +139,29 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
             data_version=dg.DataVersion(content_hash(frame)),
         )
 
-    @dg.asset(key=stage_key("model", name), group_name=name, code_version=versions.get("model"), kinds={"pytorch"},
-              deps=[stage_key("real", t) for t in real_subset_for(metadata, name)],
-              description=f"A fitted model of '{name}' (its columns, key formats, children per parent).")
-    def model(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+    def fit(context, warehouse: Warehouse, settings: RunSettings) -> TableModel:
         real_tables = {t: warehouse.read("real", t) for t in real_subset_for(metadata, name)}
         with progress_to(context):
             fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
                                     table_seed(settings.seed, name, "fit"))
-        path = warehouse.save_model(fitted)
+        warehouse.save_model(fitted)
         warehouse.record_seconds(name, "fit", fitted.fit_seconds)
+        return fitted
+
+    def stored(context, warehouse: Warehouse, settings: RunSettings) -> TableModel:
+        """The stored model; one written by another version of the model code is refitted."""
+        try:
+            return warehouse.load_model(name)
+        except ModelFormatError as exc:
+            context.log.warning(f"{name}: refitting the model ({exc})")
+            return fit(context, warehouse, settings)
+
+    @dg.asset(key=stage_key("model", name), group_name=name, code_version=versions.get("model"), kinds={"pytorch"},
+              deps=[stage_key("real", t) for t in real_subset_for(metadata, name)],
+              description=f"A fitted model of '{name}' (its columns, key formats, children per parent).")
+    def model(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        fitted = fit(context, warehouse, settings)
+        path = warehouse.model_path(name)
         described = fitted.describe()
         context.log.info(f"{name}: model fitted in {fitted.fit_seconds:.1f}s")
         meta = {"path": dg.MetadataValue.path(str(path)), "fit_seconds": round(fitted.fit_seconds, 2),
@@ -161,7 +176,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
     def synthetic(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         started = time.perf_counter()
         part = current_partition(context, partitions)
-        fitted = warehouse.load_model(name)
+        fitted = stored(context, warehouse, settings)
         parent_frames = {p: warehouse.read("repaired", p, part) for p in inputs}
         seed = table_seed(settings.seed, name, "sample" if part.count == 1 else f"sample/{part.index}")
         frame = fitted.sample(metadata, parent_frames, settings.scale, seed, part, off=tuple(settings.mechanisms_off))
@@ -177,7 +192,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
               description=f"The published form of '{name}': unique keys, resolvable foreign keys.")
     def repaired(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         part = current_partition(context, partitions)
-        fitted = warehouse.load_model(name)
+        fitted = stored(context, warehouse, settings)
         parent_frames = {p: warehouse.read("repaired", p, part) for p in parents}
         seed = table_seed(settings.seed, name, "repair" if part.count == 1 else f"repair/{part.index}")
         frame, repairs = repair_table(warehouse.read("synthetic", name, part), metadata, name, parent_frames, fitted,
@@ -250,7 +265,8 @@ def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: 
 
     paths, dates = [], []
     synthetic = {**parent_frames, name: frame}
-    for bridge in fitted.bridges.values():
+    links = fitted.get("links")
+    for bridge in (links.bridges if links is not None else {}).values():
         rel = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == bridge.fk)
         tables = {**synthetic, bridge.table: synthetic.get(bridge.table)
                   if bridge.table in synthetic else warehouse.read("repaired", bridge.table, part)}

@@ -154,10 +154,12 @@ def _cardinality_result(check_name, rel, warehouse, frame, parents, real, thresh
 
 def _numbers_result(model, frame: pd.DataFrame) -> dg.AssetCheckResult:
     """Each number column against what it may hold (``schema.number_shapes``)."""
-    breaking = {shape.label: count for shape in getattr(model, "number_shapes", [])
+    shapes = model.get("number_shapes")
+    shapes = shapes.parts if shapes is not None else []
+    breaking = {shape.label: count for shape in shapes
                 if shape.column in frame.columns and (count := shape.breaks(frame[shape.column]))}
     return dg.AssetCheckResult(check_name=NUMBERS_CHECK, passed=not breaking,
-                               metadata={"columns_checked": len(getattr(model, "number_shapes", [])),
+                               metadata={"columns_checked": len(shapes),
                                          "values_breaking": dg.MetadataValue.json(breaking)})
 
 
@@ -178,7 +180,8 @@ def _constraints_result(metadata, name, warehouse, frame, parents, real, read) -
         ok = satisfied(c, tables, metadata, reference={name: real})
         shares[c.description] = round(float(ok.mean()), 4) if len(ok) else 1.0
         broken += int((~ok.astype(bool)).sum())
-    for bridge in model.bridges.values():
+    links = model.get("links")
+    for bridge in (links.bridges if links is not None else {}).values():
         if bridge.binding:
             rel = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == bridge.fk)
             rate, rows = synthetic_agreement(metadata, rel, bridge, {**tables, bridge.table: tables.get(bridge.table)

@@ -70,7 +70,7 @@ class PipelineConfig:
     nightly_refresh: bool = False  # the schedule and the refresh sensor start switched on (else: in the UI)
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     constraints_add: tuple[str, ...] = ()  # "table: rule" a user adds (see constraints.parse_added)
-    mechanisms_off: tuple[str, ...] = ()  # model mechanisms neither fitted nor applied (modeling/registry.py)
+    mechanisms_off: tuple[str, ...] = ()  # model mechanisms neither fitted nor applied (modeling/mechanisms.py)
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
     fit_rows: int = 200_000  # a larger table's model is fitted on a consistent subsample this size (0: never)
     device: str = "cpu"  # where CTGAN trains: cpu, cuda, cuda:N, or auto (a GPU when torch sees one)
@@ -105,9 +105,11 @@ class PipelineConfig:
             raise ConfigError(f"config: max_concurrent must be 0 (one per CPU) or more, got {self.max_concurrent}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"config: steps must be at least 1, got {self.steps}")
-        from synth_pipeline.modeling.registry import require_known
+        object.__setattr__(self, "mechanisms_off", tuple(self.mechanisms_off))
+        if self.mechanisms_off:
+            from synth_pipeline.modeling.mechanisms import require_known
 
-        object.__setattr__(self, "mechanisms_off", require_known(tuple(self.mechanisms_off)))
+            require_known(self.mechanisms_off)
         if not 0 <= self.cardinality_threshold <= 1:
             raise ConfigError(f"config: cardinality_threshold must be within [0, 1], got {self.cardinality_threshold}")
 

@@ -181,13 +181,6 @@ def resources_for(config: PipelineConfig) -> dict:
         "source": SourceDatabase(path=str(config.source), school_students=config.school_students,
                                  school_seed=config.school_seed, on_orphans=config.on_orphans),
         "warehouse": Warehouse(root=str(config.work_dir)),
-        "settings": RunSettings(out_dir=str(config.out_dir), seed=config.seed, scale=config.scale,
-                                partitions=config.partitions,
-                                quality=config.quality, steps=config.steps, conditional=config.conditional,
-                                cardinality_threshold=config.cardinality_threshold,
-                                constraints_off=list(config.constraints_off),
-                                constraints_add=list(config.constraints_add), output_format=config.output_format,
-                                mechanisms_off=list(config.mechanisms_off),
-                                fit_rows=config.fit_rows, device=config.device),
+        "settings": RunSettings.of(config),
     }
 

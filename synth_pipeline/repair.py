@@ -72,7 +72,8 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
             else:
                 frame.loc[bad, rel.child_foreign_key] = rng.choice(valid, int(bad.sum()))
         repairs.add(f"foreign key {rel.child_foreign_key}", int(bad.sum()))
-    apply_shapes(frame, getattr(model, "number_shapes", []))  # before the rules: a swap keeps both
+    shapes = model.get("number_shapes")
+    apply_shapes(frame, shapes.parts if shapes is not None else [])  # before the rules: a swap keeps both
     fixes = _enforce_constraints(frame, model)
     fixes.update(_enforce_parent_dates(frame, metadata, name, parents, model, rng))
     for c in model.constraints:  # last of the links: a foreign key implied by a path follows it
@@ -113,12 +114,12 @@ def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: n
 
 def _enforce_constraints(frame: pd.DataFrame, model: TableModel) -> dict[str, int]:
     fixes: dict[str, int] = {}
-    constraints = getattr(model, "constraints", [])
+    constraints = model.constraints
     for c in constraints:  # dependencies first: an inequality fix must not undo them
         if c.kind != "functional_dependency" or not set(c.columns) <= set(frame.columns):
             continue
         a, b = c.columns
-        mapping = getattr(model, "fd_maps", {}).get(c.description, {})
+        mapping = model.fd_maps.get(c.description, {})
         expected = as_labels(frame[a]).map(mapping)
         bad = expected.notna() & (frame[b].astype(str) != expected.astype(str))
         if bad.any():
@@ -155,11 +156,13 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
     that fits both, so every parent keeps its number of children (else it takes a random
     parent dated on or before it); under the primary parent (which owns the row) the child
     date is moved up to the parent's; under a second parent whose links follow a path
-    (``model.bridges``) the child date moves instead, to the parent's plus an offset drawn
+    (a bridge of the model's links) the child date moves instead, to the parent's plus an offset drawn
     from the rows that keep the order (so the offsets keep their shape)."""
     fixes: dict[str, int] = {}
     primary = metadata.primary_relationship(name)
-    for c in getattr(model, "constraints", []):
+    links = model.get("links")
+    bridges = links.bridges if links is not None else {}
+    for c in model.constraints:
         if c.kind != "parent_date_order" or c.parent not in parents or c.foreign_key not in frame.columns:
             continue
         if any(p.kind == "path" and p.columns[0] == c.foreign_key for p in model.constraints):
@@ -177,7 +180,7 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
             frame.loc[bad, child_col] = linked[bad].to_numpy()
             fixes[c.description] = int(bad.sum())
             continue
-        if c.foreign_key in getattr(model, "bridges", {}):  # the link follows a path: the date moves
+        if c.foreign_key in bridges:  # the link follows a path: the date moves
             ok = ~bad & child.notna().to_numpy() & linked.notna().to_numpy()  # the rows keeping the order show
             gaps = (child - linked).to_numpy()[ok]
             offsets = rng.choice(gaps, int(bad.sum())) if len(gaps) else np.zeros(int(bad.sum()), "timedelta64[ns]")
@@ -300,8 +303,8 @@ def _bounded_below_only(model: TableModel, columns: list[str]) -> list[str]:
             if col in roles:
                 below = (c.kind == "inequality" and position == 1) or (c.kind == "parent_date_order" and position == 0)
                 roles[col].add("below" if below else "other")
-    derived = getattr(model, "derived", None)
-    for d in derived.derivations if derived is not None else []:
+    derived = model.get("derived")
+    for d in derived.model.derivations if derived is not None else []:
         if d.column in roles:
             below = d.kind == "parent_offset" or (d.kind == "offset" and not d.before)
             roles[d.column].add("below" if below else "other")
@@ -315,22 +318,22 @@ def _rule_columns(model: TableModel, spreads: bool = True) -> set[str]:
     """Columns a sampling rule set row by row (one lead per course, one academic year per
     course's instructors, a name within its department, a key prefix or a description
     following a category...): swapping them between rows would undo the rule."""
-    out = {found.column for found in getattr(model, "one_per_parent", [])}
-    out |= {found.column for found in getattr(model, "sibling_spreads", [])} if spreads else set()
-    out |= {found.column for group in getattr(model, "link_ones", {}).values() for found in group}
-    out |= {found.column for found in getattr(model, "counts_within", [])}
-    out |= {c for q in getattr(model, "name_quotas", []) for c in (q.column, q.leader) if c}
-    copies = getattr(model, "parent_copies", {})
-    out |= {s.follower for s in getattr(model, "pair_supports", []) if s.leader in copies}
-    out |= {c for fmt in getattr(model, "key_formats", {}).values() for c, _ in getattr(fmt, "follows", {}).values()}
-    out |= {lookup[0] for spec in getattr(model, "identities", []) if (lookup := getattr(spec, "lookup", None))}
-    out |= {b.by for b in getattr(model, "bridges", {}).values() if getattr(b, "by", "")}
+    out = model.columns_set_by("one_per_parent", "counts_within", "name_quotas", *(("sibling_spreads",) if spreads else ()))
+    links = model.get("links")
+    for link in links.links.values() if links is not None else []:
+        out |= {one.column for one in link.ones} | ({link.bridge.by} if link.bridge is not None and link.bridge.by else set())
+    copies = model.get("parent_copies")
+    supports = model.get("pair_supports")
+    if copies is not None and supports is not None:
+        out |= {s.follower for s in supports.parts if s.leader in copies.columns}
+    out |= {c for fmt in model.key_formats.values() for c, _ in fmt.follows.values()}
+    out |= {spec.lookup[0] for spec in model.identities if spec.lookup}
     return out
 
 
 def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generator, tries: int = 200) -> tuple[int, int]:
-    digests = getattr(model, "real_row_digests", None)
-    columns = [c for c in getattr(model, "copy_columns", []) if c in frame.columns]
+    digests = model.real_row_digests
+    columns = [c for c in model.copy_columns if c in frame.columns]
     if digests is None or len(digests) == 0 or not columns or frame.empty:
         return 0, 0
     hashes = row_digests(frame, columns)
@@ -338,13 +341,16 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     if len(copied) == 0:
         return 0, 0
     bound = {col for c in model.constraints for col in c.columns}
-    derived = getattr(model, "derived", None)
-    for d in derived.derivations if derived is not None else []:  # amount = quantity x price of item
+    derived = model.get("derived")
+    for d in derived.model.derivations if derived is not None else []:  # amount = quantity x price of item
         bound |= {d.column, d.anchor, d.by} - {""}
-    bound |= set(getattr(model, "parent_copies", {})) | set(getattr(model, "link_groups", {}).values())
+    links = model.get("links")
+    bound |= model.columns_set_by("parent_copies") | {
+        link.group for link in (links.links.values() if links is not None else []) if link.group}
     # a column siblings share (and no other rule sets) may still change places between two
     # rows of one parent
-    within = {found.column: found.foreign_key for found in getattr(model, "sibling_spreads", [])
+    spreads = model.get("sibling_spreads")
+    within = {found.column: found.foreign_key for found in (spreads.parts if spreads is not None else [])
               if found.column in columns and found.foreign_key in frame.columns
               and found.column not in bound | _rule_columns(model, spreads=False)
               and frame[found.column].nunique() > 1}
@@ -352,7 +358,8 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     free = [c for c in columns if c not in bound and frame[c].nunique(dropna=False) > 1]
     numeric = [c for c in free if (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
                or pd.api.types.is_datetime64_any_dtype(frame[c])]
-    shapes = {s.column: s for s in getattr(model, "number_shapes", [])}
+    shapes = model.get("number_shapes")
+    shapes = {s.column: s for s in (shapes.parts if shapes is not None else [])}
     # a column of few real values is not nudged between them (a swap keeps it on its support)
     numeric = [c for c in numeric if c not in shapes or shapes[c].support is None]
     numeric.sort(key=lambda c: -frame[c].nunique())  # a step barely shows on a many-valued column

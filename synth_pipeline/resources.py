@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -16,7 +17,8 @@ import pyarrow.parquet as pq
 
 from synth_pipeline.errors import SchemaError
 from synth_pipeline.schema.keys import WHOLE, Partition
-from synth_pipeline.modeling.table_model import ModelSettings, TableModel
+from synth_pipeline.modeling.settings import ModelSettings
+from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import load_tables
 from synth_pipeline.sources.validate import SourceNotes
@@ -128,8 +130,13 @@ class Warehouse(dg.ConfigurableResource):
         return Path(self.root) / "models" / f"{table}.pkl"
 
     def save_model(self, model: TableModel) -> Path:
+        """The model's pickle, and beside it what it holds (``<table>.json``: mechanisms, timings)."""
         path = self.model_path(model.table)
         model.save(path)
+        summary = path.with_suffix(".json")
+        tmp = summary.with_name(f".{summary.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(model.describe(), indent=2, default=str) + "\n")
+        tmp.replace(summary)
         return path
 
     def load_model(self, table: str) -> TableModel:
@@ -217,12 +224,18 @@ class RunSettings(dg.ConfigurableResource):
     cardinality_threshold: float = 0.80
     constraints_off: list[str] = []
     constraints_add: list[str] = []
-    mechanisms_off: list[str] = []  # model mechanisms switched off (modeling/registry.py)
+    mechanisms_off: list[str] = []  # model mechanisms switched off (modeling/mechanisms.py)
     output_format: str = "duckdb"  # "parquet" / "csv": also a folder out_dir/synthetic/ of files
     fit_rows: int = 0  # > 0: tables above this many rows are fitted on a consistent subsample
 
     def model_settings(self) -> ModelSettings:
-        return ModelSettings(quality=self.quality, steps=self.steps, device=self.device, conditional=self.conditional,
-                             fit_rows=self.fit_rows,
-                             constraints_off=tuple(self.constraints_off), constraints_add=tuple(self.constraints_add),
-                             mechanisms_off=tuple(self.mechanisms_off))
+        """The model's settings: every field of ``ModelSettings`` is one of these, by name."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModelSettings)}
+        return ModelSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    @classmethod
+    def of(cls, config) -> "RunSettings":
+        """From the run's configuration: every field of these is one of the configuration's, by name."""
+        values = {name: getattr(config, name) for name in cls.model_fields}
+        return cls(**{k: list(v) if isinstance(v, tuple) else str(v) if k == "out_dir" else v
+                      for k, v in values.items()})

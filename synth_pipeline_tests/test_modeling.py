@@ -11,7 +11,8 @@ from synth_pipeline.modeling.cardinality import calibrate_counts
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.linking import link_by_capacity, link_self
 from synth_pipeline.modeling.marginals import PairJoints, choose_per_slot, choose_with_quotas, rake_weights
-from synth_pipeline.modeling.table_model import ModelSettings, TableModel
+from synth_pipeline.modeling.settings import ModelSettings
+from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -401,7 +402,7 @@ def test_a_teacher_of_popular_courses_takes_counts_from_teachers_with_room_to_sp
 def test_discovered_constraints_can_be_switched_off_and_null_patterns_are_enforced(
         school_metadata, school_tables, tmp_path):
     from synth_pipeline.config import config_from_yaml
-    from synth_pipeline.modeling.table_model import sampling_inputs
+    from synth_pipeline.modeling.context import sampling_inputs
 
     (tmp_path / "config.yaml").write_text('source: school.duckdb\nconstraints_off:\n  - "fees: amount_paid <= amount_due"\n')
     config = config_from_yaml(tmp_path / "config.yaml")
@@ -544,7 +545,7 @@ def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metad
 def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metadata, school_tables, monkeypatch):
     from synth_pipeline.modeling import table_model
     from synth_pipeline.stats import child_counts, count_column
-    from synth_pipeline.modeling.table_model import sampling_inputs
+    from synth_pipeline.modeling.context import sampling_inputs
 
     model = TableModel.fit(school_metadata, "fees", school_tables, ModelSettings(steps=60), seed=0)
     parents = {p: school_tables[p].copy() for p in sampling_inputs(school_metadata, "fees")}

@@ -244,7 +244,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
 
 def test_changed_only_refits_nothing_when_unchanged_and_resamples_only_what_a_change_reaches(
         tiny_school_db, school_metadata, tmp_path):
-    from synth_pipeline.modeling.table_model import real_subset_for
+    from synth_pipeline.modeling.context import real_subset_for
     from synth_pipeline_tests.conftest import tiny_config
 
     source = tmp_path / "school.duckdb"

@@ -69,8 +69,16 @@ def effects(baseline: dict, variant: dict) -> dict:
     return out
 
 
-def ablate(dataset: str, out: Path, mechanisms: list[str]) -> dict:
-    from synth_pipeline.modeling.registry import entry
+def fitted_switches(work_dir: Path) -> dict[str, bool]:
+    """The switches of the mechanisms the run's models hold (``models/<table>.json``), and
+    whether switching each off changes what the GAN is trained on (a refit)."""
+    out: dict[str, bool] = {}
+    for path in sorted((Path(work_dir) / "models").glob("*.json")):
+        out.update(json.loads(path.read_text()).get("switches", {}))
+    return out
+
+
+def ablate(dataset: str, out: Path, mechanisms: list[str] | None) -> dict:
     from synth_pipeline.runner import run_pipeline
 
     config = dataset_config(dataset, out / dataset)
@@ -81,6 +89,8 @@ def ablate(dataset: str, out: Path, mechanisms: list[str]) -> dict:
     result = {"dataset": dataset, "baseline": _figures(base), "baseline_seconds": round(base.seconds, 1),
               "mechanisms": {}}
     print(f"{dataset}: baseline {result['baseline']} ({base.seconds:.0f} s)", flush=True)
+    fitted = fitted_switches(config.work_dir)
+    result["fitted"] = sorted(fitted)
     tables = list(config.metadata().tables)
     resample = " or ".join(f'key:"synthetic/{t}"+' for t in tables)
     # sampling noise: the same models sampled with another seed (no mechanism changed)
@@ -88,9 +98,10 @@ def ablate(dataset: str, out: Path, mechanisms: list[str]) -> dict:
     if noise.success:
         result["noise"] = effects(result["baseline"], _figures(noise))
         print(f"{dataset}: another sampling seed: {result['noise']}", flush=True)
+    chosen = [m for m in fitted if mechanisms is None or m in mechanisms]
     # sampling-only switches first, on the baseline's models; refits last (they replace the models)
-    for name in sorted(mechanisms, key=lambda m: entry(m).refit):
-        refit = entry(name).refit
+    for name in sorted(chosen, key=lambda m: fitted[m]):
+        refit = fitted[name]
         outcome = run_pipeline(config.replace(mechanisms_off=(name,)), selection=None if refit else resample)
         row = {"refit": refit, "seconds": round(outcome.seconds, 1)}
         if outcome.success:
@@ -119,25 +130,26 @@ def verdicts(results: list[dict]) -> dict[str, str]:
 
 
 def markdown(results: list[dict]) -> str:
-    from synth_pipeline.modeling.registry import entry
-
     datasets = [r["dataset"] for r in results]
     lines = ["| mechanism | " + " | ".join(datasets) + " | verdict |", "|---" * (len(datasets) + 2) + "|"]
-    decided = verdicts(results)
-    for name, verdict in decided.items():
+    lines.append("| *(another sampling seed)* | " + " | ".join(_cell(r.get("noise")) for r in results) + " | |")
+    for name, verdict in verdicts(results).items():
         cells = []
         for r in results:
             row = r["mechanisms"].get(name)
-            if row is None:
-                cells.append("")
-            elif "blocked" in row:
-                cells.append("checks fail")
-            else:
-                top = sorted(row["effects"].items(), key=lambda kv: -abs(kv[1]))[:2]
-                shown = [f"{_short(k)} {v:+.3f}" for k, v in top if abs(v) >= 0.001]
-                cells.append(", ".join(shown) or "0")
-        lines.append(f"| `{name}` ({entry(name).keeps}) | " + " | ".join(cells) + f" | {verdict} |")
+            cells.append("not fitted" if row is None else "checks fail" if "blocked" in row else _cell(row["effects"]))
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(effects: dict | None) -> str:
+    """The two largest effects, deciding figures in bold."""
+    if not effects:
+        return ""
+    top = sorted(effects.items(), key=lambda kv: -abs(kv[1]))[:2]
+    shown = [(f"**{_short(k)} {v:+.3f}**" if k in DECIDING and abs(v) >= MOVES else f"{_short(k)} {v:+.3f}")
+             for k, v in top if abs(v) >= 0.001]
+    return ", ".join(shown) or "0"
 
 
 def _short(figure: str) -> str:
@@ -149,12 +161,11 @@ def _short(figure: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from synth_pipeline.modeling.registry import NAMES
-
     parser = argparse.ArgumentParser(prog="python -m synth_pipeline.evaluation.ablation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="school,berka,chinook,sakila")
-    parser.add_argument("--mechanisms", default=",".join(NAMES), help="comma-separated registry names")
+    parser.add_argument("--mechanisms", default=None,
+                        help="comma-separated switches (default: every one the baseline's models hold)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/synth_pipeline_ablation"))
     parser.add_argument("--json", type=Path, default=None, help="where the figures go (default OUT/ablation.json)")
     parser.add_argument("--table", type=Path, nargs="+", default=None, help="render these result files as markdown")
@@ -169,12 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mechanisms = [m for m in args.mechanisms.split(",") if m]
-    unknown = [m for m in mechanisms if m not in NAMES]
-    if unknown:
-        raise SystemExit(f"unknown mechanism(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+    mechanisms = [m for m in args.mechanisms.split(",") if m] if args.mechanisms else None
     results = [ablate(d, args.out, mechanisms) for d in args.datasets.split(",") if d]
-    figures = {"results": results, "verdicts": verdicts(results), "moves": MOVES}
+    figures = {"results": results, "verdicts": verdicts(results), "moves": MOVES, "deciding": list(DECIDING)}
     from synth_pipeline.evaluation.benchmark import write_figures
 
     write_figures(figures, args.json or args.out / "ablation.json")

@@ -8,10 +8,10 @@ from math import comb, log
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import COUNT_PREFIX, MAP_CHANCE
+from synth_pipeline.stats import COUNT_PREFIX, MAP_CHANCE, count_column, is_count_column
 from synth_pipeline.stats import labels
 from synth_pipeline.modeling.pair_support import NameQuota
-from synth_pipeline.schema.metadata import LOOKUP_MAX_ROWS
+from synth_pipeline.schema.metadata import LOOKUP_MAX_ROWS, Column, Metadata
 
 
 def calibrate_counts(generated: np.ndarray, real_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -246,3 +246,50 @@ class CountTotals:
                 swaps += 1
         frame[self.count] = counts
         return swaps
+
+
+def root_correlated_columns(metadata: Metadata, name: str, training: pd.DataFrame, modelled: list[Column],
+                            tied: set[str]) -> list[str]:
+    """A root table's numbers and dates as learned, with the counts of the children it owns
+    (a district's inhabitants, crimes and accounts: 77 rows are too few for the GAN to learn
+    how they go together), whose joint rank correlation sampling imposes. Not the counts of
+    children that link to it as a second parent, nor counts only some category may have
+    (``tied``): those follow the row's categories (a route's teacher is linked by department),
+    which a re-pairing of numbers would ignore. A child table's numbers are left to the GAN:
+    re-pairing them across rows would break their link to each row's parent."""
+    owned = {count_column(r) for r in metadata.relationships
+             if r.parent_table_name == name and metadata.primary_relationship(r.child_table_name) == r}
+    return [c.name for c in modelled if c.name in training.columns and training[c.name].notna().all()
+            and ((c.sdtype in ("numerical", "datetime") and not is_count_column(c.name)
+                  and (pd.api.types.is_numeric_dtype(training[c.name])
+                       or pd.api.types.is_datetime64_any_dtype(training[c.name])))
+                 or (c.name in owned and c.name not in tied))]
+
+
+def _as_floats(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    return np.column_stack([frame[c].to_numpy(dtype="datetime64[ns]").astype("int64").astype(float)
+                            if pd.api.types.is_datetime64_any_dtype(frame[c]) else frame[c].to_numpy(dtype=float)
+                            for c in columns])
+
+
+def rank_correlation(training: pd.DataFrame, columns: list[str]) -> np.ndarray | None:
+    """How the columns go together in the real rows, as the correlation of normal scores."""
+    if len(columns) < 2:
+        return None
+    values = _as_floats(training, columns)
+    jitter = np.random.default_rng(0).random(values.shape) * 1e-6
+    corr = np.corrcoef(normal_scores(values + jitter), rowvar=False)
+    return None if not np.isfinite(corr).all() else corr
+
+
+def impose_correlation(raw: pd.DataFrame, columns: list[str], target: np.ndarray, rng: np.random.Generator) -> None:
+    """Re-pair the columns' generated values (each column keeps its own) to the real rank
+    correlation, over the rows where all of them are present."""
+    complete = np.nonzero(raw[columns].notna().all(axis=1).to_numpy())[0]
+    orders = rank_correlation_orders(_as_floats(raw.iloc[complete], columns), target, rng)
+    if orders is None:
+        return
+    for column, order in zip(columns, orders):
+        values = raw[column].to_numpy().copy()
+        values[complete] = values[complete][order]
+        raw[column] = values

@@ -20,7 +20,8 @@ def _fit(rows: int, steps: int, seed: int) -> float:
     import numpy as np
     import pandas as pd
 
-    from synth_pipeline.modeling.table_model import ModelSettings, TableModel
+    from synth_pipeline.modeling.settings import ModelSettings
+    from synth_pipeline.modeling.table_model import TableModel
     from synth_pipeline.schema.metadata import Metadata
 
     rng = np.random.default_rng(seed)

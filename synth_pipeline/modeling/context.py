@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import is_count_column
+from synth_pipeline.schema.paths import bridge_tables
+from synth_pipeline.schema.metadata import Metadata, Column, MODELLED_SDTYPES, Relationship
+from synth_pipeline.stats import child_counts, count_column, is_count_column
 from synth_pipeline.stats import day_numbers, labels
 
 MAX_CATEGORIES = 15
@@ -79,3 +81,85 @@ class ContextEncoder:
 def _numbers(values: pd.Series, sdtype: str, kind: str) -> np.ndarray:
     out = day_numbers(values, sdtype)
     return np.log1p(np.clip(out, 0, None)) if kind == "count" else out
+
+
+def modelled_columns(metadata: Metadata, name: str) -> list[Column]:
+    """Columns the table's GAN learns: modelled sdtypes that are not keys."""
+    keys = metadata.key_columns(name)
+    return [c for c in metadata.table(name).columns.values()
+            if c.sdtype in MODELLED_SDTYPES and c.name not in keys]
+
+
+def with_child_counts(metadata: Metadata, name: str, real: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The real table plus one children-per-row column per relationship it is the parent of."""
+    frame = real[name].reset_index(drop=True)
+    pk = metadata.table(name).single_primary_key
+    for rel in metadata.child_relationships(name):
+        frame[count_column(rel)] = child_counts(frame[pk], real[rel.child_table_name][rel.child_foreign_key])
+    return frame
+
+
+def aligned_parent_rows(primary: Relationship, real: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """For each real child row, its parent's row (all-null where the parent is missing)."""
+    parent = real[primary.parent_table_name]
+    position = pd.Series(np.arange(len(parent)), index=parent[primary.parent_primary_key].to_numpy())
+    rows = real[primary.child_table_name][primary.child_foreign_key].map(position)
+    aligned = parent.reset_index(drop=True).reindex(rows.fillna(-1).astype(int).to_numpy())  # -1: nulls
+    return aligned.reset_index(drop=True)
+
+
+def context_links(metadata: Metadata, primary: Relationship) -> list[Relationship]:
+    """The primary parent's own other parents, whose rows join the context (a mark is
+    generated knowing its student course *and* that course's level)."""
+    return [r for r in metadata.second_relationships(primary.parent_table_name) if not r.is_self_reference]
+
+
+def sampling_inputs(metadata: Metadata, name: str) -> list[str]:
+    """The synthetic tables ``name`` is sampled from: its parents and its context's tables."""
+    tables = metadata.parents(name)
+    primary = metadata.primary_relationship(name)
+    if primary is not None:
+        tables += [r.parent_table_name for r in context_links(metadata, primary)]
+    return list(dict.fromkeys(tables + bridge_tables(metadata, name)))
+
+
+def real_subset_for(metadata: Metadata, name: str) -> list[str]:
+    """The real tables a model of ``name`` reads: itself and its children (for counts), its
+    parents (second parents' signatures), and its primary parent's children (for the context)."""
+    tables = [name] + metadata.children(name) + metadata.parents(name)
+    primary = metadata.primary_relationship(name)
+    if primary is not None:
+        tables += [primary.parent_table_name] + metadata.children(primary.parent_table_name)
+        tables += [r.parent_table_name for r in context_links(metadata, primary)]
+    return list(dict.fromkeys(tables + bridge_tables(metadata, name)))
+
+
+def context_frame(metadata: Metadata, primary: Relationship, parent: pd.DataFrame,
+                  tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The parent rows (with their child counts) joined with their own second parents' columns,
+    named ``<fk>.<column>``; and each context column's sdtype."""
+    frame = parent.reset_index(drop=True).copy()
+    kinds = {c.name: c.sdtype for c in modelled_columns(metadata, primary.parent_table_name)}
+    kinds.update({c: "numerical" for c in frame.columns if is_count_column(c)})
+    for rel in context_links(metadata, primary):
+        other = tables[rel.parent_table_name].drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key)
+        joined = other.reindex(frame[rel.child_foreign_key].to_numpy())
+        for col in modelled_columns(metadata, rel.parent_table_name):
+            name = f"{rel.child_foreign_key}.{col.name}"
+            frame[name] = joined[col.name].to_numpy()
+            kinds[name] = col.sdtype
+    return frame, kinds
+
+
+def training_context(metadata: Metadata, primary: Relationship, real: dict[str, pd.DataFrame]):
+    """The encoder of the primary parent's rows, and each real child row's context."""
+    parent_name = primary.parent_table_name
+    parent, kinds = context_frame(metadata, primary, with_child_counts(metadata, parent_name, real), real)
+    encoder = ContextEncoder.fit(parent, kinds)
+    encoded = encoder.transform(parent)
+    position = pd.Series(np.arange(len(parent)), index=parent[primary.parent_primary_key].to_numpy())
+    rows = real[primary.child_table_name][primary.child_foreign_key].map(position).to_numpy(dtype=float)
+    context = np.zeros((len(rows), encoder.dim), dtype="float32")
+    known = ~np.isnan(rows)
+    context[known] = encoded[rows[known].astype(int)]
+    return encoder, context

@@ -30,16 +30,19 @@ if TYPE_CHECKING:
     from synth_pipeline.modeling.settings import ModelSettings
     from synth_pipeline.schema.constraints import Constraint
 
-# when a mechanism runs while sampling, in this order (between them the model itself writes
-# the generated columns, the keys and identity text, and the foreign keys)
+# when a mechanism runs while sampling, in this order (before "links" the model itself writes
+# the keys, identity text and primary foreign key; before "finish", a composite key's pairs)
 PHASES = (
-    "columns",  # on the generated rows: counts, correlations, context residuals, parent copies
+    "generate",  # the generator's rows (raked among candidates)
+    "generated",  # on the generated rows: child counts calibrated and correlated
+    "columns",  # numbers from the parent context, columns copied from the parent
     "categories",  # categories and numbers kept per parent, per pair, per value
     "derive",  # columns computed from others
-    "links",  # after the foreign keys are set: values held once per second parent
+    "links",  # second foreign keys (then values held once per second parent)
     "paths",  # foreign keys copied along a path
     "counts",  # children per category (after every step that may change a category)
-    "finish",  # null patterns, number shapes
+    "nulls",  # columns null together
+    "finish",  # number shapes (after a composite key's second column is made unique per parent)
 )
 
 
@@ -53,12 +56,14 @@ class FitContext:
     seed: int
     real: dict[str, pd.DataFrame]  # the real tables the model reads (the table itself as fitted)
     full: pd.DataFrame  # every real row of the table
-    rows: pd.DataFrame  # the rows fitted (all, or a subsample), index 0..n-1
+    frame: pd.DataFrame  # the rows fitted (all, or a subsample of whole sibling groups)
+    rows: pd.DataFrame  # the same, indexed 0..n-1
     primary: Relationship | None
     parent_rows: pd.DataFrame | None  # each fitted row's primary parent row
     parent_kinds: dict[str, str] | None
     constraints: list["Constraint"]
-    training: pd.DataFrame  # the rows with their child counts, as the GAN learns them
+    raw_training: pd.DataFrame  # the fitted rows with their child counts
+    training: pd.DataFrame  # ... as the GAN learns them (after ``derived``: the modelled columns only)
     modelled: list[Column]  # the columns the GAN learns (derived and residual ones as numbers)
     real_counts: dict[str, np.ndarray]  # count column -> real children per row
     category_columns: list[str]  # every categorical or boolean column
@@ -81,7 +86,7 @@ class FitContext:
     def categories(self) -> list[str]:
         """Modelled categories that are generated (not derived, not copied from the parent)."""
         derived = self.found.get("derived")
-        dropped = derived.dropped if derived is not None else set()
+        dropped = derived.model.dropped if derived is not None else set()
         table = self.metadata.table(self.table)
         keys = self.metadata.key_columns(self.table)
         return [c.name for c in table.columns.values() if c.sdtype in ("categorical", "boolean")
@@ -101,7 +106,7 @@ class SampleContext:
     context: np.ndarray | None = None  # each row's encoded parent context
     part: Partition = WHOLE
     off: frozenset[str] = frozenset()  # mechanisms switched off for this sampling run
-    strata: dict[str, np.ndarray] = field(default_factory=dict)  # second FK -> each row's path route
+    generated: bool = True  # the table has a generator (else no column was generated)
 
     def on(self, name: str) -> bool:
         return name not in self.off

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.context import ContextEncoder
+from synth_pipeline.stats import cramers_v, child_counts
+from synth_pipeline.schema.metadata import Metadata, Relationship
+from synth_pipeline.modeling.context import ContextEncoder, aligned_parent_rows, modelled_columns
 
 MAX_TRAINING_ROWS = 30_000
 
@@ -64,3 +66,80 @@ class SignatureModel:
         draws = rng.random(n)[:, None] * cumulative[:, -1:]
         picks = np.minimum((cumulative < draws).sum(axis=1), len(self.classifier.classes_) - 1)
         return np.asarray(self.classifier.classes_)[picks]
+
+
+NO_PARENT = "__no_parent__"
+
+
+SIGNATURE_MAX_VALUES = 20
+
+
+SIGNATURE_MIN_DISTANCE = 0.15
+
+
+SIGNATURE_MIN_ASSOCIATION = 0.3
+
+
+def link_column(rel: Relationship) -> str:
+    return f"__link__{rel.child_foreign_key}"
+
+
+def signature_of(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    labels = [frame[c].astype(object).where(frame[c].notna(), "__null__").astype(str) for c in columns]
+    joined = labels[0]
+    for more in labels[1:]:
+        joined = joined + "|" + more
+    return joined.to_numpy()
+
+
+def signature_columns(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFrame]) -> list[str]:
+    """The second parent's categories its children pick it by: those whose share among linked
+    parents differs from their share among all parents (coaches come from sports), or that go
+    with the child's own categories or its primary parent's (an instructor's department is
+    the course's)."""
+    if rel.is_self_reference:
+        return []
+    parent, child = real[rel.parent_table_name], real[rel.child_table_name].reset_index(drop=True)
+    linked = parent.set_index(rel.parent_primary_key).reindex(child[rel.child_foreign_key].to_numpy()).reset_index(drop=True)
+    present = child[rel.child_foreign_key].notna().to_numpy()
+    partners = _categorical_partners(metadata, rel, real, child)
+    scored = []
+    for col in modelled_columns(metadata, rel.parent_table_name):
+        if col.sdtype not in ("categorical", "boolean") or not 2 <= parent[col.name].nunique() <= SIGNATURE_MAX_VALUES:
+            continue
+        everyone = parent[col.name].astype(str).value_counts(normalize=True)
+        values = linked[col.name][present].astype(str)
+        distance = 0.5 * everyone.subtract(values.value_counts(normalize=True), fill_value=0).abs().sum()
+        association = max((cramers_v(values, other[present]) for other in partners), default=0.0)
+        score = max(distance / SIGNATURE_MIN_DISTANCE, association / SIGNATURE_MIN_ASSOCIATION)
+        if score >= 1:
+            scored.append((score, col.name))
+    return [c for _, c in sorted(scored, reverse=True)[:2]]
+
+
+def _categorical_partners(metadata: Metadata, rel: Relationship, real, child: pd.DataFrame) -> list[pd.Series]:
+    """The child's categorical columns and its primary parent's, aligned with the child rows."""
+    partners = [child[c.name].astype(str) for c in modelled_columns(metadata, rel.child_table_name)
+                if c.sdtype in ("categorical", "boolean")]
+    primary = metadata.primary_relationship(rel.child_table_name)
+    if primary is not None and primary != rel:
+        parent_rows = aligned_parent_rows(primary, real)
+        partners += [parent_rows[c.name].astype(str) for c in modelled_columns(metadata, primary.parent_table_name)
+                     if c.sdtype in ("categorical", "boolean") and parent_rows[c.name].nunique() <= SIGNATURE_MAX_VALUES]
+    return partners
+
+
+def linked_signature(rel: Relationship, columns: list[str], real: dict[str, pd.DataFrame]) -> np.ndarray:
+    """Each real child row's second-parent signature (``NO_PARENT`` where the FK is null)."""
+    parent = real[rel.parent_table_name]
+    by_key = pd.Series(signature_of(parent, columns), index=parent[rel.parent_primary_key].to_numpy())
+    fk = real[rel.child_table_name][rel.child_foreign_key].reset_index(drop=True)
+    return fk.map(by_key).fillna(NO_PARENT).to_numpy()
+
+
+def counts_by_signature(rel: Relationship, columns: list[str], real: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+    """Real children per parent under ``rel``, for the parents of each signature."""
+    parent = real[rel.parent_table_name]
+    counts = child_counts(parent[rel.parent_primary_key], real[rel.child_table_name][rel.child_foreign_key])
+    groups = signature_of(parent, columns)
+    return {g: counts[groups == g] for g in np.unique(groups)}
