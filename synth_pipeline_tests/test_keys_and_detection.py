@@ -139,7 +139,7 @@ def test_cli_bad_source_is_one_clear_line(tmp_path, setup, message):
 
 
 def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
-    from types import SimpleNamespace
+    from synth_pipeline.modeling.table_model import TableModel
 
     from synth_pipeline.stats import row_digests, unique_row_digests
     from synth_pipeline.repair import _break_copies
@@ -148,7 +148,7 @@ def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
     real = pd.DataFrame({"score": rng.integers(0, 50, 400), "grade": rng.choice(list("ABC"), 400),
                          "day": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 30, 400), unit="D")})
     columns = list(real.columns)
-    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns, constraints=[])
+    model = TableModel("t", real_row_digests=unique_row_digests(real, columns), copy_columns=columns)
     synthetic = pd.concat([real.sample(300, random_state=1), real.sample(300, random_state=2)], ignore_index=True)
     copies = int(np.isin(row_digests(synthetic, columns), model.real_row_digests).sum())
     assert copies > 50
@@ -162,7 +162,8 @@ def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
 
 
 def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_column():
-    from types import SimpleNamespace
+    from synth_pipeline.modeling.mechanisms import ParentCopies
+    from synth_pipeline.modeling.table_model import TableModel
 
     from synth_pipeline.stats import row_digests, unique_row_digests
     from synth_pipeline.repair import _break_copies
@@ -171,7 +172,7 @@ def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_colu
     real = pd.DataFrame({"grade": rng.choice(list("ABCDE"), 400), "club": rng.choice([f"c{i}" for i in range(20)], 400),
                          "city": rng.choice([f"t{i}" for i in range(20)], 400)})
     columns = list(real.columns)
-    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns, constraints=[])
+    model = TableModel("t", real_row_digests=unique_row_digests(real, columns), copy_columns=columns)
     synthetic = pd.concat([real.sample(300, random_state=1), real.sample(3000, replace=True, random_state=2).assign(
         club=lambda f: rng.permutation(f["club"].to_numpy()))], ignore_index=True)
     copies = int(np.isin(row_digests(synthetic, columns), model.real_row_digests).sum())
@@ -183,14 +184,14 @@ def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_colu
     for col in columns:  # values only changed places
         assert synthetic[col].value_counts().sort_index().equals(before[col].value_counts().sort_index()), col
     # a column copied from the parent row is never the one swapped
-    model.parent_copies = {"city": "city"}
+    model.mechanisms = [ParentCopies({"city": "city"})]
     again = before.copy()
     fixed, left = _break_copies(again, model, np.random.default_rng(0))
     assert (fixed, left) == (copies, 0) and (again["city"] == before["city"]).all()
 
 
 def test_copies_move_a_date_bounded_only_from_below_upward():
-    from types import SimpleNamespace
+    from synth_pipeline.modeling.table_model import TableModel
 
     from synth_pipeline.schema.constraints import Constraint
     from synth_pipeline.stats import row_digests, unique_row_digests
@@ -203,8 +204,8 @@ def test_copies_move_a_date_bounded_only_from_below_upward():
     after_enrollment = Constraint("t", "parent_date_order", ("day", "enrollment_date"),
                                   "t.day >= students.enrollment_date (via student_id)", parent="students",
                                   foreign_key="student_id")
-    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns,
-                            constraints=[after_enrollment])
+    model = TableModel("t", real_row_digests=unique_row_digests(real, columns), copy_columns=columns,
+                       constraints=[after_enrollment])
     synthetic = real.sample(200, random_state=1).reset_index(drop=True)
     copies = int(np.isin(row_digests(synthetic, columns), model.real_row_digests).sum())
     assert copies > 100

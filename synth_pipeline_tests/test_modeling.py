@@ -483,8 +483,6 @@ def test_link_pairs_are_made_unique_even_when_one_owner_takes_almost_every_value
 
 
 def test_rows_dated_before_their_second_parent_are_linked_to_an_earlier_one():
-    from types import SimpleNamespace
-
     from synth_pipeline.schema.constraints import Constraint, satisfied
     from synth_pipeline.repair import _enforce_parent_dates
 
@@ -506,7 +504,7 @@ def test_rows_dated_before_their_second_parent_are_linked_to_an_earlier_one():
                       parent="lead", foreign_key="lead_id")
     assert not satisfied(rule, {"job": job, "lead": lead}, md, {}).all()
     fixes = _enforce_parent_dates(job, md, "job", {"lead": lead, "owner": pd.DataFrame({"owner_id": [0]})},
-                                  SimpleNamespace(constraints=[rule]), rng)
+                                  TableModel("job", constraints=[rule]), rng)
     assert fixes[rule.description] > 0
     assert satisfied(rule, {"job": job, "lead": lead}, md, {}).all()
     assert job["lead_id"].isin(lead["lead_id"]).all()
@@ -543,7 +541,7 @@ def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metad
 
 
 def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metadata, school_tables, monkeypatch):
-    from synth_pipeline.modeling import table_model
+    from synth_pipeline.modeling import generator
     from synth_pipeline.stats import child_counts, count_column
     from synth_pipeline.modeling.context import sampling_inputs
 
@@ -554,7 +552,7 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
             parent[count_column(rel)] = child_counts(parent[rel.parent_primary_key],
                                                      school_tables[rel.child_table_name][rel.child_foreign_key])
     whole = model.sample(school_metadata, parents, 1.0, seed=1)
-    monkeypatch.setattr(table_model, "SAMPLE_CHUNK_ROWS", 700)  # 8 chunks
+    monkeypatch.setattr(generator, "SAMPLE_CHUNK_ROWS", 700)  # 8 chunks
     chunked = model.sample(school_metadata, parents, 1.0, seed=1)
     assert len(chunked) == len(whole) == len(school_tables["fees"])
     assert chunked["fee_id"].is_unique and chunked["fee_id"].notna().all()
@@ -961,8 +959,7 @@ def test_moving_rows_off_real_rows_keeps_one_lead_and_one_year_per_course():
     """Rows equal to a unique real row are moved off it by swapping values between rows; the
     role a once-per-parent rule set and the year a course's rows share must not be among the
     swapped columns."""
-    from types import SimpleNamespace
-
+    from synth_pipeline.modeling.mechanisms import OneValuePerParent, SiblingSpreads
     from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
     from synth_pipeline.stats import unique_row_digests
     from synth_pipeline.repair import _break_copies
@@ -975,11 +972,11 @@ def test_moving_rows_off_real_rows_keeps_one_lead_and_one_year_per_course():
                          "year": np.repeat(rng.choice(["2023", "2024"], 40), sizes),
                          "room": [f"R{i}" for i in rng.permutation(len(courses))]})  # every real row unique
     columns = ["role", "term", "year", "room"]
-    model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns, constraints=[],
-                            derived=None, parent_copies={}, link_groups={}, key_formats={}, identities=[],
-                            one_per_parent=OnePerParent.fit_all(real, "course_id", "role"),
-                            sibling_spreads=[SiblingSpread.fit(real, "course_id", "year", seed=0)])
-    assert model.one_per_parent and model.sibling_spreads[0] is not None and model.real_row_digests is not None and len(model.real_row_digests)
+    ones, spread = OnePerParent.fit_all(real, "course_id", "role"), SiblingSpread.fit(real, "course_id", "year", seed=0)
+    assert ones and spread is not None
+    model = TableModel("course_instructors", real_row_digests=unique_row_digests(real, columns), copy_columns=columns,
+                       mechanisms=[SiblingSpreads([spread]), OneValuePerParent(ones)])
+    assert model.real_row_digests is not None and len(model.real_row_digests)
     synthetic = real.copy()  # odd rows copies of a real row, even rows not
     synthetic.loc[::2, "term"] = synthetic.loc[::2, "term"].map({"Fall": "Spring", "Spring": "Fall"})
     fixed, unfixed = _break_copies(synthetic, model, rng)
@@ -1069,6 +1066,7 @@ def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enroll
     keeps that student's years; only what that cannot free swaps with other students."""
     from types import SimpleNamespace
 
+    from synth_pipeline.modeling.mechanisms import SiblingSpreads
     from synth_pipeline.modeling.siblings import SiblingSpread
     from synth_pipeline.stats import unique_row_digests
     from synth_pipeline.repair import _break_copies
@@ -1086,9 +1084,8 @@ def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enroll
     fixed_course = [SimpleNamespace(columns=("course",), kind="functional_dependency")]  # only the year may move
     kept = {}
     for spreads in ([spread], []):
-        model = SimpleNamespace(real_row_digests=unique_row_digests(real, columns), copy_columns=columns,
-                                constraints=fixed_course, derived=None, parent_copies={}, link_groups={},
-                                key_formats={}, identities=[], sibling_spreads=spreads)
+        model = TableModel("enrollments", real_row_digests=unique_row_digests(real, columns), copy_columns=columns,
+                           constraints=fixed_course, mechanisms=[SiblingSpreads(spreads)] if spreads else [])
         synthetic = real.assign(course=real.groupby("student_id")["course"].transform(lambda c: c.iloc[::-1].to_numpy()))
         before = synthetic.groupby("student_id")["year"].apply(sorted)
         fixed, unfixed = _break_copies(synthetic, model, np.random.default_rng(1))

@@ -134,11 +134,8 @@ def test_paths_and_dates_across_parents_agree_as_in_the_real_rows(paths_db, tmp_
     assert {"holder", "signer"} <= set(paths) and paths["holder"]["chance"] < 0.3
 
 
-def test_with_the_mechanisms_switched_off_the_paths_are_lost(paths_db, tmp_path, monkeypatch):
-    from synth_pipeline.modeling import table_model
-
-    monkeypatch.setattr(table_model, "fit_bridge", lambda *args, **kwargs: None)  # no path bridges
-    _run(paths_db, tmp_path, constraints_off=(PAYMENT_PATH, SIGNER_DATES, ORDER_TOTAL))
+def test_with_the_mechanisms_switched_off_the_paths_are_lost(paths_db, tmp_path):
+    _run(paths_db, tmp_path, constraints_off=(PAYMENT_PATH, SIGNER_DATES, ORDER_TOTAL), mechanisms_off=("bridges",))
     real, synthetic = _shares(paths_db[0]), _shares(tmp_path / "synthetic.duckdb")
     assert synthetic["payment"] < 0.5 and synthetic["holder"] < 0.5
     assert synthetic["signer"] < real["signer"] - 0.2

@@ -49,18 +49,18 @@ class ModelFormatError(SynthPipelineError):
 @dataclass
 class TableModel:
     table: str
-    real_rows: int
-    fitted_rows: int  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
-    key_formats: dict[str, KeyFormat]
-    identities: list[IdentitySpec]
-    real_counts: dict[str, np.ndarray]  # count column -> real children-per-parent values
-    fk_null_rates: dict[str, float]
-    column_order: list[str]
-    context_encoder: ContextEncoder | None
-    constraints: list[Constraint]  # what every real row satisfies, and user rules
-    fd_maps: dict[str, dict]  # "a -> b": the real b of each a
-    copy_columns: list[str]  # the columns a copied row is judged on
-    real_row_digests: np.ndarray | None  # sorted 64-bit hashes of unique real rows (no values)
+    real_rows: int = 0
+    fitted_rows: int = 0  # the rows the model saw: real_rows, or a subsample of them (fit_rows)
+    key_formats: dict[str, KeyFormat] = field(default_factory=dict)
+    identities: list[IdentitySpec] = field(default_factory=list)
+    real_counts: dict[str, np.ndarray] = field(default_factory=dict)  # count column -> real children per row
+    fk_null_rates: dict[str, float] = field(default_factory=dict)
+    column_order: list[str] = field(default_factory=list)
+    context_encoder: ContextEncoder | None = None
+    constraints: list[Constraint] = field(default_factory=list)  # what every real row satisfies, and user rules
+    fd_maps: dict[str, dict] = field(default_factory=dict)  # "a -> b": the real b of each a
+    copy_columns: list[str] = field(default_factory=list)  # the columns a copied row is judged on
+    real_row_digests: np.ndarray | None = None  # sorted 64-bit hashes of unique real rows (no values)
     mechanisms: list = field(default_factory=list)  # fitted, in registry (application) order
     fit_seconds: float = 0.0
     format: int = MODEL_FORMAT
