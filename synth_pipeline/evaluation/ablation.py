@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="school,berka,chinook,sakila")
     parser.add_argument("--mechanisms", default=None,
-                        help="comma-separated switches (default: every one the baseline's models hold)")
+                        help="comma-separated switches (default: every one the baseline's models hold; none: only the baseline and the sampling-noise run)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/synth_pipeline_ablation"))
     parser.add_argument("--json", type=Path, default=None, help="where the figures go (default OUT/ablation.json)")
     parser.add_argument("--table", type=Path, nargs="+", default=None, help="render these result files as markdown")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mechanisms = [m for m in args.mechanisms.split(",") if m] if args.mechanisms else None
+    mechanisms = [m for m in args.mechanisms.split(",") if m and m != "none"] if args.mechanisms else None
     results = [ablate(d, args.out, mechanisms) for d in args.datasets.split(",") if d]
     figures = {"results": results, "verdicts": verdicts(results), "moves": MOVES, "deciding": list(DECIDING)}
     from synth_pipeline.evaluation.benchmark import write_figures

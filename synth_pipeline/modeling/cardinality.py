@@ -181,10 +181,10 @@ COUNT_TOTALS_MAX_PROPOSALS = 50_000
 class CountTotals:
     """In a small table, each category's share of all the children under one relationship.
 
-    Sixty teachers' generated course counts add up per department as chance has it: one run
-    gave the Science teachers 3 of the 40 courses where the real ones lead 6, and every course
-    takes its lead teacher's department. Here counts trade places between rows (so the counts'
-    distribution stays the calibrated one) while that brings each category's total closer to
+    Generated counts placed at random add up per category as chance has it (in a table of a
+    few dozen teachers, one department may lead half its real share of the courses, and every
+    course takes its lead teacher's department). Here counts trade places between rows (so the
+    counts' distribution stays the calibrated one) while that brings each category's total closer to
     its real share, over all the table's categories at once."""
 
     count: str

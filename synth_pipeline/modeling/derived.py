@@ -301,7 +301,7 @@ class DerivedColumns:
             if d.limits is not None:  # a recent hire's years never below the real minimum
                 value = np.clip(value, *d.limits)
             if kind == "datetime":
-                return _stamps(value, frame.index, d.column in getattr(self, "timed", ()))
+                return _stamps(value, frame.index, d.column in self.timed)
             return as_written(value, d.decimals, frame.index)
         least = 1.0 if d.strict and kind == "datetime" else 0.0
         sign = -1.0 if d.before else 1.0
@@ -317,7 +317,7 @@ class DerivedColumns:
                 value[known] = rank_map(value[known], d.quantiles)
                 limit = anchor + sign * (1.0 if d.strict else 0.0)
                 value = np.minimum(value, limit) if sign < 0 else np.maximum(value, limit)
-            return _stamps(value, frame.index, d.column in getattr(self, "timed", ()))
+            return _stamps(value, frame.index, d.column in self.timed)
         return as_written(value, d.decimals, frame.index)
 
 

@@ -50,7 +50,7 @@ class PairSupport:
         if not {self.leader, self.follower} <= set(frame.columns) or frame.empty:
             return 0
         lead, follow = frame[self.leader], frame[self.follower]
-        nulls = getattr(self, "nulls", False)
+        nulls = self.nulls
         present = lead.notna() & (follow.notna() | nulls)
         lead_text, follow_text = lead.astype(str), follow.astype(str)
         if nulls:

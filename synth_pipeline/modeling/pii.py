@@ -123,7 +123,7 @@ class IdentitySpec:
         rng = np.random.default_rng(seed)
         if self.sdtype == "email":
             values = _emails(fake, n, rows, self.template or "example.org", self.is_real, part)
-        elif (lookup := getattr(self, "lookup", None)) is not None and rows is not None and lookup[0] in rows.columns:
+        elif (lookup := self.lookup) is not None and rows is not None and lookup[0] in rows.columns:
             category = labels(pd.Series(rows[lookup[0]].to_numpy()))
             looked_up = category.map(lookup[1]).to_numpy(dtype=object)
             missing = np.nonzero(pd.isna(looked_up) & ~category.isin(lookup[2] if len(lookup) > 2 else ()).to_numpy())[0]
@@ -160,8 +160,8 @@ class IdentitySpec:
     def _draw(self, fake: Faker, rng: np.random.Generator, n: int) -> list[str]:
         if self.sdtype == "phone_number":
             return _phones(rng, n, self.template or "(###) ###-####")
-        if self.sdtype == "text" and getattr(self, "words", 0):  # as long as the real text, a title without a stop
-            words, period, title = self.words, getattr(self, "period", True), getattr(self, "title_case", False)
+        if self.sdtype == "text" and self.words:  # as long as the real text, a title without a stop
+            words, period, title = self.words, self.period, self.title_case
             values = [v.title() if title else v for v in _faker_values(lambda: fake.sentence(nb_words=words), rng, n)]
             return values if period else [v.rstrip(".") for v in values]
         return _faker_values(getattr(fake, _FAKER_METHOD.get(self.sdtype, "word")), rng, n)

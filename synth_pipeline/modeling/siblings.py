@@ -90,7 +90,7 @@ class SiblingSpread:
         sizes = np.bincount(group)
         allowed = self._draw_distinct(sizes, rng)
         kept = pairs[pairs["rank"] < allowed[pairs["g"].to_numpy()]]
-        if getattr(self, "shares", None):
+        if self.shares:
             kept = self._one_value_groups_to_shares(kept, pairs, allowed, sizes, uniques, rng)
         kept = kept.sort_values(["g", "rank"])
         keep_row = pd.MultiIndex.from_arrays([group, values]).isin(pd.MultiIndex.from_arrays([kept["g"], kept["v"]]))

@@ -157,7 +157,7 @@ def _with_time_of_day(days: np.ndarray, codec: ColumnCodec) -> np.ndarray:
 
 def _from_number(numbers: np.ndarray, is_null: np.ndarray, codec: ColumnCodec) -> pd.Series:
     if codec.kind == "datetime":
-        if getattr(codec, "time_of_day", None) is not None:
+        if codec.time_of_day is not None:
             numbers = _with_time_of_day(numbers, codec)
         seconds = np.round(np.where(is_null, 0, numbers) * 86400).astype("int64")
         stamps = EPOCH + pd.to_timedelta(seconds, unit="s")

@@ -157,7 +157,7 @@ class KeyFormat:
                 if i == self.year_token and rows is not None and self.year_of in rows.columns:
                     year = pd.to_datetime(pd.Series(rows[self.year_of].to_numpy()), errors="coerce").dt.year
                     drawn = year.astype("Int64").astype(str).where(year.notna(), drawn).astype(object)
-                follows = getattr(self, "follows", {}).get(i)
+                follows = self.follows.get(i)
                 if follows is not None and rows is not None and follows[0] in rows.columns:
                     looked_up = labels(pd.Series(rows[follows[0]].to_numpy())).map(follows[1])
                     drawn = looked_up.where(looked_up.notna(), drawn).astype(object)

@@ -56,7 +56,7 @@ class Bridge:
     def label(self) -> str:
         where = "primary parent's " if self.via_parent else ""
         given = ""
-        if getattr(self, "by", ""):
+        if self.by:
             given = ", by " + self.by + ": " + ", ".join(f"{v} {r:.0%}" for v, r in sorted(self.rate_by.items()))
         return (f"{self.fk} is one of {self.table}.{self.pair_parent} paired with the row's {where}{self.route_fk} "
                 f"({self.rate:.1%} of real rows, {self.chance:.1%} by chance{given})")
@@ -65,7 +65,7 @@ class Bridge:
     def binding(self) -> bool:
         """Nearly every real row agrees (``PATH_RATE``): every synthetic row whose route has a
         paired parent is linked to one, beyond the capacities if it must."""
-        return self.rate >= PATH_RATE and not getattr(self, "by", "")
+        return self.rate >= PATH_RATE and not self.by
 
     @property
     def share(self) -> float:
@@ -77,7 +77,7 @@ class Bridge:
 
     def shares(self, n: int, category: np.ndarray | None = None) -> np.ndarray:
         """Each row's share: its category value's where the share is by category."""
-        if not getattr(self, "by", "") or category is None:
+        if not self.by or category is None:
             return np.full(n, self.share)
         rates = pd.Series(category, dtype=object).astype(str).map(self.rate_by).fillna(self.rate)
         return self._share(rates.to_numpy(dtype=float))

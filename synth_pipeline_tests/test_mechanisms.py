@@ -1,0 +1,87 @@
+"""The model as one family of mechanisms: the registry's contract, switches, stored model formats, and
+the ablation's decision rule."""
+
+import json
+import shutil
+
+import pytest
+
+from synth_pipeline.evaluation.ablation import DECIDING, MOVES, effects, verdicts
+from synth_pipeline.modeling.mechanism import PHASES
+from synth_pipeline.modeling.mechanisms import NAMES, REGISTRY, fit_order, switches
+from synth_pipeline.modeling.table_model import MODEL_FORMAT, ModelFormatError, TableModel
+from synth_pipeline.runner import run_pipeline
+
+
+def test_the_registry_is_ordered_by_phase_and_fitted_after_what_each_mechanism_reads():
+    assert len(NAMES) == len(set(NAMES))
+    order = fit_order()
+    assert set(order) == set(REGISTRY)
+    for mechanism in REGISTRY:
+        assert mechanism.phase in PHASES and callable(mechanism.fit) and set(switches(mechanism)) <= set(NAMES)
+        for need in mechanism.needs:  # what it reads is fitted first
+            assert order.index(next(m for m in REGISTRY if m.name == need)) < order.index(mechanism), (mechanism, need)
+    phases = [PHASES.index(m.phase) for m in REGISTRY]
+    assert phases == sorted(phases)
+
+
+def test_a_stored_model_lists_its_mechanisms_in_registry_order(tiny_run):
+    config, _ = tiny_run
+    names = [m.name for m in REGISTRY]
+    for path in sorted((config.work_dir / "models").glob("*.pkl")):
+        model = TableModel.load(path)
+        held = [m.name for m in model.mechanisms]
+        assert held == sorted(held, key=names.index)
+        summary = json.loads(path.with_suffix(".json").read_text())
+        assert summary["mechanisms"] == held and set(summary["switches"]) <= set(NAMES)
+    marks = TableModel.load(config.work_dir / "models" / "marks.pkl")  # generated, and linked to its assessor
+    assert marks.get("generator") is not None and "assessed_by_teacher_id" in marks.get("links").links
+
+
+def test_a_mechanism_switched_off_at_sampling_no_longer_keeps_its_property(tiny_run, school_metadata):
+    """A fee's payment date and payment mode are null together (``null_patterns``): kept with
+    it, lost without it, from the same stored model, parents and seed."""
+    from synth_pipeline.modeling.context import sampling_inputs
+    from synth_pipeline.resources import Warehouse
+
+    config, _ = tiny_run
+    warehouse = Warehouse(root=str(config.work_dir))
+    model = warehouse.load_model("fees")
+    assert model.get("null_patterns") is not None
+    a, b = next(c.columns for c in model.constraints if c.kind == "null_pattern")
+    parents = {p: warehouse.read("repaired", p) for p in sampling_inputs(school_metadata, "fees")}
+    together = {}
+    for off in ((), ("null_patterns",)):
+        rows = model.sample(school_metadata, parents, 1.0, seed=3, off=off)
+        together[off] = (rows[a].isna() == rows[b].isna()).mean()
+    assert together[()] == 1.0
+    assert together[("null_patterns",)] < 1.0
+
+
+def test_a_model_stored_by_another_version_is_refitted_not_loaded(tiny_run, tmp_path):
+    config, _ = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(config.out_dir, out)
+    stale = config.replace(out_dir=out)
+    path = stale.work_dir / "models" / "courses.pkl"
+    model = TableModel.load(path)
+    model.format = MODEL_FORMAT - 1
+    model.save(path)
+    with pytest.raises(ModelFormatError, match="model format"):
+        TableModel.load(path)
+    outcome = run_pipeline(stale, only="courses")
+    assert outcome.success, outcome.failures
+    assert TableModel.load(path).format == MODEL_FORMAT
+    assert outcome.report["run"]["totals"]["fk_violations"] == 0
+
+
+def test_the_ablation_keeps_what_moves_a_deciding_figure_or_keeps_the_output_valid():
+    baseline = {k: 0.9 for k in DECIDING} | {"path_agreement_max_gap": 0.02}
+    small = effects(baseline, {**baseline, "column_shapes": 0.9 - MOVES / 2})
+    large = effects(baseline, {**baseline, "column_pair_trends": 0.9 - 2 * MOVES})
+    noisy = effects(baseline, {**baseline, "path_agreement_max_gap": 0.02 + 10 * MOVES})  # a maximum over tables
+    assert large["column_pair_trends"] == pytest.approx(2 * MOVES) and noisy["path_agreement_max_gap"] > 0  # a wider gap: it helped
+    results = [{"dataset": "a", "mechanisms": {"small": {"effects": small}, "large": {"effects": large},
+                                                "noisy": {"effects": noisy}, "valid": {"blocked": ["check failed"]}}},
+               {"dataset": "b", "mechanisms": {"small": {"effects": small}}}]
+    assert verdicts(results) == {"small": "no effect", "large": "keep", "noisy": "no effect", "valid": "keep"}
