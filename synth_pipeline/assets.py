@@ -196,7 +196,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         parent_frames = {p: warehouse.read("repaired", p, part) for p in parents}
         seed = table_seed(settings.seed, name, "repair" if part.count == 1 else f"repair/{part.index}")
         frame, repairs = repair_table(warehouse.read("synthetic", name, part), metadata, name, parent_frames, fitted,
-                                      seed, part)
+                                      seed, part, off=tuple(settings.mechanisms_off))
         frame, restored = plan.restore(name, frame, parent_frames, warehouse.read("real", name))
         for what, count in restored.items():
             repairs.add(what, count)

@@ -23,14 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.schema.constraints import unit_of
-from synth_pipeline.modeling.bridges import copy_along_paths
-from synth_pipeline.stats import as_labels
-from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
-from synth_pipeline.schema.number_shapes import apply_shapes
+from synth_pipeline.modeling.mechanism import SampleContext
 from synth_pipeline.modeling.table_model import TableModel
-from synth_pipeline.stats import row_digests
+from synth_pipeline.schema.constraints import unit_of
+from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.stats import as_labels, row_digests
 
 
 @dataclass
@@ -47,7 +45,8 @@ class RepairLog:
 
 
 def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: dict[str, pd.DataFrame],
-                 model: TableModel, seed: int, part: Partition = WHOLE) -> tuple[pd.DataFrame, RepairLog]:
+                 model: TableModel, seed: int, part: Partition = WHOLE,
+                 off: tuple[str, ...] = ()) -> tuple[pd.DataFrame, RepairLog]:
     rng = np.random.default_rng(seed)
     table = metadata.table(name)
     frame = frame.reset_index(drop=True).copy()
@@ -72,13 +71,11 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
             else:
                 frame.loc[bad, rel.child_foreign_key] = rng.choice(valid, int(bad.sum()))
         repairs.add(f"foreign key {rel.child_foreign_key}", int(bad.sum()))
-    shapes = model.get("number_shapes")
-    apply_shapes(frame, shapes.parts if shapes is not None else [])  # before the rules: a swap keeps both
+    run = SampleContext(metadata=metadata, parents=parents, rng=rng, column_rng=rng, part=part, off=frozenset(off))
+    frame = _applied(model, "repair_values", frame, run, repairs)  # before the rules: a swap keeps both
     fixes = _enforce_constraints(frame, model)
     fixes.update(_enforce_parent_dates(frame, metadata, name, parents, model, rng))
-    for c in model.constraints:  # last of the links: a foreign key implied by a path follows it
-        if c.kind == "path":
-            fixes[c.description] = copy_along_paths(frame, [c], parents, metadata)
+    frame = _applied(model, "repair_links", frame, run, repairs)  # last of the links: a key a path implies
     for description, count in fixes.items():
         repairs.add(f"constraint {description}", count)
     fixed, left = _break_copies(frame, model, rng)
@@ -89,6 +86,22 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
         repairs.add(f"duplicate composite key ({', '.join(table.primary_key)}) rows dropped", int(dup.sum()))
         frame = frame[~dup].reset_index(drop=True)
     return frame, repairs
+
+
+def _applied(model: TableModel, phase: str, frame: pd.DataFrame, run: SampleContext, repairs: RepairLog) -> pd.DataFrame:
+    """The model's mechanisms of a repair phase applied, and the values each changed logged."""
+    for mechanism in model.mechanisms:
+        if mechanism.phase != phase:
+            continue
+        columns = [c for c in mechanism.columns if c in frame.columns]
+        before = frame[columns].copy()
+        if run.on(mechanism.name):
+            changed = mechanism.apply(frame, run)
+            frame = frame if changed is None else changed
+        after = frame[columns]
+        changed = ~((before == after) | (before.isna() & after.isna()))
+        repairs.add(f"{mechanism.name}: {mechanism.label}", int(changed.to_numpy().sum()))
+    return frame
 
 
 def _refresh_duplicates(frame: pd.DataFrame, column: str, fmt: KeyFormat, rng: np.random.Generator,

@@ -42,8 +42,12 @@ PHASES = (
     "paths",  # foreign keys copied along a path
     "counts",  # children per category (after every step that may change a category)
     "nulls",  # columns null together
-    "finish",  # number shapes (after a composite key's second column is made unique per parent)
+    "finish",  # after a composite key's second column is made unique per parent
+    # applied by repair (``repair.repair_table``), not while sampling:
+    "repair_values",  # before repair enforces the rules between columns (number shapes)
+    "repair_links",  # after the foreign keys and dates are repaired (foreign keys copied along paths)
 )
+SAMPLING_PHASES = PHASES[:PHASES.index("finish") + 1]
 
 
 @dataclass

@@ -396,35 +396,6 @@ class Derived:
         return f"derived: {', '.join(sorted(self.columns))}"
 
 
-# ---------------------------------------------------------------------- paths
-@dataclass
-class PathCopies:
-    """A foreign key equal to the one reached along a path in (nearly) every real row is
-    copied along it (a payment's customer is its rental's)."""
-
-    paths: list
-    name: ClassVar[str] = "path_copies"
-    phase: ClassVar[str] = "paths"
-    refit: ClassVar[bool] = False
-    needs: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def fit(cls, context: FitContext):
-        paths = [c for c in context.constraints if c.kind == "path"]
-        return cls(paths) if paths else None
-
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
-        copy_along_paths(frame, self.paths, context.parents, context.metadata)
-
-    @property
-    def columns(self) -> set[str]:
-        return {c.columns[0] for c in self.paths}
-
-    @property
-    def label(self) -> str:
-        return "; ".join(c.description for c in self.paths)
-
-
 # --------------------------------------------------------------------- counts
 @dataclass
 class CategoryTotals(_Parts):
@@ -532,11 +503,12 @@ class NullPatterns:
 # --------------------------------------------------------------------- finish
 @dataclass
 class NumberShapes(_Parts):
-    """Each number column's range, support or grid (``schema.number_shapes``)."""
+    """Each number column's range, support or grid (``schema.number_shapes``), applied by
+    repair before the rules between columns (a swap then keeps both)."""
 
     parts: list[NumberShape] = field(default_factory=list)
     name: ClassVar[str] = "number_shapes"
-    phase: ClassVar[str] = "finish"
+    phase: ClassVar[str] = "repair_values"
     needs: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -549,6 +521,35 @@ class NumberShapes(_Parts):
         apply_shapes(frame, self.parts)
 
 
+@dataclass
+class PathCopies:
+    """A foreign key equal to the one reached along a path in (nearly) every real row is
+    copied along it (a payment's customer is its rental's), once the foreign keys it reads
+    are repaired."""
+
+    paths: list
+    name: ClassVar[str] = "path_copies"
+    phase: ClassVar[str] = "repair_links"
+    refit: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def fit(cls, context: FitContext):
+        paths = [c for c in context.constraints if c.kind == "path"]
+        return cls(paths) if paths else None
+
+    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
+        copy_along_paths(frame, self.paths, context.parents, context.metadata)
+
+    @property
+    def columns(self) -> set[str]:
+        return {c.columns[0] for c in self.paths}
+
+    @property
+    def label(self) -> str:
+        return "; ".join(c.description for c in self.paths)
+
+
 REGISTRY: tuple[type, ...] = (
     Generator,  # "generate": the GAN's rows, raked to the real shares
     CountCalibration, CountCorrelation, RootCorrelation,
@@ -556,10 +557,10 @@ REGISTRY: tuple[type, ...] = (
     SiblingSpreads, PairSupports, OneValuePerParent, NameQuotas, LookupLabels, Conditionals,
     Derived,
     SecondLinks,  # "links": second foreign keys, with their parts' switches
-    PathCopies,
     CategoryTotals, ChildrenWithin,
     NullPatterns,
-    NumberShapes,
+    NumberShapes,  # applied by repair
+    PathCopies,  # applied by repair
 )
 assert [PHASES.index(m.phase) for m in REGISTRY] == sorted(PHASES.index(m.phase) for m in REGISTRY)
 

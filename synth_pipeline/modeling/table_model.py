@@ -28,7 +28,7 @@ from synth_pipeline.modeling.context import (ContextEncoder, aligned_parent_rows
                                              training_context, with_child_counts)
 from synth_pipeline.modeling.ctgan_model import with_fixed_threads
 from synth_pipeline.modeling.fit_sample import fit_sample
-from synth_pipeline.modeling.mechanism import PHASES, FitContext, SampleContext
+from synth_pipeline.modeling.mechanism import SAMPLING_PHASES, FitContext, SampleContext
 from synth_pipeline.modeling.mechanisms import REFIT, REGISTRY, fit_order, switches
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.settings import ModelSettings, table_seed
@@ -152,21 +152,25 @@ class TableModel:
         if generator is not None and (self.get("count_calibration") is None or not run.on("count_calibration")):
             for col in self.real_counts:  # uncalibrated: the generated counts, as whole non-negative numbers
                 out[col] = np.clip(np.round(out[col].to_numpy(dtype=float)), 0, None).astype("int64")
-        for phase in PHASES[1:]:  # the first, "generate", wrote ``out``
+        for phase in SAMPLING_PHASES[1:]:  # the first, "generate", wrote ``out``
             if phase == "links":  # the keys (a key's year may follow a derived date), then the owners
                 self._write_keys(out, n, seed, run.rng, part)
                 if primary is not None:
                     out[primary.child_foreign_key] = run.owners
             if phase == "finish":
                 self._unique_key_pairs(out, metadata, primary, run.rng)
-            for mechanism in self.mechanisms:
-                if mechanism.phase != phase or (phase == "generated" and generator is None) or not (
-                        getattr(mechanism, "required", False) or run.on(mechanism.name)):
-                    continue
-                changed = mechanism.apply(out, run)
-                if changed is not None:
-                    out = changed
+            if phase != "generated" or generator is not None:
+                out = self.apply_phase(phase, out, run)
         return out[self.column_order]
+
+    def apply_phase(self, phase: str, frame: pd.DataFrame, run: SampleContext) -> pd.DataFrame:
+        """Apply the mechanisms of one phase (those switched on) to ``frame``; returns the frame."""
+        for mechanism in self.mechanisms:
+            if mechanism.phase == phase and (getattr(mechanism, "required", False) or run.on(mechanism.name)):
+                changed = mechanism.apply(frame, run)
+                if changed is not None:
+                    frame = changed
+        return frame
 
     def _write_keys(self, out: pd.DataFrame, n: int, seed: int, rng: np.random.Generator, part: Partition) -> None:
         for name, fmt in self.key_formats.items():
