@@ -15,22 +15,27 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from synth_pipeline.errors import ConfigError
-from synth_pipeline.stats import is_count_column
-from synth_pipeline.schema.keys import WHOLE, Partition
-from synth_pipeline.modeling.table_model import ModelFormatError, TableModel
-from synth_pipeline.modeling.settings import table_seed
 from synth_pipeline.modeling.context import real_subset_for, sampling_inputs
+from synth_pipeline.modeling.settings import table_seed
+from synth_pipeline.modeling.table_model import ModelFormatError, TableModel
 from synth_pipeline.repair import repair_table
-from synth_pipeline.resources import LazyTables, RunSettings, SourceDatabase, Warehouse, partition_keys
+from synth_pipeline.resources import (
+    LazyTables,
+    RunSettings,
+    SourceDatabase,
+    Warehouse,
+    partition_keys,
+)
+from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.schema.plan import SchemaPlan, evaluation_frame
 from synth_pipeline.sources.loaders import load_tables, source_types
+from synth_pipeline.stats import is_count_column
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
 
@@ -215,8 +220,12 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
                   parent_frames: dict[str, pd.DataFrame]) -> dict:
     """What a person wants to see on a repaired table in the UI: violations and similarity scores."""
     from synth_pipeline.evaluation.fidelity import column_shapes
+    from synth_pipeline.evaluation.structure import (
+        cardinality_counts,
+        cardinality_similarity,
+        fk_violations,
+    )
     from synth_pipeline.stats import compared_columns
-    from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity, fk_violations
 
     real = warehouse.read("real", name)
     shapes = column_shapes(real, frame, compared_columns(metadata, name))
@@ -260,7 +269,11 @@ def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: 
                   parent_frames: dict[str, pd.DataFrame], part: Partition) -> dict:
     """The paths this table's links follow (real, synthetic and chance agreement) and its
     dates across parents (share in order, offsets' KS complement), for the UI."""
-    from synth_pipeline.schema.constraints import offset_similarity, path_report, satisfied
+    from synth_pipeline.schema.constraints import (
+        offset_similarity,
+        path_report,
+        satisfied,
+    )
     from synth_pipeline.schema.paths import synthetic_agreement
 
     paths, dates = [], []
@@ -303,7 +316,12 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
     def synthetic_db(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings,
                      source: SourceDatabase) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.run_report import build_run_report
-        from synth_pipeline.publish import export_folder, promote, staging_dir, write_database
+        from synth_pipeline.publish import (
+            export_folder,
+            promote,
+            staging_dir,
+            write_database,
+        )
 
         out = Path(settings.out_dir)
         stage = staging_dir(out, context.run_id)  # moved into out only once everything is written

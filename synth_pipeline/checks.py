@@ -15,11 +15,14 @@ import pandas as pd
 
 from synth_pipeline.assets import current_partition, stage_key
 from synth_pipeline.evaluation.expectations import validate_table
-from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity
+from synth_pipeline.evaluation.structure import (
+    cardinality_counts,
+    cardinality_similarity,
+)
 from synth_pipeline.resources import RunSettings, Warehouse
 from synth_pipeline.schema.metadata import Relationship
 from synth_pipeline.schema.plan import SchemaPlan
-
+from synth_pipeline.thresholds import THRESHOLDS
 
 CONSTRAINTS_CHECK = "discovered_constraints_hold"
 NUMBERS_CHECK = "numbers_keep_real_range_and_grid"
@@ -166,10 +169,10 @@ def _numbers_result(model, frame: pd.DataFrame) -> dg.AssetCheckResult:
 def _constraints_result(metadata, name, warehouse, frame, parents, real, read) -> dg.AssetCheckResult:
     """The model's constraints, discovered and added (computed by the project's constraint code: GE has no
     expectation for functional dependencies, shared null patterns or cross-table date order),
-    and the paths nearly every real row keeps (``Bridge.binding``): at least ``PATH_RATE`` of
+    and the paths nearly every real row keeps (``Bridge.binding``): at least ``THRESHOLDS.path_rate`` of
     the synthetic rows keep them (``read(table)``: a repaired table the path goes through)."""
     from synth_pipeline.schema.constraints import satisfied
-    from synth_pipeline.schema.paths import PATH_RATE, synthetic_agreement
+    from synth_pipeline.schema.paths import synthetic_agreement
 
     model = warehouse.load_model(name)
     tables = {**parents, name: frame}
@@ -187,7 +190,7 @@ def _constraints_result(metadata, name, warehouse, frame, parents, real, read) -
             rate, rows = synthetic_agreement(metadata, rel, bridge, {**tables, bridge.table: tables.get(bridge.table)
                                                                      if bridge.table in tables else read(bridge.table)})
             shares[bridge.label] = round(rate, 4)
-            broken += int(round((1 - rate) * rows)) if rate < PATH_RATE else 0
+            broken += int(round((1 - rate) * rows)) if rate < THRESHOLDS.path_rate else 0
     return dg.AssetCheckResult(
         check_name=CONSTRAINTS_CHECK, passed=broken == 0,
         metadata={"constraints": len(shares), "rows_breaking": broken,

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from synth_pipeline.assets import EVALUATION_KEY, PUBLISHED_KEY, evaluation_asset, publish_asset, table_assets
+from synth_pipeline.assets import (
+    EVALUATION_KEY,
+    PUBLISHED_KEY,
+    evaluation_asset,
+    publish_asset,
+    table_assets,
+)
 from synth_pipeline.checks import table_checks
 from synth_pipeline.config import PipelineConfig
 from synth_pipeline.errors import ConfigError
@@ -60,9 +66,8 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
 
 def build_definitions(metadata: Metadata, config: PipelineConfig) -> dg.Definitions:
     """Everything Dagster needs for ``metadata``, wired to the settings in ``config``."""
-    from synth_pipeline.schema.constraints import parse_added
-
     from synth_pipeline.modeling.ctgan_model import resolve_device
+    from synth_pipeline.schema.constraints import parse_added
 
     for rule in config.constraints_add:
         parse_added(rule, metadata)  # a clear error when the definitions load, not mid-run

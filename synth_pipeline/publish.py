@@ -28,7 +28,6 @@ import pandas as pd
 from synth_pipeline.errors import SynthPipelineError
 from synth_pipeline.schema.metadata import Metadata, Table
 
-
 log = logging.getLogger(__name__)
 
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth_pipeline.errors import SchemaError
-from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.modeling.settings import ModelSettings
 from synth_pipeline.modeling.table_model import TableModel
+from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import load_tables
 from synth_pipeline.sources.validate import SourceNotes

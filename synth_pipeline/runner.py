@@ -13,8 +13,13 @@ from pathlib import Path
 import dagster as dg
 
 from synth_pipeline.config import PipelineConfig
-from synth_pipeline.pipeline import JOB_NAME, PUBLISH_JOB_NAME, build_definitions, real_selection
 from synth_pipeline.errors import SynthPipelineError
+from synth_pipeline.pipeline import (
+    JOB_NAME,
+    PUBLISH_JOB_NAME,
+    build_definitions,
+    real_selection,
+)
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import require_tables
 
@@ -52,8 +57,14 @@ def stale_or_missing(instance: dg.DagsterInstance, defs: dg.Definitions) -> list
     """The assets Dagster considers stale (code, settings or an input's data version changed
     since they were materialized) or never materialized: what ``RunRequest(stale_assets_only=True)``
     selects in the nightly refresh, resolved here for an in-process run."""
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.asset_graph_view.asset_graph_view import (
+        AssetGraphView,
+        TemporalContext,
+    )
+    from dagster._core.definitions.data_version import (
+        CachingStaleStatusResolver,
+        StaleStatus,
+    )
     from dagster._time import get_current_datetime
 
     graph = defs.resolve_asset_graph()
@@ -272,8 +283,8 @@ def _require_stored_run(config: PipelineConfig, metadata, table: str) -> None:
     """A subtree re-run reuses the fitted models and the tables outside the subtree."""
     if table not in metadata.tables:
         raise RunFailed(f"--only {table}: no such table (tables: {', '.join(metadata.topological_order())})")
-    from synth_pipeline.schema.keys import Partition
     from synth_pipeline.resources import Warehouse
+    from synth_pipeline.schema.keys import Partition
 
     work = Path(config.work_dir)
     warehouse = Warehouse(root=str(work))

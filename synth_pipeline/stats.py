@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.schema.metadata import Metadata, Relationship
-
+from synth_pipeline.thresholds import THRESHOLDS
 
 NUMERIC = ("numerical", "datetime")
 
@@ -89,26 +89,20 @@ def child_counts(parent_keys: pd.Series, child_fk: pd.Series) -> np.ndarray:
     return parent_keys.map(counts).fillna(0).to_numpy(dtype="int64")
 
 
-MAX_DETERMINANT_VALUES = 100
-
-
-MAP_CHANCE = 1e-3  # a many-valued category determines a column only if agreeing this well is rarer by chance
-
-
 def determining_category(values: pd.Series, frame: pd.DataFrame, categories: list[str], min_keys: int = 2,
                          few_keys: int = 0) -> tuple[str, dict] | None:
     """The category of ``frame`` (rows aligned with ``values``; fewest values first, ``min_keys``
-    to MAX_DETERMINANT_VALUES of them) under which every row of one value has the same value,
+    to THRESHOLDS.max_determinant_values of them) under which every row of one value has the same value,
     more consistently than chance would (a category of at most ``few_keys`` values needs no
     chance test): ``(category, {category label: value})``, or None."""
     best = None
     for category in categories:
         keys = labels(frame.loc[values.index, category])
         n_keys = keys.nunique()
-        if not max(min_keys, 2) <= n_keys <= MAX_DETERMINANT_VALUES or (best is not None and n_keys >= best[1]):
+        if not max(min_keys, 2) <= n_keys <= THRESHOLDS.max_determinant_values or (best is not None and n_keys >= best[1]):
             continue
         if (values.groupby(keys).nunique() == 1).all() and (
-                n_keys <= few_keys or agreement_by_chance(values, keys) < MAP_CHANCE):
+                n_keys <= few_keys or agreement_by_chance(values, keys) < THRESHOLDS.map_chance):
             best = (category, n_keys, values.groupby(keys).first().to_dict())
     return None if best is None else (best[0], best[2])
 

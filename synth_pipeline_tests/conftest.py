@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from synth_pipeline.config import PipelineConfig, SCHOOL_METADATA  # noqa: E402
+from synth_pipeline.config import SCHOOL_METADATA, PipelineConfig  # noqa: E402
 from synth_pipeline.pipeline import build_definitions, resources_for  # noqa: E402
 from synth_pipeline.schema.metadata import Metadata  # noqa: E402
 from synth_pipeline.sources import build_school_database  # noqa: E402

@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.schema.number_shapes import NumberShape
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.metadata import Column
+from synth_pipeline.schema.number_shapes import NumberShape
 
 
 def test_a_price_grid_ending_in_99_is_learned_and_kept():

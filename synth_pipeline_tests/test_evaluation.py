@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth_pipeline.schema import constraints
 from synth_pipeline.evaluation.baseline import HMA_MAX_TABLES, hma_subschema
 from synth_pipeline.evaluation.detection import parent_detection
 from synth_pipeline.evaluation.fidelity import cross_table_trends, two_hop_chains
 from synth_pipeline.evaluation.privacy import table_privacy
 from synth_pipeline.evaluation.report import evaluate
-
+from synth_pipeline.schema import constraints
 
 TABLES = ["teachers", "courses", "students", "fees", "student_courses", "marks"]
 

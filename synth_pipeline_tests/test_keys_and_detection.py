@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synth_pipeline.schema.keys import KeyFormat
 from synth_pipeline.modeling.pii import IdentitySpec
 from synth_pipeline.schema.detect import detect_from_frames, detect_metadata
+from synth_pipeline.schema.keys import KeyFormat
 from synth_pipeline_tests.conftest import require_dataset, run_cli
 
 
@@ -140,9 +140,8 @@ def test_cli_bad_source_is_one_clear_line(tmp_path, setup, message):
 
 def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
     from synth_pipeline.modeling.table_model import TableModel
-
-    from synth_pipeline.stats import row_digests, unique_row_digests
     from synth_pipeline.repair import _break_copies
+    from synth_pipeline.stats import row_digests, unique_row_digests
 
     rng = np.random.default_rng(0)
     real = pd.DataFrame({"score": rng.integers(0, 50, 400), "grade": rng.choice(list("ABC"), 400),
@@ -164,9 +163,8 @@ def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
 def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_column():
     from synth_pipeline.modeling.mechanisms import ParentCopies
     from synth_pipeline.modeling.table_model import TableModel
-
-    from synth_pipeline.stats import row_digests, unique_row_digests
     from synth_pipeline.repair import _break_copies
+    from synth_pipeline.stats import row_digests, unique_row_digests
 
     rng = np.random.default_rng(0)
     real = pd.DataFrame({"grade": rng.choice(list("ABCDE"), 400), "club": rng.choice([f"c{i}" for i in range(20)], 400),
@@ -192,10 +190,9 @@ def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_colu
 
 def test_copies_move_a_date_bounded_only_from_below_upward():
     from synth_pipeline.modeling.table_model import TableModel
-
+    from synth_pipeline.repair import _break_copies
     from synth_pipeline.schema.constraints import Constraint
     from synth_pipeline.stats import row_digests, unique_row_digests
-    from synth_pipeline.repair import _break_copies
 
     rng = np.random.default_rng(0)
     real = pd.DataFrame({"item": rng.choice(["salad", "pasta"], 300),

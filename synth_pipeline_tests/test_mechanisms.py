@@ -9,7 +9,11 @@ import pytest
 from synth_pipeline.evaluation.ablation import MOVES, effects, verdicts
 from synth_pipeline.modeling.mechanism import PHASES
 from synth_pipeline.modeling.mechanisms import NAMES, REGISTRY, fit_order, switches
-from synth_pipeline.modeling.table_model import MODEL_FORMAT, ModelFormatError, TableModel
+from synth_pipeline.modeling.table_model import (
+    MODEL_FORMAT,
+    ModelFormatError,
+    TableModel,
+)
 from synth_pipeline.runner import run_pipeline
 
 

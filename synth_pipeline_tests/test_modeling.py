@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -10,10 +11,16 @@ import pytest
 from synth_pipeline.modeling.cardinality import calibrate_counts
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.linking import link_by_capacity, link_self
-from synth_pipeline.modeling.marginals import PairJoints, choose_per_slot, choose_with_quotas, rake_weights
+from synth_pipeline.modeling.marginals import (
+    PairJoints,
+    choose_per_slot,
+    choose_with_quotas,
+    rake_weights,
+)
 from synth_pipeline.modeling.settings import ModelSettings
 from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 @pytest.fixture
@@ -384,9 +391,8 @@ def test_a_teacher_of_popular_courses_takes_counts_from_teachers_with_room_to_sp
     bridge = Bridge("fk", "pairs", "course", "teacher", "course_id", True, rate=0.9, chance=0.0)
     allowed = set(zip(pairs.course, pairs.teacher))
     rates, counts = {}, {}
-    monkeypatch.setattr(bridges, "OVERFLOW_PER_PARENT", 0)  # the shift alone (not the one-row overflow)
-    for shifted in (0.0, 0.05):
-        monkeypatch.setattr(bridges, "MAX_SHIFTED_PARENTS", shifted)
+    for shifted in (0.0, 0.05):  # the shift alone (not the one-row overflow)
+        monkeypatch.setattr(bridges, "THRESHOLDS", replace(THRESHOLDS, overflow_per_parent=0, max_shifted_parents=shifted))
         linked = link_by_bridge(route, pairs, bridge, teachers, capacity, np.random.default_rng(0))
         rates[shifted] = np.mean([(r, t) in allowed for r, t in zip(route, linked)])
         counts[shifted] = pd.Series(linked).value_counts().reindex(teachers, fill_value=0).to_numpy()
@@ -432,9 +438,9 @@ def test_discovered_constraints_can_be_switched_off_and_null_patterns_are_enforc
 
 
 def test_user_added_constraints_are_enforced_where_the_real_data_breaks_them():
-    from synth_pipeline.schema.constraints import parse_added, satisfied
     from synth_pipeline.errors import ConfigError
     from synth_pipeline.repair import repair_table
+    from synth_pipeline.schema.constraints import parse_added, satisfied
 
     rng = np.random.default_rng(0)
     n = 600
@@ -483,8 +489,8 @@ def test_link_pairs_are_made_unique_even_when_one_owner_takes_almost_every_value
 
 
 def test_rows_dated_before_their_second_parent_are_linked_to_an_earlier_one():
-    from synth_pipeline.schema.constraints import Constraint, satisfied
     from synth_pipeline.repair import _enforce_parent_dates
+    from synth_pipeline.schema.constraints import Constraint, satisfied
 
     md = Metadata.from_dict({"tables": {
         "owner": {"primary_key": "owner_id", "columns": {"owner_id": {"sdtype": "id"}}},
@@ -542,8 +548,8 @@ def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metad
 
 def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metadata, school_tables, monkeypatch):
     from synth_pipeline.modeling import generator
-    from synth_pipeline.stats import child_counts, count_column
     from synth_pipeline.modeling.context import sampling_inputs
+    from synth_pipeline.stats import child_counts, count_column
 
     model = TableModel.fit(school_metadata, "fees", school_tables, ModelSettings(steps=60), seed=0)
     parents = {p: school_tables[p].copy() for p in sampling_inputs(school_metadata, "fees")}
@@ -713,8 +719,12 @@ def test_tiny_run_keeps_parent_copies_route_owners_and_prices(tiny_run):
 
 
 def test_raking_given_the_parent_meets_the_real_shares_within_each_parent_value():
-    from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, choose_per_slot, fit_parent_joints,
-                                                   rake_weights)
+    from synth_pipeline.modeling.marginals import (
+        JOINT_SEPARATOR,
+        choose_per_slot,
+        fit_parent_joints,
+        rake_weights,
+    )
 
     rng = np.random.default_rng(0)
     n, k = 2000, 10
@@ -819,8 +829,8 @@ def test_a_number_on_a_line_of_a_date_is_rebuilt_from_the_generated_date():
 
 def test_each_course_gets_one_lead_and_the_lead_row_links_the_course_lead_teacher():
     from synth_pipeline.modeling.bridges import link_by_bridge
-    from synth_pipeline.schema.paths import fit_bridge
     from synth_pipeline.modeling.siblings import OnePerParent
+    from synth_pipeline.schema.paths import fit_bridge
 
     rng = np.random.default_rng(0)
     teachers = pd.DataFrame({"teacher_id": [f"T{i}" for i in range(30)]})
@@ -961,8 +971,8 @@ def test_moving_rows_off_real_rows_keeps_one_lead_and_one_year_per_course():
     swapped columns."""
     from synth_pipeline.modeling.mechanisms import OneValuePerParent, SiblingSpreads
     from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
-    from synth_pipeline.stats import unique_row_digests
     from synth_pipeline.repair import _break_copies
+    from synth_pipeline.stats import unique_row_digests
 
     rng = np.random.default_rng(0)
     sizes = rng.integers(1, 4, 40)
@@ -1068,8 +1078,8 @@ def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enroll
 
     from synth_pipeline.modeling.mechanisms import SiblingSpreads
     from synth_pipeline.modeling.siblings import SiblingSpread
-    from synth_pipeline.stats import unique_row_digests
     from synth_pipeline.repair import _break_copies
+    from synth_pipeline.stats import unique_row_digests
 
     rng = np.random.default_rng(0)
     rows = []

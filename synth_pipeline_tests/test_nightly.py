@@ -14,7 +14,13 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 from synth_pipeline.config import SCHOOL_METADATA
 from synth_pipeline.evaluation.nightly import daemon_refresh, write_config
-from synth_pipeline.pipeline import JOB_NAME, LOAD_JOB_NAME, REFRESH_SENSOR_SECONDS, build_definitions, refresh_request
+from synth_pipeline.pipeline import (
+    JOB_NAME,
+    LOAD_JOB_NAME,
+    REFRESH_SENSOR_SECONDS,
+    build_definitions,
+    refresh_request,
+)
 from synth_pipeline_tests.conftest import count_orphans, tiny_config
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -63,8 +63,8 @@ def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_al
     unique keys (alternate keys and emails too) and no orphan; each partition's children
     point only at that partition's parents; the same seed gives the same database, whether
     the partitions run one after another or two at once in worker processes."""
-    from synth_pipeline.schema.keys import Partition
     from synth_pipeline.resources import Warehouse
+    from synth_pipeline.schema.keys import Partition
 
     config, _ = tiny_run
     outputs = []
@@ -105,8 +105,8 @@ def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_al
 
 
 def test_more_partitions_than_root_rows_is_one_clear_error(tiny_run, school_metadata):
-    from synth_pipeline.schema.keys import Partition
     from synth_pipeline.modeling.table_model import TableModel
+    from synth_pipeline.schema.keys import Partition
 
     config, _ = tiny_run
     teachers = TableModel.load(Path(config.work_dir) / "models" / "teachers.pkl")

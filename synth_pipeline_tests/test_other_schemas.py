@@ -6,7 +6,11 @@ import duckdb
 
 from synth_pipeline.config import PipelineConfig
 from synth_pipeline.schema.detect import detect_metadata
-from synth_pipeline_tests.conftest import count_orphans, materialize_all, require_dataset
+from synth_pipeline_tests.conftest import (
+    count_orphans,
+    materialize_all,
+    require_dataset,
+)
 
 
 def test_chinook_end_to_end_with_zero_fk_violations(tmp_path):

@@ -15,8 +15,16 @@ from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources import build_school_database
 from synth_pipeline.sources.loaders import catalog_keys, source_types
 from synth_pipeline_tests.conftest import require_dataset
-from synth_pipeline_tests.wild import (WILD_FOREIGN_KEYS, build_wild, column_fidelity, duplicate_keys, export_csv,
-                                       foreign_key_set, precision_recall, violations)
+from synth_pipeline_tests.wild import (
+    WILD_FOREIGN_KEYS,
+    build_wild,
+    column_fidelity,
+    duplicate_keys,
+    export_csv,
+    foreign_key_set,
+    precision_recall,
+    violations,
+)
 
 TPCH_FOREIGN_KEYS = {
     ("nation", ("n_regionkey",), "region"), ("supplier", ("s_nationkey",), "nation"),

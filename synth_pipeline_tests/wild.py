@@ -15,6 +15,7 @@ from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import load_tables
 from synth_pipeline.sources.validate import unsupported_kind
 
+
 def export_csv(source: Path, folder: Path) -> Path:
     """Every table of ``source`` as CSV (binary columns cannot be written as CSV: left out)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from synth_pipeline.schema.number_shapes import NumberShape
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.schema.number_shapes import NumberShape
 
 HOUR_ROWS = 2000
 HOUR_GAP = 0.02  # a larger gap in any hour's share is listed

@@ -22,8 +22,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 
 
 def aggregate_table(tables: dict[str, pd.DataFrame], metadata: Metadata, parent: str) -> tuple[pd.DataFrame, list[str]]:

@@ -18,8 +18,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.schema.metadata import Metadata, Relationship
+from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 
 
 def column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
@@ -29,7 +29,10 @@ def column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
 
 
 def _column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
-    from sdmetrics.single_column import KSComplement, TVComplement  # ~6 s to import: only when scoring
+    from sdmetrics.single_column import (  # ~6 s to import: only when scoring
+        KSComplement,
+        TVComplement,
+    )
 
     if sdtype in NUMERIC:
         r, s = as_numbers(real, sdtype).dropna(), as_numbers(synthetic, sdtype).dropna()

@@ -14,8 +14,8 @@ import io
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
 
 SUMMARY_LABELS = [
     ("column_shapes", "Column Shapes"), ("column_pair_trends", "Column Pair Trends"),

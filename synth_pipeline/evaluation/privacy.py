@@ -20,11 +20,15 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
-from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
-from synth_pipeline.schema.metadata import COMMON_TOKENS
-from synth_pipeline.stats import copy_columns, row_digests
-from synth_pipeline.schema.metadata import Metadata
-
+from synth_pipeline.schema.metadata import COMMON_TOKENS, Metadata
+from synth_pipeline.stats import (
+    NUMERIC,
+    as_labels,
+    as_numbers,
+    compared_columns,
+    copy_columns,
+    row_digests,
+)
 
 
 def copied_rows(real: pd.DataFrame, synthetic: pd.DataFrame, columns: list[str]) -> tuple[int, int]:

@@ -12,17 +12,28 @@ import time
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.schema import constraints as constraint_checks
-from synth_pipeline.evaluation.column_fidelity import breaks as fidelity_breaks, column_fidelity
+from synth_pipeline.evaluation.column_fidelity import breaks as fidelity_breaks
+from synth_pipeline.evaluation.column_fidelity import column_fidelity
 from synth_pipeline.evaluation.detection import parent_detection
-from synth_pipeline.evaluation.fidelity import column_shapes, cross_table_trends, pair_trends, two_hop_chains
-from synth_pipeline.stats import compared_columns
+from synth_pipeline.evaluation.fidelity import (
+    column_shapes,
+    cross_table_trends,
+    pair_trends,
+    two_hop_chains,
+)
 from synth_pipeline.evaluation.privacy import table_privacy
-from synth_pipeline.evaluation.structure import (cardinality_counts, cardinality_similarity, count_summary,
-                                                 fk_violations, pk_duplicates)
-from synth_pipeline.schema.paths import path_agreements
+from synth_pipeline.evaluation.structure import (
+    cardinality_counts,
+    cardinality_similarity,
+    count_summary,
+    fk_violations,
+    pk_duplicates,
+)
+from synth_pipeline.schema import constraints as constraint_checks
 from synth_pipeline.schema.keys import KeyFormat
 from synth_pipeline.schema.metadata import ID_SDTYPE, Metadata
+from synth_pipeline.schema.paths import path_agreements
+from synth_pipeline.stats import compared_columns
 
 log = logging.getLogger(__name__)
 

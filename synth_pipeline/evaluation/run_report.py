@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.evaluation.structure import cardinality_counts, cardinality_similarity, count_summary, fk_violations
+from synth_pipeline.evaluation.structure import (
+    cardinality_counts,
+    cardinality_similarity,
+    count_summary,
+    fk_violations,
+)
 from synth_pipeline.schema.metadata import Metadata
 
 

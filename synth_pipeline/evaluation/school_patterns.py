@@ -3,8 +3,10 @@
     python -m synth_pipeline.evaluation.school_patterns OUT   # OUT holds real.duckdb and synthetic.duckdb
 """
 import sys
+
 import duckdb
 from scipy.stats import spearmanr
+
 
 def figures(path):
     con = duckdb.connect(path, read_only=True)

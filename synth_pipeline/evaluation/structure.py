@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import child_counts
 from synth_pipeline.schema.metadata import Relationship
+from synth_pipeline.stats import child_counts
 
 
 def fk_violations(child: pd.DataFrame, parent: pd.DataFrame, rel: Relationship) -> int:

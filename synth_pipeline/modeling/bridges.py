@@ -10,7 +10,6 @@ path (nearly every real row agrees) links every row whose route has a paired par
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
@@ -19,9 +18,7 @@ from synth_pipeline.schema.constraints import path_keys, path_values
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.schema.paths import Bridge
 from synth_pipeline.stats import as_labels
-
-OVERFLOW_PER_PARENT = 1  # rows a parent may take beyond its count for a partial path
-MAX_SHIFTED_PARENTS = 0.05  # share of parents whose child count may move toward their routes' demand
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, parent_keys: np.ndarray,
@@ -73,7 +70,7 @@ def link_by_bridge(route: np.ndarray, pairs: pd.DataFrame, bridge: Bridge, paren
             weights = np.maximum(room[parents], 0) + 1.0  # parents with room first
             places = rng.choice(parents, len(left), p=weights / weights.sum())
         else:
-            headroom = np.maximum(room[parents] + OVERFLOW_PER_PARENT, 0).astype(int)
+            headroom = np.maximum(room[parents] + THRESHOLDS.overflow_per_parent, 0).astype(int)
             places = rng.permutation(np.repeat(parents, headroom))[:len(left)]
         chosen[left[:len(places)]] = places
         np.subtract.at(room, places, 1)
@@ -95,11 +92,11 @@ def _shares(capacity: np.ndarray) -> np.ndarray:
 def _shift_toward_demand(capacity: np.ndarray, demand: np.ndarray) -> np.ndarray:
     """Move children from the parents with the most room to spare to the parents whose paired
     routes need more than their count (a teacher of three popular courses), changing at most
-    ``MAX_SHIFTED_PARENTS`` of the parents' counts (at least two parents, one giving, one taking:
+    ``THRESHOLDS.max_shifted_parents`` of the parents' counts (at least two parents, one giving, one taking:
     more than 5% of a table under 40 parents): the count distribution moves by about that share
     (KS complement >= 0.95 from 40 parents on), the path agreement gains what those parents block."""
     out = np.asarray(capacity, dtype=float).copy()
-    budget = max(2, int(MAX_SHIFTED_PARENTS * len(out))) if MAX_SHIFTED_PARENTS > 0 else 0
+    budget = max(2, int(THRESHOLDS.max_shifted_parents * len(out))) if THRESHOLDS.max_shifted_parents > 0 else 0
     changed: set[int] = set()
     while True:
         deficit = demand - out

@@ -8,10 +8,10 @@ from math import comb, log
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import COUNT_PREFIX, MAP_CHANCE, count_column, is_count_column
-from synth_pipeline.stats import labels
 from synth_pipeline.modeling.pair_support import NameQuota
 from synth_pipeline.schema.metadata import LOOKUP_MAX_ROWS, Column, Metadata
+from synth_pipeline.stats import COUNT_PREFIX, count_column, is_count_column, labels
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 def calibrate_counts(generated: np.ndarray, real_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -69,9 +69,6 @@ def rank_correlation_orders(values: np.ndarray, target: np.ndarray, rng: np.rand
             for j in range(k)]
 
 
-MIN_ZERO_PARENTS = 10
-
-
 @dataclass
 class CountsWithin:
     """Children under one relationship only for parents of some values of a category (only
@@ -92,9 +89,9 @@ class CountsWithin:
     @classmethod
     def fit(cls, frame: pd.DataFrame, count: str, counts: np.ndarray, categories: list[str]) -> "CountsWithin | None":
         """The category whose values hold every parent with children, if one does beyond
-        chance and leaves at least ``MIN_ZERO_PARENTS`` parents without. Chance: the parents
+        chance and leaves at least ``THRESHOLDS.min_zero_parents`` parents without. Chance: the parents
         with children all falling within some ``k`` of the ``V`` values, bounded by
-        ``C(V, k) x (the k largest values' share) ** parents with children`` < ``MAP_CHANCE``."""
+        ``C(V, k) x (the k largest values' share) ** parents with children`` < ``THRESHOLDS.map_chance``."""
         positive = np.asarray(counts) > 0
         if not positive.any():
             return None
@@ -107,10 +104,10 @@ class CountsWithin:
             hit = sorted(set(values[positive]))
             inside = pd.Series(values).isin(hit).to_numpy()
             outside = int((~inside).sum())
-            if outside < MIN_ZERO_PARENTS:
+            if outside < THRESHOLDS.min_zero_parents:
                 continue
             chance = log(comb(len(shares), len(hit))) + positive.sum() * log(shares[:len(hit)].sum())
-            if chance < log(MAP_CHANCE) and (best is None or outside > best[0]):
+            if chance < log(THRESHOLDS.map_chance) and (best is None or outside > best[0]):
                 best = (outside, cls(count, column, tuple(hit)))
         return None if best is None else best[1]
 
@@ -171,8 +168,6 @@ class LabelCounts:
         return moved
 
 
-COUNT_TOTALS_MAX_ROWS = 500  # tables this small have their children's totals per category held
-COUNT_TOTALS_MIN_ROWS_PER_VALUE = 5  # ... by categories with this many real rows per value on average
 COUNT_TOTALS_PROPOSALS = 40  # swaps tried per row and count column
 COUNT_TOTALS_MAX_PROPOSALS = 50_000
 
@@ -198,12 +193,12 @@ class CountTotals:
     @classmethod
     def fit(cls, frame: pd.DataFrame, count: str, counts: np.ndarray, categories: list[str]) -> "CountTotals | None":
         counts = np.asarray(counts, dtype=float)
-        if not 2 <= len(frame) <= COUNT_TOTALS_MAX_ROWS or counts.sum() <= 0 or len(np.unique(counts)) < 2:
+        if not 2 <= len(frame) <= THRESHOLDS.count_totals_max_rows or counts.sum() <= 0 or len(np.unique(counts)) < 2:
             return None
         shares = {}
         for column in categories:
             values = labels(frame[column]).reset_index(drop=True)
-            if not 2 <= values.nunique() <= len(values) / COUNT_TOTALS_MIN_ROWS_PER_VALUE:
+            if not 2 <= values.nunique() <= len(values) / THRESHOLDS.count_totals_min_rows_per_value:
                 continue
             totals = pd.Series(counts).groupby(values).sum() / counts.sum()
             shares[column] = totals.to_dict()

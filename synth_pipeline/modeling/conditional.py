@@ -9,7 +9,7 @@ number of groups) leads it: within every category value with enough real rows, t
 order and take the real numbers' distribution in that category (interpolated quantiles,
 so values are new, not copied; a handful-of-values column takes the real values). The
 order within a category is the GAN's, so the number's links to the other columns and to
-the parent stay; categories rarer than ``MIN_GROUP_ROWS`` real rows keep the GAN's values.
+the parent stay; categories rarer than ``THRESHOLDS.conditional_min_group_rows`` real rows keep the GAN's values.
 Two categories of one row lead together where their combinations explain clearly more than
 either alone (a mark's date follows its enrollment's academic year *and* term).
 """
@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import FEW_VALUES, QUANTILES, as_written
+from synth_pipeline.modeling.transforms import QUANTILES, as_written
 from synth_pipeline.stats import EPOCH, day_numbers, decimals_of, labels
+from synth_pipeline.thresholds import THRESHOLDS
 
-MIN_ETA2 = 0.05
-MIN_GROUP_ROWS = 30
-MAX_CATEGORIES = 60
-PAIR_LEADER_GAIN = 0.01  # eta2 two categories together must add to the better one alone
 LEADER_SEPARATOR = "\x1f"  # between the names of two leading columns
 
 
@@ -58,24 +55,24 @@ class ConditionalQuantiles:
                 parent_kinds: dict[str, str] | None = None) -> list["ConditionalQuantiles"]:
         """One leader per numeric/date column of ``frame`` (the frame as the model learns it);
         ``parent`` holds each row's primary parent row, aligned with ``frame``."""
-        if len(frame) < MIN_GROUP_ROWS * 2:
+        if len(frame) < THRESHOLDS.conditional_min_group_rows * 2:
             return []
         leaders = {(c, False): labels(frame[c]) for c, k in kinds.items() if k in ("categorical", "boolean")
-                   and c in frame and 2 <= frame[c].nunique(dropna=False) <= MAX_CATEGORIES}
+                   and c in frame and 2 <= frame[c].nunique(dropna=False) <= THRESHOLDS.conditional_max_categories}
         if parent is not None:
             leaders.update({(c, True): labels(parent[c]).reset_index(drop=True).set_axis(frame.index)
                             for c, k in (parent_kinds or {}).items() if k in ("categorical", "boolean")
-                            and c in parent and 2 <= parent[c].nunique(dropna=False) <= MAX_CATEGORIES})
+                            and c in parent and 2 <= parent[c].nunique(dropna=False) <= THRESHOLDS.conditional_max_categories})
         found = []
         for col, kind in kinds.items():
             if kind not in ("numerical", "datetime") or col not in frame:
                 continue
             y = day_numbers(frame[col], kind)
             known = np.isfinite(y)
-            if known.sum() < MIN_GROUP_ROWS * 2 or np.nanstd(y) == 0:
+            if known.sum() < THRESHOLDS.conditional_min_group_rows * 2 or np.nanstd(y) == 0:
                 continue
             scores = {leader: _correlation_ratio(y[known], keys.to_numpy()[known]) for leader, keys in leaders.items()}
-            best = max(((leader, eta2) for leader, eta2 in scores.items() if eta2 >= MIN_ETA2),
+            best = max(((leader, eta2) for leader, eta2 in scores.items() if eta2 >= THRESHOLDS.min_eta2),
                        key=lambda item: item[1], default=None)
             if best is None:
                 continue
@@ -87,10 +84,10 @@ class ConditionalQuantiles:
                 if other_from_parent != from_parent or other == leader:
                     continue
                 combined = keys + LEADER_SEPARATOR + other_keys
-                if combined.nunique() > MAX_CATEGORIES:
+                if combined.nunique() > THRESHOLDS.conditional_max_categories:
                     continue
                 together = _correlation_ratio(y[known], combined.to_numpy()[known])
-                if together >= max(eta2, scores[(other, other_from_parent)]) + PAIR_LEADER_GAIN \
+                if together >= max(eta2, scores[(other, other_from_parent)]) + THRESHOLDS.pair_leader_gain \
                         and together > (pair[1] if pair else 0.0):
                     pair = (f"{leader}{LEADER_SEPARATOR}{other}", together, combined)
             if pair is not None:
@@ -98,11 +95,11 @@ class ConditionalQuantiles:
             keys = keys.to_numpy()[known]
             values = y[known]
             distinct = np.unique(values)
-            found_one = cls(col, leader, kind, from_parent, eta2, few_values=len(distinct) <= FEW_VALUES,
+            found_one = cls(col, leader, kind, from_parent, eta2, few_values=len(distinct) <= THRESHOLDS.few_values,
                             decimals=0 if kind == "datetime" else decimals_of(values))
             for key in np.unique(keys):
                 group = np.sort(values[keys == key])
-                if len(group) >= MIN_GROUP_ROWS:
+                if len(group) >= THRESHOLDS.conditional_min_group_rows:
                     points = group if found_one.few_values else np.quantile(
                         group, np.linspace(0, 1, min(QUANTILES, len(group))))
                     found_one.groups[str(key)] = points

@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.schema.metadata import (
+    MODELLED_SDTYPES,
+    Column,
+    Metadata,
+    Relationship,
+)
 from synth_pipeline.schema.paths import bridge_tables
-from synth_pipeline.schema.metadata import Metadata, Column, MODELLED_SDTYPES, Relationship
-from synth_pipeline.stats import child_counts, count_column, is_count_column
-from synth_pipeline.stats import day_numbers, labels
-
-MAX_CATEGORIES = 15
+from synth_pipeline.stats import (
+    child_counts,
+    count_column,
+    day_numbers,
+    is_count_column,
+    labels,
+)
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 @dataclass
@@ -44,7 +53,7 @@ class ContextEncoder:
         parts = []
         for col, sdtype in kinds.items():
             if sdtype in ("categorical", "boolean"):
-                top = labels(frame[col]).value_counts().index[:MAX_CATEGORIES].tolist()
+                top = labels(frame[col]).value_counts().index[:THRESHOLDS.context_max_categories].tolist()
                 parts.append(_Part(col, "category", categories=top))
                 continue
             kind = "count" if is_count_column(col) else "number"

@@ -35,13 +35,16 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling.transforms import as_written, rank_map
-from synth_pipeline.stats import (EPOCH, MAX_DETERMINANT_VALUES, NUMERIC, comparable, day_numbers, decimals_of,
-                                  determining_category, labels)
-
-MIN_ROWS = 20
-UNITS_APART = 100  # x <= y with disjoint ranges and medians this far apart: units, not a rule
-LINEAR_R = 0.99  # |Pearson r| from which a number is rebuilt from its line
-LINEAR_MIN_VALUES = 5  # a number with fewer distinct values is a category in disguise
+from synth_pipeline.stats import (
+    EPOCH,
+    NUMERIC,
+    comparable,
+    day_numbers,
+    decimals_of,
+    determining_category,
+    labels,
+)
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 @dataclass
@@ -97,7 +100,7 @@ class DerivedColumns:
                 stamps = pd.to_datetime(frame[column], errors="coerce").dropna()
                 if len(stamps) and bool((stamps != stamps.dt.normalize()).any()):
                     found.timed.add(column)
-        if len(frame) < MIN_ROWS:
+        if len(frame) < THRESHOLDS.derived_min_rows:
             return found
         found._discover_maps(frame)
         found._discover_products(frame)
@@ -149,13 +152,13 @@ class DerivedColumns:
                 if np.any(np.isnan(x) != np.isnan(y)) or not np.all(x[~np.isnan(x)] > 0):
                     continue
                 known = ~np.isnan(x)
-                if known.sum() < MIN_ROWS or len(np.unique(x[known])) < 2:
+                if known.sum() < THRESHOLDS.derived_min_rows or len(np.unique(x[known])) < 2:
                     continue
                 factor = pd.Series(y[known] / x[known])
                 for det in determinants:
                     keys = labels(frame[det])[known].reset_index(drop=True)
                     n_keys = keys.nunique()
-                    if not 2 <= n_keys <= min(MAX_DETERMINANT_VALUES, known.sum() // 5):
+                    if not 2 <= n_keys <= min(THRESHOLDS.max_determinant_values, known.sum() // 5):
                         continue
                     per_key = factor.groupby(keys)
                     spread = (per_key.max() - per_key.min()).abs() <= 1e-6 * per_key.max().abs().clip(lower=1e-9)
@@ -198,14 +201,14 @@ class DerivedColumns:
                                      quantiles=_quantiles(y) if self.kinds[hi] == "datetime" else None))
 
     def _discover_linear(self, frame: pd.DataFrame) -> None:
-        """A number on a line of another number or a date (|r| >= LINEAR_R); the anchor with the
+        """A number on a line of another number or a date (|r| >= THRESHOLDS.linear_r); the anchor with the
         most distinct values keeps its own shape, the other is rebuilt from it."""
         numeric = [c for c, k in self.kinds.items() if k in NUMERIC]
         values = {c: day_numbers(frame[c], self.kinds[c]) for c in numeric}
         distinct = {c: len(np.unique(v[~np.isnan(v)])) for c, v in values.items()}
         candidates = []
         for target in numeric:
-            if distinct[target] < LINEAR_MIN_VALUES:
+            if distinct[target] < THRESHOLDS.linear_min_values:
                 continue
             y = values[target]
             for anchor in numeric:
@@ -217,10 +220,10 @@ class DerivedColumns:
                 if np.any(~np.isnan(y) & np.isnan(x)):
                     continue
                 both = ~np.isnan(x) & ~np.isnan(y)
-                if both.sum() < MIN_ROWS or np.std(x[both]) == 0 or np.std(y[both]) == 0:
+                if both.sum() < THRESHOLDS.derived_min_rows or np.std(x[both]) == 0 or np.std(y[both]) == 0:
                     continue
                 r = float(np.corrcoef(x[both], y[both])[0, 1])
-                if abs(r) >= LINEAR_R:
+                if abs(r) >= THRESHOLDS.linear_r:
                     slope, intercept = np.polyfit(x[both], y[both], 1)
                     candidates.append((-abs(r), target, anchor, (float(intercept), float(slope))))
         for _, target, anchor, line in sorted(candidates):
@@ -240,7 +243,7 @@ class DerivedColumns:
                 if np.any(~np.isnan(x) & np.isnan(y)):
                     continue
                 both = ~np.isnan(x) & ~np.isnan(y)
-                if both.sum() >= MIN_ROWS and np.all(x[both] >= y[both]):
+                if both.sum() >= THRESHOLDS.derived_min_rows and np.all(x[both] >= y[both]):
                     gap = float(np.median(x[both] - y[both]))
                     if best is None or gap < best[0]:
                         best = (gap, p)
@@ -321,12 +324,9 @@ class DerivedColumns:
         return as_written(value, d.decimals, frame.index)
 
 
-GAP_DIRECTION_MARGIN = 0.2  # |rank correlation| the gap must have less with the later column
-
-
 def _gap_follows_earlier(x: np.ndarray, y: np.ndarray) -> bool:
     """Whether ``x <= y`` is better learned as ``x = y - gap``: the gap ``y - x`` goes with the
-    earlier ``x`` (|Spearman r| at least ``GAP_DIRECTION_MARGIN`` more) than with the later
+    earlier ``x`` (|Spearman r| at least ``THRESHOLDS.gap_direction_margin`` more) than with the later
     ``y``. A student's age at enrollment is unrelated to the enrollment date but strongly to
     the birth date; rebuilt from the birth date, the enrollment date would have to undo that."""
     both = ~np.isnan(x) & ~np.isnan(y)
@@ -338,7 +338,7 @@ def _gap_follows_earlier(x: np.ndarray, y: np.ndarray) -> bool:
         with_later = gap.corr(pd.Series(y[both]), method="spearman")
     if not (np.isfinite(with_earlier) and np.isfinite(with_later)):
         return False
-    return abs(with_earlier) >= abs(with_later) + GAP_DIRECTION_MARGIN
+    return abs(with_earlier) >= abs(with_later) + THRESHOLDS.gap_direction_margin
 
 
 def _stamps(days: np.ndarray, index: pd.Index, timed: bool = False) -> pd.Series:
@@ -360,11 +360,11 @@ def _inequality(x: np.ndarray, y: np.ndarray) -> bool | None:
     hundredfold (a track's price is below its length in milliseconds only because of their
     units: no rule to learn the price by)."""
     both = ~np.isnan(x) & ~np.isnan(y)
-    if both.sum() < MIN_ROWS:  # which of the two may anchor the other: see _discover_in_row
+    if both.sum() < THRESHOLDS.derived_min_rows:  # which of the two may anchor the other: see _discover_in_row
         return None
     xs, ys = x[both], y[both]
     if not np.all(xs <= ys) or np.all(xs == ys):
         return None
-    if xs.max() < ys.min() and abs(np.median(ys)) > UNITS_APART * max(abs(np.median(xs)), 1e-9):
+    if xs.max() < ys.min() and abs(np.median(ys)) > THRESHOLDS.units_apart * max(abs(np.median(xs)), 1e-9):
         return None
     return bool(np.all(xs < ys))

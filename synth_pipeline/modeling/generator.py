@@ -1,7 +1,7 @@
 """The generated rows: a conditional CTGAN over the table's modelled columns and child counts,
 with candidates raked to the real shares.
 
-Each output row is chosen among ``CANDIDATES_PER_ROW`` generated candidates (``raking``) so
+Each output row is chosen among ``THRESHOLDS.candidates_per_row`` generated candidates (``raking``) so
 that category shares follow the real ones (``marginals.rake_weights``); where column pairs
 are raked too (``pair_joints``: a number's decile with a category, two categories), among
 more. A category strongly tied to a parent value is raked to its share given that value
@@ -19,16 +19,22 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
-from synth_pipeline.modeling.marginals import (JOINT_SEPARATOR, QUOTA_MAX_ROWS, PairJoints, ParentJoint,
-                                               category_targets, choose_per_slot, choose_with_quotas,
-                                               fit_parent_joints, rake_weights)
+from synth_pipeline.modeling.marginals import (
+    JOINT_SEPARATOR,
+    PairJoints,
+    ParentJoint,
+    category_targets,
+    choose_per_slot,
+    choose_with_quotas,
+    fit_parent_joints,
+    rake_weights,
+)
 from synth_pipeline.modeling.mechanism import FitContext
 from synth_pipeline.modeling.transforms import TableCodec
+from synth_pipeline.thresholds import THRESHOLDS
 
 log = logging.getLogger(__name__)
 
-CANDIDATES_PER_ROW = 10  # generated per output row; raking keeps the one that fits the (conditional) shares
-PAIR_CANDIDATES_PER_ROW = 20  # ... where column pairs are raked too (more targets need more choice)
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
 SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
 
@@ -100,7 +106,7 @@ class Generator:
                parent_rows: pd.DataFrame | None, on) -> pd.DataFrame:
         """``n`` rows (given each row's context and parent row), raked among candidates."""
         pairs = self.pair_joints if on("pair_joints") else None
-        k = PAIR_CANDIDATES_PER_ROW if pairs is not None else CANDIDATES_PER_ROW if self.targets else 1
+        k = THRESHOLDS.pair_candidates_per_row if pairs is not None else THRESHOLDS.candidates_per_row if self.targets else 1
         k = k if on("raking") else 1
         joints = self.parent_joints if parent_rows is not None and on("parent_joints") else []
         chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
@@ -136,6 +142,6 @@ class Generator:
             coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1),
                                      None if parent_rows is None else parent_rows.iloc[start:start + size], k)
         weights = rake_weights(candidates, targets, size, k, coded)
-        if size <= QUOTA_MAX_ROWS and on("quotas"):  # few rows: category counts held to the real shares
+        if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
             return choose_with_quotas(weights, candidates, self.targets, size, k, rng)
         return choose_per_slot(weights, size, k, rng)

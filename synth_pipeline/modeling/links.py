@@ -31,13 +31,18 @@ from synth_pipeline.modeling.cardinality import calibrate_counts
 from synth_pipeline.modeling.context import modelled_columns
 from synth_pipeline.modeling.mechanism import FitContext, SampleContext
 from synth_pipeline.modeling.siblings import OnePerParent
-from synth_pipeline.modeling.signatures import (NO_PARENT, SignatureModel, counts_by_signature, linked_signature,
-                                                signature_columns, signature_of)
+from synth_pipeline.modeling.signatures import (
+    NO_PARENT,
+    SignatureModel,
+    counts_by_signature,
+    linked_signature,
+    signature_columns,
+    signature_of,
+)
 from synth_pipeline.schema.metadata import Relationship
 from synth_pipeline.schema.paths import Bridge, fit_bridge, route_values
 from synth_pipeline.stats import count_column, day_numbers
-
-MIN_GROUP_ROWS = 20  # linked rows needed to find a category whose rows share one second parent
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 @dataclass
@@ -202,7 +207,7 @@ def link_group_column(frame: pd.DataFrame, rel: Relationship, categories: list[s
     if rel.is_self_reference:
         return None
     linked = frame[frame[rel.child_foreign_key].notna()]
-    if len(linked) < MIN_GROUP_ROWS or linked[rel.child_foreign_key].nunique() < 2:
+    if len(linked) < THRESHOLDS.links_min_group_rows or linked[rel.child_foreign_key].nunique() < 2:
         return None
     best = None
     for col in categories:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.stats import corrected_cramers_v, day_numbers, labels
+from synth_pipeline.thresholds import THRESHOLDS
 
 RAKING_ROUNDS = 8
 
@@ -65,10 +66,6 @@ def choose_per_slot(weights: np.ndarray, n: int, k: int, rng: np.random.Generato
     return np.minimum(pick, k - 1) * n + np.arange(n)
 
 
-QUOTA_MAX_ROWS = 2000  # up to this many rows, each category's count is held to its real share
-QUOTA_MISS = 1e-3  # a candidate whose value has used up its quota keeps this much of its weight
-
-
 def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int, k: int,
                        rng: np.random.Generator) -> np.ndarray:
     """Like ``choose_per_slot``, but each category's count among the kept rows is held to its
@@ -78,7 +75,7 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
     come out 14 in one department and 6 in another where the real table has 8 or 9 in each.
     Slots are taken in random order; each draws among its candidates by weight times the
     share of its value's quota still left (scarce values are not left to the last slots), a
-    candidate whose value has no quota left weighing ``QUOTA_MISS`` as much.
+    candidate whose value has no quota left weighing ``THRESHOLDS.quota_miss`` as much.
     """
     columns = [c for c in targets if c in candidates]
     if not columns:
@@ -106,7 +103,7 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
         slot = codes_by_slot[:, i, :]
         fits = np.ones(k)
         for c, left in enumerate(remaining):
-            fits *= np.where(left[slot[:, c]] > 0, left[slot[:, c]] / expected_left[c][slot[:, c]], QUOTA_MISS)
+            fits *= np.where(left[slot[:, c]] > 0, left[slot[:, c]] / expected_left[c][slot[:, c]], THRESHOLDS.quota_miss)
         score = w[:, i] * fits
         j = min(int(np.searchsorted(np.cumsum(score), draws[i] * score.sum())), k - 1)
         chosen[i] = j
@@ -117,10 +114,6 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
 
 # ------------------------------------------------------------ given the parent
 JOINT_SEPARATOR = "\x1f"
-MIN_JOINT_ASSOCIATION = 0.2  # Cramér's V between the child's category and the parent's column
-PARENT_BINS = 5  # a parent's number or date is cut into quintiles of its real values
-MAX_PARENT_VALUES = 30
-MIN_JOINT_ROWS = 100
 
 
 @dataclass
@@ -175,18 +168,18 @@ def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent
     """For each discrete child column, the parent column it depends on most (if enough)."""
     found = []
     candidates = []
-    if len(encoded) < MIN_JOINT_ROWS:
+    if len(encoded) < THRESHOLDS.min_joint_rows:
         return found
     for col, kind in parent_kinds.items():
         if col not in parent_rows:
             continue
         if kind in ("categorical", "boolean"):
-            if 2 <= parent_rows[col].nunique() <= MAX_PARENT_VALUES:
+            if 2 <= parent_rows[col].nunique() <= THRESHOLDS.max_parent_values:
                 candidates.append(ParentJoint("", col, None, {}, 0.0))
         elif kind in ("numerical", "datetime"):
             numbers = _as_number(parent_rows[col])
             finite = numbers[np.isfinite(numbers)]
-            edges = np.unique(np.quantile(finite, np.linspace(0, 1, PARENT_BINS + 1))[1:-1]) if len(finite) else []
+            edges = np.unique(np.quantile(finite, np.linspace(0, 1, THRESHOLDS.parent_bins + 1))[1:-1]) if len(finite) else []
             if len(edges):
                 candidates.append(ParentJoint("", col, edges, {}, 0.0))
     for column in discrete_columns:
@@ -200,7 +193,7 @@ def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent
             if min(table.shape) < 2:
                 continue
             v = corrected_cramers_v(table.to_numpy())
-            if v >= MIN_JOINT_ASSOCIATION and (best is None or v > best[0]):
+            if v >= THRESHOLDS.min_joint_association and (best is None or v > best[0]):
                 best = (v, candidate, parent_values)
         if best is None:
             continue
@@ -213,10 +206,6 @@ def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent
 
 
 # ------------------------------------------------------------------ column pairs
-MIN_PAIR_ROWS = 300  # a table needs this many real rows before its column pairs are raked
-MIN_ROWS_PER_CELL = 5  # ... and a pair this many real rows per cell of its contingency table
-PAIR_BINS = 10  # a number or date is cut into the real deciles (the evaluation's bins)
-PAIR_SHRINKAGE = 0.05  # weight of the independent shares mixed into a pair's real shares
 
 
 @dataclass
@@ -277,14 +266,14 @@ class PairJoints:
         """``not_given``: child columns never raked given the parent (their values are spread
         among siblings afterwards: a student's courses share a few academic years)."""
         n = len(encoded)
-        if n < MIN_PAIR_ROWS:
+        if n < THRESHOLDS.min_pair_rows:
             return None
         columns = []
         for col in discrete:
             columns.append(RakedColumn(col, None, sorted(encoded[col].astype(str).unique().tolist())))
         for col in numeric:
             values = encoded[col].to_numpy(dtype=float)
-            edges = np.unique(np.quantile(values, np.linspace(0, 1, PAIR_BINS + 1))[1:-1])
+            edges = np.unique(np.quantile(values, np.linspace(0, 1, THRESHOLDS.pair_bins + 1))[1:-1])
             if len(edges):
                 columns.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)],
                                            np.quantile(values, np.linspace(0, 1, 201))))
@@ -294,7 +283,7 @@ class PairJoints:
         for i in range(len(columns)):
             for j in range(i + 1, len(columns)):
                 both_numbers = columns[i].edges is not None and columns[j].edges is not None
-                if both_numbers or n < MIN_ROWS_PER_CELL * columns[i].size * columns[j].size:
+                if both_numbers or n < THRESHOLDS.min_rows_per_cell * columns[i].size * columns[j].size:
                     continue  # two numbers keep their correlation through the GAN and its rank map
                 a = np.bincount(codes[i], minlength=columns[i].size + 1) / n
                 b = np.bincount(codes[j], minlength=columns[j].size + 1) / n
@@ -302,7 +291,7 @@ class PairJoints:
                 joint = np.bincount(codes[i] * width + codes[j], minlength=len(a) * width) / n
                 # shrunk a little towards independence: a cell no real row has is rare, not
                 # forbidden (the category-pair supports forbid what must never occur)
-                pairs.append((i, j, (1 - PAIR_SHRINKAGE) * joint + PAIR_SHRINKAGE * np.outer(a, b).reshape(-1)))
+                pairs.append((i, j, (1 - THRESHOLDS.pair_shrinkage) * joint + THRESHOLDS.pair_shrinkage * np.outer(a, b).reshape(-1)))
         parents, parent_pairs = [], []
         aligned = parent_rows is not None and len(parent_rows) == n
         for col, kind in (parent_kinds or {}).items() if aligned else ():
@@ -310,25 +299,25 @@ class PairJoints:
                 continue
             if kind in ("categorical", "boolean"):
                 names = labels(parent_rows[col])
-                if 2 <= names.nunique() <= MAX_PARENT_VALUES:
+                if 2 <= names.nunique() <= THRESHOLDS.max_parent_values:
                     parents.append(RakedColumn(col, None, sorted(names.unique().tolist())))
             elif kind in ("numerical", "datetime"):
                 numbers = _as_number(parent_rows[col])
                 finite = numbers[np.isfinite(numbers)]
-                edges = np.unique(np.quantile(finite, np.linspace(0, 1, PAIR_BINS + 1))[1:-1]) if len(finite) else []
+                edges = np.unique(np.quantile(finite, np.linspace(0, 1, THRESHOLDS.pair_bins + 1))[1:-1]) if len(finite) else []
                 if len(edges):
                     parents.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)]))
         parent_codes = [p.parent_codes(parent_rows[p.name]) for p in parents]
         for p, (parent, given) in enumerate(zip(parents, parent_codes)):
             for i, (child, own) in enumerate(zip(columns, codes)):
-                if child.name in not_given or n < MIN_ROWS_PER_CELL * child.size * parent.size:
+                if child.name in not_given or n < THRESHOLDS.min_rows_per_cell * child.size * parent.size:
                     continue
                 width = child.size + 1
                 table = np.bincount(given * width + own, minlength=(parent.size + 1) * width).reshape(-1, width)
                 overall = table.sum(axis=0) / n
                 rows = table.sum(axis=1, keepdims=True)
                 conditional = np.where(rows > 0, table / np.maximum(rows, 1), overall)
-                conditional = (1 - PAIR_SHRINKAGE) * conditional + PAIR_SHRINKAGE * overall
+                conditional = (1 - THRESHOLDS.pair_shrinkage) * conditional + THRESHOLDS.pair_shrinkage * overall
                 parent_pairs.append((i, p, conditional))
         return cls(columns, pairs, parents, parent_pairs) if pairs or parent_pairs else None
 

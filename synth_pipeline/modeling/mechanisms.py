@@ -21,24 +21,35 @@ import pandas as pd
 
 from synth_pipeline.errors import ConfigError
 from synth_pipeline.modeling.bridges import copy_along_paths
-from synth_pipeline.modeling.cardinality import (CountsWithin, CountTotals, LabelCounts, calibrate_counts,
-                                                 impose_correlation, rank_correlation, root_correlated_columns)
+from synth_pipeline.modeling.cardinality import (
+    CountsWithin,
+    CountTotals,
+    LabelCounts,
+    calibrate_counts,
+    impose_correlation,
+    rank_correlation,
+    root_correlated_columns,
+)
 from synth_pipeline.modeling.conditional import ConditionalQuantiles
 from synth_pipeline.modeling.derived import DerivedColumns
 from synth_pipeline.modeling.generator import Generator
 from synth_pipeline.modeling.links import SecondLinks
 from synth_pipeline.modeling.mechanism import PHASES, FitContext, SampleContext
-from synth_pipeline.modeling.pair_support import (NameQuota, PairSupport, fit_determined_supports, fit_nested_supports,
-                                                  fit_pair_supports)
+from synth_pipeline.modeling.pair_support import (
+    NameQuota,
+    PairSupport,
+    fit_determined_supports,
+    fit_nested_supports,
+    fit_pair_supports,
+)
 from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
 from synth_pipeline.schema.metadata import ID_SDTYPE, Column, Metadata, Relationship
 from synth_pipeline.schema.number_shapes import NumberShape, apply_shapes, fit_shapes
 from synth_pipeline.stats import chance_of_equality
+from synth_pipeline.thresholds import THRESHOLDS
 
 log = logging.getLogger(__name__)
-
-MIN_COPY_ROWS = 5  # rows before a column may be found equal to a parent column (and rarer than chance)
 
 
 class _Parts:
@@ -610,7 +621,7 @@ def parent_copies(metadata: Metadata, primary: Relationship, frame: pd.DataFrame
     same kind: an invoice's billing address and city are its customer's synthetic ones, while
     a category never takes a Faker value. Not where a discovered constraint ties the column to
     one that is not copied (``BillingCity -> BillingCountry`` holds only if both are copied)."""
-    if len(frame) < MIN_COPY_ROWS:
+    if len(frame) < THRESHOLDS.min_copy_rows:
         return {}
     keys = set(metadata.key_columns(primary.child_table_name)) | {
         r.child_foreign_key for r in metadata.foreign_keys(primary.child_table_name)}

@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import MAP_CHANCE, agreement_by_chance, cramers_v
 from synth_pipeline.modeling.transforms import put_column
-from synth_pipeline.stats import labels
+from synth_pipeline.stats import agreement_by_chance, cramers_v, labels
+from synth_pipeline.thresholds import THRESHOLDS
 
-MIN_ASSOCIATION = 0.5
-MAX_VALUES = 60
-MIN_ROWS = 30
 SEPARATOR = "\x1f"
 NULL_TEXT = "\x00null"
 
@@ -71,21 +68,21 @@ class PairSupport:
 
 
 def fit_pair_supports(frame: pd.DataFrame, columns: list[str]) -> list[PairSupport]:
-    """One support per follower column: its most associated leader above MIN_ASSOCIATION;
+    """One support per follower column: its most associated leader above THRESHOLDS.min_association;
     a column that leads is never a follower, so redrawing never chains."""
-    if len(frame) < MIN_ROWS:
+    if len(frame) < THRESHOLDS.pair_support_min_rows:
         return []
     # categories that repeat (a near-unique column, e.g. 40 course names over 40 courses, has no
     # conditional distribution to speak of: redrawing it would only flatten its marginal)
-    usable = [c for c in columns if 2 <= frame[c].nunique() <= min(MAX_VALUES, len(frame) // 4)]
+    usable = [c for c in columns if 2 <= frame[c].nunique() <= min(THRESHOLDS.max_values, len(frame) // 4)]
     scored = []
     for i, a in enumerate(usable):
         for b in usable[i + 1:]:
             both = frame[[a, b]].dropna()
-            if len(both) < MIN_ROWS:
+            if len(both) < THRESHOLDS.pair_support_min_rows:
                 continue
             v = cramers_v(both[a].astype(str), both[b].astype(str))
-            if v >= MIN_ASSOCIATION:
+            if v >= THRESHOLDS.min_association:
                 leader, follower = (a, b) if frame[a].nunique() <= frame[b].nunique() else (b, a)
                 scored.append((v, leader, follower))
     supports: dict[str, PairSupport] = {}
@@ -129,7 +126,7 @@ def fit_determined_supports(frame: pd.DataFrame, columns: list[str], copied: lis
             if follower in taken or follower == leader:
                 continue
             keys = labels(frame[follower])
-            if not (lead.groupby(keys).nunique() == 1).all() or agreement_by_chance(lead, keys) >= MAP_CHANCE:
+            if not (lead.groupby(keys).nunique() == 1).all() or agreement_by_chance(lead, keys) >= THRESHOLDS.map_chance:
                 continue
             supports.append(_support(frame, leader, follower, 1.0))
             taken = taken | {follower, leader}
@@ -145,7 +142,7 @@ def fit_nested_supports(frame: pd.DataFrame, columns: list[str], existing: list[
     supports: list[PairSupport] = []
     followers = {s.follower for s in existing}
     leading = {s.leader for s in existing}
-    leaders = [c for c in columns if 2 <= frame[c].nunique() <= MAX_VALUES]  # the chance test guards
+    leaders = [c for c in columns if 2 <= frame[c].nunique() <= THRESHOLDS.max_values]  # the chance test guards
     for follower in columns:
         if follower in followers or follower in leading:
             continue
@@ -164,17 +161,13 @@ def fit_nested_supports(frame: pd.DataFrame, columns: list[str], existing: list[
             every = labels(frame[leader]).reset_index(drop=True)
             if 0 < known.sum() < len(known) and (given.groupby(every).nunique() == 1).all():
                 chance *= agreement_by_chance(given, every)
-            if chance >= MAP_CHANCE:
+            if chance >= THRESHOLDS.map_chance:
                 continue
             supports.append(_support(frame, leader, follower, 1.0, follower_nulls=True))
             followers.add(follower)
             leading.add(leader)
             break
     return supports
-
-
-NEAR_UNIQUE_SHARE = 0.5  # distinct values per row from which a category is a catalog of names
-NEAR_UNIQUE_MIN_VALUES = 10
 
 
 @dataclass
@@ -199,7 +192,7 @@ class NameQuota:
     def fit(cls, frame: pd.DataFrame, column: str, supports: list[PairSupport]) -> "NameQuota | None":
         values = frame[column].dropna()
         distinct = values.nunique()
-        if distinct < NEAR_UNIQUE_MIN_VALUES or distinct < NEAR_UNIQUE_SHARE * len(values):
+        if distinct < THRESHOLDS.near_unique_min_values or distinct < THRESHOLDS.near_unique_share * len(values):
             return None
         shares = values.value_counts(normalize=True)
         quota = cls(column, shares.index.to_numpy(dtype=object), shares.to_numpy())

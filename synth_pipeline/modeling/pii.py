@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 from faker import Faker
 
-from synth_pipeline.schema.metadata import COMMON_TOKENS
-from synth_pipeline.stats import determining_category
 from synth_pipeline.schema.keys import WHOLE, Partition
-from synth_pipeline.stats import labels
+from synth_pipeline.schema.metadata import COMMON_TOKENS
+from synth_pipeline.stats import determining_category, labels
+from synth_pipeline.thresholds import THRESHOLDS
 
 MAX_REDRAWS = 50
 FAKER_POOL = 20_000  # Faker calls per column at most; larger columns draw from that pool
@@ -45,7 +45,6 @@ _PHONE_LOCALE = {"44": "en_GB", "49": "de_DE", "33": "fr_FR", "39": "it_IT", "34
                  "91": "en_IN", "61": "en_AU", "55": "pt_BR", "351": "pt_PT", "48": "pl_PL", "46": "sv_SE",
                  "45": "da_DK", "47": "no_NO", "358": "fi_FI", "420": "cs_CZ", "353": "en_IE", "64": "en_NZ",
                  "81": "ja_JP", "52": "es_MX", "54": "es_AR", "43": "de_AT", "41": "de_CH"}
-LOCALE_MIN_SHARE = 0.5
 
 _FAKER_METHOD = {
     "first_name": "first_name", "last_name": "last_name", "name": "name",
@@ -211,7 +210,7 @@ def guess_locale(frame: pd.DataFrame, sdtypes: dict[str, str]) -> str:
         return DEFAULT_LOCALE
     counts = pd.Series(votes, dtype=object).value_counts(dropna=False)
     top = counts.index[0]
-    return top if isinstance(top, str) and counts.iat[0] / len(votes) >= LOCALE_MIN_SHARE else DEFAULT_LOCALE
+    return top if isinstance(top, str) and counts.iat[0] / len(votes) >= THRESHOLDS.locale_min_share else DEFAULT_LOCALE
 
 
 def digest(value) -> int:

@@ -2,7 +2,7 @@
 
 A GAN given a context vector learns the dependence on it only partly: marks follow their
 course's level and grade, but flattened. Where a ridge regression on the context explains
-a numeric column well enough (R² ≥ ``MIN_R2``), the GAN learns ``value - prediction`` and
+a numeric column well enough (R² ≥ ``THRESHOLDS.min_r2``), the GAN learns ``value - prediction`` and
 sampling adds the prediction for the synthetic context back; the sum is then mapped by rank
 onto the real column's distribution, so the marginal stays the real one and the dependence
 on the parent is as strong as a linear model of the real data says.
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.modeling.transforms import FEW_VALUES, QUANTILES, rank_map
+from synth_pipeline.modeling.transforms import QUANTILES, rank_map
 from synth_pipeline.stats import decimals_of
+from synth_pipeline.thresholds import THRESHOLDS
 
-MIN_R2 = 0.1
 MAX_TRAINING_ROWS = 50_000
 
 
@@ -47,13 +47,13 @@ class ContextResiduals:
         for col in numeric:
             y = pd.to_numeric(training[col], errors="coerce").to_numpy(dtype=float)
             known = np.nonzero(np.isfinite(y))[0]
-            if len(known) < 50 or len(np.unique(y[known])) <= FEW_VALUES:
+            if len(known) < 50 or len(np.unique(y[known])) <= THRESHOLDS.few_values:
                 continue
             if len(known) > MAX_TRAINING_ROWS:
                 known = np.sort(rng.choice(known, MAX_TRAINING_ROWS, replace=False))
             model = Ridge(alpha=1.0).fit(context[known], y[known])
             r2 = float(model.score(context[known], y[known]))
-            if r2 >= MIN_R2:
+            if r2 >= THRESHOLDS.min_r2:
                 finite = y[np.isfinite(y)]
                 quantiles = np.quantile(finite, np.linspace(0, 1, QUANTILES))
                 out.fits[col] = _Fit(model.coef_.astype(float), float(model.intercept_), r2, quantiles,

@@ -33,10 +33,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.modeling.transforms import put_column
-
-MIN_PARENTS = 30
-MIN_SEVERAL = 10  # parents with several children, for a value held once per parent to mean anything
-MAX_SHARE_OF_CHANCE = 0.85  # real distinct values per parent at most this share of the shuffled ones
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 @dataclass
@@ -53,14 +50,14 @@ class SiblingSpread:
     @classmethod
     def fit(cls, frame: pd.DataFrame, foreign_key: str, column: str, seed: int) -> "SiblingSpread | None":
         both = frame[[foreign_key, column]].dropna()
-        if both[foreign_key].nunique() < MIN_PARENTS or both[column].nunique() < 2:
+        if both[foreign_key].nunique() < THRESHOLDS.min_parents or both[column].nunique() < 2:
             return None
         groups = both.groupby(foreign_key)[column]
         sizes, distinct = groups.size(), groups.nunique()
         shuffled = both.assign(**{column: np.random.default_rng(seed).permutation(both[column].to_numpy())})
         chance = shuffled.groupby(foreign_key)[column].nunique()
         many = sizes > 1
-        if not many.any() or distinct[many].mean() > MAX_SHARE_OF_CHANCE * chance[many].mean():
+        if not many.any() or distinct[many].mean() > THRESHOLDS.max_share_of_chance * chance[many].mean():
             return None
         by_size = {int(m): distinct[sizes == m].to_numpy(dtype="int64") for m in np.unique(sizes)}
         shares = both[column].value_counts(normalize=True, sort=False)
@@ -176,7 +173,7 @@ class OnePerParent:
         first, in the column's order of values, whose count per parent is one everywhere."""
         both = frame[[foreign_key, column]].dropna()
         sizes = both.groupby(foreign_key).size()
-        if len(sizes) < MIN_PARENTS or (sizes > 1).sum() < MIN_SEVERAL or both[column].nunique() < 2:
+        if len(sizes) < THRESHOLDS.min_parents or (sizes > 1).sum() < THRESHOLDS.min_several or both[column].nunique() < 2:
             return []
         totals = both[column].value_counts()
         for value in sorted(totals.index[totals == len(sizes)], key=str):  # held once per parent, if at all

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import cramers_v, child_counts
+from synth_pipeline.modeling.context import (
+    ContextEncoder,
+    aligned_parent_rows,
+    modelled_columns,
+)
 from synth_pipeline.schema.metadata import Metadata, Relationship
-from synth_pipeline.modeling.context import ContextEncoder, aligned_parent_rows, modelled_columns
+from synth_pipeline.stats import child_counts, cramers_v
+from synth_pipeline.thresholds import THRESHOLDS
 
 MAX_TRAINING_ROWS = 30_000
 
@@ -71,15 +76,6 @@ class SignatureModel:
 NO_PARENT = "__no_parent__"
 
 
-SIGNATURE_MAX_VALUES = 20
-
-
-SIGNATURE_MIN_DISTANCE = 0.15
-
-
-SIGNATURE_MIN_ASSOCIATION = 0.3
-
-
 def link_column(rel: Relationship) -> str:
     return f"__link__{rel.child_foreign_key}"
 
@@ -105,13 +101,13 @@ def signature_columns(metadata: Metadata, rel: Relationship, real: dict[str, pd.
     partners = _categorical_partners(metadata, rel, real, child)
     scored = []
     for col in modelled_columns(metadata, rel.parent_table_name):
-        if col.sdtype not in ("categorical", "boolean") or not 2 <= parent[col.name].nunique() <= SIGNATURE_MAX_VALUES:
+        if col.sdtype not in ("categorical", "boolean") or not 2 <= parent[col.name].nunique() <= THRESHOLDS.signature_max_values:
             continue
         everyone = parent[col.name].astype(str).value_counts(normalize=True)
         values = linked[col.name][present].astype(str)
         distance = 0.5 * everyone.subtract(values.value_counts(normalize=True), fill_value=0).abs().sum()
         association = max((cramers_v(values, other[present]) for other in partners), default=0.0)
-        score = max(distance / SIGNATURE_MIN_DISTANCE, association / SIGNATURE_MIN_ASSOCIATION)
+        score = max(distance / THRESHOLDS.signature_min_distance, association / THRESHOLDS.signature_min_association)
         if score >= 1:
             scored.append((score, col.name))
     return [c for _, c in sorted(scored, reverse=True)[:2]]
@@ -125,7 +121,7 @@ def _categorical_partners(metadata: Metadata, rel: Relationship, real, child: pd
     if primary is not None and primary != rel:
         parent_rows = aligned_parent_rows(primary, real)
         partners += [parent_rows[c.name].astype(str) for c in modelled_columns(metadata, primary.parent_table_name)
-                     if c.sdtype in ("categorical", "boolean") and parent_rows[c.name].nunique() <= SIGNATURE_MAX_VALUES]
+                     if c.sdtype in ("categorical", "boolean") and parent_rows[c.name].nunique() <= THRESHOLDS.signature_max_values]
     return partners
 
 

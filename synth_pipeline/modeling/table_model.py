@@ -24,18 +24,34 @@ import pandas as pd
 
 from synth_pipeline.errors import ConfigError, SynthPipelineError
 from synth_pipeline.modeling import linking
-from synth_pipeline.modeling.context import (ContextEncoder, aligned_parent_rows, context_frame, modelled_columns,
-                                             training_context, with_child_counts)
+from synth_pipeline.modeling.context import (
+    ContextEncoder,
+    aligned_parent_rows,
+    context_frame,
+    modelled_columns,
+    training_context,
+    with_child_counts,
+)
 from synth_pipeline.modeling.ctgan_model import with_fixed_threads
 from synth_pipeline.modeling.fit_sample import fit_sample
 from synth_pipeline.modeling.mechanism import SAMPLING_PHASES, FitContext, SampleContext
 from synth_pipeline.modeling.mechanisms import REFIT, REGISTRY, fit_order, switches
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.settings import ModelSettings, table_seed
-from synth_pipeline.schema.constraints import Constraint, discover_table, functional_map, parse_added
+from synth_pipeline.schema.constraints import (
+    Constraint,
+    discover_table,
+    functional_map,
+    parse_added,
+)
 from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.schema.metadata import ID_SDTYPE, Metadata
-from synth_pipeline.stats import copy_columns, count_column, is_count_column, unique_row_digests
+from synth_pipeline.stats import (
+    copy_columns,
+    count_column,
+    is_count_column,
+    unique_row_digests,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import NULL, decimals_of, EPOCH
 from synth_pipeline.schema.metadata import Column
+from synth_pipeline.stats import EPOCH, NULL, decimals_of
+from synth_pipeline.thresholds import THRESHOLDS
 
 QUANTILES = 1001
-FEW_VALUES = 12
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _fit_column(values: pd.Series, column: Column) -> ColumnCodec:
             codec.time_step = next(step for step in (3600, 60, 1) if not (seconds % step).any()) \
                 if not (seconds % 1).any() else 1
     distinct = np.unique(finite)
-    if kind == "numerical" and 0 < len(distinct) <= FEW_VALUES:
+    if kind == "numerical" and 0 < len(distinct) <= THRESHOLDS.few_values:
         codec.few_values = True
         codec.categories = distinct.tolist()
     if kind == "numerical" and not codec.integer:

@@ -18,13 +18,16 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.errors import ConfigError
-from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
-from synth_pipeline.schema.paths import PATH_RATE
-from synth_pipeline.stats import comparable
-from synth_pipeline.stats import decimals_of
 from synth_pipeline.schema.metadata import Metadata
-
-MIN_ROWS = 20
+from synth_pipeline.stats import (
+    NUMERIC,
+    as_labels,
+    as_numbers,
+    comparable,
+    compared_columns,
+    decimals_of,
+)
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def discover(real: dict[str, pd.DataFrame], metadata: Metadata) -> list[Constrai
 def discover_table(real: dict[str, pd.DataFrame], metadata: Metadata, table: str) -> list[Constraint]:
     """What 100% of ``table``'s real rows satisfy (``real`` holds the table and its parents)."""
     frame, kinds = real[table], compared_columns(metadata, table)
-    if len(frame) < MIN_ROWS:
+    if len(frame) < THRESHOLDS.constraints_min_rows:
         return []
     return (_inequalities(table, frame, kinds) + _dependencies(table, frame, kinds) + _null_patterns(table, frame, kinds)
             + _parent_date_orders(table, real, metadata) + foreign_key_paths(table, real, metadata)
@@ -127,7 +130,7 @@ def _inequalities(table, frame, kinds) -> list[Constraint]:
             continue
         x, y = as_numbers(frame[a], kinds[a]), as_numbers(frame[b], kinds[b])
         both = x.notna() & y.notna()
-        if both.sum() < MIN_ROWS:
+        if both.sum() < THRESHOLDS.constraints_min_rows:
             continue
         x, y = x[both], y[both]
         if kinds[a] == "numerical" and not comparable(a, b, x, y):
@@ -173,20 +176,17 @@ def _parent_date_orders(table, real, metadata) -> list[Constraint]:
         for c, p in itertools.product(child_dates, parent_dates):
             x, y = as_numbers(joined[c], "datetime"), as_numbers(joined[f"parent.{p}"], "datetime")
             both = x.notna() & y.notna()
-            if both.sum() >= MIN_ROWS and (x[both] >= y[both]).all():
+            if both.sum() >= THRESHOLDS.constraints_min_rows and (x[both] >= y[both]).all():
                 out.append(Constraint(table, "parent_date_order", (c, p),
                                       f"{table}.{c} >= {rel.parent_table_name}.{p} (via {rel.child_foreign_key})",
                                       parent=rel.parent_table_name, foreign_key=rel.child_foreign_key))
     return out
 
 
-PATH_MAX_CHANCE = 0.5  # and random links must agree far less often
-
-
 def foreign_key_paths(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) -> list[Constraint]:
     """Shortcuts the real rows keep: ``table -f1-> A`` and ``table -f2-> B -g-> A`` reach the
     same row of ``A`` (a payment's customer is its rental's customer) in at least
-    ``PATH_RATE`` of the rows where both are set, far above what random links give. ``f1``
+    ``THRESHOLDS.path_rate`` of the rows where both are set, far above what random links give. ``f1``
     is then implied by ``f2``: sampling and repair copy it along the path, and the check
     holds it on every row."""
     out = []
@@ -202,15 +202,11 @@ def foreign_key_paths(table: str, real: dict[str, pd.DataFrame], metadata: Metad
                         or g.parent_primary_key != f1.parent_primary_key:
                     continue
                 rate, chance, rows = path_rate(frame, real[via], f1.child_foreign_key, f2, g)
-                if rows >= MIN_ROWS and rate >= PATH_RATE and chance <= PATH_MAX_CHANCE:
+                if rows >= THRESHOLDS.constraints_min_rows and rate >= THRESHOLDS.path_rate and chance <= THRESHOLDS.path_max_chance:
                     out.append(Constraint(table, "path", (f1.child_foreign_key, g.child_foreign_key),
                                           f"{f1.child_foreign_key} = {via}.{g.child_foreign_key} via {f2.child_foreign_key}",
                                           parent=via, foreign_key=f2.child_foreign_key))
     return out
-
-
-MAX_SUM_TERMS = 8  # child number columns tried (their sums and the sums of their pairwise products)
-MIN_SHARED = 0.2  # parents with two or more children: below this share a sum is mostly a copy
 
 
 def child_sums(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) -> list[Constraint]:
@@ -222,7 +218,7 @@ def child_sums(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) ->
     pk = metadata.table(table).single_primary_key
     kinds = compared_columns(metadata, table)
     totals = [c for c, k in kinds.items() if k == "numerical" and c in frame.columns]
-    if pk is None or not totals or len(frame) < MIN_ROWS:
+    if pk is None or not totals or len(frame) < THRESHOLDS.constraints_min_rows:
         return []
     out = []
     for rel in metadata.relationships:
@@ -232,9 +228,9 @@ def child_sums(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) ->
             continue
         child = real[child_name]
         numbers = [c for c, k in compared_columns(metadata, child_name).items()
-                   if k == "numerical" and c in child.columns][:MAX_SUM_TERMS]
+                   if k == "numerical" and c in child.columns][:THRESHOLDS.max_sum_terms]
         sizes = child.groupby(rel.child_foreign_key).size()
-        if not numbers or len(sizes) < MIN_ROWS or (sizes >= 2).mean() < MIN_SHARED:
+        if not numbers or len(sizes) < THRESHOLDS.constraints_min_rows or (sizes >= 2).mean() < THRESHOLDS.min_shared:
             continue
         terms = [(c,) for c in numbers] + list(itertools.combinations(numbers, 2))
         values = pd.DataFrame({" * ".join(t): _term(child, t) for t in terms}).groupby(
@@ -250,7 +246,7 @@ def child_sums(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) ->
                 sums = values[" * ".join(term)]
                 # equal on every row, and not as often when the sums are shuffled across parents
                 if ((target - sums).abs() <= tolerance).all() and \
-                        ((target - sums.to_numpy()[shuffled]).abs() <= tolerance).mean() <= PATH_MAX_CHANCE:
+                        ((target - sums.to_numpy()[shuffled]).abs() <= tolerance).mean() <= THRESHOLDS.path_max_chance:
                     out.append(Constraint(table, "child_sum", (total, *term),
                                           f"{total} = sum of {child_name}.{' * '.join(term)} (via {rel.child_foreign_key})",
                                           foreign_key=rel.child_foreign_key, child=child_name))

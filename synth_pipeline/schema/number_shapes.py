@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SUPPORT_MAX = 50  # distinct real values up to which the values themselves are the support
+from synth_pipeline.thresholds import THRESHOLDS
+
 STEPS = (1000.0, 500.0, 100.0, 50.0, 25.0, 10.0, 5.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05, 0.01, 0.005, 0.001)
 TOLERANCE = 1e-6
 
@@ -43,7 +44,7 @@ class NumberShape:
             return None
         distinct = np.unique(numbers)
         shape = cls(column, float(distinct[0]), float(distinct[-1]))
-        if len(distinct) <= SUPPORT_MAX:
+        if len(distinct) <= THRESHOLDS.support_max:
             shape.support = distinct
             return shape
         for step in STEPS:

@@ -22,21 +22,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.schema.metadata import Metadata, Relationship
-
-
-MIN_RATE = 0.2
-
-
-PATH_RATE = 0.99  # agreement in nearly every real row (a handful off is noise) is a rule
-
-
-MIN_LIFT = 0.15  # the real rate must beat the rate of shuffled links by this much
-
-
-BY_CATEGORY_GAIN = 0.5  # a category must halve the rows whose agreement is uncertain to set the share
-
-
-BY_CATEGORY_MIN_ROWS = 10  # rows of every value of that category (a rate of 0 or 1 on two rows means nothing)
+from synth_pipeline.thresholds import THRESHOLDS
 
 
 @dataclass(frozen=True)
@@ -63,9 +49,9 @@ class Bridge:
 
     @property
     def binding(self) -> bool:
-        """Nearly every real row agrees (``PATH_RATE``): every synthetic row whose route has a
+        """Nearly every real row agrees (``THRESHOLDS.path_rate``): every synthetic row whose route has a
         paired parent is linked to one, beyond the capacities if it must."""
-        return self.rate >= PATH_RATE and not self.by
+        return self.rate >= THRESHOLDS.path_rate and not self.by
 
     @property
     def share(self) -> float:
@@ -189,7 +175,7 @@ def _measured(metadata: Metadata, rel: Relationship, tables: dict[str, pd.DataFr
 
 
 def _holds(bridge: Bridge) -> bool:
-    return bridge.rate >= MIN_RATE and bridge.rate - bridge.chance >= MIN_LIFT
+    return bridge.rate >= THRESHOLDS.min_rate and bridge.rate - bridge.chance >= THRESHOLDS.min_lift
 
 
 def fit_bridge(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFrame], seed: int) -> Bridge | None:
@@ -208,11 +194,11 @@ def fit_bridge(metadata: Metadata, rel: Relationship, real: dict[str, pd.DataFra
                   if c.sdtype in ("categorical", "boolean")]
     for column in categories:
         values = child.loc[known, column].astype(str).reset_index(drop=True)
-        if not 2 <= values.nunique() <= 50 or values.value_counts().min() < BY_CATEGORY_MIN_ROWS:
+        if not 2 <= values.nunique() <= 50 or values.value_counts().min() < THRESHOLDS.by_category_min_rows:
             continue
         rates = agrees.groupby(values).mean()
         left = float((agrees.groupby(values).size() * np.minimum(rates, 1 - rates)).sum())
-        if left <= BY_CATEGORY_GAIN * uncertain:
+        if left <= THRESHOLDS.by_category_gain * uncertain:
             best, uncertain = replace(best, by=column, rate_by=rates.to_dict()), left
     return best
 

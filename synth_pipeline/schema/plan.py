@@ -28,7 +28,13 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.schema.metadata import BINARY_SDTYPE, Column, Metadata, Relationship, Table
+from synth_pipeline.schema.metadata import (
+    BINARY_SDTYPE,
+    Column,
+    Metadata,
+    Relationship,
+    Table,
+)
 
 log = logging.getLogger(__name__)
 
