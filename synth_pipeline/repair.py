@@ -357,9 +357,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     derived = model.get("derived")
     for d in derived.model.derivations if derived is not None else []:  # amount = quantity x price of item
         bound |= {d.column, d.anchor, d.by} - {""}
-    links = model.get("links")
-    bound |= model.columns_set_by("parent_copies") | {
-        link.group for link in (links.links.values() if links is not None else []) if link.group}
+    bound |= model.columns_set_by("parent_copies")
     # a column siblings share (and no other rule sets) may still change places between two
     # rows of one parent
     spreads = model.get("sibling_spreads")

@@ -133,22 +133,6 @@ def _words(name: str) -> set[str]:
     return set(re.findall(r"[a-z]+", re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower())) - {"id", "no"}
 
 
-def corrected_cramers_v(table: np.ndarray) -> float:
-    """Cramér's V with Bergsma's small-sample bias correction: near 0 for independent columns
-    even when the table has many cells for its rows (a 40-row table of courses)."""
-    from scipy.stats import chi2_contingency
-
-    n = table.sum()
-    if n < 2:
-        return 0.0
-    chi2 = chi2_contingency(table, correction=False)[0]
-    r, k = table.shape
-    phi2 = max(0.0, chi2 / n - (k - 1) * (r - 1) / (n - 1))
-    r_corr, k_corr = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
-    denominator = min(k_corr - 1, r_corr - 1)
-    return float(np.sqrt(phi2 / denominator)) if denominator > 0 else 0.0
-
-
 def chance_of_equality(a: pd.Series, b: pd.Series) -> float:
     """How often two independent draws of the two columns' values are equal."""
     shares = a.fillna("\x00").value_counts(normalize=True)

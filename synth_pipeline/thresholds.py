@@ -44,10 +44,7 @@ class Thresholds:
     pair_candidates_per_row: int = 20  # ... where column pairs are raked too (more targets need more choice)
     quota_max_rows: int = 2000  # up to this many rows, each category's count is held to its real share
     quota_miss: float = 1e-3  # weight left to a candidate whose value has used up its quota
-    min_joint_association: float = 0.2  # Cramér's V between a child's category and a parent column to rake them
-    parent_bins: int = 5  # a parent's number or date is cut into quintiles of its real values
-    max_parent_values: int = 30  # a parent category with more values is not raked against
-    min_joint_rows: int = 100  # real rows before a category is raked given its parent
+    max_parent_values: int = 30  # a parent category with more values is not raked in a pair
     min_pair_rows: int = 300  # real rows before a table's column pairs are raked
     min_rows_per_cell: int = 5  # ... and a pair's real rows per cell of its contingency table
     pair_bins: int = 10  # a number or date is cut into its real deciles (the evaluation's bins)
@@ -76,12 +73,10 @@ class Thresholds:
     min_several: int = 10  # parents with several children, for a value held once per parent to mean anything
     max_share_of_chance: float = 0.85  # real distinct values per parent at most this share of shuffled ones
 
-    # --- the parent context (modeling.context, modeling.residuals)
+    # --- the parent context (modeling.context)
     context_max_categories: int = 15  # a context category keeps its most frequent values, the rest pooled
-    min_r2: float = 0.1  # R² of the context from which a number is learned as a residual
 
     # --- second foreign keys (modeling.links, modeling.signatures, schema.paths, modeling.bridges)
-    links_min_group_rows: int = 20  # linked rows before a category whose rows share one parent is looked for
     signature_max_values: int = 20  # a parent category with more values is not a signature
     signature_min_distance: float = 0.15  # linked parents' share of a value must differ this much from all parents'
     signature_min_association: float = 0.3  # ... or go with the child's categories by this Cramér's V

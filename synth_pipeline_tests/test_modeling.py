@@ -305,7 +305,7 @@ def _planted(tables):
 
 def test_marks_keep_the_level_gap_and_assessors_teach_the_course(tiny_run):
     """Through two hops (mark -> student course -> course) and a bridge table (course_instructors),
-    even with a 20-step GAN: the gap comes from the context residuals and the course signature,
+    even with a 20-step GAN: the gap comes from the parent context and the course signature,
     the assessor rate from path-agreement linking. Unconditioned links would give a gap near 0
     and a rate near 6%. The tiny school has 10 courses, and a 20-step GAN gets their level mix
     wrong (3 Honors courses instead of 1), so the gap is only asked to be clearly positive here;
@@ -323,9 +323,8 @@ def test_marks_keep_the_level_gap_and_assessors_teach_the_course(tiny_run):
     assert assessor and abs(assessor[0]["synthetic"] - rate) < 1e-3
 
 
-def test_signature_model_and_context_residuals_follow_the_parent():
-    """A child's second-parent kind follows its own category; a numeric column follows the context."""
-    from synth_pipeline.modeling.residuals import ContextResiduals
+def test_signature_model_follows_the_childs_own_category():
+    """A child's second-parent kind follows its own category."""
     from synth_pipeline.modeling.signatures import SignatureModel
 
     rng = np.random.default_rng(0)
@@ -339,16 +338,6 @@ def test_signature_model_and_context_residuals_follow_the_parent():
     drawn = model.sample(rows, None, np.random.default_rng(1))
     assert abs(np.mean(drawn[grade == "A"] == "easy") - 0.85) < 0.05
     assert abs(np.mean(drawn[grade == "F"] == "hard") - 0.85) < 0.05
-
-    residuals = ContextResiduals.fit(rows, ["score"], context, seed=0)
-    assert residuals.describe()["score"] > 0.8
-    learned = residuals.forward(rows, context)
-    assert abs(np.corrcoef(learned["score"], context[:, 0])[0, 1]) < 0.05  # the GAN sees no dependence left
-    # A GAN that forgot the context (residuals shuffled) still gives values that follow it.
-    shuffled = learned.assign(score=rng.permutation(learned["score"].to_numpy()))
-    back = residuals.inverse(shuffled, context)
-    assert np.corrcoef(back["score"], context[:, 0])[0, 1] > 0.9
-    assert abs(back["score"].mean() - score.mean()) < 1.0 and abs(back["score"].std() - score.std()) < 1.0
 
 
 def test_bridge_linking_reaches_the_share_and_keeps_capacities():
@@ -718,39 +707,6 @@ def test_tiny_run_keeps_parent_copies_route_owners_and_prices(tiny_run):
         con.close()
 
 
-def test_raking_given_the_parent_meets_the_real_shares_within_each_parent_value():
-    from synth_pipeline.modeling.marginals import (
-        JOINT_SEPARATOR,
-        choose_per_slot,
-        fit_parent_joints,
-        rake_weights,
-    )
-
-    rng = np.random.default_rng(0)
-    n, k = 2000, 10
-    enrolled = pd.Series(pd.Timestamp("2019-09-01") + pd.to_timedelta(rng.integers(0, 4 * 365, n), unit="D"))
-    start = enrolled.dt.year.to_numpy()
-    year = (start + rng.choice([0, 1], n, p=[0.7, 0.3])).astype(str)  # the enrollment year or the next
-    real = pd.DataFrame({"academic_year": year, "term": rng.choice(["fall", "spring"], n)})
-    parent = pd.DataFrame({"enrollment_date": enrolled, "gender": rng.choice(["f", "m"], n)})
-    joints = fit_parent_joints(real, ["academic_year", "term"], parent,
-                               {"enrollment_date": "datetime", "gender": "categorical"})
-    assert [(j.column, j.parent_column) for j in joints] == [("academic_year", "enrollment_date")]  # term: none
-    joint = joints[0]
-    # candidates: the right overall shares, but unrelated to the parent
-    candidates = pd.DataFrame({"academic_year": rng.permutation(np.tile(year, k))})
-    labels = joint.parent_labels(parent)
-    candidates[joint.key] = candidates["academic_year"] + JOINT_SEPARATOR + np.tile(labels, k)
-    targets = {"academic_year": real["academic_year"].value_counts(normalize=True), joint.key: joint.targets(labels)}
-    chosen = candidates.iloc[choose_per_slot(rake_weights(candidates, targets, n, k), n, k, rng)]
-    picked = chosen["academic_year"].astype(int).to_numpy()
-    before = (candidates["academic_year"].iloc[:n].astype(int).to_numpy() - start)
-    assert np.isin(before, [0, 1]).mean() < 0.5  # unrelated: mostly other years
-    assert np.isin(picked - start, [0, 1]).mean() > 0.8  # raked: the student's years (quintile bins straddle years)
-    shares = [pd.Series(v).value_counts(normalize=True) for v in (year, chosen["academic_year"])]
-    assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.05  # the overall shares kept
-
-
 def test_an_inequality_that_holds_only_by_units_is_not_learned_as_a_ratio():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"price": rng.choice([0.99, 1.99], 300), "milliseconds": rng.integers(60_000, 600_000, 300),
@@ -1037,37 +993,6 @@ def test_a_state_is_redrawn_within_its_country_and_countries_without_states_get_
     home = {s: c for c, values in states.items() for s in values if s}
     for c, s in zip(synthetic["country"], synthetic["state"]):
         assert (s is None and states[c] == [None]) or home.get(s) == c, (c, s)
-
-
-def test_a_group_goes_to_a_parent_with_its_signature_only_while_that_parent_has_room():
-    """Two routes want a Mathematics in-charge; the one Mathematics teacher has room for one
-    route, so the other goes to the teacher with room, not onto the full one."""
-    from synth_pipeline.modeling.linking import link_groups
-
-    routes = np.repeat(["R1", "R2", "R3"], [15, 14, 12])
-    wanted = np.array(["Mathematics"] * 29 + ["English"] * 12)
-    keys = np.array(["t_math", "t_eng", "t_pe", "t_idle"], dtype=object)
-    capacity = np.array([15, 12, 14, 0])
-    linked = link_groups(routes, keys, capacity, np.random.default_rng(0), wanted,
-                         np.array(["Mathematics", "English", "Physical Education", "History"]))
-    per_teacher = pd.Series(linked).value_counts().to_dict()
-    assert per_teacher == {"t_math": 15, "t_pe": 14, "t_eng": 12}  # each route on one teacher, none twice
-
-
-def test_a_group_goes_to_a_parent_dated_before_all_its_rows():
-    """An assignment is never led by a teacher hired after it starts. The route whose
-    passes start earliest goes to the teacher hired before them, even with less room, so
-    the repair (which swaps parents between rows to keep that rule) never splits a route."""
-    from synth_pipeline.modeling.linking import link_groups
-
-    routes = np.repeat(["R1", "R2"], [20, 10])
-    starts = np.r_[np.full(20, 100.0), np.full(10, 500.0)]  # days: R1's passes start early
-    keys = np.array(["t_new", "t_old"], dtype=object)
-    capacity, hired = np.array([20, 10]), np.array([300.0, 50.0])
-    undated = link_groups(routes, keys, capacity, np.random.default_rng(0))
-    assert set(undated[:20]) == {"t_new"}  # by room alone, R1 would go to the teacher hired later
-    linked = link_groups(routes, keys, capacity, np.random.default_rng(0), dated=[(starts, hired)])
-    assert set(linked[:20]) == {"t_old"} and set(linked[20:]) == {"t_new"}
 
 
 def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enrollments_first():

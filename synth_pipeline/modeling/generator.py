@@ -4,8 +4,7 @@ with candidates raked to the real shares.
 Each output row is chosen among ``THRESHOLDS.candidates_per_row`` generated candidates (``raking``) so
 that category shares follow the real ones (``marginals.rake_weights``); where column pairs
 are raked too (``pair_joints``: a number's decile with a category, two categories), among
-more. A category strongly tied to a parent value is raked to its share given that value
-(``parent_joints``). Few rows (a small table): the category counts are held to the real
+more (pairs with a primary-parent column included). Few rows (a small table): the category counts are held to the real
 shares exactly (``quotas``). The GAN is given each row's parent context (``parent_context``).
 """
 
@@ -20,13 +19,10 @@ import pandas as pd
 
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.marginals import (
-    JOINT_SEPARATOR,
     PairJoints,
-    ParentJoint,
     category_targets,
     choose_per_slot,
     choose_with_quotas,
-    fit_parent_joints,
     rake_weights,
 )
 from synth_pipeline.modeling.mechanism import FitContext
@@ -41,27 +37,26 @@ SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
 
 @dataclass
 class Generator:
+    """The table's rows from a CTGAN given each row's parent context, raked among candidates
+    to the real category shares (and pair shares)."""
+
     codec: TableCodec
     gan: ContextCTGAN
     targets: dict[str, pd.Series] = field(default_factory=dict)  # category -> real shares
-    parent_joints: list[ParentJoint] = field(default_factory=list)
     pair_joints: PairJoints | None = None
     name: ClassVar[str] = "generator"
     phase: ClassVar[str] = "generate"
     refit: ClassVar[bool] = False
     required: ClassVar[bool] = True
-    switches: ClassVar[tuple[str, ...]] = ("parent_context", "raking", "parent_joints", "pair_joints", "quotas")
+    switches: ClassVar[tuple[str, ...]] = ("parent_context", "raking", "pair_joints", "quotas")
     refit_switches: ClassVar[tuple[str, ...]] = ("parent_context",)
-    needs: ClassVar[tuple[str, ...]] = ("derived", "residuals", "conditionals", "sibling_spreads")
+    needs: ClassVar[tuple[str, ...]] = ("derived", "conditionals", "sibling_spreads")
 
     @classmethod
     def fit(cls, context: FitContext) -> "Generator | None":
         modelled, training = context.modelled, context.training
         if not modelled or not len(context.rows):
             return None
-        residuals = context.found.get("residuals")
-        if residuals is not None:  # the GAN learns what the context leaves
-            training = residuals.model.forward(training, context.context)
         codec = TableCodec.fit(training, modelled)
         steps = context.settings.steps_for(len(context.rows))
         gan = ContextCTGAN(GanSettings(steps=steps, device=context.settings.device))
@@ -75,15 +70,11 @@ class Generator:
         if context.on("raking"):
             found.targets = category_targets(encoded, codec.discrete_columns)
         parent = (context.parent_rows, context.parent_kinds) if context.settings.conditional else (None, None)
-        if context.settings.conditional and context.parent_rows is not None and context.on("parent_joints"):
-            found.parent_joints = fit_parent_joints(encoded, codec.discrete_columns, *parent)
         if context.on("pair_joints"):
-            # numbers learned as residuals of the context, or mapped per category afterwards, are
-            # not binned as the GAN writes them: left out
+            # numbers mapped per category afterwards are not binned as the GAN writes them: left out
             conditionals = context.found.get("conditionals")
             spreads = context.found.get("sibling_spreads")
-            remapped = (residuals.columns if residuals is not None else set()) | (
-                conditionals.columns if conditionals is not None else set())
+            remapped = conditionals.columns if conditionals is not None else set()
             found.pair_joints = PairJoints.fit(encoded, list(codec.discrete_columns), [
                 c.name for c in codec.columns if c.kind in ("numerical", "datetime") and not c.few_values
                 and c.null_rate < 1 and c.name not in remapped], *parent,
@@ -97,7 +88,6 @@ class Generator:
     @property
     def label(self) -> str:
         parts = [f"CTGAN over {len(self.codec.columns)} columns"]
-        parts += [f"raked given the parent: {j.label}" for j in self.parent_joints]
         if self.pair_joints is not None:
             parts.append(self.pair_joints.label)
         return "; ".join(parts)
@@ -108,7 +98,6 @@ class Generator:
         pairs = self.pair_joints if on("pair_joints") else None
         k = THRESHOLDS.pair_candidates_per_row if pairs is not None else THRESHOLDS.candidates_per_row if self.targets else 1
         k = k if on("raking") else 1
-        joints = self.parent_joints if parent_rows is not None and on("parent_joints") else []
         chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
         parts = []
         # In chunks of rows (with their parents' context): the candidates and the transformer's
@@ -121,27 +110,21 @@ class Generator:
                 continue
             matrix = self.gan.sample_matrix(size * k, context=ctx, seed=seed + i)
             if k > 1:
-                matrix = matrix[self._rake(matrix, size, k, start, parent_rows, joints, pairs, rng, on)]
+                matrix = matrix[self._rake(matrix, size, k, start, parent_rows, pairs, rng, on)]
             parts.append(self.codec.decode(self.gan.decode(matrix)))  # only the kept rows are decoded
         raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         return raw.reset_index(drop=True)
 
     def _rake(self, matrix: np.ndarray, size: int, k: int, start: int, parent_rows: pd.DataFrame | None,
-              joints: list[ParentJoint], pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
+              pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
         """Which of the ``size * k`` candidates to keep (one per output row)."""
         candidates = self.gan.discrete_labels(matrix, list(self.targets))
-        targets = dict(self.targets)
-        for joint in joints:
-            labels = joint.parent_labels(parent_rows.iloc[start:start + size])
-            candidates[joint.key] = candidates[joint.column].astype(str).to_numpy() + JOINT_SEPARATOR \
-                + np.tile(labels, k)
-            targets[joint.key] = joint.targets(labels)
         coded = []
         if pairs is not None:
             numbers = self.gan.numeric_values(matrix, pairs.numeric)
             coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1),
                                      None if parent_rows is None else parent_rows.iloc[start:start + size], k)
-        weights = rake_weights(candidates, targets, size, k, coded)
+        weights = rake_weights(candidates, self.targets, size, k, coded)
         if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
             return choose_with_quotas(weights, candidates, self.targets, size, k, rng)
         return choose_per_slot(weights, size, k, rng)

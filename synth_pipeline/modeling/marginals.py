@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import corrected_cramers_v, day_numbers, labels
+from synth_pipeline.stats import day_numbers, labels
 from synth_pipeline.thresholds import THRESHOLDS
 
 RAKING_ROUNDS = 8
@@ -112,97 +112,8 @@ def choose_with_quotas(weights: np.ndarray, candidates: pd.DataFrame, targets: d
     return chosen * n + np.arange(n)
 
 
-# ------------------------------------------------------------ given the parent
-JOINT_SEPARATOR = "\x1f"
-
-
-@dataclass
-class ParentJoint:
-    """A child category whose real shares depend on a column of the primary parent row (an
-    enrollment's academic year on the student's enrollment date): raking then meets the real
-    shares *given* each synthetic parent's value, not only overall."""
-
-    column: str  # the child's discrete column, as the GAN writes it
-    parent_column: str
-    edges: np.ndarray | None  # bin edges of a numeric/date parent column (None: a category)
-    given: dict  # parent label -> real shares of the child's values (pd.Series)
-    association: float
-    overall: pd.Series | None = None  # the child's real shares, for a parent label never seen
-
-    @property
-    def key(self) -> str:
-        return f"{self.column}{JOINT_SEPARATOR}parent.{self.parent_column}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.column} given parent.{self.parent_column} (V={self.association:.2f})"
-
-    def parent_labels(self, parent_rows: pd.DataFrame) -> np.ndarray:
-        values = parent_rows[self.parent_column]
-        if self.edges is None:
-            return labels(values).to_numpy()
-        numbers = _as_number(values)
-        binned = np.digitize(np.nan_to_num(numbers, nan=np.inf), self.edges).astype(str)
-        return np.where(np.isnan(numbers), "__null__", binned)
-
-    def targets(self, parent_labels: np.ndarray) -> pd.Series:
-        """Shares of (child value, parent label) pairs: the real shares of the child's values
-        given each label, weighed by how often the synthetic parents carry the label."""
-        seen, counts = np.unique(parent_labels, return_counts=True)
-        parts = []
-        for label, count in zip(seen, counts):
-            shares = self.given.get(label, self.overall)
-            if shares is None:
-                continue
-            parts.append(pd.Series(shares.to_numpy() * count / len(parent_labels),
-                                   index=shares.index.astype(str) + JOINT_SEPARATOR + label))
-        return pd.concat(parts) if parts else pd.Series(dtype=float)
-
-
 def _as_number(values: pd.Series) -> np.ndarray:
     return day_numbers(values, "datetime" if pd.api.types.is_datetime64_any_dtype(values) else "numerical")
-
-
-def fit_parent_joints(encoded: pd.DataFrame, discrete_columns: list[str], parent_rows: pd.DataFrame,
-                      parent_kinds: dict[str, str]) -> list[ParentJoint]:
-    """For each discrete child column, the parent column it depends on most (if enough)."""
-    found = []
-    candidates = []
-    if len(encoded) < THRESHOLDS.min_joint_rows:
-        return found
-    for col, kind in parent_kinds.items():
-        if col not in parent_rows:
-            continue
-        if kind in ("categorical", "boolean"):
-            if 2 <= parent_rows[col].nunique() <= THRESHOLDS.max_parent_values:
-                candidates.append(ParentJoint("", col, None, {}, 0.0))
-        elif kind in ("numerical", "datetime"):
-            numbers = _as_number(parent_rows[col])
-            finite = numbers[np.isfinite(numbers)]
-            edges = np.unique(np.quantile(finite, np.linspace(0, 1, THRESHOLDS.parent_bins + 1))[1:-1]) if len(finite) else []
-            if len(edges):
-                candidates.append(ParentJoint("", col, edges, {}, 0.0))
-    for column in discrete_columns:
-        child = encoded[column].astype(str).to_numpy()
-        if len(np.unique(child)) < 2:
-            continue
-        best = None
-        for candidate in candidates:
-            parent_values = candidate.parent_labels(parent_rows)
-            table = pd.crosstab(child, parent_values)
-            if min(table.shape) < 2:
-                continue
-            v = corrected_cramers_v(table.to_numpy())
-            if v >= THRESHOLDS.min_joint_association and (best is None or v > best[0]):
-                best = (v, candidate, parent_values)
-        if best is None:
-            continue
-        v, candidate, parent_values = best
-        given = {label: pd.Series(child[parent_values == label]).value_counts(normalize=True)
-                 for label in np.unique(parent_values)}
-        found.append(ParentJoint(column, candidate.parent_column, candidate.edges, given, v,
-                                 pd.Series(child).value_counts(normalize=True)))
-    return found
 
 
 # ------------------------------------------------------------------ column pairs

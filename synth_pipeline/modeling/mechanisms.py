@@ -2,7 +2,7 @@
 
 Each entry keeps the ``Mechanism`` contract (``modeling.mechanism``). The column-level work
 lives in the modules of each family (``cardinality``, ``siblings``, ``pair_support``,
-``conditional``, ``derived``, ``residuals``, ``links``, ``generator``); the classes here fit
+``conditional``, ``derived``, ``links``, ``generator``); the classes here fit
 them for one table from a ``FitContext`` and apply them to a synthetic frame.
 
 ``REGISTRY`` is ordered by phase (``PHASES``) and, within a phase, by the order the
@@ -42,7 +42,6 @@ from synth_pipeline.modeling.pair_support import (
     fit_nested_supports,
     fit_pair_supports,
 )
-from synth_pipeline.modeling.residuals import ContextResiduals
 from synth_pipeline.modeling.siblings import OnePerParent, SiblingSpread
 from synth_pipeline.schema.metadata import ID_SDTYPE, Column, Metadata, Relationship
 from synth_pipeline.schema.number_shapes import NumberShape, apply_shapes, fit_shapes
@@ -103,42 +102,24 @@ class CountCalibration:
 
 
 @dataclass
-class CountCorrelation:
-    """The real rank correlation of a row's child counts (a student's courses and fees)."""
-
-    counts: list[str]
-    target: np.ndarray
-    name: ClassVar[str] = "count_correlation"
-    phase: ClassVar[str] = "generated"
-    refit: ClassVar[bool] = False
-    needs: ClassVar[tuple[str, ...]] = ("derived",)
-
-    @classmethod
-    def fit(cls, context: FitContext):
-        counts = list(context.real_counts)
-        target = rank_correlation(context.training, counts)
-        return None if target is None else cls(counts, target)
-
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
-        if len(frame) > 2:
-            impose_correlation(frame, self.counts, self.target, context.column_rng)
-
-    @property
-    def columns(self) -> set[str]:
-        return set(self.counts)
-
-    @property
-    def label(self) -> str:
-        return f"child counts re-paired to their real rank correlation: {', '.join(self.counts)}"
-
-
-@dataclass
-class RootCorrelation(CountCorrelation):
+class RootCorrelation:
     """A root table's numbers, dates and owned-children counts re-paired to their real rank
     correlation (77 districts are too few rows for the GAN to learn how they go together)."""
 
+    correlated: list[str]  # the columns re-paired
+    target: np.ndarray  # their real normal-score correlation
     name: ClassVar[str] = "root_correlation"
+    phase: ClassVar[str] = "generated"
+    refit: ClassVar[bool] = False
     needs: ClassVar[tuple[str, ...]] = ("derived", "counts_within")
+
+    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
+        if len(frame) > 2:
+            impose_correlation(frame, self.correlated, self.target, context.column_rng)
+
+    @property
+    def columns(self) -> set[str]:
+        return set(self.correlated)
 
     @classmethod
     def fit(cls, context: FitContext):
@@ -152,38 +133,10 @@ class RootCorrelation(CountCorrelation):
 
     @property
     def label(self) -> str:
-        return f"a root table's columns re-paired to their real rank correlation: {', '.join(self.counts)}"
+        return f"a root table's columns re-paired to their real rank correlation: {', '.join(self.correlated)}"
 
 
 # -------------------------------------------------------------------- columns
-@dataclass
-class Residuals:
-    """Numbers the parent context predicts, learned as residuals of it (``ContextResiduals``)."""
-
-    model: ContextResiduals
-    name: ClassVar[str] = "residuals"
-    phase: ClassVar[str] = "columns"
-    refit: ClassVar[bool] = True
-    needs: ClassVar[tuple[str, ...]] = ("derived",)
-
-    @classmethod
-    def fit(cls, context: FitContext):
-        numeric = [c.name for c in context.modelled if c.sdtype == "numerical" and c.name not in context.real_counts]
-        found = ContextResiduals.fit(context.training, numeric, context.context, context.seed)
-        return cls(found) if found.fits else None
-
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> pd.DataFrame:
-        return self.model.inverse(frame, context.context)
-
-    @property
-    def columns(self) -> set[str]:
-        return set(self.model.fits)
-
-    @property
-    def label(self) -> str:
-        return f"learned as residuals of the parent context: {self.model.describe()}"
-
-
 @dataclass
 class ParentCopies:
     """Columns equal to one column of the primary parent row in every real row, copied from
@@ -347,18 +300,13 @@ class Conditionals(_Parts):
     parts: list[ConditionalQuantiles] = field(default_factory=list)
     name: ClassVar[str] = "conditionals"
     phase: ClassVar[str] = "categories"
-    needs: ClassVar[tuple[str, ...]] = ("derived", "residuals")
+    needs: ClassVar[tuple[str, ...]] = ("derived",)
 
     @classmethod
     def fit(cls, context: FitContext):
         kinds = {c.name: c.sdtype for c in context.modelled if c.name not in context.real_counts}
         parent = (context.parent_rows, context.parent_kinds) if context.settings.conditional else (None, None)
-        found = ConditionalQuantiles.fit_all(context.training, kinds, *parent)
-        # a number the parent context already predicts keeps that link (a mark follows its
-        # course's level through the context, not only through the enrollment's grade)
-        residuals = context.found.get("residuals")
-        fitted = residuals.columns if residuals is not None else set()
-        return cls.of([c for c in found if not (c.from_parent and c.column in fitted)])
+        return cls.of(ConditionalQuantiles.fit_all(context.training, kinds, *parent))
 
     def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
         for part in self.parts:
@@ -563,8 +511,8 @@ class PathCopies:
 
 REGISTRY: tuple[type, ...] = (
     Generator,  # "generate": the GAN's rows, raked to the real shares
-    CountCalibration, CountCorrelation, RootCorrelation,
-    Residuals, ParentCopies,
+    CountCalibration, RootCorrelation,
+    ParentCopies,
     SiblingSpreads, PairSupports, OneValuePerParent, NameQuotas, LookupLabels, Conditionals,
     Derived,
     SecondLinks,  # "links": second foreign keys, with their parts' switches

@@ -55,7 +55,7 @@ from synth_pipeline.stats import (
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = 3  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
+MODEL_FORMAT = 4  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
 
 
 class ModelFormatError(SynthPipelineError):
@@ -249,9 +249,6 @@ class TableModel:
                                       "identity_columns": [s.column for s in self.identities],
                                       "mechanisms": [m.name for m in self.mechanisms],
                                       "switches": {name: name in REFIT for m in self.mechanisms for name in switches(type(m))}}
-        residuals = self.get("residuals")
-        if residuals is not None:
-            summary["residual_r2"] = residuals.model.describe()
         generator = self.get("generator")
         if generator is not None:
             summary["training"] = generator.gan.training.summary()
