@@ -194,5 +194,6 @@ def _constraints_result(metadata, name, warehouse, frame, parents, real, read) -
     return dg.AssetCheckResult(
         check_name=CONSTRAINTS_CHECK, passed=broken == 0,
         metadata={"constraints": len(shares), "rows_breaking": broken,
-                  "satisfied_share": dg.MetadataValue.json(shares)},
+                  "satisfied_share": dg.MetadataValue.json(shares),
+                  "kept_by": dg.MetadataValue.json(model.kept_by())},
     )

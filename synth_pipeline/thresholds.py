@@ -28,6 +28,7 @@ class Thresholds:
     path_max_chance: float = 0.5  # a foreign key implied by a path: random links must agree less often than this
     max_sum_terms: int = 8  # child number columns tried as terms of a parent's sum
     min_shared: float = 0.2  # parents with two or more children, below which a "sum" is mostly a copy
+    links_min_group_rows: int = 20  # linked rows before a category whose rows share one parent is looked for
 
     # --- derived columns (modeling.derived)
     derived_min_rows: int = 20  # real rows before a column is derived from others

@@ -38,6 +38,7 @@ def test_a_stored_model_lists_its_mechanisms_in_registry_order(tiny_run):
         assert held == sorted(held, key=names.index)
         summary = json.loads(path.with_suffix(".json").read_text())
         assert summary["mechanisms"] == held and set(summary["switches"]) <= set(NAMES)
+        assert set(summary["rules_kept_by"]) == {c.description for c in model.constraints}
     marks = TableModel.load(config.work_dir / "models" / "marks.pkl")  # generated, and linked to its assessor
     assert marks.get("generator") is not None and "assessed_by_teacher_id" in marks.get("links").links
 
@@ -52,7 +53,9 @@ def test_a_mechanism_switched_off_at_sampling_no_longer_keeps_its_property(tiny_
     warehouse = Warehouse(root=str(config.work_dir))
     model = warehouse.load_model("fees")
     assert model.get("null_patterns") is not None
-    a, b = next(c.columns for c in model.constraints if c.kind == "null_pattern")
+    pattern = next(c for c in model.constraints if c.kind == "null_pattern")
+    assert model.kept_by()[pattern.description] == "null_patterns"  # kept at sampling, not by repair
+    a, b = pattern.columns
     parents = {p: warehouse.read("repaired", p) for p in sampling_inputs(school_metadata, "fees")}
     together = {}
     for off in ((), ("null_patterns",)):

@@ -995,6 +995,37 @@ def test_a_state_is_redrawn_within_its_country_and_countries_without_states_get_
         assert (s is None and states[c] == [None]) or home.get(s) == c, (c, s)
 
 
+def test_a_group_goes_to_a_parent_with_its_signature_only_while_that_parent_has_room():
+    """Two routes want a Mathematics in-charge; the one Mathematics teacher has room for one
+    route, so the other goes to the teacher with room, not onto the full one."""
+    from synth_pipeline.modeling.linking import link_groups
+
+    routes = np.repeat(["R1", "R2", "R3"], [15, 14, 12])
+    wanted = np.array(["Mathematics"] * 29 + ["English"] * 12)
+    keys = np.array(["t_math", "t_eng", "t_pe", "t_idle"], dtype=object)
+    capacity = np.array([15, 12, 14, 0])
+    linked = link_groups(routes, keys, capacity, np.random.default_rng(0), wanted,
+                         np.array(["Mathematics", "English", "Physical Education", "History"]))
+    per_teacher = pd.Series(linked).value_counts().to_dict()
+    assert per_teacher == {"t_math": 15, "t_pe": 14, "t_eng": 12}  # each route on one teacher, none twice
+
+
+def test_a_group_goes_to_a_parent_dated_before_all_its_rows():
+    """An assignment is never led by a teacher hired after it starts. The route whose
+    passes start earliest goes to the teacher hired before them, even with less room, so
+    the repair (which swaps parents between rows to keep that rule) never splits a route."""
+    from synth_pipeline.modeling.linking import link_groups
+
+    routes = np.repeat(["R1", "R2"], [20, 10])
+    starts = np.r_[np.full(20, 100.0), np.full(10, 500.0)]  # days: R1's passes start early
+    keys = np.array(["t_new", "t_old"], dtype=object)
+    capacity, hired = np.array([20, 10]), np.array([300.0, 50.0])
+    undated = link_groups(routes, keys, capacity, np.random.default_rng(0))
+    assert set(undated[:20]) == {"t_new"}  # by room alone, R1 would go to the teacher hired later
+    linked = link_groups(routes, keys, capacity, np.random.default_rng(0), dated=[(starts, hired)])
+    assert set(linked[:20]) == {"t_old"} and set(linked[20:]) == {"t_new"}
+
+
 def test_copies_are_broken_by_swapping_a_shared_year_between_one_students_enrollments_first():
     """A student's enrollments span two academic years (a sibling spread). Rows equal to a
     unique real row first swap their year with another enrollment of the same student, which

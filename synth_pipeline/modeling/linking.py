@@ -75,6 +75,52 @@ def link_by_signature(row_signatures: np.ndarray, parent_signatures: np.ndarray,
     return np.asarray(parent_keys, dtype=object)[chosen]
 
 
+def link_groups(groups: np.ndarray, parent_keys: np.ndarray, capacity: np.ndarray, rng: np.random.Generator,
+                row_signatures: np.ndarray | None = None, parent_signatures: np.ndarray | None = None,
+                dated: list[tuple[np.ndarray, np.ndarray]] = ()) -> np.ndarray:
+    """One parent per group value: every row of a route gets the route's one in-charge teacher.
+    ``dated``: (each row's date, each parent's date) in days, for a rule that a row is never
+    dated before its parent (an assignment is not led by a teacher hired after it starts):
+    a group only goes to a parent dated on or before all its rows, where one has room, so
+    the repair that swaps parents between rows never has to split a route.
+
+    Groups are placed largest first, each on the parent with the most room left among the
+    parents with the group's most common generated signature that have room for half the
+    group, else among those holding no group yet (a route keeps an in-charge of its
+    department without piling two routes on one teacher), else among all parents with room;
+    so the parents the model gave many children take the big groups and childless ones stay so.
+    """
+    values, inverse, sizes = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
+    room = np.asarray(capacity, dtype=float).copy() + rng.random(len(capacity)) * 1e-3  # random ties
+    everyone = np.arange(len(parent_keys))
+    chosen = np.empty(len(values), dtype=int)
+    wanted = None
+    if row_signatures is not None and parent_signatures is not None:  # each group's most common signature
+        counts = pd.crosstab(inverse, np.asarray(row_signatures).astype(str))
+        wanted = counts.idxmax(axis=1).reindex(range(len(values)))
+        parent_signatures = np.asarray(parent_signatures).astype(str)
+    used = np.zeros(len(parent_keys), dtype=bool)
+    fits = np.ones((len(values), len(parent_keys)), dtype=bool)  # group x parent: dated no later than the group
+    for row_days, parent_days in dated:
+        earliest = pd.Series(np.asarray(row_days, dtype=float)).groupby(inverse).min().reindex(range(len(values)))
+        fits &= ~(np.asarray(parent_days, dtype=float)[None, :] > earliest.to_numpy()[:, None])  # unknown dates fit
+    for g in np.argsort(-sizes, kind="stable"):
+        room_g = np.where(fits[g], room, -np.inf) if fits[g].any() else room
+        open_ = room_g >= sizes[g] / 2
+        candidates = everyone[open_] if open_.any() else everyone[np.isfinite(room_g)]
+        if wanted is not None and pd.notna(wanted.iloc[g]):
+            match = parent_signatures == wanted.iloc[g]
+            for pick in (match & open_, match & ~used & np.isfinite(room_g)):  # with room, else holding no group
+                if pick.any():
+                    candidates = everyone[pick]
+                    break
+        best = candidates[np.argmax(room_g[candidates])]
+        chosen[g] = best
+        used[best] = True
+        room[best] -= sizes[g]
+    return np.asarray(parent_keys, dtype=object)[chosen[inverse]]
+
+
 def link_self(keys: np.ndarray, has_parent: np.ndarray, capacity: np.ndarray,
               rng: np.random.Generator) -> np.ndarray:
     """Parents within the same table, always earlier in the order: a forest, no cycles.

@@ -5,13 +5,17 @@ parent's generated child counts (``linking``), by the first of these that the ta
 
 * a path the real links follow (``schema.paths.Bridge``: a mark's assessor teaches the
   mark's course), linked along it (``bridges.link_by_bridge``);
+* a category whose rows all share one second parent (each route has one teacher in charge:
+  the rule ``shared_parent`` of ``schema.constraints``), linked group by group
+  (``linking.link_groups``);
 * a signature: the second parent's telling categories, drawn per row from a classifier of
   the child row (``signatures.SignatureModel``) and linked within it, under counts
   calibrated per signature;
 * else under capacities alone.
 
 Then values each second parent's children hold once are re-dealt (``OnePerParent.relink``).
-The parts switch off one by one: ``link_signatures``, ``bridges``, ``link_ones``.
+The parts switch off one by one: ``link_signatures``, ``link_groups``, ``bridges``,
+``link_ones``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from synth_pipeline.modeling.signatures import (
 )
 from synth_pipeline.schema.metadata import Relationship
 from synth_pipeline.schema.paths import Bridge, fit_bridge, route_values
-from synth_pipeline.stats import count_column
+from synth_pipeline.stats import count_column, day_numbers
 
 
 @dataclass
@@ -50,8 +54,10 @@ class SecondLink:
     signature: list[str] = field(default_factory=list)  # the parent columns its children pick it by
     signature_counts: dict[str, np.ndarray] = field(default_factory=dict)  # real counts per signature
     signature_model: SignatureModel | None = None
+    group: str | None = None  # the child's category whose rows share one parent
     bridge: Bridge | None = None  # the path its links agree with
     ones: list[OnePerParent] = field(default_factory=list)  # values its children hold once per parent
+    dates: list[tuple[str, str]] = field(default_factory=list)  # (child date, parent date) kept in order
 
     @property
     def foreign_key(self) -> str:
@@ -61,6 +67,8 @@ class SecondLink:
     def fit(cls, context: FitContext, rel: Relationship, index: int) -> "SecondLink":
         fk, frame, real = rel.child_foreign_key, context.frame, context.real
         found = cls(rel, float(frame[fk].isna().mean()))
+        found.dates = [tuple(c.columns) for c in context.constraints
+                       if c.kind == "parent_date_order" and c.foreign_key == fk]
         if context.on("link_signatures"):
             columns = signature_columns(context.metadata, rel, real)
             if columns:
@@ -70,6 +78,9 @@ class SecondLink:
                                                            linked_signature(rel, columns, real),
                                                            context.seed + 1 + index)
                 found.signature_counts = counts_by_signature(rel, columns, real)
+        if context.on("link_groups"):  # the rule "the rows of one <category> share one <fk>"
+            found.group = next((c.columns[0] for c in context.constraints
+                                if c.kind == "shared_parent" and c.foreign_key == fk), None)
         copied = {c.columns[0] for c in context.constraints if c.kind == "path"}  # copied along their path
         if context.on("bridges") and fk not in copied:
             found.bridge = fit_bridge(context.metadata, rel, real, context.seed)
@@ -80,6 +91,8 @@ class SecondLink:
     @property
     def labels(self) -> list[str]:
         out = []
+        if self.group:
+            out.append(f"the rows of one {self.group} share one {self.foreign_key}")
         if self.bridge is not None:
             out.append(self.bridge.label)
         if self.signature:
@@ -106,12 +119,19 @@ class SecondLink:
         if not has_parent.any():
             return out
         bridge = self.bridge if context.on("bridges") else None
+        group = self.group if context.on("link_groups") else None
         if bridge is not None and bridge.table in context.parents:
             route = route_values(bridge, rows, context.parent_rows)[has_parent]
             category = rows[bridge.by].to_numpy(dtype=object)[has_parent] if bridge.by and bridge.by in rows.columns \
                 else None
             out[has_parent] = link_by_bridge(route, context.parents[bridge.table], bridge, keys, capacity, rng,
                                              category)
+        elif group is not None and group in rows:
+            signatures = (wanted[has_parent], signature_of(source, signature)) if model is not None else (None, None)
+            dated = [(day_numbers(rows[own], "datetime")[has_parent], day_numbers(source[theirs], "datetime"))
+                     for own, theirs in self.dates if own in rows and theirs in source]
+            out[has_parent] = linking.link_groups(rows[group].to_numpy()[has_parent], keys, capacity, rng, *signatures,
+                                                  dated=dated)
         elif signature:
             parent_signatures = signature_of(source, signature)
             capacity = self._capacity_by_signature(parent_signatures, capacity, rng)
@@ -145,7 +165,7 @@ class SecondLinks:
     phase: ClassVar[str] = "links"
     refit: ClassVar[bool] = False
     required: ClassVar[bool] = True  # foreign keys must be set: only the parts switch off
-    switches: ClassVar[tuple[str, ...]] = ("link_signatures", "bridges", "link_ones")
+    switches: ClassVar[tuple[str, ...]] = ("link_signatures", "link_groups", "bridges", "link_ones")
     needs: ClassVar[tuple[str, ...]] = ("parent_copies", "derived")
 
     @classmethod
@@ -171,7 +191,7 @@ class SecondLinks:
     def columns(self) -> set[str]:
         out = set(self.links)
         for link in self.links.values():
-            out |= {one.column for one in link.ones}
+            out |= {one.column for one in link.ones} | ({link.group} if link.group else set())
             out |= {link.bridge.by} if link.bridge is not None and link.bridge.by else set()
         return out
 

@@ -72,6 +72,10 @@ class _Parts:
     def of(cls, parts: list):
         return cls(parts) if parts else None
 
+    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
+        for part in self.parts:
+            part.apply(frame, context.rng)
+
 
 # ------------------------------------------------------------------ generated
 @dataclass
@@ -212,10 +216,6 @@ class PairSupports(_Parts):
         found += fit_nested_supports(rows, [c for c in categories if c not in copies], found)
         return cls.of(found)
 
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
-        for part in self.parts:
-            part.apply(frame, context.rng)
-
     @property
     def columns(self) -> set[str]:
         return {p.follower for p in self.parts}
@@ -256,10 +256,6 @@ class NameQuotas(_Parts):
         supports = context.found.get("pair_supports")
         supports = supports.parts if supports is not None else []
         return cls.of([q for c in context.categories if (q := NameQuota.fit(context.rows, c, supports))])
-
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
-        for part in self.parts:
-            part.apply(frame, context.rng)
 
     @property
     def columns(self) -> set[str]:
@@ -373,10 +369,6 @@ class CategoryTotals(_Parts):
         return cls.of([found for c, counts in context.real_counts.items() if len(counts) == n
                        and (found := CountTotals.fit(context.rows, c, counts, context.category_columns)) is not None])
 
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
-        for part in self.parts:
-            part.apply(frame, context.rng)
-
     @property
     def columns(self) -> set[str]:
         return {p.count for p in self.parts}
@@ -396,10 +388,6 @@ class ChildrenWithin(_Parts):
         return cls.of([found for c, counts in context.real_counts.items()
                        if (found := CountsWithin.fit(context.raw_training, c, counts,
                                                      context.category_columns)) is not None])
-
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
-        for part in self.parts:
-            part.apply(frame, context.rng)
 
     @property
     def columns(self) -> set[str]:

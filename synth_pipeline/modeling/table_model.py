@@ -85,6 +85,23 @@ class TableModel:
         """The fitted mechanism of that registry name, or None."""
         return next((m for m in self.mechanisms if m.name == name), None)
 
+    def kept_by(self) -> dict[str, str]:
+        """How each rule is kept: by construction (a derived column, a path copy, a null
+        pattern at sampling), when publishing (a parent's sum of its children), or by repair."""
+        derived = self.get("derived")
+        built = {frozenset((d.column, d.anchor)) for d in (derived.model.derivations if derived is not None else [])}
+        held = {"null_pattern": "null_patterns", "path": "path_copies", "child_sum": "publish",
+                "shared_parent": "links"}
+        out = {}
+        for c in self.constraints:
+            if frozenset(c.columns) in built:
+                out[c.description] = "derived"
+            elif c.kind in held and (held[c.kind] == "publish" or self.get(held[c.kind]) is not None):
+                out[c.description] = held[c.kind]
+            else:
+                out[c.description] = "repair"
+        return out
+
     def columns_set_by(self, *names: str) -> set[str]:
         """The columns the named mechanisms set or tie (repair leaves them to those rules)."""
         return {c for m in self.mechanisms if m.name in names for c in m.columns}
@@ -248,6 +265,7 @@ class TableModel:
                                       "key_formats": {k: f.kind for k, f in self.key_formats.items()},
                                       "identity_columns": [s.column for s in self.identities],
                                       "mechanisms": [m.name for m in self.mechanisms],
+                                      "rules_kept_by": self.kept_by(),
                                       "switches": {name: name in REFIT for m in self.mechanisms for name in switches(type(m))}}
         generator = self.get("generator")
         if generator is not None:

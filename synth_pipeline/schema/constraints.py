@@ -34,6 +34,7 @@ from synth_pipeline.thresholds import THRESHOLDS
 class Constraint:
     table: str
     kind: str  # "inequality" | "functional_dependency" | "null_pattern" | "parent_date_order" | "path" | "child_sum"
+    #          | "shared_parent"
     columns: tuple[str, ...]
     description: str
     strict: bool = False
@@ -59,7 +60,7 @@ def discover_table(real: dict[str, pd.DataFrame], metadata: Metadata, table: str
         return []
     return (_inequalities(table, frame, kinds) + _dependencies(table, frame, kinds) + _null_patterns(table, frame, kinds)
             + _parent_date_orders(table, real, metadata) + foreign_key_paths(table, real, metadata)
-            + child_sums(table, real, metadata))
+            + child_sums(table, real, metadata) + shared_parents(table, real, metadata))
 
 
 _ADDED = [  # what a user may add, in the words report.json uses
@@ -206,6 +207,34 @@ def foreign_key_paths(table: str, real: dict[str, pd.DataFrame], metadata: Metad
                     out.append(Constraint(table, "path", (f1.child_foreign_key, g.child_foreign_key),
                                           f"{f1.child_foreign_key} = {via}.{g.child_foreign_key} via {f2.child_foreign_key}",
                                           parent=via, foreign_key=f2.child_foreign_key))
+    return out
+
+
+def shared_parents(table: str, real: dict[str, pd.DataFrame], metadata: Metadata) -> list[Constraint]:
+    """Second foreign keys whose real rows of one category value all share one parent (each
+    bus route has one teacher in charge): the category with the fewest values that does, if one
+    does with at least two values repeated."""
+    frame = real[table]
+    categories = [c for c, k in compared_columns(metadata, table).items() if k in ("categorical", "boolean")]
+    out = []
+    for rel in metadata.second_relationships(table):
+        if rel.is_self_reference:
+            continue
+        fk = rel.child_foreign_key
+        linked = frame[frame[fk].notna()]
+        if len(linked) < THRESHOLDS.links_min_group_rows or linked[fk].nunique() < 2:
+            continue
+        best = None
+        for col in categories:
+            keys = as_labels(linked[col])
+            sizes = keys.value_counts()
+            if len(sizes) < 2 or len(sizes) > len(linked) // 2 or (sizes >= 2).sum() < 2:
+                continue
+            if (linked.groupby(keys.to_numpy())[fk].nunique() == 1).all() and (best is None or len(sizes) < best[1]):
+                best = (col, len(sizes))
+        if best is not None:
+            out.append(Constraint(table, "shared_parent", (best[0], fk), f"the rows of one {best[0]} share one {fk}",
+                                  parent=rel.parent_table_name, foreign_key=fk))
     return out
 
 
@@ -363,6 +392,11 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
         target = pd.to_numeric(frame[c.columns[0]], errors="coerce")[have]
         tolerance = 0.5 * unit_of(target) + 1e-9 * target.abs() if len(target) else 0
         return ((target - sums[have]).abs() <= tolerance).reset_index(drop=True)
+    if c.kind == "shared_parent":
+        column, fk = c.columns
+        linked = frame[frame[fk].notna()]
+        parents = linked.groupby(as_labels(linked[column]).to_numpy())[fk].transform("nunique")
+        return (parents == 1).reset_index(drop=True)
     if c.kind == "path":
         f2, g = path_keys(c, metadata)
         reached = path_values(frame, tables[c.parent], f2, g)
