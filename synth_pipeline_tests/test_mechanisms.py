@@ -96,3 +96,38 @@ def test_the_ablation_keeps_what_moves_a_figure_beyond_noise_or_keeps_the_output
                {"dataset": "b", "noise": {}, "mechanisms": {"small": {"effects": small}}}]
     assert verdicts(results) == {"small": "no effect", "large": "keep", "noisy": "no effect", "lost": "keep",
                                  "valid": "keep"}
+
+
+def test_a_category_whose_rows_share_one_second_parent_is_a_rule_and_checked():
+    """Every row of one route has the route's one teacher in charge: found on the real rows
+    (not where one row breaks it), and measured on any frame as the share of rows whose
+    route has a single teacher."""
+    import numpy as np
+    import pandas as pd
+
+    from synth_pipeline.schema.constraints import satisfied, shared_parents
+    from synth_pipeline.schema.metadata import Metadata
+
+    md = Metadata.from_dict({"tables": {
+        "student": {"primary_key": "sid", "columns": {"sid": {"sdtype": "id"}}},
+        "teacher": {"primary_key": "tid", "columns": {"tid": {"sdtype": "id"}}},
+        "ride": {"primary_key": "rid", "columns": {"rid": {"sdtype": "id"}, "sid": {"sdtype": "id"},
+                                                   "tid": {"sdtype": "id"}, "route": {"sdtype": "categorical"},
+                                                   "seat": {"sdtype": "categorical"}}}},
+        "relationships": [{"parent_table_name": "student", "parent_primary_key": "sid", "child_table_name": "ride",
+                           "child_foreign_key": "sid"},
+                          {"parent_table_name": "teacher", "parent_primary_key": "tid", "child_table_name": "ride",
+                           "child_foreign_key": "tid"}]})
+    rng = np.random.default_rng(0)
+    routes = rng.choice([f"R{i}" for i in range(6)], 300)
+    ride = pd.DataFrame({"rid": np.arange(300), "sid": rng.integers(0, 100, 300), "route": routes,
+                         "tid": pd.Series(routes).map({f"R{i}": i for i in range(6)}).to_numpy(),
+                         "seat": rng.choice(list("ABCD"), 300)})
+    real = {"ride": ride, "student": pd.DataFrame({"sid": np.arange(100)}), "teacher": pd.DataFrame({"tid": np.arange(6)})}
+    found = shared_parents("ride", real, md)
+    assert [c.columns for c in found] == [("route", "tid")]
+    broken = ride.assign(tid=ride["tid"].where(ride.index != 5, (ride.loc[5, "tid"] + 1) % 6))
+    assert shared_parents("ride", {**real, "ride": broken}, md) == []
+    share = satisfied(found[0], {**real, "ride": broken}, md, None)
+    route = ride.loc[5, "route"]
+    assert share.mean() == 1 - (ride["route"] == route).mean()  # the broken route's rows fail
