@@ -56,7 +56,7 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
         "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off),
                   sorted(config.constraints_add), config.fit_rows, config.device, sorted(config.mechanisms_off)),
         "synthetic": (config.seed, config.scale, config.partitions, sorted(config.mechanisms_off)),
-        "repaired": (config.seed, config.partitions),
+        "repaired": (config.seed, config.partitions, sorted(config.mechanisms_off)),
         "published": (config.cardinality_threshold, config.output_format, str(config.out_dir), config.partitions),
         "evaluation": (config.seed,),
     }

@@ -74,7 +74,7 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
     run = SampleContext(metadata=metadata, parents=parents, rng=rng, column_rng=rng, part=part, off=frozenset(off))
     frame = _applied(model, "repair_values", frame, run, repairs)  # before the rules: a swap keeps both
     fixes = _enforce_constraints(frame, model)
-    fixes.update(_enforce_parent_dates(frame, metadata, name, parents, model, rng))
+    fixes.update(_enforce_parent_dates(frame, metadata, name, parents, model, rng, run))
     frame = _applied(model, "repair_links", frame, run, repairs)  # last of the links: a key a path implies
     for description, count in fixes.items():
         repairs.add(f"constraint {description}", count)
@@ -98,9 +98,8 @@ def _applied(model: TableModel, phase: str, frame: pd.DataFrame, run: SampleCont
         if run.on(mechanism.name):
             changed = mechanism.apply(frame, run)
             frame = frame if changed is None else changed
-        after = frame[columns]
-        changed = ~((before == after) | (before.isna() & after.isna()))
-        repairs.add(f"{mechanism.name}: {mechanism.label}", int(changed.to_numpy().sum()))
+        changed = sum(int((as_labels(before[c]) != as_labels(frame[c])).sum()) for c in columns)
+        repairs.add(f"{mechanism.name}: {mechanism.label}", changed)
     return frame
 
 
@@ -163,7 +162,7 @@ def _enforce_constraints(frame: pd.DataFrame, model: TableModel) -> dict[str, in
 
 
 def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, parents: dict[str, pd.DataFrame],
-                          model: TableModel, rng: np.random.Generator) -> dict[str, int]:
+                          model: TableModel, rng: np.random.Generator, run: SampleContext | None = None) -> dict[str, int]:
     """``child date >= parent date`` through a foreign key: a row linked to a second parent
     dated after it (an assignment led by a teacher hired later) swaps parents with a row
     that fits both, so every parent keeps its number of children (else it takes a random
@@ -174,7 +173,7 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
     fixes: dict[str, int] = {}
     primary = metadata.primary_relationship(name)
     links = model.get("links")
-    bridges = links.bridges if links is not None else {}
+    bridges = links.bridges if links is not None and (run is None or run.on("bridges")) else {}
     for c in model.constraints:
         if c.kind != "parent_date_order" or c.parent not in parents or c.foreign_key not in frame.columns:
             continue

@@ -177,7 +177,7 @@ def test_sources_formats_and_scale(tmp_path, source_kind, output_format, scale):
     ("source: x.duckdb\npartitions: 0\n", "partitions must be between 1 and 10000, got 0"),
     ("source: x.duckdb\nworkers: 0\n", "workers must be at least 1, got 0"),
     ("source: x.duckdb\npartitions:\n", "'partitions' must be int, got nothing"),
-    ("source: x.duckdb\nmechanisms_off: [rakng]\n", "mechanisms_off: unknown mechanism(s) rakng; known: generator"),
+    ("source: x.duckdb\nmechanisms_off: [rakng]\n", "mechanisms_off: unknown mechanism(s) rakng; known: parent_context, raking"),
 ])
 def test_config_errors_are_one_clear_line(tmp_path, text, message):
     path = tmp_path / "config.yaml"

@@ -35,7 +35,7 @@ FIGURES = {"column_shapes": 1, "column_pair_trends": 1, "cardinality_similarity_
            "constraint_satisfaction_mean": 1, "path_agreement_max_gap": -1, "date_offset_similarity_min": 1,
            "key_format_adherence_min": 1, "detection_logistic_regression_max": -1}
 MOVES = 0.005  # an effect this large (and beyond the sampling noise) on any figure of any dataset keeps a mechanism
-NOISE_FACTOR = 2  # ... beyond this many times the figure's own move under another sampling seed
+NOISE_FACTOR = 2  # ... and at least this many times the figure's own move under another sampling seed
 
 
 def dataset_config(name: str, out: Path) -> PipelineConfig:
@@ -114,7 +114,7 @@ def ablate(dataset: str, out: Path, mechanisms: list[str] | None) -> dict:
 
 
 def moved(effects: dict, noise: dict | None) -> list[str]:
-    """The figures an ablation moved: by at least ``MOVES`` and by more than ``NOISE_FACTOR``
+    """The figures an ablation moved: by at least ``MOVES`` and at least ``NOISE_FACTOR``
     times what another sampling seed alone moves them (a minimum or maximum over tables moves
     by more than a mean)."""
     noise = noise or {}

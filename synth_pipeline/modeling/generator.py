@@ -85,6 +85,10 @@ class Generator:
     def columns(self) -> set[str]:
         return {c.name for c in self.codec.columns}
 
+    def fitted_switches(self) -> list[str]:
+        """The switches of the parts this generator holds (raking needs category targets)."""
+        return (["raking", "quotas"] if self.targets else []) + (["pair_joints"] if self.pair_joints is not None else [])
+
     @property
     def label(self) -> str:
         parts = [f"CTGAN over {len(self.codec.columns)} columns"]

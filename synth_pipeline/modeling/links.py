@@ -183,6 +183,13 @@ class SecondLinks:
             for one in link.ones if context.on("link_ones") else []:
                 one.relink(frame, context.rng, strata)
 
+    def fitted_switches(self) -> list[str]:
+        """The switches of the parts some foreign key's link state holds."""
+        links = self.links.values()
+        held = {"link_signatures": any(link.signature for link in links), "link_groups": any(link.group for link in links),
+                "bridges": any(link.bridge is not None for link in links), "link_ones": any(link.ones for link in links)}
+        return [name for name, fitted in held.items() if fitted]
+
     @property
     def bridges(self) -> dict[str, Bridge]:
         return {fk: link.bridge for fk, link in self.links.items() if link.bridge is not None}

@@ -5,9 +5,7 @@ share the row's parent context). Raking (iterative proportional fitting) weighs 
 candidate so that the weighted share of each category matches the real share, column by
 column; each output row then keeps one of its candidates, drawn by weight. An
 under-trained GAN's drift on category frequencies is undone without touching which values
-go together within a row. For a child table, a category whose real shares depend on the
-primary parent's value (``ParentJoint``) is raked to the real shares given that value.
-In tables with enough rows, pairs of columns are raked too (``PairJoints``): two columns'
+go together within a row. In tables with enough rows, pairs of columns are raked too (``PairJoints``): two columns'
 real shares, and a child column's real shares given each column of its parent row.
 """
 

@@ -35,11 +35,10 @@ if TYPE_CHECKING:
 PHASES = (
     "generate",  # the generator's rows (raked among candidates)
     "generated",  # on the generated rows: child counts calibrated and correlated
-    "columns",  # numbers from the parent context, columns copied from the parent
+    "columns",  # columns copied from the parent
     "categories",  # categories and numbers kept per parent, per pair, per value
     "derive",  # columns computed from others
     "links",  # second foreign keys (then values held once per second parent)
-    "paths",  # foreign keys copied along a path
     "counts",  # children per category (after every step that may change a category)
     "nulls",  # columns null together
     "finish",  # after a composite key's second column is made unique per parent
@@ -68,7 +67,7 @@ class FitContext:
     constraints: list["Constraint"]
     raw_training: pd.DataFrame  # the fitted rows with their child counts
     training: pd.DataFrame  # ... as the GAN learns them (after ``derived``: the modelled columns only)
-    modelled: list[Column]  # the columns the GAN learns (derived and residual ones as numbers)
+    modelled: list[Column]  # the columns the GAN learns (derived ones as numbers)
     real_counts: dict[str, np.ndarray]  # count column -> real children per row
     category_columns: list[str]  # every categorical or boolean column
     context: np.ndarray | None = None  # each row's encoded parent context

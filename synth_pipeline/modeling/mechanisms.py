@@ -518,8 +518,9 @@ def switches(mechanism: type) -> tuple[str, ...]:
 
 
 NAMES = tuple(name for m in REGISTRY for name in switches(m))
+# switched off, these change what is trained or what another mechanism's fit reads: the ablation refits
 REFIT = frozenset(name for m in REGISTRY for name in switches(m) if name in getattr(m, "refit_switches", ())
-                  or (m.refit and name == m.name))
+                  or (m.refit and name == m.name)) | frozenset(need for m in REGISTRY for need in m.needs)
 
 
 def require_known(names) -> tuple[str, ...]:

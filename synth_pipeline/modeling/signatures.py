@@ -76,10 +76,6 @@ class SignatureModel:
 NO_PARENT = "__no_parent__"
 
 
-def link_column(rel: Relationship) -> str:
-    return f"__link__{rel.child_foreign_key}"
-
-
 def signature_of(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     labels = [frame[c].astype(object).where(frame[c].notna(), "__null__").astype(str) for c in columns]
     joined = labels[0]

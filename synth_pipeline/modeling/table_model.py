@@ -35,7 +35,7 @@ from synth_pipeline.modeling.context import (
 from synth_pipeline.modeling.ctgan_model import with_fixed_threads
 from synth_pipeline.modeling.fit_sample import fit_sample
 from synth_pipeline.modeling.mechanism import SAMPLING_PHASES, FitContext, SampleContext
-from synth_pipeline.modeling.mechanisms import REFIT, REGISTRY, fit_order, switches
+from synth_pipeline.modeling.mechanisms import REFIT, REGISTRY, fit_order
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
 from synth_pipeline.modeling.settings import ModelSettings, table_seed
 from synth_pipeline.schema.constraints import (
@@ -90,16 +90,26 @@ class TableModel:
         pattern at sampling), when publishing (a parent's sum of its children), or by repair."""
         derived = self.get("derived")
         built = {frozenset((d.column, d.anchor)) for d in (derived.model.derivations if derived is not None else [])}
-        held = {"null_pattern": "null_patterns", "path": "path_copies", "child_sum": "publish",
-                "shared_parent": "links"}
+        held = {"null_pattern": "null_patterns", "path": "path_copies", "child_sum": "publish"}
+        links = self.get("links")
+        grouped = {fk for fk, link in (links.links.items() if links is not None else []) if link.group}
         out = {}
         for c in self.constraints:
             if frozenset(c.columns) in built:
                 out[c.description] = "derived"
+            elif c.kind == "shared_parent" and c.foreign_key in grouped:
+                out[c.description] = "link_groups"
             elif c.kind in held and (held[c.kind] == "publish" or self.get(held[c.kind]) is not None):
                 out[c.description] = held[c.kind]
             else:
                 out[c.description] = "repair"
+        return out
+
+    def fitted_switches(self) -> list[str]:
+        """The switches of what this model holds (a part the table gives nothing to keep is not listed)."""
+        out = ["parent_context"] if self.context_encoder is not None else []
+        for m in self.mechanisms:
+            out += m.fitted_switches() if hasattr(m, "fitted_switches") else [m.name]
         return out
 
     def columns_set_by(self, *names: str) -> set[str]:
@@ -266,7 +276,7 @@ class TableModel:
                                       "identity_columns": [s.column for s in self.identities],
                                       "mechanisms": [m.name for m in self.mechanisms],
                                       "rules_kept_by": self.kept_by(),
-                                      "switches": {name: name in REFIT for m in self.mechanisms for name in switches(type(m))}}
+                                      "switches": {name: name in REFIT for name in self.fitted_switches()}}
         generator = self.get("generator")
         if generator is not None:
             summary["training"] = generator.gan.training.summary()
