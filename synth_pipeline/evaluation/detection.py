@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
@@ -76,7 +77,9 @@ def detection_accuracy(real: pd.DataFrame, synthetic: pd.DataFrame, numeric: lis
     out: dict[str, float] = {"rows_per_class": n}
     models = {"logistic_regression": LogisticRegression(max_iter=2000),
               "gradient_boosting": HistGradientBoostingClassifier(max_iter=100, random_state=seed)}
-    with warnings.catch_warnings():
+    # one thread (OpenMP and BLAS): the same figures on any machine, and no spinning threads
+    # fighting a busy core (beside another step the fit slowed from seconds to minutes)
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")
         for name, model in models.items():
             pipeline = make_pipeline(clone(prep), model)

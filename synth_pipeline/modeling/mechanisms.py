@@ -176,12 +176,10 @@ class ParentCopies:
 
 
 # ----------------------------------------------------------------- categories
-@dataclass
-class SiblingSpreads(_Parts):
-    """How many distinct values of a category one parent's children share (``SiblingSpread``)."""
+class _UnderPrimary(_Parts):
+    """Parts fitted per generated category under the primary foreign key, applied with each
+    row's primary parent."""
 
-    parts: list[SiblingSpread] = field(default_factory=list)
-    name: ClassVar[str] = "sibling_spreads"
     phase: ClassVar[str] = "categories"
     needs: ClassVar[tuple[str, ...]] = ("parent_copies", "derived")
 
@@ -190,12 +188,24 @@ class SiblingSpreads(_Parts):
         if context.primary is None:
             return None
         fk = context.primary.child_foreign_key
-        return cls.of([found for c in context.categories
-                       if (found := SiblingSpread.fit(context.frame, fk, c, context.seed)) is not None])
+        return cls.of([part for c in context.categories for part in cls.fit_column(context.frame, fk, c, context.seed)])
 
     def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
         for part in self.parts:
             part.apply(frame, context.rng, context.owners)
+
+
+@dataclass
+class SiblingSpreads(_UnderPrimary):
+    """How many distinct values of a category one parent's children share (``SiblingSpread``)."""
+
+    parts: list[SiblingSpread] = field(default_factory=list)
+    name: ClassVar[str] = "sibling_spreads"
+
+    @staticmethod
+    def fit_column(frame: pd.DataFrame, fk: str, column: str, seed: int) -> list[SiblingSpread]:
+        found = SiblingSpread.fit(frame, fk, column, seed)
+        return [] if found is None else [found]
 
 
 @dataclass
@@ -222,24 +232,15 @@ class PairSupports(_Parts):
 
 
 @dataclass
-class OneValuePerParent(_Parts):
+class OneValuePerParent(_UnderPrimary):
     """A value each parent's children hold once (one lead instructor per course)."""
 
     parts: list[OnePerParent] = field(default_factory=list)
     name: ClassVar[str] = "one_per_parent"
-    phase: ClassVar[str] = "categories"
-    needs: ClassVar[tuple[str, ...]] = ("parent_copies", "derived")
 
-    @classmethod
-    def fit(cls, context: FitContext):
-        if context.primary is None:
-            return None
-        fk = context.primary.child_foreign_key
-        return cls.of([found for c in context.categories for found in OnePerParent.fit_all(context.frame, fk, c)])
-
-    def apply(self, frame: pd.DataFrame, context: SampleContext) -> None:
-        for part in self.parts:
-            part.apply(frame, context.rng, context.owners)
+    @staticmethod
+    def fit_column(frame: pd.DataFrame, fk: str, column: str, seed: int) -> list[OnePerParent]:
+        return OnePerParent.fit_all(frame, fk, column)
 
 
 @dataclass
