@@ -74,7 +74,7 @@ class SecondLink:
             if columns:
                 kinds = {c.name: c.sdtype for c in modelled_columns(context.metadata, context.table)}
                 found.signature = columns
-                found.signature_model = SignatureModel.fit(frame.reset_index(drop=True), kinds, context.context,
+                found.signature_model = SignatureModel.fit(context.rows, kinds, context.context,
                                                            linked_signature(rel, columns, real),
                                                            context.seed + 1 + index)
                 found.signature_counts = counts_by_signature(rel, columns, real)
