@@ -43,18 +43,34 @@ def _mean(values) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def table_scores(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str) -> dict:
+def table_scores(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str,
+                 min_count: int = 1, allow: tuple[str, ...] = ()) -> dict:
+    """Fidelity of one table. A category column no value of which is carried by ``min_count``
+    real rows names its rows rather than grouping them: every value is published as a
+    stand-in (``privacy_min_count``), so, like free text, it is not compared by value."""
     kinds = compared_columns(metadata, table)
+    renamed = [c for c, k in kinds.items()
+               if k == "categorical" and f"{table}.{c}" not in allow and _all_rare(real[c], min_count)]
+    kinds = {c: k for c, k in kinds.items() if c not in renamed}
     shapes = column_shapes(real, synthetic, kinds)
     pairs = pair_trends(real, synthetic, kinds)
     return {
         "real_rows": len(real), "synthetic_rows": len(synthetic),
         "column_shapes": _mean(shapes.values()), "column_shapes_by_column": shapes,
+        **({"stand_in_columns": renamed} if renamed else {}),
         "column_pair_trends": _mean(p["score"] for p in pairs),
         "worst_column_pairs": sorted(pairs, key=lambda p: p["score"])[:5],
         "pk_duplicates": pk_duplicates(synthetic, metadata.table(table).primary_key),
         "key_format_adherence": key_format_adherence(real, synthetic, metadata, table),
     }
+
+
+def _all_rare(values: pd.Series, min_count: int) -> bool:
+    values = values.dropna()
+    if not values.map(lambda v: isinstance(v, str)).all():
+        return False  # numbers kept as categories are published as they are
+    counts = values.value_counts()
+    return min_count > 1 and len(counts) > 1 and int(counts.max()) < min_count
 
 
 def key_format_adherence(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str) -> dict:
@@ -99,14 +115,16 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
 
 
 def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
-             seed: int = 0, privacy: bool = True, detection: bool = True) -> dict:
+             seed: int = 0, privacy: bool = True, detection: bool = True,
+             holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
     started = time.perf_counter()
     tables = {}
     for name in metadata.topological_order():
-        tables[name] = table_scores(real[name], synthetic[name], metadata, name)
+        tables[name] = table_scores(real[name], synthetic[name], metadata, name, min_count, allow)
         tables[name]["column_fidelity"] = column_fidelity(real[name], synthetic[name], metadata, name)
         if privacy:
-            tables[name]["privacy"] = table_privacy(real[name], synthetic[name], metadata, name, seed=seed)
+            tables[name]["privacy"] = table_privacy(real[name], synthetic[name], metadata, name, seed=seed,
+                                                    holdout=(holdout or {}).get(name), allow=allow)
     relationships = relationship_scores(real, synthetic, metadata)
     two_hop = [cross_table_trends(real, synthetic, metadata, chain, seed=seed) for chain in two_hop_chains(metadata)]
     detections = []
@@ -148,6 +166,12 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
     if privacy:
         summary["copied_rows"] = int(sum(t["privacy"]["copied_rows"] for t in tables.values()))
         summary["verbatim_identity_strings"] = int(sum(t["privacy"]["verbatim_identity_strings"] for t in tables.values()))
+        protection = [t["privacy"]["dcr_overfitting_protection"] for t in tables.values()
+                      if "dcr_overfitting_protection" in t["privacy"]]
+        if protection:
+            summary["dcr_overfitting_protection_min"] = min(protection)
+            summary["membership_advantage_max"] = max(t["privacy"]["membership_advantage"] for t in tables.values()
+                                                      if "membership_advantage" in t["privacy"])
     if detections:
         summary["detection_logistic_regression_max"] = max(d["logistic_regression"] for d in detections)
         summary["detection_gradient_boosting_max"] = max(d["gradient_boosting"] for d in detections)
