@@ -43,26 +43,38 @@ def _mean(values) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def table_scores(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str,
-                 min_count: int = 1, allow: tuple[str, ...] = ()) -> dict:
-    """Fidelity of one table. A category column no value of which is carried by ``min_count``
-    real rows names its rows rather than grouping them: every value is published as a
-    stand-in (``privacy_min_count``), so, like free text, it is not compared by value."""
+def table_scores(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str) -> dict:
     kinds = compared_columns(metadata, table)
-    renamed = [c for c, k in kinds.items()
-               if k == "categorical" and f"{table}.{c}" not in allow and _all_rare(real[c], min_count)]
-    kinds = {c: k for c, k in kinds.items() if c not in renamed}
     shapes = column_shapes(real, synthetic, kinds)
     pairs = pair_trends(real, synthetic, kinds)
     return {
         "real_rows": len(real), "synthetic_rows": len(synthetic),
         "column_shapes": _mean(shapes.values()), "column_shapes_by_column": shapes,
-        **({"stand_in_columns": renamed} if renamed else {}),
         "column_pair_trends": _mean(p["score"] for p in pairs),
         "worst_column_pairs": sorted(pairs, key=lambda p: p["score"])[:5],
         "pk_duplicates": pk_duplicates(synthetic, metadata.table(table).primary_key),
         "key_format_adherence": key_format_adherence(real, synthetic, metadata, table),
     }
+
+
+def stand_in_columns(real: pd.DataFrame, metadata: Metadata, table: str, min_count: int,
+                     allow: tuple[str, ...] = ()) -> list[str]:
+    """Category columns no value of which is carried by ``min_count`` real rows: they name their
+    rows rather than group them, and every value is published as a stand-in
+    (``privacy_min_count``), so, like free text, they are not compared by value."""
+    return [c for c, k in compared_columns(metadata, table).items()
+            if k == "categorical" and f"{table}.{c}" not in allow and _all_rare(real[c], min_count)]
+
+
+def as_text(metadata: Metadata, columns: dict[str, list[str]]) -> Metadata:
+    """``metadata`` with those columns (per table) typed as free text: out of every fidelity figure."""
+    if not any(columns.values()):
+        return metadata
+    spec = metadata.to_dict()
+    for table, names in columns.items():
+        for name in names:
+            spec["tables"][table]["columns"][name]["sdtype"] = "text"
+    return Metadata.from_dict(spec)
 
 
 def _all_rare(values: pd.Series, min_count: int) -> bool:
@@ -119,11 +131,16 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
              holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
     started = time.perf_counter()
     tables = {}
+    published = metadata  # privacy is judged on every column; fidelity not on stand-in names
+    stand_ins = {name: stand_in_columns(real[name], metadata, name, min_count, allow) for name in metadata.tables}
+    metadata = as_text(metadata, stand_ins)
     for name in metadata.topological_order():
-        tables[name] = table_scores(real[name], synthetic[name], metadata, name, min_count, allow)
+        tables[name] = table_scores(real[name], synthetic[name], metadata, name)
+        if stand_ins[name]:
+            tables[name]["stand_in_columns"] = stand_ins[name]
         tables[name]["column_fidelity"] = column_fidelity(real[name], synthetic[name], metadata, name)
         if privacy:
-            tables[name]["privacy"] = table_privacy(real[name], synthetic[name], metadata, name, seed=seed,
+            tables[name]["privacy"] = table_privacy(real[name], synthetic[name], published, name, seed=seed,
                                                     holdout=(holdout or {}).get(name), allow=allow)
     relationships = relationship_scores(real, synthetic, metadata)
     two_hop = [cross_table_trends(real, synthetic, metadata, chain, seed=seed) for chain in two_hop_chains(metadata)]
