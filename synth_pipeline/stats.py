@@ -153,8 +153,9 @@ def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     text = {}
     for col in columns:
         values = frame[col]
-        if pd.api.types.is_datetime64_any_dtype(values):
-            text[col] = values.astype("int64").astype(str).where(values.notna(), "NaT")
+        if pd.api.types.is_datetime64_any_dtype(values):  # in nanoseconds, whatever the frame's unit
+            values = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
+            text[col] = values.astype("datetime64[ns]").astype("int64").astype(str).where(values.notna(), "NaT")
         else:
             text[col] = values.astype(str)
     return pd.util.hash_pandas_object(pd.DataFrame(text, index=frame.index), index=False).to_numpy(dtype="uint64")

@@ -15,7 +15,8 @@
   (how well closeness to a synthetic row tells a fitted row from an unseen one: AUC, and its
   advantage over guessing, 2·AUC − 1);
 * verbatim identity strings: synthetic values of identity columns (emails, phones,
-  addresses, full names, plates) found in the same real column. Single given names,
+  addresses, full names, plates) found in the same real column, among the values fewer than
+  five real rows carry. Single given names,
   family names, cities and states are reported apart: any name generator reuses them.
 """
 
@@ -129,12 +130,16 @@ def holdout_scores(training: pd.DataFrame, synthetic: pd.DataFrame, holdout: pd.
             "membership_advantage": round(max(0.0, 2 * auc - 1), 4)}
 
 
-def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str) -> dict:
+def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str,
+                      min_count: int = 5) -> dict:
+    """Per identity column: synthetic values equal to a real value fewer than ``min_count`` real
+    rows carry (a placeholder every address has, such as a blank phone, names no one)."""
     out = {}
     for col in metadata.table(table).columns.values():
         if not col.is_identity_text or col.name not in synthetic:
             continue
-        real_values = set(real[col.name].dropna().astype(str))
+        counts = real[col.name].dropna().astype(str).value_counts()
+        real_values = set(counts.index[counts.to_numpy() < min_count])
         values = synthetic[col.name].dropna().astype(str)
         hits = int(values.isin(real_values).sum())
         out[col.name] = {"sdtype": col.sdtype, "verbatim": hits, "share": round(hits / max(len(values), 1), 4),

@@ -156,6 +156,10 @@ class TableModel:
                     fit.found[mechanism.name] = found
                     log.info("%s: %s", name, found.label)
         compared = copy_columns(metadata, name, settings.privacy_allow)
+        # dates as the synthetic rows hold them (a SQLite source gives text)
+        typed = full.assign(**{c: pd.to_datetime(full[c], errors="coerce") for c in compared
+                               if table.columns[c].sdtype == "datetime" and not
+                               pd.api.types.is_datetime64_any_dtype(full[c])})
         return cls(
             table=name, real_rows=len(full), fitted_rows=len(frame), key_formats=key_formats,
             identities=_identities(metadata, name, frame, fit.copies, category_columns), real_counts=fit.real_counts,
@@ -165,7 +169,7 @@ class TableModel:
             constraints=fit.constraints,
             fd_maps={c.description: functional_map(c, frame) for c in fit.constraints
                      if c.kind == "functional_dependency"},
-            copy_columns=compared, real_row_digests=unique_row_digests(full, compared),
+            copy_columns=compared, real_row_digests=unique_row_digests(typed, compared),
             rare_values=RareValues.fit(metadata, name, full, settings.privacy_min_count, settings.privacy_allow, seed),
             mechanisms=[fit.found[m.name] for m in REGISTRY if m.name in fit.found],
             fit_seconds=time.perf_counter() - started)
