@@ -34,6 +34,7 @@ from synth_pipeline.resources import (
 from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.schema.plan import SchemaPlan, evaluation_frame
+from synth_pipeline.sources.holdout import split_holdout
 from synth_pipeline.sources.loaders import load_tables, source_types
 from synth_pipeline.stats import is_count_column
 
@@ -128,11 +129,33 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
               deps=[stage_key("real", p) for p in loaded_after],
               description=f"The real '{name}' table as loaded from the source and checked against its metadata "
                           "(rows whose foreign keys match no parent are dropped unless on_orphans is 'fail').")
-    def real(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: Warehouse) -> dg.MaterializeResult:
-        real_parents = {p: warehouse.read("real", p) for p in loaded_after}
+    def real(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: Warehouse,
+             settings: RunSettings) -> dg.MaterializeResult:
+        # a parent's held-out rows are real rows too: its children's foreign keys resolve there
+        held_parents = {p: warehouse.read_holdout(p) for p in loaded_after}
+        real_parents = {p: pd.concat([warehouse.read("real", p), held_parents[p]], ignore_index=True)
+                        if len(held_parents[p]) else warehouse.read("real", p) for p in loaded_after}
         frame, notes = source.load_valid_table(plan.user, name, real_parents)
         frame = plan.to_internal(name, frame, real_parents)
+        held_info = {}
+        if settings.privacy_holdout > 0:
+            primary = metadata.primary_relationship(name)
+            owner = warehouse.holdout_info(primary.parent_table_name) if primary is not None else {}
+            below = bool(owner.get("head") or owner.get("below_head"))
+            rels = [r for r in metadata.foreign_keys(name) if r.parent_table_name in held_parents]
+            held_keys = {r.parent_table_name: held_parents[r.parent_table_name][r.parent_primary_key] for r in rels}
+            fitted_keys = {r.parent_table_name: warehouse.read("real", r.parent_table_name)[r.parent_primary_key]
+                           for r in rels}
+            frame, held, head = split_holdout(metadata, name, frame, held_keys, fitted_keys, below,
+                                              settings.privacy_holdout, table_seed(settings.seed, name, "holdout"))
+            held_info = {"rows": len(frame), "held_out": int(held.sum()), "head": head, "below_head": below}
+            frame, held_frame = frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+            context.log.info(f"{name}: {len(held_frame)} of {held_info['rows']} real rows held out of fitting "
+                             f"(the privacy reference)")
+        else:
+            held_frame = frame.iloc[:0]
         warehouse.write("real", name, frame)
+        warehouse.write_holdout(name, held_frame, held_info)
         warehouse.record_source_notes(name, notes.as_dict())
         for fk, count in {**notes.orphans_dropped, **notes.orphans_nulled}.items():
             context.log.warning(f"{name}: {count} row(s) whose {fk} matches no parent row "
@@ -140,6 +163,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         context.log.info(f"{name}: loaded {len(frame)} real rows")
         return dg.MaterializeResult(
             metadata={"row_count": len(frame), "preview": preview(frame),
+                      **({"holdout": dg.MetadataValue.json(held_info)} if held_info else {}),
                       **{k: dg.MetadataValue.json(v) for k, v in notes.as_dict().items()}},
             data_version=dg.DataVersion(content_hash(frame)),
         )
@@ -149,6 +173,8 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         with progress_to(context):
             fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
                                     table_seed(settings.seed, name, "fit"))
+        # a root of a held-out lineage is generated at its whole real size, not the fitted share
+        fitted.real_rows = warehouse.holdout_info(name).get("rows", fitted.real_rows)
         warehouse.save_model(fitted)
         warehouse.record_seconds(name, "fit", fitted.fit_seconds)
         return fitted
@@ -346,6 +372,11 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
                           if t not in internal else real_internal[t][list(metadata.tables[t].columns)])
         declared = source_types(source.ensure())  # the published columns keep the source's SQL types
         write_database(real, metadata, stage / "real.duckdb", constraints=False, sql_types=declared)
+        if settings.privacy_holdout > 0:  # the real rows no model saw: the evaluation's privacy reference
+            held_internal = LazyTables(internal, warehouse.read_holdout)
+            held = LazyTables(metadata.tables, lambda t: plan.publishable(t, held_internal, held_internal, 0)
+                              if t not in internal else held_internal[t][list(metadata.tables[t].columns)])
+            write_database(held, metadata, stage / HOLDOUT_DB, constraints=False, sql_types=declared)
         staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
         metadata.save(stage / "metadata.json")
         report = build_run_report(plan.evaluation, _evaluation_view(plan, real), _evaluation_view(plan, synthetic),
@@ -372,6 +403,7 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
 
 
 EVALUATION_KEY = dg.AssetKey(["published", "evaluation"])
+HOLDOUT_DB = "holdout.duckdb"  # with a privacy holdout: the real rows held out of fitting, user schema
 
 
 def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.AssetsDefinition:
@@ -384,7 +416,11 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
         out = Path(settings.out_dir)
         real = load_tables(out / "real.duckdb", list(metadata.tables))
         synthetic = load_tables(out / "synthetic.duckdb", list(metadata.tables))
-        report = build_report(real, synthetic, metadata, seed=settings.seed, timings=warehouse.timings())
+        holdout = load_tables(out / HOLDOUT_DB, list(metadata.tables)) \
+            if settings.privacy_holdout > 0 and (out / HOLDOUT_DB).exists() else None
+        report = build_report(real, synthetic, metadata, seed=settings.seed, timings=warehouse.timings(),
+                              holdout=holdout, allow=tuple(settings.privacy_allow),
+                              min_count=settings.privacy_min_count)
         previous = out / "report.json"
         if previous.exists():  # the publish step's structural report of this run
             report = {"run": json.loads(previous.read_text()).get("run"), **report}

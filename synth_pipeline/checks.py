@@ -4,13 +4,16 @@ Per table: the primary key is unique and not null; per foreign key: every value 
 of the repaired parent (nulls only where the real column had them) and the
 children-per-parent distribution is close to the real one (KS complement at least the
 run's ``cardinality_threshold``); every constraint discovered on the real table (and not
-switched off in the config) or added in the config holds on 100% of the repaired rows.
+switched off in the config) or added in the config holds on 100% of the repaired rows;
+privacy: no row equals a unique real row, no rare real value is published, and with a
+privacy holdout the DCR overfitting protection is at least the run's ``dcr_threshold``.
 All are blocking: one failure stops every descendant,
 including the publish step, so the last published database stays as it was.
 """
 
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from synth_pipeline.assets import current_partition, stage_key
@@ -26,6 +29,7 @@ from synth_pipeline.thresholds import THRESHOLDS
 
 CONSTRAINTS_CHECK = "discovered_constraints_hold"
 NUMBERS_CHECK = "numbers_keep_real_range_and_grid"
+PRIVACY_CHECK = "no_real_record_published"
 
 
 def fk_check_name(rel: Relationship) -> str:
@@ -50,6 +54,10 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                                    description="every discovered (and every user-added) constraint holds on every row"))
     specs.append(dg.AssetCheckSpec(NUMBERS_CHECK, asset=asset, blocking=True,
                                    description="every number within its real range, on its real values (few) or grid"))
+    specs.append(dg.AssetCheckSpec(PRIVACY_CHECK, asset=asset, blocking=True,
+                                   description="no row equals a unique real row, no value seen in fewer than "
+                                               "privacy_min_count real rows, DCR overfitting protection (with a "
+                                               "privacy holdout) at least dcr_threshold"))
     for rel in fks:
         specs.append(dg.AssetCheckSpec(fk_check_name(rel), asset=asset, blocking=True,
                                        description=f"every {rel.label} value exists in the parent"))
@@ -94,6 +102,10 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                 yield _constraints_result(metadata, name, warehouse, frame, parents, real,
                                           lambda t: warehouse.read("repaired", t, part))
                 continue
+            if spec.name == PRIVACY_CHECK:
+                yield privacy_result(metadata, name, warehouse.load_model(name), frame, real,
+                                     warehouse.read_holdout(name), settings.dcr_threshold, settings.seed)
+                continue
             if spec.name == NUMBERS_CHECK:
                 yield _numbers_result(warehouse.load_model(name), frame)
                 continue
@@ -111,6 +123,39 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
             )
 
     return checks
+
+
+def privacy_result(metadata, name: str, model, frame: pd.DataFrame, real: pd.DataFrame, holdout: pd.DataFrame,
+                   threshold: float, seed: int) -> dg.AssetCheckResult:
+    """Repair has already moved copies off real rows and given rare values stand-ins: what is
+    left here blocks publication, and the check's metadata says why."""
+    from synth_pipeline.evaluation.privacy import holdout_scores
+    from synth_pipeline.sources.holdout import MIN_HELD_ROWS
+    from synth_pipeline.stats import compared_columns, row_digests
+
+    columns = [c for c in model.copy_columns if c in frame.columns]
+    copies = 0
+    if model.real_row_digests is not None and len(model.real_row_digests) and columns and len(frame):
+        copies = int(np.isin(row_digests(frame, columns), model.real_row_digests).sum())
+    rare = {c: int(model.rare_values.is_rare(c, frame[c]).sum()) for c in model.rare_values.digests if c in frame}
+    rare = {c: n for c, n in rare.items() if n}
+    scores = holdout_scores(real, frame, holdout, compared_columns(metadata, name), seed) \
+        if len(holdout) >= MIN_HELD_ROWS else {}
+    why = []
+    if copies:
+        why.append(f"{copies} row(s) equal a real row no other real row shares (on {', '.join(columns)})")
+    for column, count in rare.items():
+        why.append(f"{count} value(s) of {column} seen in fewer than {model.rare_values.min_count} real rows")
+    protection = scores.get("dcr_overfitting_protection")
+    if protection is not None and protection < threshold:
+        why.append(f"DCR overfitting protection {protection} below {threshold} "
+                   f"({scores['closer_to_training_share']:.0%} of synthetic rows nearer fitted than held-out rows)")
+    return dg.AssetCheckResult(
+        check_name=PRIVACY_CHECK, passed=not why,
+        metadata={"copied_rows": copies, "rare_values_published": dg.MetadataValue.json(rare),
+                  "why_blocked": "; ".join(why) or "passed",
+                  **{k: v for k, v in scores.items() if v is not None}},
+    )
 
 
 def _parent_lookup(values: pd.Series, parent_keys: pd.Series) -> pd.Series:

@@ -121,15 +121,25 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "null' (repeatable)")
     p.add_argument("--mechanism-off", dest="mechanisms_off", action="append", metavar="NAME",
                    help="a model mechanism to switch off, as docs/ablation.md names it (repeatable; for ablations)")
+    p.add_argument("--privacy-holdout", type=float, default=None, metavar="SHARE",
+                   help="hold this share of each root table's rows (with their descendants) out of fitting and "
+                        "score privacy against them (sdmetrics DCR overfitting protection, membership inference)")
+    p.add_argument("--privacy-min-count", type=int, default=None, metavar="K",
+                   help="category and text values seen in fewer than K real rows are never published (default 5)")
+    p.add_argument("--privacy-allow", dest="privacy_allow", action="append", metavar="TABLE.COLUMN",
+                   help="a column whose rare values may be published verbatim (public labels; repeatable)")
+    p.add_argument("--dcr-threshold", type=float, default=None,
+                   help="with a holdout: the privacy check's least DCR overfitting protection, 0..1 (default 0.5)")
     p.add_argument("--only", metavar="TABLE", default=None,
                    help="re-sample TABLE and its descendants from the stored models, reuse every other table")
 
 
 def _overrides(args) -> dict:
     out = {k: getattr(args, k) for k in ("seed", "scale", "partitions", "workers", "quality", "steps", "output_format",
-                                         "on_orphans", "device", "fit_rows", "cardinality_threshold")
+                                         "on_orphans", "device", "fit_rows", "cardinality_threshold",
+                                         "privacy_holdout", "privacy_min_count", "dcr_threshold")
            if getattr(args, k) is not None}
-    for key in ("constraints_off", "constraints_add", "mechanisms_off"):
+    for key in ("constraints_off", "constraints_add", "mechanisms_off", "privacy_allow"):
         if getattr(args, key):
             out[key] = tuple(getattr(args, key))
     if args.out:

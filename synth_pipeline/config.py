@@ -25,6 +25,10 @@ constraints_off:                 # discovered constraints not to enforce nor che
 constraints_add:                 # rules to enforce and check even where the real data breaks them:
   - "fees: amount_paid <= amount_due"   # "a <= b", "a < b", "a -> b", "a is null exactly when b is null"
 mechanisms_off: []               # model mechanisms to switch off (names: docs/ablation.md); for ablations
+privacy_holdout: 0.0             # share of each root lineage held out of fitting, the privacy figures' reference
+privacy_min_count: 5             # category/text values seen in fewer real rows are never published verbatim
+privacy_allow: []                # "table.column": its rare values may be published (public labels)
+dcr_threshold: 0.5               # blocking check (with a holdout): least sdmetrics DCR overfitting protection
 ```
 Relative paths are taken from the YAML file's folder. ``SYNTH_PIPELINE_CONFIG`` names the
 file ``dagster dev`` uses; without it the embedded school database is synthesized.
@@ -71,6 +75,10 @@ class PipelineConfig:
     constraints_off: tuple[str, ...] = ()  # "table: description" of discovered constraints to ignore
     constraints_add: tuple[str, ...] = ()  # "table: rule" a user adds (see constraints.parse_added)
     mechanisms_off: tuple[str, ...] = ()  # model mechanisms neither fitted nor applied (modeling/mechanisms.py)
+    privacy_holdout: float = 0.0  # share of each root lineage (with its descendants) held out of fitting
+    privacy_min_count: int = 5  # category/text values in fewer real rows are not published verbatim
+    privacy_allow: tuple[str, ...] = ()  # "table.column" whose rare values may be published
+    dcr_threshold: float = 0.5  # the privacy check's least DCR overfitting protection (with a holdout)
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
     fit_rows: int = 200_000  # a larger table's model is fitted on a consistent subsample this size (0: never)
     device: str = "cpu"  # where CTGAN trains: cpu, cuda, cuda:N, or auto (a GPU when torch sees one)
@@ -112,6 +120,16 @@ class PipelineConfig:
             require_known(self.mechanisms_off)
         if not 0 <= self.cardinality_threshold <= 1:
             raise ConfigError(f"config: cardinality_threshold must be within [0, 1], got {self.cardinality_threshold}")
+        if not 0 <= self.privacy_holdout < 1:
+            raise ConfigError(f"config: privacy_holdout must be within [0, 1), got {self.privacy_holdout}")
+        if self.privacy_min_count < 1:
+            raise ConfigError(f"config: privacy_min_count must be at least 1, got {self.privacy_min_count}")
+        if not 0 <= self.dcr_threshold <= 1:
+            raise ConfigError(f"config: dcr_threshold must be within [0, 1], got {self.dcr_threshold}")
+        object.__setattr__(self, "privacy_allow", tuple(self.privacy_allow))
+        for entry in self.privacy_allow:
+            if not re.fullmatch(r"[^.\s]+\.[^.\s]+", entry):
+                raise ConfigError(f"config: privacy_allow entries are 'table.column', got '{entry}'")
 
     def metadata(self) -> Metadata:
         """The metadata of the run: the file's (with what only the data tells: empty tables,
@@ -170,7 +188,8 @@ _FIELDS = {
     "quality": str, "steps": int, "conditional": bool, "cardinality_threshold": float, "schedule_cron": str,
     "nightly_refresh": bool,
     "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
-    "mechanisms_off": list,
+    "mechanisms_off": list, "privacy_holdout": float, "privacy_min_count": int, "privacy_allow": list,
+    "dcr_threshold": float,
     "on_orphans": str, "output_format": str, "fit_rows": int, "device": str, "executor": str, "max_concurrent": int,
 }
 

@@ -52,12 +52,13 @@ def source_digest() -> str:
 def code_versions(config: PipelineConfig) -> dict[str, str]:
     """Per stage: the code digest and the settings that change what the stage writes."""
     settings = {
-        "real": (str(config.source), config.on_orphans),
+        "real": (str(config.source), config.on_orphans, config.privacy_holdout),
         "model": (config.seed, config.quality, config.steps, config.conditional, sorted(config.constraints_off),
-                  sorted(config.constraints_add), config.fit_rows, config.device, sorted(config.mechanisms_off)),
+                  sorted(config.constraints_add), config.fit_rows, config.device, sorted(config.mechanisms_off),
+                  config.privacy_min_count, sorted(config.privacy_allow)),
         "synthetic": (config.seed, config.scale, config.partitions, sorted(config.mechanisms_off)),
         "repaired": (config.seed, config.partitions, sorted(config.mechanisms_off)),
-        "published": (config.cardinality_threshold, config.output_format, str(config.out_dir), config.partitions),
+        "published": (config.cardinality_threshold, config.dcr_threshold, config.output_format, str(config.out_dir), config.partitions),
         "evaluation": (config.seed,),
     }
     code = source_digest()

@@ -101,6 +101,21 @@ class Warehouse(dg.ConfigurableResource):
             return self.read(stage, table)
         return pd.concat(list(self.read_parts(stage, table, partitions)), ignore_index=True)
 
+    def write_holdout(self, table: str, frame: pd.DataFrame, info: dict) -> None:
+        """The real rows held out of fitting (none without a privacy holdout) and how they were chosen."""
+        self.write("holdout", table, frame)
+        path = Path(self.root) / "holdout" / f"{table}.json"
+        path.write_text(json.dumps(info))
+
+    def read_holdout(self, table: str) -> pd.DataFrame:
+        """The real rows of ``table`` held out of fitting (an empty frame without a holdout)."""
+        path = self.table_path("holdout", table)
+        return pq.read_table(path).to_pandas() if path.exists() else pd.DataFrame()
+
+    def holdout_info(self, table: str) -> dict:
+        path = Path(self.root) / "holdout" / f"{table}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def record_seconds(self, table: str, stage: str, seconds: float, part: Partition = WHOLE) -> None:
         """Wall time of one stage of one table (the evaluation compares them with HMA's); a
         partitioned stage records each partition's (``read_timings`` adds them up)."""
@@ -225,6 +240,10 @@ class RunSettings(dg.ConfigurableResource):
     constraints_off: list[str] = []
     constraints_add: list[str] = []
     mechanisms_off: list[str] = []  # model mechanisms switched off (modeling/mechanisms.py)
+    privacy_holdout: float = 0.0  # share of each root lineage held out of fitting (the privacy reference)
+    privacy_min_count: int = 5  # category/text values in fewer real rows are not published verbatim
+    privacy_allow: list[str] = []  # "table.column" whose rare values may be published
+    dcr_threshold: float = 0.5  # the privacy check's least DCR overfitting protection (with a holdout)
     output_format: str = "duckdb"  # "parquet" / "csv": also a folder out_dir/synthetic/ of files
     fit_rows: int = 0  # > 0: tables above this many rows are fitted on a consistent subsample
 

@@ -139,13 +139,12 @@ def chance_of_equality(a: pd.Series, b: pd.Series) -> float:
     return float((shares * b.fillna("\x00").value_counts(normalize=True).reindex(shares.index, fill_value=0)).sum())
 
 
-def copy_columns(metadata: Metadata, name: str) -> list[str]:
-    """Every non-key column: a synthetic row equal to a unique real row on these is a copy.
-    None where there is one: a row of one value (a genre's name, a playlist's) is that value,
-    a category every synthetic row of the table draws from, not a record."""
+def copy_columns(metadata: Metadata, name: str, allow: tuple[str, ...] = ()) -> list[str]:
+    """Every non-key column (one alone included: a client's one birth number is the client):
+    a synthetic row equal to a unique real row on these is a copy. Columns the user allows
+    published as they are (``privacy_allow``: public labels) are not compared."""
     keys = metadata.key_columns(name)
-    columns = [c for c in metadata.table(name).columns if c not in keys]
-    return columns if len(columns) >= 2 else []
+    return [c for c in metadata.table(name).columns if c not in keys and f"{name}.{c}" not in allow]
 
 
 def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -154,8 +153,9 @@ def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     text = {}
     for col in columns:
         values = frame[col]
-        if pd.api.types.is_datetime64_any_dtype(values):
-            text[col] = values.astype("int64").astype(str).where(values.notna(), "NaT")
+        if pd.api.types.is_datetime64_any_dtype(values):  # in nanoseconds, whatever the frame's unit
+            values = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
+            text[col] = values.astype("datetime64[ns]").astype("int64").astype(str).where(values.notna(), "NaT")
         else:
             text[col] = values.astype(str)
     return pd.util.hash_pandas_object(pd.DataFrame(text, index=frame.index), index=False).to_numpy(dtype="uint64")

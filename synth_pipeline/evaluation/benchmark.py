@@ -2,7 +2,13 @@
 the fitted models, and of fitting as the real database grows (figures printed and saved).
 
     python -m synth_pipeline.evaluation.benchmark [--students N] [--sample-scale X [--partitions P]] [--sample-only] [--hma]
-                                                  [--growth 1000,10000 [--fit-rows N]] [--out DIR] [--json FILE]
+                                                  [--growth 1000,10000 [--fit-rows N]] [--privacy school,berka,...]
+                                                  [--out DIR] [--json FILE]
+
+``--privacy`` (default: the school, Berka, Chinook and Sakila where ../shared has them) runs
+each database with a privacy holdout of 0.2 and prints, per table, sdmetrics' DCR
+overfitting protection against the held-out rows, the membership attack's advantage and
+the copies of unique real rows.
 
 ``--growth`` loads and fits (no sampling) schools of those sizes; tables above ``fit_rows``
 rows are fitted on a consistent subsample, as a run would.
@@ -112,6 +118,43 @@ def demo(students: int, out: Path) -> dict:
                     "fit_seconds": round(timings.get("fit", 0.0), 1), "sample_seconds": round(timings.get("sample", 0.0), 1),
                     "evaluation_seconds": quality["evaluation_seconds"]})
     return figures
+
+
+PRIVACY_DATASETS = ("school", "berka", "chinook", "sakila")
+
+
+def privacy(dataset: str, out: Path, holdout: float = 0.2) -> dict | None:
+    """One run of ``dataset`` with a privacy holdout: its per-table privacy figures (None: absent)."""
+    from synth_pipeline.evaluation.ablation import dataset_config
+
+    try:
+        config = dataset_config(dataset, out)
+    except SystemExit as exc:
+        print(f"privacy: {dataset} skipped ({exc})", flush=True)
+        return None
+    command = [sys.executable, "-m", "synth_pipeline.cli", "-q"]
+    if dataset == "school":
+        _school_source(1000)
+        command += ["demo"]
+    else:
+        command += ["run", "--source", str(config.source)]
+        if config.metadata_path is not None:
+            command += ["--metadata", str(config.metadata_path)]
+    figures = measure(command + ["--out", str(out), "--privacy-holdout", str(holdout)])
+    figures.pop("stdout")
+    report = json.loads((out / "report.json").read_text())["synth_pipeline"]
+    tables = {}
+    for name, table in report["tables"].items():
+        p = table["privacy"]
+        tables[name] = {k: p.get(k) for k in ("holdout_rows", "dcr_overfitting_protection", "closer_to_training_share",
+                                              "dcr_baseline_protection", "membership_attack_auc",
+                                              "membership_advantage", "copied_rows")}
+        tables[name]["stand_in_columns"] = table.get("stand_in_columns", [])
+    summary = report["summary"]
+    return {**figures, "privacy_holdout": holdout, "tables": tables,
+            **{k: summary.get(k) for k in ("copied_rows", "verbatim_identity_strings", "dcr_overfitting_protection_min",
+                                           "membership_advantage_max", "column_shapes", "column_pair_trends",
+                                           "fk_violations")}}
 
 
 def sample_only(out: Path, scale: float, partitions: int = 1, workers: int = 1) -> dict:
@@ -230,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit and sample SDV's HMA on the sub-schema it accepts, timed beside ours")
     parser.add_argument("--fit-rows", type=int, default=None,
                         help="growth runs: the fit_rows budget (default: the config's, 200000; 0: fit on everything)")
+    parser.add_argument("--privacy", default=",".join(PRIVACY_DATASETS),
+                        help="databases run with a privacy holdout of 0.2, their per-table privacy figures printed "
+                             "('' to skip)")
     parser.add_argument("--_sample", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_fit", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -278,6 +324,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"growth: {students} students ({g['real_rows']} real rows; {g['largest_table']} fitted on "
               f"{g['largest_fitted_rows']} of {g['largest_rows']} rows): fit {g['fit_seconds']} s, load + fit "
               f"{g['wall_seconds']} s wall, {g['peak_rss_mb']} MB peak RSS", flush=True)
+    for dataset in [d.strip() for d in args.privacy.split(",") if d.strip()]:
+        found = privacy(dataset, out.parent / f"benchmark_privacy_{dataset}")
+        if found is None:
+            continue
+        figures.setdefault("privacy", {})[dataset] = found
+        print(f"privacy, {dataset} (holdout 0.2): {found['wall_seconds']} s; copies of unique real rows "
+              f"{found['copied_rows']}, verbatim identity strings {found['verbatim_identity_strings']}, "
+              f"DCR overfitting protection min {found['dcr_overfitting_protection_min']}, membership advantage "
+              f"max {found['membership_advantage_max']}; column shapes {found['column_shapes']}, "
+              f"pairs {found['column_pair_trends']}, FK violations {found['fk_violations']}", flush=True)
+        for name, t in found["tables"].items():
+            if t["dcr_overfitting_protection"] is not None:
+                print(f"  {name}: {t['holdout_rows']} held out, DCR overfitting protection "
+                      f"{t['dcr_overfitting_protection']} ({t['closer_to_training_share']:.0%} nearer fitted rows), "
+                      f"baseline protection {t['dcr_baseline_protection']}, membership advantage "
+                      f"{t['membership_advantage']}, copies {t['copied_rows']}", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     print(f"wrote {args.json}")

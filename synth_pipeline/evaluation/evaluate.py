@@ -19,14 +19,20 @@ log = logging.getLogger(__name__)
 
 
 def build_report(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
-                 baseline: str | None = None, seed: int = 0, timings: dict[str, dict[str, float]] | None = None) -> dict:
+                 baseline: str | None = None, seed: int = 0, timings: dict[str, dict[str, float]] | None = None,
+                 holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
     """``real``/``synthetic``: the user's tables; scored on the schema the model sees
-    (composite keys as one surrogate column, so every figure is per foreign key)."""
-    real, synthetic, metadata = evaluation_view(metadata, real, synthetic)
+    (composite keys as one surrogate column, so every figure is per foreign key). ``holdout``:
+    real rows no model saw (a privacy holdout), the privacy figures' reference."""
+    if holdout is not None:
+        real, synthetic, holdout, metadata = evaluation_view(metadata, real, synthetic, holdout)
+    else:
+        real, synthetic, metadata = evaluation_view(metadata, real, synthetic)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         log.info("evaluating %d tables", len(metadata.tables))
-        report = {"synth_pipeline": evaluate(real, synthetic, metadata, seed=seed)}
+        report = {"synth_pipeline": evaluate(real, synthetic, metadata, seed=seed, holdout=holdout, allow=allow,
+                                                min_count=min_count)}
         if baseline == "hma":
             report["comparison"] = _hma_comparison(real, synthetic, metadata, seed, timings or {})
         elif baseline is not None:

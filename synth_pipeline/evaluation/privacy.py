@@ -9,8 +9,14 @@
   to the remaining real rows. The model is fitted on every real row, so the held-out rows
   are a reference for "as close as real rows are to each other", not unseen training data;
   a ratio well under 1 or a large share at distance 0 would mean the model copies;
+* with a privacy holdout (real rows the models never saw): sdmetrics' DCR overfitting
+  protection (are synthetic rows nearer the fitted rows than equally many unseen ones?) and
+  DCR baseline protection (against uniform random rows), and a distance membership attack
+  (how well closeness to a synthetic row tells a fitted row from an unseen one: AUC, and its
+  advantage over guessing, 2·AUC − 1);
 * verbatim identity strings: synthetic values of identity columns (emails, phones,
-  addresses, full names, plates) found in the same real column. Single given names,
+  addresses, full names, plates) found in the same real column, among the values fewer than
+  five real rows carry. Single given names,
   family names, cities and states are reported apart: any name generator reuses them.
 """
 
@@ -75,12 +81,65 @@ def dcr(real: pd.DataFrame, synthetic: pd.DataFrame, kinds: dict[str, str], max_
             "holdout_at_zero_share": round(float(np.mean(d_hold < 1e-9)), 4)}
 
 
-def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str) -> dict:
+def holdout_scores(training: pd.DataFrame, synthetic: pd.DataFrame, holdout: pd.DataFrame, kinds: dict[str, str],
+                   seed: int = 0, max_rows: int = 1000) -> dict:
+    """DCR overfitting and baseline protection (sdmetrics) and a distance membership attack,
+    on equally many fitted, held-out and synthetic rows (sdmetrics counts a synthetic row as
+    nearer the fitted rows only when strictly nearer; equal sizes keep the odds even)."""
+    n = min(len(training), len(holdout), len(synthetic), max_rows)
+    if not kinds or n < 2:
+        return {}
+    from sdmetrics.single_table import DCRBaselineProtection, DCROverfittingProtection
+
+    rng = np.random.default_rng(seed)
+    columns = list(kinds)
+
+    def pick(frame: pd.DataFrame) -> pd.DataFrame:
+        rows = frame.iloc[np.sort(rng.choice(len(frame), n, replace=False))][columns].reset_index(drop=True)
+        for col, kind in kinds.items():
+            if kind == "datetime":
+                rows[col] = pd.to_datetime(rows[col], errors="coerce")
+            elif kind in NUMERIC:
+                rows[col] = pd.to_numeric(rows[col], errors="coerce").astype(float)
+            else:
+                rows[col] = as_labels(rows[col])
+        return rows
+
+    train, syn, hold = pick(training), pick(synthetic), pick(holdout)
+    meta = {"columns": {c: {"sdtype": "numerical" if k in NUMERIC and k != "datetime" else
+                            "datetime" if k == "datetime" else "categorical"} for c, k in kinds.items()}}
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)  # sdmetrics draws its random baseline rows from numpy's global generator
+    try:
+        overfit = DCROverfittingProtection.compute_breakdown(train, syn, hold, meta, None)
+        baseline = DCRBaselineProtection.compute_breakdown(train, syn, meta, None)
+    finally:
+        np.random.set_state(state)
+    both = pd.concat([training, holdout], ignore_index=True)
+    index = NearestNeighbors(n_neighbors=1, metric="manhattan").fit(_gower_matrix(synthetic, kinds, both))
+    d_train = index.kneighbors(_gower_matrix(train, kinds, both))[0][:, 0]
+    d_hold = index.kneighbors(_gower_matrix(hold, kinds, both))[0][:, 0]
+    from sklearn.metrics import roc_auc_score
+
+    auc = float(roc_auc_score(np.r_[np.ones(n), np.zeros(n)], -np.r_[d_train, d_hold]))
+    return {"rows_each": int(n),
+            "dcr_overfitting_protection": round(float(overfit["score"]), 4),
+            "closer_to_training_share": round(float(overfit["synthetic_data_percentages"]["closer_to_training"]), 4),
+            "dcr_baseline_protection": None if pd.isna(baseline["score"]) else round(float(baseline["score"]), 4),
+            "membership_attack_auc": round(auc, 4),
+            "membership_advantage": round(max(0.0, 2 * auc - 1), 4)}
+
+
+def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str,
+                      min_count: int = 5) -> dict:
+    """Per identity column: synthetic values equal to a real value fewer than ``min_count`` real
+    rows carry (a placeholder every address has, such as a blank phone, names no one)."""
     out = {}
     for col in metadata.table(table).columns.values():
         if not col.is_identity_text or col.name not in synthetic:
             continue
-        real_values = set(real[col.name].dropna().astype(str))
+        counts = real[col.name].dropna().astype(str).value_counts()
+        real_values = set(counts.index[counts.to_numpy() < min_count])
         values = synthetic[col.name].dropna().astype(str)
         hits = int(values.isin(real_values).sum())
         out[col.name] = {"sdtype": col.sdtype, "verbatim": hits, "share": round(hits / max(len(values), 1), 4),
@@ -88,11 +147,16 @@ def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Met
     return out
 
 
-def table_privacy(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str, seed: int = 0) -> dict:
-    non_key = copy_columns(metadata, table)
+def table_privacy(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str, seed: int = 0,
+                  holdout: pd.DataFrame | None = None, allow: tuple[str, ...] = ()) -> dict:
+    non_key = copy_columns(metadata, table, allow)
     copies, common = copied_rows(real, synthetic, non_key)
     identity = verbatim_identity(real, synthetic, metadata, table)
-    return {
+    held = {}
+    if holdout is not None and len(holdout):
+        held = {"holdout_rows": int(len(holdout)),
+                **holdout_scores(real, synthetic, holdout, compared_columns(metadata, table), seed)}
+    return {**held,
         "copied_rows": copies, "copied_row_share": round(copies / max(len(synthetic), 1), 4),
         "common_combination_rows": common,
         "compared_columns": non_key,

@@ -57,6 +57,34 @@ def table_scores(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata
     }
 
 
+def stand_in_columns(real: pd.DataFrame, metadata: Metadata, table: str, min_count: int,
+                     allow: tuple[str, ...] = ()) -> list[str]:
+    """Category columns no value of which is carried by ``min_count`` real rows: they name their
+    rows rather than group them, and every value is published as a stand-in
+    (``privacy_min_count``), so, like free text, they are not compared by value."""
+    return [c for c, k in compared_columns(metadata, table).items()
+            if k == "categorical" and f"{table}.{c}" not in allow and _all_rare(real[c], min_count)]
+
+
+def as_text(metadata: Metadata, columns: dict[str, list[str]]) -> Metadata:
+    """``metadata`` with those columns (per table) typed as free text: out of every fidelity figure."""
+    if not any(columns.values()):
+        return metadata
+    spec = metadata.to_dict()
+    for table, names in columns.items():
+        for name in names:
+            spec["tables"][table]["columns"][name]["sdtype"] = "text"
+    return Metadata.from_dict(spec)
+
+
+def _all_rare(values: pd.Series, min_count: int) -> bool:
+    values = values.dropna()
+    if not values.map(lambda v: isinstance(v, str)).all():
+        return False  # numbers kept as categories are published as they are
+    counts = values.value_counts()
+    return min_count > 1 and len(counts) > 1 and int(counts.max()) < min_count
+
+
 def key_format_adherence(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str) -> dict:
     """Share of synthetic keys matching the format inferred from the real keys."""
     fks = {r.child_foreign_key for r in metadata.foreign_keys(table)}
@@ -99,14 +127,21 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
 
 
 def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
-             seed: int = 0, privacy: bool = True, detection: bool = True) -> dict:
+             seed: int = 0, privacy: bool = True, detection: bool = True,
+             holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
     started = time.perf_counter()
     tables = {}
+    published = metadata  # privacy is judged on every column; fidelity not on stand-in names
+    stand_ins = {name: stand_in_columns(real[name], metadata, name, min_count, allow) for name in metadata.tables}
+    metadata = as_text(metadata, stand_ins)
     for name in metadata.topological_order():
         tables[name] = table_scores(real[name], synthetic[name], metadata, name)
+        if stand_ins[name]:
+            tables[name]["stand_in_columns"] = stand_ins[name]
         tables[name]["column_fidelity"] = column_fidelity(real[name], synthetic[name], metadata, name)
         if privacy:
-            tables[name]["privacy"] = table_privacy(real[name], synthetic[name], metadata, name, seed=seed)
+            tables[name]["privacy"] = table_privacy(real[name], synthetic[name], published, name, seed=seed,
+                                                    holdout=(holdout or {}).get(name), allow=allow)
     relationships = relationship_scores(real, synthetic, metadata)
     two_hop = [cross_table_trends(real, synthetic, metadata, chain, seed=seed) for chain in two_hop_chains(metadata)]
     detections = []
@@ -148,6 +183,12 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
     if privacy:
         summary["copied_rows"] = int(sum(t["privacy"]["copied_rows"] for t in tables.values()))
         summary["verbatim_identity_strings"] = int(sum(t["privacy"]["verbatim_identity_strings"] for t in tables.values()))
+        protection = [t["privacy"]["dcr_overfitting_protection"] for t in tables.values()
+                      if "dcr_overfitting_protection" in t["privacy"]]
+        if protection:
+            summary["dcr_overfitting_protection_min"] = min(protection)
+            summary["membership_advantage_max"] = max(t["privacy"]["membership_advantage"] for t in tables.values()
+                                                      if "membership_advantage" in t["privacy"])
     if detections:
         summary["detection_logistic_regression_max"] = max(d["logistic_regression"] for d in detections)
         summary["detection_gradient_boosting_max"] = max(d["gradient_boosting"] for d in detections)

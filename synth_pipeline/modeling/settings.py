@@ -19,6 +19,8 @@ class ModelSettings:
     constraints_add: tuple[str, ...] = ()  # "table: rule" constraints a user adds
     fit_rows: int = 0  # > 0: a larger table is fitted on a consistent subsample of about this many rows
     mechanisms_off: tuple[str, ...] = ()  # registry names neither fitted nor applied (the ablation's switch)
+    privacy_min_count: int = 5  # category/text values in fewer real rows are not published verbatim
+    privacy_allow: tuple[str, ...] = ()  # "table.column" whose rare values may be published
 
     def on(self, mechanism: str) -> bool:
         return mechanism not in self.mechanisms_off

@@ -37,6 +37,7 @@ from synth_pipeline.modeling.fit_sample import fit_sample
 from synth_pipeline.modeling.mechanism import SAMPLING_PHASES, FitContext, SampleContext
 from synth_pipeline.modeling.mechanisms import REFIT, REGISTRY, fit_order
 from synth_pipeline.modeling.pii import IdentitySpec, guess_locale
+from synth_pipeline.modeling.rare_values import RareValues
 from synth_pipeline.modeling.settings import ModelSettings, table_seed
 from synth_pipeline.schema.constraints import (
     Constraint,
@@ -55,7 +56,7 @@ from synth_pipeline.stats import (
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = 4  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
+MODEL_FORMAT = 5  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
 
 
 class ModelFormatError(SynthPipelineError):
@@ -77,6 +78,7 @@ class TableModel:
     fd_maps: dict[str, dict] = field(default_factory=dict)  # "a -> b": the real b of each a
     copy_columns: list[str] = field(default_factory=list)  # the columns a copied row is judged on
     real_row_digests: np.ndarray | None = None  # sorted 64-bit hashes of unique real rows (no values)
+    rare_values: RareValues = field(default_factory=RareValues)  # digests of values too rare to publish
     mechanisms: list = field(default_factory=list)  # fitted, in registry (application) order
     fit_seconds: float = 0.0
     format: int = MODEL_FORMAT
@@ -153,7 +155,11 @@ class TableModel:
                 if found is not None:
                     fit.found[mechanism.name] = found
                     log.info("%s: %s", name, found.label)
-        compared = copy_columns(metadata, name)
+        compared = copy_columns(metadata, name, settings.privacy_allow)
+        # dates as the synthetic rows hold them (a SQLite source gives text)
+        typed = full.assign(**{c: pd.to_datetime(full[c], errors="coerce") for c in compared
+                               if table.columns[c].sdtype == "datetime" and not
+                               pd.api.types.is_datetime64_any_dtype(full[c])})
         return cls(
             table=name, real_rows=len(full), fitted_rows=len(frame), key_formats=key_formats,
             identities=_identities(metadata, name, frame, fit.copies, category_columns), real_counts=fit.real_counts,
@@ -163,7 +169,8 @@ class TableModel:
             constraints=fit.constraints,
             fd_maps={c.description: functional_map(c, frame) for c in fit.constraints
                      if c.kind == "functional_dependency"},
-            copy_columns=compared, real_row_digests=unique_row_digests(full, compared),
+            copy_columns=compared, real_row_digests=unique_row_digests(typed, compared),
+            rare_values=RareValues.fit(metadata, name, full, settings.privacy_min_count, settings.privacy_allow, seed),
             mechanisms=[fit.found[m.name] for m in REGISTRY if m.name in fit.found],
             fit_seconds=time.perf_counter() - started)
 

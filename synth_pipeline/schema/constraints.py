@@ -378,8 +378,10 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
         source = reference[c.table] if reference is not None else frame
         mapping = functional_map(c, source)  # the real value of b for each a (its most common one)
         keys = as_labels(frame[a]).reset_index(drop=True)
-        same = _as_values(frame[b], kinds[b]).reset_index(drop=True) == _as_values(keys.map(mapping), kinds[b])
-        return same & keys.isin(list(mapping))
+        known = keys.isin(list(mapping))
+        if not known.all():  # a label the real rows lack (a rare value's stand-in): one b throughout
+            mapping = {**functional_map(c, frame[~known.to_numpy()]), **mapping}
+        return _as_values(frame[b], kinds[b]).reset_index(drop=True) == _as_values(keys.map(mapping), kinds[b])
     if c.kind == "null_pattern":
         a, b = c.columns
         return frame[a].isna() == frame[b].isna()
