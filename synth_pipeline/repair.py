@@ -8,8 +8,6 @@
 * constraints (discovered and user-added) the model could not guarantee: ``a -> b`` sets b
   to the real value for a; ``a <= b`` / ``a < b`` swaps the two values of a row that breaks
   it (and moves ``a`` one unit below ``b`` where a strict order meets equal values);
-* rare values: a category or text value seen in fewer than ``privacy_min_count`` real rows
-  is replaced by a stand-in label (one per value: see ``modeling/rare_values.py``);
 * copies: a row whose non-key values equal a real row that no other real row shares gets
   one number or date moved by its smallest step, or else one value swapped with another
   synthetic row (in a column no constraint involves), so no real record is reproduced;
@@ -80,9 +78,6 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
     frame = _applied(model, "repair_links", frame, run, repairs)  # last of the links: a key a path implies
     for description, count in fixes.items():
         repairs.add(f"constraint {description}", count)
-    for column, count in model.rare_values.replace(frame).items():
-        repairs.add(f"rare value of {column} (seen in < {model.rare_values.min_count} real rows) given a stand-in",
-                    count)
     fixed, left = _break_copies(frame, model, rng)
     repairs.add("copied real rows changed", fixed)
     repairs.add("copied real rows left (no free column)", left)

@@ -155,7 +155,9 @@ class TableModel:
                 if found is not None:
                     fit.found[mechanism.name] = found
                     log.info("%s: %s", name, found.label)
-        compared = copy_columns(metadata, name, settings.privacy_allow)
+        # a number published as the sum of its children is theirs, not a real record's value
+        summed = {c.columns[0] for c in fit.constraints if c.kind == "child_sum"}
+        compared = [c for c in copy_columns(metadata, name, settings.privacy_allow) if c not in summed]
         # dates as the synthetic rows hold them (a SQLite source gives text)
         typed = full.assign(**{c: pd.to_datetime(full[c], errors="coerce") for c in compared
                                if table.columns[c].sdtype == "datetime" and not
@@ -170,7 +172,8 @@ class TableModel:
             fd_maps={c.description: functional_map(c, frame) for c in fit.constraints
                      if c.kind == "functional_dependency"},
             copy_columns=compared, real_row_digests=unique_row_digests(typed, compared),
-            rare_values=RareValues.fit(metadata, name, full, settings.privacy_min_count, settings.privacy_allow, seed),
+            rare_values=RareValues.fit(metadata, name, full, settings.privacy_min_count, settings.privacy_allow,
+                                       settings.seed),
             mechanisms=[fit.found[m.name] for m in REGISTRY if m.name in fit.found],
             fit_seconds=time.perf_counter() - started)
 

@@ -1,0 +1,101 @@
+"""Stand-in labels for rare values: the one function repair publishes them with and the
+evaluation compares by.
+
+A category or text value seen in fewer than ``min_count`` real rows (``privacy_min_count``,
+default 5) names something few rows share (a composer of two tracks, a country one customer
+lives in), so it is never published: its stand-in is. The stand-in is a function of the run
+seed, the table, the column and the value alone (a hash picks words from a fixed word list,
+as many words as the value has, in its case), so every row that drew one rare value gets the
+same stand-in: the category keeps its rows and its links, only its name is new. A stand-in
+that hits another rare value of the column is drawn again.
+
+Because the function is fixed, the evaluation can rename the real rows' rare values the same
+way and compare distributions *up to that renaming*: what the model learnt of a rare
+category is scored, its name is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+RARE_SDTYPES = ("categorical", "text")  # labels and free text; numbers and dates are smoothed instead
+MAX_TRIES = 20
+
+
+def value_digests(values: pd.Series) -> np.ndarray:
+    """A 64-bit hash of each value as text (the same for a value wherever it is)."""
+    return pd.util.hash_pandas_object(values.astype(str), index=False).to_numpy(dtype="uint64")
+
+
+def rare_columns(metadata, name: str, allow: tuple[str, ...] = ()) -> list[str]:
+    """The columns of ``name`` whose rare values get stand-ins (not keys, not allowed columns)."""
+    table = metadata.table(name)
+    keys = metadata.key_columns(name) | set(table.alternate_keys)
+    return [c.name for c in table.columns.values()
+            if c.sdtype in RARE_SDTYPES and c.name not in keys and f"{name}.{c.name}" not in allow]
+
+
+def rare_values(values: pd.Series, min_count: int) -> pd.Index:
+    """The values fewer than ``min_count`` rows carry; none in a constant column or in a column
+    of numbers kept as categories (their values are published as they are)."""
+    values = values.dropna()
+    if min_count <= 1 or values.empty or not values.map(lambda v: isinstance(v, str)).all():
+        return pd.Index([])
+    counts = values.value_counts()
+    if len(counts) <= 1:
+        return pd.Index([])
+    return counts.index[counts.to_numpy() < min_count]
+
+
+def stand_in(seed: int, table: str, column: str, value, rare_digests: np.ndarray) -> str:
+    from faker.providers.lorem.en_US import Provider
+
+    words = Provider.word_list
+    text = str(value)
+    n_words = max(1, len(text.split()))
+    label = text
+    for attempt in range(MAX_TRIES):
+        key = f"{seed}|{table}|{column}|{attempt}|{text}"
+        rng = np.random.default_rng(int(value_digests(pd.Series([key]))[0] % (2**63)))
+        label = _cased_like(" ".join(words[i] for i in rng.integers(0, len(words), n_words)), text)
+        if not np.isin(value_digests(pd.Series([label])), rare_digests).any():
+            return label
+    return f"{label} {seed}"
+
+
+def replace_rare(frame: pd.DataFrame, column: str, rare_digests: np.ndarray, seed: int, table: str) -> int:
+    """Every value of ``frame[column]`` whose digest is rare swapped for its stand-in, in place."""
+    values = frame[column]
+    if values.empty or not len(rare_digests):
+        return 0
+    rare = values.notna().to_numpy() & np.isin(value_digests(values), rare_digests)
+    if not rare.any():
+        return 0
+    values = values.astype(object)
+    lookup = {v: stand_in(seed, table, column, v, rare_digests) for v in pd.unique(values[rare])}
+    frame[column] = values.where(~rare, values.map(lookup))
+    return int(rare.sum())
+
+
+def renamed_real(frame: pd.DataFrame, metadata, table: str, seed: int, min_count: int,
+                 allow: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The real rows with their rare values renamed as the run publishes them."""
+    out = frame
+    for column in rare_columns(metadata, table, allow):
+        if column not in frame:
+            continue
+        rare = rare_values(frame[column], min_count)
+        if len(rare):
+            out = out.copy() if out is frame else out
+            replace_rare(out, column, np.sort(value_digests(pd.Series(rare))), seed, table)
+    return out
+
+
+def _cased_like(label: str, text: str) -> str:
+    letters = [ch for ch in text if ch.isalpha()]
+    if letters and all(ch.isupper() for ch in letters):
+        return label.upper()
+    if text[:1].isupper():
+        return label.title() if all(w[:1].isupper() for w in text.split() if w[:1].isalpha()) else label.capitalize()
+    return label
