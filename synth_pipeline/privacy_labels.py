@@ -48,20 +48,30 @@ def rare_values(values: pd.Series, min_count: int) -> pd.Index:
     return counts.index[counts.to_numpy() < min_count]
 
 
-def stand_in(seed: int, table: str, column: str, value, rare_digests: np.ndarray) -> str:
+def stand_ins(seed: int, table: str, column: str, values: pd.Series, rare_digests: np.ndarray) -> list[str]:
+    """The stand-in of each value (all at once: a column can hold many thousand rare values)."""
     from faker.providers.lorem.en_US import Provider
 
-    words = Provider.word_list
-    text = str(value)
-    n_words = max(1, len(text.split()))
-    label = text
+    words = np.asarray(Provider.word_list, dtype=object)
+    texts = values.astype(str).reset_index(drop=True)
+    n_words = texts.str.split().str.len().fillna(1).clip(lower=1).astype(int).to_numpy()
+    out = np.empty(len(texts), dtype=object)
+    todo = np.arange(len(texts))
     for attempt in range(MAX_TRIES):
-        key = f"{seed}|{table}|{column}|{attempt}|{text}"
-        rng = np.random.default_rng(int(value_digests(pd.Series([key]))[0] % (2**63)))
-        label = _cased_like(" ".join(words[i] for i in rng.integers(0, len(words), n_words)), text)
-        if not np.isin(value_digests(pd.Series([label])), rare_digests).any():
-            return label
-    return f"{label} {seed}"
+        if not len(todo):
+            break
+        # word w of value i: a hash of (seed, table, column, attempt, w, value), all in one pass
+        keys = [f"{seed}|{table}|{column}|{attempt}|{w}|{texts[i]}" for i in todo for w in range(n_words[i])]
+        picks = words[(value_digests(pd.Series(keys)) % np.uint64(len(words))).astype(np.int64)]
+        ends = np.cumsum(n_words[todo])
+        labels = pd.Series([_cased_like(" ".join(picks[end - n:end]), texts[i])
+                            for i, n, end in zip(todo, n_words[todo], ends)], dtype=object)
+        clash = np.isin(value_digests(labels), rare_digests)
+        out[todo[~clash]] = labels[~clash].to_numpy()
+        todo = todo[clash]
+    for i in todo:
+        out[i] = f"{texts[i]} {seed}"  # never reached in practice: twenty draws all on rare values
+    return out.tolist()
 
 
 def replace_rare(frame: pd.DataFrame, column: str, rare_digests: np.ndarray, seed: int, table: str) -> int:
@@ -73,17 +83,19 @@ def replace_rare(frame: pd.DataFrame, column: str, rare_digests: np.ndarray, see
     if not rare.any():
         return 0
     values = values.astype(object)
-    lookup = {v: stand_in(seed, table, column, v, rare_digests) for v in pd.unique(values[rare])}
+    originals = pd.Series(pd.unique(values[rare]), dtype=object)
+    lookup = dict(zip(originals, stand_ins(seed, table, column, originals, rare_digests)))
     frame[column] = values.where(~rare, values.map(lookup))
     return int(rare.sum())
 
 
 def renamed_real(frame: pd.DataFrame, metadata, table: str, seed: int, min_count: int,
                  allow: tuple[str, ...] = ()) -> pd.DataFrame:
-    """The real rows with their rare values renamed as the run publishes them."""
+    """The real rows with their rare category values renamed as the run publishes them (free
+    text is not compared by value: left as it is)."""
     out = frame
     for column in rare_columns(metadata, table, allow):
-        if column not in frame:
+        if column not in frame or metadata.table(table).columns[column].sdtype != "categorical":
             continue
         rare = rare_values(frame[column], min_count)
         if len(rare):

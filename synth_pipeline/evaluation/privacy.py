@@ -151,7 +151,7 @@ def table_privacy(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadat
                   holdout: pd.DataFrame | None = None, allow: tuple[str, ...] = (),
                   derived: tuple[str, ...] = ()) -> dict:
     """``derived``: columns computed from other rows (a parent's sum of its children), no record's own."""
-    non_key = [c for c in copy_columns(metadata, table, allow) if c not in derived]
+    non_key = [c for c in copy_columns(metadata, table, allow, real) if c not in derived]
     copies, common = copied_rows(real, synthetic, non_key)
     identity = verbatim_identity(real, synthetic, metadata, table)
     held = {}

@@ -157,7 +157,7 @@ class TableModel:
                     log.info("%s: %s", name, found.label)
         # a number published as the sum of its children is theirs, not a real record's value
         summed = {c.columns[0] for c in fit.constraints if c.kind == "child_sum"}
-        compared = [c for c in copy_columns(metadata, name, settings.privacy_allow) if c not in summed]
+        compared = [c for c in copy_columns(metadata, name, settings.privacy_allow, full) if c not in summed]
         # dates as the synthetic rows hold them (a SQLite source gives text)
         typed = full.assign(**{c: pd.to_datetime(full[c], errors="coerce") for c in compared
                                if table.columns[c].sdtype == "datetime" and not
