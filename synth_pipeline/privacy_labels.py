@@ -89,19 +89,32 @@ def replace_rare(frame: pd.DataFrame, column: str, rare_digests: np.ndarray, see
     return int(rare.sum())
 
 
+def renamed(real: pd.DataFrame, others: list[pd.DataFrame], metadata, table: str, seed: int, min_count: int,
+            allow: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """``real`` and ``others`` (synthetic tables) with the real rows' rare category values
+    renamed as a run publishes them: what a run published is unchanged, a rare real value
+    another generator replayed gets the same stand-in, so both are compared up to the renaming
+    (free text is not compared by value: left as it is)."""
+    frames, copied = [real, *others], False
+    for column in rare_columns(metadata, table, allow):
+        if column not in real or metadata.table(table).columns[column].sdtype != "categorical":
+            continue
+        rare = rare_values(real[column], min_count)
+        if not len(rare):
+            continue
+        if not copied:  # the caller's frames are left as they are
+            frames, copied = [f.copy() for f in frames], True
+        digests = np.sort(value_digests(pd.Series(rare)))
+        for frame in frames:
+            if column in frame:
+                replace_rare(frame, column, digests, seed, table)
+    return frames[0], frames[1:]
+
+
 def renamed_real(frame: pd.DataFrame, metadata, table: str, seed: int, min_count: int,
                  allow: tuple[str, ...] = ()) -> pd.DataFrame:
-    """The real rows with their rare category values renamed as the run publishes them (free
-    text is not compared by value: left as it is)."""
-    out = frame
-    for column in rare_columns(metadata, table, allow):
-        if column not in frame or metadata.table(table).columns[column].sdtype != "categorical":
-            continue
-        rare = rare_values(frame[column], min_count)
-        if len(rare):
-            out = out.copy() if out is frame else out
-            replace_rare(out, column, np.sort(value_digests(pd.Series(rare))), seed, table)
-    return out
+    """The real rows with their rare category values renamed as the run publishes them."""
+    return renamed(frame, [], metadata, table, seed, min_count, allow)[0]
 
 
 def _cased_like(label: str, text: str) -> str:

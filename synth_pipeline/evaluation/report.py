@@ -29,7 +29,7 @@ from synth_pipeline.evaluation.structure import (
     fk_violations,
     pk_duplicates,
 )
-from synth_pipeline.privacy_labels import rare_columns, renamed_real
+from synth_pipeline.privacy_labels import rare_columns, renamed
 from synth_pipeline.schema import constraints as constraint_checks
 from synth_pipeline.schema.keys import KeyFormat
 from synth_pipeline.schema.metadata import ID_SDTYPE, Metadata
@@ -102,24 +102,27 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
 def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
              seed: int = 0, privacy: bool = True, detection: bool = True,
              holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
-    """``seed``: the run's (rare real values are renamed with the stand-ins the run published, so
-    fidelity is scored up to that renaming; privacy is judged on the real values themselves)."""
+    """``seed``: the run's (rare real values are renamed with the stand-ins the run published, in
+    the real and the synthetic tables alike, so fidelity is scored up to that renaming, for our
+    output and a baseline's; privacy is judged on the values themselves)."""
     started = time.perf_counter()
     tables = {}
-    originals = real
-    real = {name: renamed_real(frame, metadata, name, seed, min_count, allow) for name, frame in real.items()}
+    originals, published = real, synthetic
+    real, synthetic = dict(real), dict(synthetic)
+    for name in metadata.tables:
+        real[name], (synthetic[name],) = renamed(real[name], [synthetic[name]], metadata, name, seed, min_count, allow)
     found = constraint_checks.report(real, synthetic, metadata)
     summed = {(c["table"], c["columns"][0]) for c in found if c["kind"] == "child_sum"}
     for name in metadata.topological_order():
         tables[name] = table_scores(real[name], synthetic[name], metadata, name)
         if real[name] is not originals[name]:  # real rows whose rare value the run published as a stand-in
             was, now = originals[name], real[name]
-            renamed = {c: int((was[c].notna() & (was[c].astype(object) != now[c].astype(object))).sum())
-                       for c in rare_columns(metadata, name, allow) if c in was}
-            tables[name]["rare_values_renamed"] = {c: n for c, n in renamed.items() if n}
+            counts = {c: int((was[c].notna() & (was[c].astype(object) != now[c].astype(object))).sum())
+                      for c in rare_columns(metadata, name, allow) if c in was}
+            tables[name]["rare_values_renamed"] = {c: n for c, n in counts.items() if n}
         tables[name]["column_fidelity"] = column_fidelity(real[name], synthetic[name], metadata, name)
         if privacy:
-            tables[name]["privacy"] = table_privacy(originals[name], synthetic[name], metadata, name, seed=seed,
+            tables[name]["privacy"] = table_privacy(originals[name], published[name], metadata, name, seed=seed,
                                                     holdout=(holdout or {}).get(name), allow=allow,
                                                     derived=tuple(c for t, c in summed if t == name))
     relationships = relationship_scores(real, synthetic, metadata)
