@@ -4,7 +4,7 @@ evaluation compares by.
 A category or text value seen in fewer than ``min_count`` real rows (``privacy_min_count``,
 default 5) names something few rows share (a composer of two tracks, a country one customer
 lives in), so it is never published: its stand-in is. The stand-in is a function of the run
-seed, the table, the column and the value alone (a hash picks words from a fixed word list,
+seed and the value alone (a hash picks words from a fixed word list,
 as many words as the value has, in its case), so every row that drew one rare value gets the
 same stand-in: the category keeps its rows and its links, only its name is new. A stand-in
 that hits another rare value of the column is drawn again.
@@ -60,8 +60,9 @@ def stand_ins(seed: int, table: str, column: str, values: pd.Series, rare_digest
     for attempt in range(MAX_TRIES):
         if not len(todo):
             break
-        # word w of value i: a hash of (seed, table, column, attempt, w, value), all in one pass
-        keys = [f"{seed}|{table}|{column}|{attempt}|{w}|{texts[i]}" for i in todo for w in range(n_words[i])]
+        # word w of value i: a hash of (seed, attempt, w, value), all in one pass: one value has one
+        # stand-in in every column (a course's department copied from its teacher's stays equal)
+        keys = [f"{seed}|{attempt}|{w}|{texts[i]}" for i in todo for w in range(n_words[i])]
         picks = words[(value_digests(pd.Series(keys)) % np.uint64(len(words))).astype(np.int64)]
         ends = np.cumsum(n_words[todo])
         labels = pd.Series([_cased_like(" ".join(picks[end - n:end]), texts[i])
@@ -89,21 +90,50 @@ def replace_rare(frame: pd.DataFrame, column: str, rare_digests: np.ndarray, see
     return int(rare.sum())
 
 
+def copied_columns(tables: dict[str, pd.DataFrame], metadata, table: str) -> dict[str, list[tuple[str, str]]]:
+    """Category columns of ``table`` equal, in every real row, to a category column of the
+    parent row a foreign key names: column -> [(parent table, parent column)]."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    kinds = {c.name: c.sdtype for c in metadata.table(table).columns.values()}
+    mine = [c for c, k in kinds.items() if k == "categorical"]
+    for rel in metadata.foreign_keys(table):
+        if rel.is_self_reference or rel.parent_table_name not in tables or not mine:
+            continue
+        parent = tables[rel.parent_table_name]
+        theirs = [c.name for c in metadata.table(rel.parent_table_name).columns.values() if c.sdtype == "categorical"]
+        if not theirs:
+            continue
+        joined = tables[table][[rel.child_foreign_key, *mine]].merge(
+            parent[[rel.parent_primary_key, *theirs]].add_prefix("parent."), how="inner",
+            left_on=rel.child_foreign_key, right_on=f"parent.{rel.parent_primary_key}")
+        if joined.empty:
+            continue
+        for c in mine:
+            for p in theirs:
+                a, b = joined[c], joined[f"parent.{p}"]
+                if a.notna().any() and ((a == b) | (a.isna() & b.isna())).all():
+                    out.setdefault(c, []).append((rel.parent_table_name, p))
+    return out
+
+
 def renamed(real: pd.DataFrame, others: list[pd.DataFrame], metadata, table: str, seed: int, min_count: int,
-            allow: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+            allow: tuple[str, ...] = (), copied: dict[str, list[pd.Series]] | None = None
+            ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """``real`` and ``others`` (synthetic tables) with the real rows' rare category values
     renamed as a run publishes them: what a run published is unchanged, a rare real value
     another generator replayed gets the same stand-in, so both are compared up to the renaming
     (free text is not compared by value: left as it is)."""
-    frames, copied = [real, *others], False
+    frames, fresh = [real, *others], False
     for column in rare_columns(metadata, table, allow):
         if column not in real or metadata.table(table).columns[column].sdtype != "categorical":
             continue
-        rare = rare_values(real[column], min_count)
+        # ``copied``: the parent columns this one copies (their rare values are renamed here too)
+        rare = [rare_values(real[column], min_count)] + [rare_values(v, min_count) for v in (copied or {}).get(column, [])]
+        rare = pd.Index([]).append(rare).unique()
         if not len(rare):
             continue
-        if not copied:  # the caller's frames are left as they are
-            frames, copied = [f.copy() for f in frames], True
+        if not fresh:  # the caller's frames are left as they are
+            frames, fresh = [f.copy() for f in frames], True
         digests = np.sort(value_digests(pd.Series(rare)))
         for frame in frames:
             if column in frame:

@@ -29,7 +29,7 @@ from synth_pipeline.evaluation.structure import (
     fk_violations,
     pk_duplicates,
 )
-from synth_pipeline.privacy_labels import rare_columns, renamed
+from synth_pipeline.privacy_labels import copied_columns, rare_columns, renamed
 from synth_pipeline.schema import constraints as constraint_checks
 from synth_pipeline.schema.keys import KeyFormat
 from synth_pipeline.schema.metadata import ID_SDTYPE, Metadata
@@ -110,7 +110,10 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
     originals, published = real, synthetic
     real, synthetic = dict(real), dict(synthetic)
     for name in metadata.tables:
-        real[name], (synthetic[name],) = renamed(real[name], [synthetic[name]], metadata, name, seed, min_count, allow)
+        copied = {c: [originals[t][p] for t, p in sources if f"{t}.{p}" not in allow]
+                  for c, sources in copied_columns(originals, metadata, name).items()}
+        real[name], (synthetic[name],) = renamed(real[name], [synthetic[name]], metadata, name, seed, min_count, allow,
+                                                 copied)
     found = constraint_checks.report(real, synthetic, metadata)
     summed = {(c["table"], c["columns"][0]) for c in found if c["kind"] == "child_sum"}
     for name in metadata.topological_order():

@@ -30,10 +30,14 @@ class RareValues:
 
     @classmethod
     def fit(cls, metadata: Metadata, name: str, frame: pd.DataFrame, min_count: int, allow: tuple[str, ...],
-            seed: int) -> "RareValues":
+            seed: int, copied: dict[str, pd.Series] | None = None) -> "RareValues":
+        """``copied``: per column copied from a parent column, the parent's real values (their
+        rare ones get the stand-ins the parent's do, so the copy stays equal)."""
         out = {}
         for column in rare_columns(metadata, name, allow):
             rare = rare_values(frame[column], min_count)
+            if column in (copied or {}):
+                rare = rare.append(rare_values(copied[column], min_count)).unique()
             if len(rare):
                 out[column] = np.sort(value_digests(pd.Series(rare)))
         return cls(name, out, seed, min_count)

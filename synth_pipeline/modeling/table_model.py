@@ -173,7 +173,7 @@ class TableModel:
                      if c.kind == "functional_dependency"},
             copy_columns=compared, real_row_digests=unique_row_digests(typed, compared),
             rare_values=RareValues.fit(metadata, name, full, settings.privacy_min_count, settings.privacy_allow,
-                                       settings.seed),
+                                       settings.seed, copied_from(fit, real, settings.privacy_allow)),
             mechanisms=[fit.found[m.name] for m in REGISTRY if m.name in fit.found],
             fit_seconds=time.perf_counter() - started)
 
@@ -343,3 +343,14 @@ def require_partition_rows(table: str, real_rows: int, scale: float, partitions:
     if int(round(real_rows * scale)) < partitions:
         raise ConfigError(f"table '{table}': {partitions} partitions for {real_rows} real rows x scale {scale:g}: "
                           "some partitions would get no row of this root table; use fewer partitions")
+
+
+def copied_from(fit: FitContext, real: dict[str, pd.DataFrame], allow: tuple[str, ...]) -> dict[str, pd.Series]:
+    """Per column copied from the primary parent (``parent_copies``), the parent column's real
+    values, unless the user allows that column's values published as they are."""
+    copies = fit.found.get("parent_copies")
+    if copies is None or fit.primary is None or fit.primary.parent_table_name not in real:
+        return {}
+    parent = fit.primary.parent_table_name
+    return {col: real[parent][pcol] for col, pcol in copies.columns_from.items()
+            if pcol in real[parent] and f"{parent}.{pcol}" not in allow}
