@@ -361,6 +361,9 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
             if t in internal:
                 frame = with_child_sums(t, repaired[t] if frame is None else frame, warehouse, repaired, real_internal,
                                         plan.internal)
+                # rare values get their stand-ins only now: every child was sampled given the real label
+                frame = frame.copy()
+                warehouse.load_model(t).rare_values.replace(frame)
             frames = repaired if frame is None else _Override(repaired, t, frame)
             return plan.publishable(t, frames, real_internal, table_seed(settings.seed, t, "publish"))
 

@@ -127,12 +127,15 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
 
 def privacy_result(metadata, name: str, model, frame: pd.DataFrame, real: pd.DataFrame, holdout: pd.DataFrame,
                    threshold: float, seed: int) -> dg.AssetCheckResult:
-    """Repair has already moved copies off real rows and given rare values stand-ins: what is
-    left here blocks publication, and the check's metadata says why."""
+    """Judged on the rows as they will be published (rare values given their stand-ins, which
+    publishing does: children are sampled given the real labels). Repair has already moved
+    copies off real rows; what is left here blocks publication, and the metadata says why."""
     from synth_pipeline.evaluation.privacy import holdout_scores
     from synth_pipeline.sources.holdout import MIN_HELD_ROWS
     from synth_pipeline.stats import compared_columns, row_digests
 
+    frame = frame.copy()
+    model.rare_values.replace(frame)
     columns = [c for c in model.copy_columns if c in frame.columns]
     copies = 0
     if model.real_row_digests is not None and len(model.real_row_digests) and columns and len(frame):

@@ -8,8 +8,6 @@
 * constraints (discovered and user-added) the model could not guarantee: ``a -> b`` sets b
   to the real value for a; ``a <= b`` / ``a < b`` swaps the two values of a row that breaks
   it (and moves ``a`` one unit below ``b`` where a strict order meets equal values);
-* rare values: a category or text value seen in fewer than ``privacy_min_count`` real rows
-  is replaced by a stand-in label (one per value: see ``modeling/rare_values.py``);
 * copies: a row whose non-key values equal a real row that no other real row shares gets
   one number or date moved by its smallest step, or else one value swapped with another
   synthetic row (in a column no constraint involves), so no real record is reproduced;
@@ -80,9 +78,6 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
     frame = _applied(model, "repair_links", frame, run, repairs)  # last of the links: a key a path implies
     for description, count in fixes.items():
         repairs.add(f"constraint {description}", count)
-    for column, count in model.rare_values.replace(frame).items():
-        repairs.add(f"rare value of {column} (seen in < {model.rare_values.min_count} real rows) given a stand-in",
-                    count)
     fixed, left = _break_copies(frame, model, rng)
     repairs.add("copied real rows changed", fixed)
     repairs.add("copied real rows left (no free column)", left)
@@ -287,12 +282,15 @@ def _swap_away(frame, rows, free, columns, digests, rng, tries, within: dict[str
     return pending
 
 
-def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10, signs=(1, -1)) -> np.ndarray:
+def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10, signs=(1, -1),
+                bounds: dict | None = None) -> np.ndarray:
     """Move a number or date of each copied row by the smallest step(s) the column is written
     in (this also works where swapping cannot: one column, or every combination is a real
-    one): per column, +1, -1, +2, -2... steps, the first move that leaves the real rows wins.
+    one): per column, +1, -1, +2, -2... steps, the first move that leaves the real rows wins,
+    never past the column's real range (``bounds``: column -> (low, high)).
     All rows move at once (one digest pass per move); returns the rows still copies."""
     pending = frame.index[rows]
+    bounds = bounds or {}
     for col in numeric:
         if not len(pending):
             break
@@ -302,8 +300,12 @@ def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10, 
             for sign in signs:
                 if not len(moving):
                     break
-                frame.loc[moving, col] = original[moving] + sign * k * steps[col]
-                still = np.isin(row_digests(frame.loc[moving], columns), digests)
+                moved = original[moving] + sign * k * steps[col]
+                inside = np.ones(len(moving), dtype=bool)
+                if col in bounds:
+                    inside = ((moved >= bounds[col][0]) & (moved <= bounds[col][1])).to_numpy()
+                frame.loc[moving, col] = moved.where(inside, original[moving])
+                still = np.isin(row_digests(frame.loc[moving], columns), digests) | ~inside
                 moving = moving[still]
         frame.loc[moving, col] = original[moving]
         pending = pending[np.isin(pending, moving) | np.isin(pending, original.index[original.isna()])]
@@ -384,13 +386,14 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     # a number moved by its smallest step first (cheap, the marginal barely moves), then a
     # number or date only bounded from below moved up (a purchase a day later stays after the
     # enrollment), else a swap
-    left = _nudge_away(frame, copied, numeric, steps, columns, digests)
+    bounds = {c: (s.low, s.high) for c, s in shapes.items() if s.low is not None and s.high is not None}
+    left = _nudge_away(frame, copied, numeric, steps, columns, digests, bounds=bounds)
     rising = [c for c in _bounded_below_only(model, columns) if c not in numeric and frame[c].nunique() > 1
               and (pd.api.types.is_datetime64_any_dtype(frame[c]) or pd.api.types.is_numeric_dtype(frame[c]))]
     if len(left) and rising:
         up = {c: pd.Timedelta(days=1) if pd.api.types.is_datetime64_any_dtype(frame[c])
               else 1 if pd.api.types.is_integer_dtype(frame[c]) else unit_of(frame[c]) for c in rising}
-        left = _nudge_away(frame, left, rising, up, columns, digests, signs=(1,))
+        left = _nudge_away(frame, left, rising, up, columns, digests, signs=(1,), bounds=bounds)
     left = _swap_away(frame, left, free + list(within), columns, digests, rng, tries, within)
     # last resort for the few rows no such swap frees: the shared column changes parent
     unfixed = len(_swap_away(frame, left, list(within), columns, digests, rng, tries))

@@ -139,12 +139,19 @@ def chance_of_equality(a: pd.Series, b: pd.Series) -> float:
     return float((shares * b.fillna("\x00").value_counts(normalize=True).reindex(shares.index, fill_value=0)).sum())
 
 
-def copy_columns(metadata: Metadata, name: str, allow: tuple[str, ...] = ()) -> list[str]:
+def copy_columns(metadata: Metadata, name: str, allow: tuple[str, ...] = (),
+                 real: pd.DataFrame | None = None) -> list[str]:
     """Every non-key column (one alone included: a client's one birth number is the client):
     a synthetic row equal to a unique real row on these is a copy. Columns the user allows
-    published as they are (``privacy_allow``: public labels) are not compared."""
+    published as they are (``privacy_allow``: public labels) are not compared. One number
+    alone that takes few real values (``real``: the real rows) is not either: each synthetic
+    row draws one of them, as a category, and no row of it can be other than a real one."""
     keys = metadata.key_columns(name)
-    return [c for c in metadata.table(name).columns if c not in keys and f"{name}.{c}" not in allow]
+    columns = [c for c in metadata.table(name).columns if c not in keys and f"{name}.{c}" not in allow]
+    if len(columns) == 1 and real is not None and metadata.table(name).columns[columns[0]].sdtype == "numerical" \
+            and real[columns[0]].nunique() <= THRESHOLDS.support_max:
+        return []
+    return columns
 
 
 def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -89,7 +89,7 @@ def test_identity_text_is_not_copied_from_the_real_data(tiny_run, tiny_school_db
 def test_every_blocking_check_ran_and_passed(tiny_run, school_metadata):
     _, result = tiny_run
     evaluations = result.get_asset_check_evaluations()
-    expected = 3 * len(school_metadata.tables) + 2 * len(school_metadata.relationships)  # key, rules, numbers
+    expected = 4 * len(school_metadata.tables) + 2 * len(school_metadata.relationships)  # key, rules, numbers, privacy
     assert len(evaluations) == expected
     failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations if not e.passed]
     assert failed == []

@@ -31,7 +31,7 @@ def test_rare_values_get_one_stand_in_each_never_a_real_value():
         "label": ["COMMON"] * 30 + ["RARE ONE"] * 3 + ["rare two"] * 7,
         "kind": ["a"] * 40,  # a constant says nothing of anyone: kept
         "flag": ["x"] * 20 + ["y"] * 20})
-    rare = RareValues.fit(metadata, "items", real, min_count=5, allow=("items.flag",), salt=3)
+    rare = RareValues.fit(metadata, "items", real, min_count=5, allow=("items.flag",), seed=3)
     assert set(rare.digests) == {"composer", "label"}  # the constant has none, the allowed column is skipped
     synthetic = real.sample(frac=1.0, random_state=0).reset_index(drop=True)
     before = synthetic.copy()
@@ -61,7 +61,7 @@ def test_a_rule_between_rare_labels_still_holds_between_their_stand_ins():
         "relationships": []})
     real = pd.DataFrame({"id": range(12), "name": ["Algebra"] * 2 + ["Physics"] * 10,
                          "description": ["Equations"] * 2 + ["Forces and motion"] * 10})
-    rare = RareValues.fit(metadata, "courses", real, min_count=5, allow=(), salt=1)
+    rare = RareValues.fit(metadata, "courses", real, min_count=5, allow=(), seed=1)
     synthetic = real.copy()
     rare.replace(synthetic)
     assert "Algebra" not in set(synthetic["name"]) and "Equations" not in set(synthetic["description"])

@@ -149,7 +149,7 @@ def privacy(dataset: str, out: Path, holdout: float = 0.2) -> dict | None:
         tables[name] = {k: p.get(k) for k in ("holdout_rows", "dcr_overfitting_protection", "closer_to_training_share",
                                               "dcr_baseline_protection", "membership_attack_auc",
                                               "membership_advantage", "copied_rows")}
-        tables[name]["stand_in_columns"] = table.get("stand_in_columns", [])
+        tables[name]["rare_values_renamed"] = table.get("rare_values_renamed", {})
     summary = report["summary"]
     return {**figures, "privacy_holdout": holdout, "tables": tables,
             **{k: summary.get(k) for k in ("copied_rows", "verbatim_identity_strings", "dcr_overfitting_protection_min",

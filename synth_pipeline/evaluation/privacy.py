@@ -148,8 +148,10 @@ def verbatim_identity(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Met
 
 
 def table_privacy(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str, seed: int = 0,
-                  holdout: pd.DataFrame | None = None, allow: tuple[str, ...] = ()) -> dict:
-    non_key = copy_columns(metadata, table, allow)
+                  holdout: pd.DataFrame | None = None, allow: tuple[str, ...] = (),
+                  derived: tuple[str, ...] = ()) -> dict:
+    """``derived``: columns computed from other rows (a parent's sum of its children), no record's own."""
+    non_key = [c for c in copy_columns(metadata, table, allow, real) if c not in derived]
     copies, common = copied_rows(real, synthetic, non_key)
     identity = verbatim_identity(real, synthetic, metadata, table)
     held = {}

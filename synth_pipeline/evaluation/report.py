@@ -29,6 +29,7 @@ from synth_pipeline.evaluation.structure import (
     fk_violations,
     pk_duplicates,
 )
+from synth_pipeline.privacy_labels import copied_columns, rare_columns, renamed
 from synth_pipeline.schema import constraints as constraint_checks
 from synth_pipeline.schema.keys import KeyFormat
 from synth_pipeline.schema.metadata import ID_SDTYPE, Metadata
@@ -55,34 +56,6 @@ def table_scores(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata
         "pk_duplicates": pk_duplicates(synthetic, metadata.table(table).primary_key),
         "key_format_adherence": key_format_adherence(real, synthetic, metadata, table),
     }
-
-
-def stand_in_columns(real: pd.DataFrame, metadata: Metadata, table: str, min_count: int,
-                     allow: tuple[str, ...] = ()) -> list[str]:
-    """Category columns no value of which is carried by ``min_count`` real rows: they name their
-    rows rather than group them, and every value is published as a stand-in
-    (``privacy_min_count``), so, like free text, they are not compared by value."""
-    return [c for c, k in compared_columns(metadata, table).items()
-            if k == "categorical" and f"{table}.{c}" not in allow and _all_rare(real[c], min_count)]
-
-
-def as_text(metadata: Metadata, columns: dict[str, list[str]]) -> Metadata:
-    """``metadata`` with those columns (per table) typed as free text: out of every fidelity figure."""
-    if not any(columns.values()):
-        return metadata
-    spec = metadata.to_dict()
-    for table, names in columns.items():
-        for name in names:
-            spec["tables"][table]["columns"][name]["sdtype"] = "text"
-    return Metadata.from_dict(spec)
-
-
-def _all_rare(values: pd.Series, min_count: int) -> bool:
-    values = values.dropna()
-    if not values.map(lambda v: isinstance(v, str)).all():
-        return False  # numbers kept as categories are published as they are
-    counts = values.value_counts()
-    return min_count > 1 and len(counts) > 1 and int(counts.max()) < min_count
 
 
 def key_format_adherence(real: pd.DataFrame, synthetic: pd.DataFrame, metadata: Metadata, table: str) -> dict:
@@ -129,19 +102,32 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
 def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
              seed: int = 0, privacy: bool = True, detection: bool = True,
              holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
+    """``seed``: the run's (rare real values are renamed with the stand-ins the run published, in
+    the real and the synthetic tables alike, so fidelity is scored up to that renaming, for our
+    output and a baseline's; privacy is judged on the values themselves)."""
     started = time.perf_counter()
     tables = {}
-    published = metadata  # privacy is judged on every column; fidelity not on stand-in names
-    stand_ins = {name: stand_in_columns(real[name], metadata, name, min_count, allow) for name in metadata.tables}
-    metadata = as_text(metadata, stand_ins)
+    originals, published = real, synthetic
+    real, synthetic = dict(real), dict(synthetic)
+    for name in metadata.tables:
+        copied = {c: [originals[t][p] for t, p in sources if f"{t}.{p}" not in allow]
+                  for c, sources in copied_columns(originals, metadata, name).items()}
+        real[name], (synthetic[name],) = renamed(real[name], [synthetic[name]], metadata, name, seed, min_count, allow,
+                                                 copied)
+    found = constraint_checks.report(real, synthetic, metadata)
+    summed = {(c["table"], c["columns"][0]) for c in found if c["kind"] == "child_sum"}
     for name in metadata.topological_order():
         tables[name] = table_scores(real[name], synthetic[name], metadata, name)
-        if stand_ins[name]:
-            tables[name]["stand_in_columns"] = stand_ins[name]
+        if real[name] is not originals[name]:  # real rows whose rare value the run published as a stand-in
+            was, now = originals[name], real[name]
+            counts = {c: int((was[c].notna() & (was[c].astype(object) != now[c].astype(object))).sum())
+                      for c in rare_columns(metadata, name, allow) if c in was}
+            tables[name]["rare_values_renamed"] = {c: n for c, n in counts.items() if n}
         tables[name]["column_fidelity"] = column_fidelity(real[name], synthetic[name], metadata, name)
         if privacy:
-            tables[name]["privacy"] = table_privacy(real[name], synthetic[name], published, name, seed=seed,
-                                                    holdout=(holdout or {}).get(name), allow=allow)
+            tables[name]["privacy"] = table_privacy(originals[name], published[name], metadata, name, seed=seed,
+                                                    holdout=(holdout or {}).get(name), allow=allow,
+                                                    derived=tuple(c for t, c in summed if t == name))
     relationships = relationship_scores(real, synthetic, metadata)
     two_hop = [cross_table_trends(real, synthetic, metadata, chain, seed=seed) for chain in two_hop_chains(metadata)]
     detections = []
@@ -149,7 +135,6 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
         for name in metadata.topological_order():
             if metadata.children(name) and metadata.table(name).single_primary_key:
                 detections.append(parent_detection(real, synthetic, metadata, name, seed=seed))
-    found = constraint_checks.report(real, synthetic, metadata)
     for c in found:  # a number computed from its children is held to its rule, not to its real values
         if c["kind"] == "child_sum":
             fidelity = tables[c["table"]]["column_fidelity"]

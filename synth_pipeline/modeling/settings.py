@@ -19,6 +19,7 @@ class ModelSettings:
     constraints_add: tuple[str, ...] = ()  # "table: rule" constraints a user adds
     fit_rows: int = 0  # > 0: a larger table is fitted on a consistent subsample of about this many rows
     mechanisms_off: tuple[str, ...] = ()  # registry names neither fitted nor applied (the ablation's switch)
+    seed: int = 0  # the run's seed (rare values' stand-ins are a function of it)
     privacy_min_count: int = 5  # category/text values in fewer real rows are not published verbatim
     privacy_allow: tuple[str, ...] = ()  # "table.column" whose rare values may be published
 

@@ -155,7 +155,9 @@ class TableModel:
                 if found is not None:
                     fit.found[mechanism.name] = found
                     log.info("%s: %s", name, found.label)
-        compared = copy_columns(metadata, name, settings.privacy_allow)
+        # a number published as the sum of its children is theirs, not a real record's value
+        summed = {c.columns[0] for c in fit.constraints if c.kind == "child_sum"}
+        compared = [c for c in copy_columns(metadata, name, settings.privacy_allow, full) if c not in summed]
         # dates as the synthetic rows hold them (a SQLite source gives text)
         typed = full.assign(**{c: pd.to_datetime(full[c], errors="coerce") for c in compared
                                if table.columns[c].sdtype == "datetime" and not
@@ -170,7 +172,8 @@ class TableModel:
             fd_maps={c.description: functional_map(c, frame) for c in fit.constraints
                      if c.kind == "functional_dependency"},
             copy_columns=compared, real_row_digests=unique_row_digests(typed, compared),
-            rare_values=RareValues.fit(metadata, name, full, settings.privacy_min_count, settings.privacy_allow, seed),
+            rare_values=RareValues.fit(metadata, name, full, settings.privacy_min_count, settings.privacy_allow,
+                                       settings.seed, copied_from(fit, real, settings.privacy_allow)),
             mechanisms=[fit.found[m.name] for m in REGISTRY if m.name in fit.found],
             fit_seconds=time.perf_counter() - started)
 
@@ -340,3 +343,14 @@ def require_partition_rows(table: str, real_rows: int, scale: float, partitions:
     if int(round(real_rows * scale)) < partitions:
         raise ConfigError(f"table '{table}': {partitions} partitions for {real_rows} real rows x scale {scale:g}: "
                           "some partitions would get no row of this root table; use fewer partitions")
+
+
+def copied_from(fit: FitContext, real: dict[str, pd.DataFrame], allow: tuple[str, ...]) -> dict[str, pd.Series]:
+    """Per column copied from the primary parent (``parent_copies``), the parent column's real
+    values, unless the user allows that column's values published as they are."""
+    copies = fit.found.get("parent_copies")
+    if copies is None or fit.primary is None or fit.primary.parent_table_name not in real:
+        return {}
+    parent = fit.primary.parent_table_name
+    return {col: real[parent][pcol] for col, pcol in copies.columns_from.items()
+            if pcol in real[parent] and f"{parent}.{pcol}" not in allow}
