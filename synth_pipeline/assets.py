@@ -173,8 +173,6 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         with progress_to(context):
             fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
                                     table_seed(settings.seed, name, "fit"))
-        # a root of a held-out lineage is generated at its whole real size, not the fitted share
-        fitted.real_rows = warehouse.holdout_info(name).get("rows", fitted.real_rows)
         warehouse.save_model(fitted)
         warehouse.record_seconds(name, "fit", fitted.fit_seconds)
         return fitted
