@@ -70,8 +70,8 @@ def stand_ins(seed: int, table: str, column: str, values: pd.Series, rare_digest
         clash = np.isin(value_digests(labels), rare_digests)
         out[todo[~clash]] = labels[~clash].to_numpy()
         todo = todo[clash]
-    for i in todo:
-        out[i] = f"{texts[i]} {seed}"  # never reached in practice: twenty draws all on rare values
+    for i in todo:  # never reached in practice (twenty draws all on rare values); never the value itself
+        out[i] = f"value {value_digests(pd.Series([f'{seed}|{texts[i]}']))[0] % 10**8:08d}"
     return out.tolist()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from synth_pipeline.checks import PRIVACY_CHECK
 from synth_pipeline.config import ConfigError, PipelineConfig
-from synth_pipeline.modeling.rare_values import RareValues, value_digests
+from synth_pipeline.modeling.rare_values import RareValues
 from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.schema.constraints import Constraint, satisfied
 from synth_pipeline.schema.metadata import Column, Metadata
@@ -74,9 +74,9 @@ def test_a_rule_between_rare_labels_still_holds_between_their_stand_ins():
 
 def test_a_near_unique_date_column_keeps_its_shape_not_its_values():
     rng = np.random.default_rng(0)
-    days = rng.choice(3650, 400, replace=False)  # 400 distinct dates over ten years, skewed below
-    days = np.sort(days)[np.argsort(rng.random(400))] // 1
-    dates = pd.Series(pd.Timestamp("2010-01-01") + pd.to_timedelta(np.sort(days) ** 1.0, unit="D"))
+    # 400 distinct dates over ten years, more of them early on (a skewed shape to keep)
+    days = rng.choice(3650, 400, replace=False, p=np.linspace(2, 1, 3650) / np.linspace(2, 1, 3650).sum())
+    dates = pd.Series(pd.Timestamp("2010-01-01") + pd.to_timedelta(np.sort(days), unit="D"))
     real = pd.DataFrame({"when": dates})
     codec = TableCodec.fit(real, [Column("when", "datetime")])
     generated = pd.DataFrame({"when": rng.normal(size=400)})  # any model output: mapped by rank
