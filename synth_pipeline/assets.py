@@ -133,8 +133,9 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
              settings: RunSettings) -> dg.MaterializeResult:
         # a parent's held-out rows are real rows too: its children's foreign keys resolve there
         held_parents = {p: warehouse.read_holdout(p) for p in loaded_after}
-        real_parents = {p: pd.concat([warehouse.read("real", p), held_parents[p]], ignore_index=True)
-                        if len(held_parents[p]) else warehouse.read("real", p) for p in loaded_after}
+        fitted_parents = {p: warehouse.read("real", p) for p in loaded_after}
+        real_parents = {p: pd.concat([fitted_parents[p], held_parents[p]], ignore_index=True)
+                        if len(held_parents[p]) else fitted_parents[p] for p in loaded_after}
         frame, notes = source.load_valid_table(plan.user, name, real_parents)
         frame = plan.to_internal(name, frame, real_parents)
         held_info = {}
@@ -144,8 +145,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
             below = bool(owner.get("head") or owner.get("below_head"))
             rels = [r for r in metadata.foreign_keys(name) if r.parent_table_name in held_parents]
             held_keys = {r.parent_table_name: held_parents[r.parent_table_name][r.parent_primary_key] for r in rels}
-            fitted_keys = {r.parent_table_name: warehouse.read("real", r.parent_table_name)[r.parent_primary_key]
-                           for r in rels}
+            fitted_keys = {r.parent_table_name: fitted_parents[r.parent_table_name][r.parent_primary_key] for r in rels}
             frame, held, head = split_holdout(metadata, name, frame, held_keys, fitted_keys, below,
                                               settings.privacy_holdout, table_seed(settings.seed, name, "holdout"))
             held_info = {"rows": len(frame), "held_out": int(held.sum()), "head": head, "below_head": below}

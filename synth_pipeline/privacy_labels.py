@@ -1,4 +1,4 @@
-"""Stand-in labels for rare values: the one function repair publishes them with and the
+"""Stand-in labels for rare values: the one function publishing gives them with and the
 evaluation compares by.
 
 A category or text value seen in fewer than ``min_count`` real rows (``privacy_min_count``,
@@ -48,7 +48,14 @@ def rare_values(values: pd.Series, min_count: int) -> pd.Index:
     return counts.index[counts.to_numpy() < min_count]
 
 
-def stand_ins(seed: int, table: str, column: str, values: pd.Series, rare_digests: np.ndarray) -> list[str]:
+def is_rare(values: pd.Series, rare_digests: np.ndarray) -> np.ndarray:
+    """Which of ``values`` are among the rare values (by digest)."""
+    if values.empty or not len(rare_digests):
+        return np.zeros(len(values), dtype=bool)
+    return values.notna().to_numpy() & np.isin(value_digests(values), rare_digests)
+
+
+def stand_ins(seed: int, values: pd.Series, rare_digests: np.ndarray) -> list[str]:
     """The stand-in of each value (all at once: a column can hold many thousand rare values)."""
     from faker.providers.lorem.en_US import Provider
 
@@ -75,24 +82,23 @@ def stand_ins(seed: int, table: str, column: str, values: pd.Series, rare_digest
     return out.tolist()
 
 
-def replace_rare(frame: pd.DataFrame, column: str, rare_digests: np.ndarray, seed: int, table: str) -> int:
+def replace_rare(frame: pd.DataFrame, column: str, rare_digests: np.ndarray, seed: int) -> int:
     """Every value of ``frame[column]`` whose digest is rare swapped for its stand-in, in place."""
-    values = frame[column]
-    if values.empty or not len(rare_digests):
-        return 0
-    rare = values.notna().to_numpy() & np.isin(value_digests(values), rare_digests)
+    rare = is_rare(frame[column], rare_digests)
     if not rare.any():
         return 0
-    values = values.astype(object)
+    values = frame[column].astype(object)
     originals = pd.Series(pd.unique(values[rare]), dtype=object)
-    lookup = dict(zip(originals, stand_ins(seed, table, column, originals, rare_digests)))
+    lookup = dict(zip(originals, stand_ins(seed, originals, rare_digests)))
     frame[column] = values.where(~rare, values.map(lookup))
     return int(rare.sum())
 
 
-def copied_columns(tables: dict[str, pd.DataFrame], metadata, table: str) -> dict[str, list[tuple[str, str]]]:
+def copied_columns(tables: dict[str, pd.DataFrame], metadata, table: str,
+                   min_count: int) -> dict[str, list[tuple[str, str]]]:
     """Category columns of ``table`` equal, in every real row, to a category column of the
-    parent row a foreign key names: column -> [(parent table, parent column)]."""
+    parent row a foreign key names, one with rare values: column -> [(parent table, parent
+    column)] (the parent's stand-ins are the copy's too)."""
     out: dict[str, list[tuple[str, str]]] = {}
     kinds = {c.name: c.sdtype for c in metadata.table(table).columns.values()}
     mine = [c for c, k in kinds.items() if k == "categorical"]
@@ -100,7 +106,8 @@ def copied_columns(tables: dict[str, pd.DataFrame], metadata, table: str) -> dic
         if rel.is_self_reference or rel.parent_table_name not in tables or not mine:
             continue
         parent = tables[rel.parent_table_name]
-        theirs = [c.name for c in metadata.table(rel.parent_table_name).columns.values() if c.sdtype == "categorical"]
+        theirs = [c.name for c in metadata.table(rel.parent_table_name).columns.values()
+                  if c.sdtype == "categorical" and c.name in parent and len(rare_values(parent[c.name], min_count))]
         if not theirs:
             continue
         joined = tables[table][[rel.child_foreign_key, *mine]].merge(
@@ -137,7 +144,7 @@ def renamed(real: pd.DataFrame, others: list[pd.DataFrame], metadata, table: str
         digests = np.sort(value_digests(pd.Series(rare)))
         for frame in frames:
             if column in frame:
-                replace_rare(frame, column, digests, seed, table)
+                replace_rare(frame, column, digests, seed)
     return frames[0], frames[1:]
 
 

@@ -111,7 +111,7 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
     real, synthetic = dict(real), dict(synthetic)
     for name in metadata.tables:
         copied = {c: [originals[t][p] for t, p in sources if f"{t}.{p}" not in allow]
-                  for c, sources in copied_columns(originals, metadata, name).items()}
+                  for c, sources in copied_columns(originals, metadata, name, min_count).items()}
         real[name], (synthetic[name],) = renamed(real[name], [synthetic[name]], metadata, name, seed, min_count, allow,
                                                  copied)
     found = constraint_checks.report(real, synthetic, metadata)

@@ -1,7 +1,7 @@
 """Rare values are never published: a category or text value seen in fewer than ``k`` real
 rows (``privacy_min_count``, default 5) is replaced by its stand-in label when publishing
-(``synth_pipeline/privacy_labels.py``: one per value, a function of the run seed, table,
-column and value). The model keeps 64-bit digests of the rare values, never the values.
+(``synth_pipeline/privacy_labels.py``: one per value, a function of the run seed and the
+value). The model keeps 64-bit digests of the rare values, never the values.
 
 Not rare: a value every real row of the column carries (a constant says nothing of anyone),
 and every value of a column the user lists in ``privacy_allow`` ("table.column": public
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.privacy_labels import rare_columns, rare_values, replace_rare, value_digests
+from synth_pipeline.privacy_labels import is_rare, rare_columns, rare_values, replace_rare, value_digests
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -23,7 +23,6 @@ from synth_pipeline.schema.metadata import Metadata
 class RareValues:
     """Digests of each column's rare real values, and what their stand-ins are drawn from."""
 
-    table: str = ""
     digests: dict[str, np.ndarray] = field(default_factory=dict)  # column -> sorted digests
     seed: int = 0  # the run's seed
     min_count: int = 5
@@ -40,13 +39,10 @@ class RareValues:
                 rare = rare.append(rare_values(copied[column], min_count)).unique()
             if len(rare):
                 out[column] = np.sort(value_digests(pd.Series(rare)))
-        return cls(name, out, seed, min_count)
+        return cls(out, seed, min_count)
 
     def is_rare(self, column: str, values: pd.Series) -> np.ndarray:
-        digests = self.digests.get(column)
-        if digests is None or values.empty:
-            return np.zeros(len(values), dtype=bool)
-        return values.notna().to_numpy() & np.isin(value_digests(values), digests)
+        return is_rare(values, self.digests.get(column, np.array([], dtype="uint64")))
 
     def replace(self, frame: pd.DataFrame) -> dict[str, int]:
         """Every rare value in ``frame`` swapped for its stand-in, in place (publishing, and the privacy
@@ -54,7 +50,7 @@ class RareValues:
         out = {}
         for column, digests in self.digests.items():
             if column in frame:
-                count = replace_rare(frame, column, digests, self.seed, self.table)
+                count = replace_rare(frame, column, digests, self.seed)
                 if count:
                     out[column] = count
         return out
