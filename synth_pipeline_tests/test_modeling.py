@@ -16,6 +16,7 @@ from synth_pipeline.modeling.marginals import (
     choose_per_slot,
     choose_with_quotas,
     rake_weights,
+    target_codes,
 )
 from synth_pipeline.modeling.settings import ModelSettings
 from synth_pipeline.modeling.table_model import TableModel
@@ -71,13 +72,22 @@ def test_derived_constraints_hold_on_arbitrary_generated_values(constrained_fram
     assert (rebuilt["start"] >= parent["joined"]).all()
 
 
+def _label_codes(candidates: pd.DataFrame, targets: dict[str, pd.Series]) -> list:
+    """Raking targets of candidate columns given as labels (the generator gives label indices)."""
+    out = []
+    for col, target in targets.items():
+        picks, labels = pd.factorize(candidates[col].to_numpy())
+        out.append(target_codes(picks, np.asarray(labels, dtype=str), target))
+    return out
+
+
 def test_raking_matches_real_category_shares():
     rng = np.random.default_rng(0)
     n, k = 2000, 3
     candidates = pd.DataFrame({"color": rng.choice(["red", "green", "blue"], n * k, p=[0.5, 0.3, 0.2]),
                                "size": rng.choice(["s", "l"], n * k, p=[0.5, 0.5])})
     targets = {"color": pd.Series({"red": 0.3, "green": 0.3, "blue": 0.4}), "size": pd.Series({"s": 0.8, "l": 0.2})}
-    chosen = candidates.iloc[choose_per_slot(rake_weights(candidates, targets, n, k), n, k, rng)]
+    chosen = candidates.iloc[choose_per_slot(rake_weights(n, k, _label_codes(candidates, targets)), n, k, rng)]
     shares = chosen["color"].value_counts(normalize=True)
     # The generator's shares were 0.5 / 0.3 / 0.2; kept rows come within 0.05 of the real ones.
     assert abs(shares["blue"] - 0.4) < 0.05 and abs(shares["red"] - 0.3) < 0.05
@@ -109,9 +119,9 @@ def test_pair_raking_restores_associations_the_generator_lost():
 
     first = candidates.iloc[:n]
     marginal_only = candidates.iloc[choose_per_slot(
-        rake_weights(candidates, {c: real[c].value_counts(normalize=True) for c in ["status", "mode", "kind"]}, n, k),
+        rake_weights(n, k, _label_codes(candidates, {c: real[c].value_counts(normalize=True) for c in ["status", "mode", "kind"]})),
         n, k, rng)]
-    raked = candidates.iloc[choose_per_slot(rake_weights(candidates, {}, n, k, pairs.rake_codes(candidates)), n, k, rng)]
+    raked = candidates.iloc[choose_per_slot(rake_weights(n, k, pairs.rake_codes(candidates)), n, k, rng)]
     assert max(score(first)) < 0.75 and max(score(marginal_only)) < 0.75  # the associations are gone
     assert min(score(raked)) > 0.95  # raking the pairs brings both back
     assert abs((raked["status"] == "paid").mean() - 0.7) < 0.03  # and keeps the marginals
@@ -136,7 +146,7 @@ def test_pair_raking_given_the_parent_keeps_parent_child_associations():
                                 "state": rng.choice(["CA", "OR", "WA"], n, p=[0.6, 0.2, 0.2])})
     candidates = pd.DataFrame({c: rng.permutation(np.tile(real[c].to_numpy(), k)) for c in real})
     chosen = candidates.iloc[choose_per_slot(
-        rake_weights(candidates, {}, n, k, pairs.rake_codes(candidates, new_parents, k)), n, k, rng)].reset_index(drop=True)
+        rake_weights(n, k, pairs.rake_codes(candidates, new_parents, k)), n, k, rng)].reset_index(drop=True)
     new_older = (new_parents["born"] < pd.Timestamp("2010-01-01")).to_numpy()
     card_older, card_younger = (chosen["mode"][new_older] == "card").mean(), (chosen["mode"][~new_older] == "card").mean()
     assert card_older > 0.8 and card_younger < 0.3  # unraked: 0.55 for both
@@ -155,7 +165,7 @@ def test_quota_draws_hold_small_tables_to_the_real_counts():
     for seed in range(20):
         rng = np.random.default_rng(seed)
         candidates = pd.DataFrame({"department": rng.choice(departments, n * k, p=[.3, .1, .1, .1, .1, .15, .15])})
-        weights = rake_weights(candidates, targets, n, k)
+        weights = rake_weights(n, k, _label_codes(candidates, targets))
         for name, kept in (("per slot", choose_per_slot(weights, n, k, rng)),
                            ("quotas", choose_with_quotas(weights, candidates, targets, n, k, rng))):
             counts = candidates["department"].iloc[kept].value_counts().reindex(departments, fill_value=0)

@@ -29,7 +29,7 @@ from ctgan.synthesizers.ctgan import Discriminator, Generator
 from torch import optim
 from torch.nn import functional
 
-from synth_pipeline.errors import ConfigError
+from synth_pipeline.errors import ConfigError, SynthPipelineError
 
 log = logging.getLogger(__name__)
 GUMBEL_TAU = 0.2  # temperature of the category spans' Gumbel softmax (ctgan's)
@@ -204,30 +204,57 @@ class ContextCTGAN:
         pick = (np.random.random(len(col)) * count).astype(np.int64)
         return torch.from_numpy(self._rows_flat[self._rows_start[col, opt] + np.minimum(pick, count - 1)])
 
-    def _fake(self, batch, c, ctx_rows, device, hard: bool = False):
-        """(raw, activated) generated rows; ``hard``: for sampling, without gradients."""
+    def _fake(self, batch, c, ctx_rows, device):
+        """(raw, activated) generated rows, for training."""
         z = torch.randn(batch, self.settings.embedding_dim, device=device)
         parts = [z] + [t for t in (c, ctx_rows) if t is not None]
-        raw = self._generate(parts) if hard else self.generator(torch.cat(parts, dim=1))
-        return raw, self._activate(raw, hard)
+        raw = self.generator(torch.cat(parts, dim=1))
+        return raw, self._activate(raw)
 
-    def _generate(self, parts):
-        """The generator's forward pass, with each residual block's output written in place
-        of ctgan's concatenations (the same values: ``[out_2, out_1, input]``, batch-norm as
-        the module is set), so a large sample does not copy its widening rows twice."""
+    def _folded_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The generator's layers as (weight transposed, bias), each residual block's
+        batch-norm folded into its linear layer (the module is in evaluation mode after
+        training: the norm is a fixed affine map)."""
         *blocks, last = list(self.generator.seq)
+        layers = []
+        for block in blocks:
+            bn, fc = block.bn, block.fc
+            if bn.training or bn.running_mean is None:
+                raise SynthPipelineError("generator left in training mode: cannot fold its batch norm")
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            layers.append(((fc.weight * scale[:, None]).t().contiguous(), (fc.bias - bn.running_mean) * scale + bn.bias))
+        layers.append((last.weight.t().contiguous(), last.bias))
+        return layers
+
+    def _generate(self, parts, layers, shared: torch.Tensor | None = None, k: int = 1):
+        """The generator's forward pass for sampling, for ``k`` candidates of each slot (row
+        ``j * slots + i`` is candidate ``j`` of slot ``i``). ``parts``: each candidate's own
+        input (noise, condition); ``shared``: each slot's context, which its candidates share,
+        so its share of every layer is computed once per slot rather than per candidate. Each
+        residual block's output is written in place of ctgan's concatenations (the same
+        layout: ``[out_2, out_1, input]``), so a large sample does not copy its widening rows."""
+        *blocks, (last_w, last_b) = layers
+        given = 0 if shared is None else shared.shape[1]  # the context's weights: each layer's last rows
+
+        def layer(weight, bias, x):
+            if not given:
+                return torch.addmm(bias, x, weight)
+            out = torch.mm(x, weight[:-given])
+            out.view(k, -1, out.shape[1]).add_(torch.addmm(bias, shared, weight[-given:]))
+            return out
+
         width = sum(p.shape[1] for p in parts)
-        rows = torch.empty(parts[0].shape[0], width + sum(b.fc.out_features for b in blocks), device=parts[0].device)
+        rows = torch.empty(parts[0].shape[0], width + sum(w.shape[1] for w, _ in blocks), device=parts[0].device)
         start = rows.shape[1] - width
         for p in parts:
             rows[:, start:start + p.shape[1]] = p
             start += p.shape[1]
         start = rows.shape[1] - width
-        for block in blocks:
-            size = block.fc.out_features
-            rows[:, start - size:start] = block.relu(block.bn(block.fc(rows[:, start:])))
+        for weight, bias in blocks:
+            size = weight.shape[1]
+            rows[:, start - size:start] = torch.relu_(layer(weight, bias, rows[:, start:]))
             start -= size
-        return last(rows)
+        return layer(last_w, last_b, rows)
 
     def _discriminator_step(self, disc, opt, train_t, ctx, batch, device) -> float:
         c, _, col, opt_ = self._condition(batch, device)
@@ -273,47 +300,98 @@ class ContextCTGAN:
         """Generated matrix rows as the frame the model learned (the transformer's inverse)."""
         return self.transformer.inverse_transform(matrix)
 
-    def discrete_labels(self, matrix: np.ndarray, columns: list[str]) -> pd.DataFrame:
-        """The discrete ``columns`` of generated matrix rows, as text, without the (costly)
-        inverse of the numeric columns: what raking needs to choose among candidates."""
+    def spans(self) -> dict[str, tuple[int, int, str]]:
+        """Each column's (start, width, type) in the transformer's encoding: a category's
+        one-hot span, or a number's value followed by its mode span."""
         out, st = {}, 0
         for info in self.transformer._column_transform_info_list:
-            dim = info.output_dimensions
-            if info.column_type == "discrete" and info.column_name in columns:
-                dummies = np.asarray(info.transform.dummies, dtype=object).astype(str)
-                out[info.column_name] = dummies[np.argmax(matrix[:, st:st + dim], axis=1)]
-            st += dim
-        return pd.DataFrame(out)
+            out[info.column_name] = (st, info.output_dimensions, info.column_type)
+            st += info.output_dimensions
+        return out
 
-    def numeric_values(self, matrix: np.ndarray, columns: list[str]) -> pd.DataFrame:
-        """The continuous ``columns`` of generated matrix rows (the transformer's inverse of
-        those columns only)."""
-        out, st = {}, 0
+    def category_labels(self, column: str) -> np.ndarray:
+        """A category column's labels, as text, in the order of its one-hot span."""
+        info = next(i for i in self.transformer._column_transform_info_list if i.column_name == column)
+        return np.asarray(info.transform.dummies, dtype=object).astype(str)
+
+    @torch.no_grad()
+    def picks(self, raw: torch.Tensor, columns: list[str]) -> dict[str, np.ndarray]:
+        """For each named column, the index its hard activation picks in every generated row:
+        a category's label index, or a number's mode. Candidates are drawn this far only (the
+        costly one-hot rows of what raking does not read are never built); ``activate`` then
+        completes the kept rows with these picks."""
+        spans = self.spans()
+        out = {}
+        for column in columns:
+            st, dim, kind = spans[column]
+            if kind == "continuous":
+                st, dim = st + 1, dim - 1
+            out[column] = _gumbel_pick(raw[:, st:st + dim]).numpy()
+        return out
+
+    def numbers(self, raw: torch.Tensor, columns: list[str], picks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The value of each named number column in generated rows, from its mode pick."""
+        spans, out = self.spans(), {}
         for info in self.transformer._column_transform_info_list:
-            dim = info.output_dimensions
-            if info.column_type == "continuous" and info.column_name in columns:
-                values = self.transformer._inverse_transform_continuous(info, matrix[:, st:st + dim], None, st)
-                out[info.column_name] = np.asarray(values, dtype=float).reshape(-1)
-            st += dim
-        return pd.DataFrame(out)
+            if info.column_name not in columns:
+                continue
+            st, dim, _ = spans[info.column_name]
+            block = np.zeros((len(raw), dim), dtype="float32")
+            block[:, 0] = torch.tanh(raw[:, st]).numpy()
+            block[np.arange(len(raw)), 1 + picks[info.column_name]] = 1.0
+            values = self.transformer._inverse_transform_continuous(info, block, None, st)
+            out[info.column_name] = np.asarray(values, dtype=float).reshape(-1)
+        return out
 
     @torch.no_grad()
     def sample_matrix(self, n: int, context: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
         """``n`` generated rows in the transformer's encoding (see ``decode``)."""
+        return self.activate(self.sample_raw(n, context, seed))
+
+    @torch.no_grad()
+    def sample_raw(self, n: int, context: np.ndarray | None = None, seed: int = 0, k: int = 1) -> torch.Tensor:
+        """``k`` generated candidates for each of ``n`` rows (given each row's ``context``),
+        before their activation (``activate``; ``picks``): row ``j * n + i`` is candidate
+        ``j`` of row ``i``."""
         _seed_everything(seed)
         try:  # a model trained on a GPU samples on the CPU where no GPU is
             device = torch.device(resolve_device(self.settings.device))
         except ConfigError:
             device = torch.device("cpu")
         self.generator.to(device)
-        chunks, step = [], 32768
+        layers = [(w.to(device), b.to(device)) for w, b in self._folded_layers()]
+        given = None if context is None else torch.from_numpy(np.asarray(context, dtype="float32")).to(device)
+        out = torch.empty(k, n, self.transformer.output_dimensions)
+        step = max(1, 32768 // k)
         for start in range(0, n, step):
             size = min(step, n - start)
-            c = self._sample_condition(size, device)
-            ctx = None if context is None else torch.from_numpy(context[start:start + size].astype("float32")).to(device)
-            _, fake = self._fake(size, c, ctx, device, hard=True)
-            chunks.append(fake.cpu().numpy())
-        return np.concatenate(chunks)
+            parts = [torch.randn(size * k, self.settings.embedding_dim, device=device)]
+            c = self._sample_condition(size * k, device)
+            if c is not None:
+                parts.append(c)
+            shared = None if given is None else given[start:start + size]
+            out[:, start:start + size] = self._generate(parts, layers, shared, k).view(k, size, -1).cpu()
+        return out.view(k * n, -1)
+
+    @torch.no_grad()
+    def activate(self, raw: torch.Tensor, fixed: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Generated rows as the transformer encodes them: tanh on the numbers, and each
+        category and mode span one-hot at its Gumbel-max pick (the pick ctgan's Gumbel softmax
+        decodes to, without the softmax); ``fixed``: the picks of some columns, already drawn."""
+        fixed = fixed or {}
+        out, st = torch.zeros_like(raw), 0
+        rows = torch.arange(len(raw))
+        for info, spans in zip(self.transformer._column_transform_info_list, self.transformer.output_info_list):
+            for span in spans:
+                ed = st + span.dim
+                if span.activation_fn == "tanh":
+                    out[:, st:ed] = torch.tanh(raw[:, st:ed])
+                else:
+                    given = fixed.get(info.column_name)
+                    pick = _gumbel_pick(raw[:, st:ed]) if given is None else torch.from_numpy(given)
+                    out[rows, st + pick] = 1.0
+                st = ed
+        return out.numpy()
 
     def _sample_condition(self, n: int, device):
         """Condition on one discrete column, its category drawn at its *real* frequency."""
@@ -338,12 +416,8 @@ class ContextCTGAN:
         return out
 
     # ------------------------------------------------------------- ctgan math
-    def _activate(self, data, hard: bool = False):
-        """tanh on the numbers, Gumbel softmax (``GUMBEL_TAU``) on the category and mode spans.
-        ``hard`` (sampling): a span comes out one-hot at the pick its soft output decodes to
-        (the argmax of the same Gumbel-perturbed logits), without the softmax or a copy."""
-        if hard:
-            return self._activate_hard(data)
+    def _activate(self, data):
+        """tanh on the numbers, Gumbel softmax (``GUMBEL_TAU``) on the category and mode spans."""
         parts, st = [], 0
         for info in self.transformer.output_info_list:
             for span in info:
@@ -355,21 +429,6 @@ class ContextCTGAN:
                 st = ed
         return torch.cat(parts, dim=1)
 
-    def _activate_hard(self, data):
-        out, st = torch.zeros_like(data), 0
-        for info in self.transformer.output_info_list:
-            for span in info:
-                ed = st + span.dim
-                if span.activation_fn == "tanh":
-                    out[:, st:ed] = torch.tanh(data[:, st:ed])
-                else:  # the noise gumbel_softmax draws, in the same order
-                    logits = data[:, st:ed]
-                    gumbels = -torch.empty_like(logits, memory_format=torch.legacy_contiguous_format).exponential_().log()
-                    pick = ((logits + gumbels) / GUMBEL_TAU).argmax(dim=1, keepdim=True)
-                    out[:, st:ed].scatter_(1, pick, 1.0)
-                st = ed
-        return out
-
     def _cond_loss(self, data, c, m):
         losses, st, st_c = [], 0, 0
         for info in self.transformer.output_info_list:
@@ -380,6 +439,13 @@ class ContextCTGAN:
             losses.append(functional.cross_entropy(data[:, st:ed], torch.argmax(c[:, st_c:ed_c], dim=1), reduction="none"))
             st, st_c = ed, ed_c
         return (torch.stack(losses, dim=1) * m).sum() / data.size()[0]
+
+
+def _gumbel_pick(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's Gumbel-max pick over a span: a draw from its softmax (the noise
+    ``gumbel_softmax`` adds; dividing by the temperature does not move the argmax)."""
+    gumbels = -torch.empty_like(logits, memory_format=torch.contiguous_format).exponential_().log()
+    return (logits + gumbels).argmax(dim=1)
 
 
 def _seed_everything(seed: int) -> None:

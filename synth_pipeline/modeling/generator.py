@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+import torch
 
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.marginals import (
@@ -24,6 +25,7 @@ from synth_pipeline.modeling.marginals import (
     choose_per_slot,
     choose_with_quotas,
     rake_weights,
+    target_codes,
 )
 from synth_pipeline.modeling.mechanism import FitContext
 from synth_pipeline.modeling.transforms import TableCodec
@@ -103,32 +105,36 @@ class Generator:
         k = THRESHOLDS.pair_candidates_per_row if pairs is not None else THRESHOLDS.candidates_per_row if self.targets else 1
         k = k if on("raking") else 1
         chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
+        read = list(self.targets) + ([] if pairs is None else [c for c in pairs.numeric if c not in self.targets])
         parts = []
         # In chunks of rows (with their parents' context): the candidates and the transformer's
         # matrices are bounded by the chunk, not by the scale.
         for i, start in enumerate(range(0, max(n, 1), chunk)):
             size = min(chunk, n - start)
-            ctx = None if context is None else np.tile(context[start:start + size], (k, 1))
             if size == 0:
                 parts.append(self.codec.decode(self.gan.sample(0)))
                 continue
-            matrix = self.gan.sample_matrix(size * k, context=ctx, seed=seed + i)
-            if k > 1:
-                matrix = matrix[self._rake(matrix, size, k, start, parent_rows, pairs, rng, on)]
-            parts.append(self.codec.decode(self.gan.decode(matrix)))  # only the kept rows are decoded
-        raw = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-        return raw.reset_index(drop=True)
+            raw = self.gan.sample_raw(size, None if context is None else context[start:start + size], seed + i, k)
+            fixed = None
+            if k > 1:  # candidates are drawn as far as raking reads them; the kept ones completed
+                picks = self.gan.picks(raw, read)
+                kept = self._rake(raw, picks, size, k, start, parent_rows, pairs, rng, on)
+                raw, fixed = raw[torch.from_numpy(kept)], {c: p[kept] for c, p in picks.items()}
+            parts.append(self.codec.decode(self.gan.decode(self.gan.activate(raw, fixed))))
+        out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        return out.reset_index(drop=True)
 
-    def _rake(self, matrix: np.ndarray, size: int, k: int, start: int, parent_rows: pd.DataFrame | None,
-              pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
+    def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, start: int,
+              parent_rows: pd.DataFrame | None, pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
         """Which of the ``size * k`` candidates to keep (one per output row)."""
-        candidates = self.gan.discrete_labels(matrix, list(self.targets))
-        coded = []
+        labels = {c: self.gan.category_labels(c) for c in self.targets}
+        coded = [target_codes(picks[c], labels[c], target) for c, target in self.targets.items()]
         if pairs is not None:
-            numbers = self.gan.numeric_values(matrix, pairs.numeric)
-            coded = pairs.rake_codes(pd.concat([candidates, numbers], axis=1),
-                                     None if parent_rows is None else parent_rows.iloc[start:start + size], k)
-        weights = rake_weights(candidates, self.targets, size, k, coded)
+            numbers = self.gan.numbers(raw, pairs.numeric, picks)
+            coded += pairs.rake_codes({**{c: (picks[c], labels[c]) for c in self.targets}, **numbers},
+                                      None if parent_rows is None else parent_rows.iloc[start:start + size], k)
+        weights = rake_weights(size, k, coded)
         if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
+            candidates = pd.DataFrame({c: labels[c][picks[c]] for c in self.targets})
             return choose_with_quotas(weights, candidates, self.targets, size, k, rng)
         return choose_per_slot(weights, size, k, rng)

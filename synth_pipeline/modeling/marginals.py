@@ -26,20 +26,20 @@ def category_targets(encoded: pd.DataFrame, discrete_columns: list[str]) -> dict
     return {c: encoded[c].astype(str).value_counts(normalize=True) for c in discrete_columns}
 
 
-def rake_weights(candidates: pd.DataFrame, targets: dict[str, pd.Series], n: int, k: int,
-                 coded: list[tuple[np.ndarray, np.ndarray, int]] = ()) -> np.ndarray:
+def target_codes(picks: np.ndarray, labels: np.ndarray, target: pd.Series) -> tuple[np.ndarray, np.ndarray, int]:
+    """A category column's raking target: (cell of each candidate, each cell's real share,
+    cells), its candidates given as indices into ``labels``."""
+    return picks, pd.Series(labels).map(target).fillna(0.0).to_numpy(), len(labels)
+
+
+def rake_weights(n: int, k: int, codes: list[tuple[np.ndarray, np.ndarray, int]]) -> np.ndarray:
     """Candidate weights whose per-slot draw (see ``choose_per_slot``) meets the real shares.
 
     Shares are measured as they will come out: each slot keeps one of its ``k``
-    candidates with probability proportional to its weight. ``coded``: more targets given
+    candidates with probability proportional to its weight. ``codes``: the targets, each
     as (cell of each candidate, each cell's real share, number of cells).
     """
     weights = np.full(n * k, 1.0 / k)  # each slot's chances, summing to 1
-    codes = list(coded)
-    for col, target in targets.items():
-        inverse, categories = pd.factorize(candidates[col].to_numpy(), use_na_sentinel=False)  # hashing, no sort
-        share = pd.Series(categories).astype(str).map(target).fillna(0.0).to_numpy()
-        codes.append((inverse, share, len(categories)))
     for _ in range(RAKING_ROUNDS):
         for cell, share, n_cells in codes:
             current = np.bincount(cell, weights=weights, minlength=n_cells) / n
@@ -133,7 +133,12 @@ class RakedColumn:
     def codes(self, values, generated: bool = False) -> np.ndarray:
         """0 .. size - 1; ``size`` for a label the real data never has. ``generated`` numbers
         are binned as they will be published: by their rank among the generated values, taken
-        onto the real distribution (the codec's rank map)."""
+        onto the real distribution (the codec's rank map). A category may come as (indices,
+        the labels they index)."""
+        if isinstance(values, tuple):
+            picks, names = values
+            found = pd.Index(self.labels).get_indexer(names)
+            return np.where(found < 0, self.size, found)[picks]
         if self.edges is None:
             found = pd.Index(self.labels).get_indexer(np.asarray(values).astype(str))
             return np.where(found < 0, self.size, found)
@@ -240,13 +245,15 @@ class PairJoints:
         names += [f"{self.columns[i].name} x parent.{self.parent_columns[p].name}" for i, p, _ in self.parent_pairs]
         return f"{len(names)} column pairs raked to their real shares ({', '.join(names)})"
 
-    def rake_codes(self, candidates: pd.DataFrame, parent_rows: pd.DataFrame | None = None,
+    def rake_codes(self, candidates, parent_rows: pd.DataFrame | None = None,
                    k: int = 1) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """(cell of each candidate, each cell's real share, cells) per pair, for ``rake_weights``.
+        ``candidates``: each column's values (a category's as indices and their labels).
         ``parent_rows``: each slot's parent row (the ``k`` candidates of a slot share it); a
         child column is then raked to its real shares given the parent's value, weighed by
         how often the synthetic parents carry that value."""
-        codes = [c.codes(candidates[c.name].to_numpy(), generated=True) for c in self.columns]
+        codes = [c.codes(candidates[c.name] if isinstance(candidates[c.name], tuple) else np.asarray(candidates[c.name]),
+                         generated=True) for c in self.columns]
         out = []
         for i, j, shares in self.pairs:
             cell = codes[i] * (self.columns[j].size + 1) + codes[j]
