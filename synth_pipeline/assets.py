@@ -220,6 +220,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
               deps=[stage_key("synthetic", name)] + [stage_key("repaired", p) for p in parents], partitions_def=chunks,
               description=f"The published form of '{name}': unique keys, resolvable foreign keys.")
     def repaired(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
+        started = time.perf_counter()
         part = current_partition(context, partitions)
         fitted = stored(context, warehouse, settings)
         parent_frames = {p: warehouse.read("repaired", p, part) for p in parents}
@@ -230,6 +231,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         for what, count in restored.items():
             repairs.add(what, count)
         warehouse.write("repaired", name, frame, part)
+        warehouse.record_seconds(name, "repair", time.perf_counter() - started, part)
         scores = table_quality(metadata, name, warehouse, frame, parent_frames)
         scores.update(path_and_time(metadata, name, fitted, warehouse, frame, parent_frames, part))
         context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes), "
@@ -347,6 +349,7 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
             write_database,
         )
 
+        started = time.perf_counter()
         out = Path(settings.out_dir)
         stage = staging_dir(out, context.run_id)  # moved into out only once everything is written
         # one table (and its parent) in memory at a time, read again where needed; the
@@ -390,6 +393,7 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
             context.log.info(f"exported {out / 'synthetic'} ({settings.output_format})")
         (stage / "report.json").write_text(json.dumps({"run": report}, indent=2, default=str) + "\n")
         promote(stage, out)
+        warehouse.record_seconds(DATABASE_TIMING, "publish", time.perf_counter() - started)
         path = out / "synthetic.duckdb"
         context.log.info(f"published {path} ({report['totals']['synthetic_rows']} rows)")
         return dg.MaterializeResult(metadata={
@@ -404,6 +408,7 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
 
 
 EVALUATION_KEY = dg.AssetKey(["published", "evaluation"])
+DATABASE_TIMING = "_database"  # the timings of the whole database's stages (publish, evaluation)
 HOLDOUT_DB = "holdout.duckdb"  # with a privacy holdout: the real rows held out of fitting, user schema
 
 
@@ -414,6 +419,7 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
     def evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.evaluate import build_report, write_report
 
+        started = time.perf_counter()
         out = Path(settings.out_dir)
         real = load_tables(out / "real.duckdb", list(metadata.tables))
         synthetic = load_tables(out / "synthetic.duckdb", list(metadata.tables))
@@ -430,6 +436,7 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
         stage = staging_dir(out, context.run_id)
         write_report(report, real, synthetic, metadata, stage)
         promote(stage, out)
+        warehouse.record_seconds(DATABASE_TIMING, "evaluate", time.perf_counter() - started)
         json_path, html_path = out / "report.json", out / "report.html"
         summary = report["synth_pipeline"]["summary"]
         context.log.info(f"evaluation written to {html_path}")

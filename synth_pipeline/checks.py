@@ -11,6 +11,7 @@ All are blocking: one failure stops every descendant,
 including the publish step, so the last published database stays as it was.
 """
 
+import time
 
 import dagster as dg
 import numpy as np
@@ -66,6 +67,7 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
 
     @dg.multi_asset_check(specs=specs, name=f"{name}_checks", can_subset=True)
     def checks(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, settings: RunSettings):
+        started = time.perf_counter()
         part = current_partition(context, partitions)
         frame = warehouse.read("repaired", name, part)
         parents = {r.parent_table_name: frame if r.is_self_reference else warehouse.read("repaired", r.parent_table_name, part)
@@ -121,6 +123,7 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                 metadata={"unexpected_count": failing,
                           "examples": dg.MetadataValue.json([e for o in parts for e in o.examples][:5])},
             )
+        warehouse.record_seconds(name, "check", time.perf_counter() - started, part)
 
     return checks
 

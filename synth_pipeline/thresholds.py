@@ -43,6 +43,9 @@ class Thresholds:
     # --- the generator's candidates and raking (modeling.generator, modeling.marginals)
     candidates_per_row: int = 10  # candidates generated per output row; raking keeps the one that fits the shares
     pair_candidates_per_row: int = 20  # ... where column pairs are raked too (more targets need more choice)
+    # fewer candidates where a probe shows raking meets every target as closely with them (the
+    # largest share of a target's cells it misses, within this of what the full count reaches)
+    candidates_tolerance: float = 0.005
     quota_max_rows: int = 2000  # up to this many rows, each category's count is held to its real share
     quota_miss: float = 1e-3  # weight left to a candidate whose value has used up its quota
     max_parent_values: int = 30  # a parent category with more values is not raked in a pair

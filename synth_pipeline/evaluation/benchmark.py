@@ -3,12 +3,16 @@ the fitted models, and of fitting as the real database grows (figures printed an
 
     python -m synth_pipeline.evaluation.benchmark [--students N] [--sample-scale X [--partitions P]] [--sample-only] [--hma]
                                                   [--growth 1000,10000 [--fit-rows N]] [--privacy school,berka,...]
+                                                  [--tpch 0.1,1]
                                                   [--out DIR] [--json FILE]
 
 ``--privacy`` (default: the school, Berka, Chinook and Sakila where ../shared has them) runs
 each database with a privacy holdout of 0.2 and prints, per table, sdmetrics' DCR
 overfitting protection against the held-out rows, the membership attack's advantage and
 the copies of unique real rows.
+
+``--tpch`` runs TPC-H at those scales end to end (``synth-pipeline run --source``, no
+metadata) and reports each stage's time: fit, sample, repair, check, publish, evaluate.
 
 ``--growth`` loads and fits (no sampling) schools of those sizes; tables above ``fit_rows``
 rows are fitted on a consistent subsample, as a run would.
@@ -157,6 +161,38 @@ def privacy(dataset: str, out: Path, holdout: float = 0.2) -> dict | None:
                                            "fk_violations")}}
 
 
+STAGES = ("fit", "sample", "repair", "check", "publish", "evaluate")
+
+
+def tpch(scale: float, out: Path) -> dict:
+    """TPC-H at ``scale`` (``tpchgen-cli parquet``, generated untimed when missing) through
+    ``synth-pipeline run --source DIR`` with no metadata and the default quality: wall time,
+    peak memory, each stage's summed seconds, FK violations and the fidelity summary."""
+    source = out / f"tpch_{scale:g}"
+    if not (source / "lineitem.parquet").exists():
+        source.mkdir(parents=True, exist_ok=True)
+        cli = Path(sys.executable).parent / "tpchgen-cli"
+        subprocess.run([str(cli), "parquet", "-s", f"{scale:g}", "--output-dir", str(source)], check=True)
+    target = out / f"tpch_{scale:g}_out"
+    figures = measure([sys.executable, "-m", "synth_pipeline.cli", "-q", "run", "--source", str(source),
+                       "--out", str(target)])
+    figures.pop("stdout")
+    from synth_pipeline.resources import read_timings
+
+    report = json.loads((target / "report.json").read_text())
+    totals, summary = report["run"]["totals"], report["synth_pipeline"]["summary"]
+    timings = read_timings(target / "work")
+    stages = {stage: round(sum(t.get(stage, 0.0) for t in timings.values()), 1) for stage in STAGES}
+    slowest = {stage: sorted(((round(t[stage], 1), name) for name, t in timings.items() if stage in t), reverse=True)[:3]
+               for stage in ("fit", "sample")}
+    return {**figures, "scale": scale, "real_rows": totals["real_rows"], "synthetic_rows": totals["synthetic_rows"],
+            "fk_violations": totals["fk_violations"], "evaluated_fk_violations": summary.get("fk_violations"),
+            "stage_seconds": stages, "slowest": slowest,
+            "rows_per_second_sampled": round(totals["synthetic_rows"] / max(stages["sample"], 1e-9)),
+            **{k: summary.get(k) for k in ("column_shapes", "column_pair_trends", "cardinality_similarity_mean",
+                                           "intertable_trends", "two_hop_trends", "copied_rows")}}
+
+
 def sample_only(out: Path, scale: float, partitions: int = 1, workers: int = 1) -> dict:
     """Sample, repair and publish every table at ``scale`` from the models a demo run stored
     in ``out`` (no refit, no evaluation), in ``partitions`` chunks of root rows (``workers``
@@ -200,7 +236,8 @@ def _fit_in_process(out: Path, students: int, fit_rows: int | None) -> None:
     import pyarrow.parquet as pq
 
     timings = read_timings(Path(config.work_dir))
-    rows = {t: pq.ParquetFile(Path(config.work_dir) / "real" / f"{t}.parquet").metadata.num_rows for t in timings}
+    rows = {t: pq.ParquetFile(Path(config.work_dir) / "real" / f"{t}.parquet").metadata.num_rows for t in timings
+            if (Path(config.work_dir) / "real" / f"{t}.parquet").exists()}
     real_rows, largest = sum(rows.values()), max(rows, key=rows.get)
     fitted = next(event.materialization.metadata["model"].value for event in result.get_asset_materialization_events()
                   if event.asset_key == dg.AssetKey(["model", largest]))
@@ -276,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--privacy", default=",".join(PRIVACY_DATASETS),
                         help="databases run with a privacy holdout of 0.2, their per-table privacy figures printed "
                              "('' to skip)")
+    parser.add_argument("--tpch", default="", help="also run TPC-H at these scales end to end, e.g. 0.1,1 "
+                                                   "(generated with tpchgen-cli beside --out)")
     parser.add_argument("--_sample", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_fit", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -340,6 +379,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"{t['dcr_overfitting_protection']} ({t['closer_to_training_share']:.0%} nearer fitted rows), "
                       f"baseline protection {t['dcr_baseline_protection']}, membership advantage "
                       f"{t['membership_advantage']}, copies {t['copied_rows']}", flush=True)
+    for scale in [float(x) for x in args.tpch.split(",") if x.strip()]:
+        t = tpch(scale, out.parent)
+        figures.setdefault("tpch", {})[f"{scale:g}"] = t
+        st = t["stage_seconds"]
+        print(f"TPC-H scale {scale:g}: {t['real_rows']} real rows -> {t['synthetic_rows']} synthetic in "
+              f"{t['wall_seconds']} s wall, {t['peak_rss_mb']} MB peak RSS, {t['fk_violations']} FK violations; "
+              + ", ".join(f"{k} {v} s" for k, v in st.items())
+              + f"; slowest {t['slowest']}; column shapes {t['column_shapes']}, pairs {t['column_pair_trends']} "
+              f"(targets at scale 1: <= 900 s, <= 4096 MB, 0 FK violations)", flush=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
 SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
+PROBE_ROWS = 4000  # real rows (their contexts and parents) the candidate count is chosen on
+CANDIDATE_LADDER = (1, 2, 3, 5, 8, 12)  # counts tried below the full one
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Generator:
     gan: ContextCTGAN
     targets: dict[str, pd.Series] = field(default_factory=dict)  # category -> real shares
     pair_joints: PairJoints | None = None
+    candidates: int | None = None  # per output row where the table is large (None: the full count)
     name: ClassVar[str] = "generator"
     phase: ClassVar[str] = "generate"
     refit: ClassVar[bool] = False
@@ -81,7 +84,52 @@ class Generator:
                 c.name for c in codec.columns if c.kind in ("numerical", "datetime") and not c.few_values
                 and c.null_rate < 1 and c.name not in remapped], *parent,
                 not_given=spreads.columns if spreads is not None else set())
+        if found.targets and context.on("raking"):
+            found.candidates = found._fewest_candidates(context)
+            log.info("%s: %d candidates per row meet the raking targets (of %d)", context.table, found.candidates,
+                     found._full_candidates(lambda _: True))
         return found
+
+    def _full_candidates(self, on) -> int:
+        if not self.targets or not on("raking"):
+            return 1
+        return THRESHOLDS.pair_candidates_per_row if self.pair_joints is not None and on("pair_joints") \
+            else THRESHOLDS.candidates_per_row
+
+    def _fewest_candidates(self, context: FitContext) -> int:
+        """The fewest candidates per row with which raking meets every target (category
+        shares, pair shares, shares given the parent) about as closely as with the full count.
+
+        Probed on the contexts and parents of up to ``PROBE_ROWS`` real rows: the full count
+        of candidates is drawn once, raked with the first ``k`` of each row for each ``k`` of
+        ``CANDIDATE_LADDER``, and each target's expected kept shares compared with its real
+        ones (total variation). Candidates are most of the sampling cost; a generator that
+        already draws near the real shares needs few."""
+        full = self._full_candidates(lambda _: True)
+        rows = len(context.rows)
+        rng = np.random.default_rng(context.seed)
+        probe = np.sort(rng.choice(rows, min(rows, PROBE_ROWS), replace=False))
+        m = len(probe)
+        ctx = None if context.context is None else context.context[probe]
+        parents = context.parent_rows.iloc[probe].reset_index(drop=True) \
+            if context.parent_rows is not None and context.settings.conditional else None
+        raw = self.gan.sample_raw(m, ctx, context.seed + 1, full)
+        picks = self.gan.picks(raw, self._read(self.pair_joints))
+        codes = self._codes(raw, picks, m, full, parents, self.pair_joints)
+
+        def miss(k: int) -> float:
+            sub = [(cell[:k * m], share, cells) for cell, share, cells in codes]
+            weights = rake_weights(m, k, sub)
+            return max(0.5 * np.abs(np.bincount(cell, weights=weights, minlength=cells) / m - share).sum()
+                       for cell, share, cells in sub)
+
+        best = miss(full)
+        return next((k for k in CANDIDATE_LADDER if k < full and miss(k) <= best + THRESHOLDS.candidates_tolerance),
+                    full)
+
+    def _read(self, pairs: PairJoints | None) -> list[str]:
+        """The columns raking reads."""
+        return list(self.targets) + ([] if pairs is None else [c for c in pairs.numeric if c not in self.targets])
 
     @property
     def columns(self) -> set[str]:
@@ -102,10 +150,11 @@ class Generator:
                parent_rows: pd.DataFrame | None, on) -> pd.DataFrame:
         """``n`` rows (given each row's context and parent row), raked among candidates."""
         pairs = self.pair_joints if on("pair_joints") else None
-        k = THRESHOLDS.pair_candidates_per_row if pairs is not None else THRESHOLDS.candidates_per_row if self.targets else 1
-        k = k if on("raking") else 1
+        k = self._full_candidates(on)
+        if k > 1 and n > THRESHOLDS.quota_max_rows and self.candidates is not None and pairs is self.pair_joints:
+            k = self.candidates  # a small table (quota draws) keeps every candidate: it costs little
         chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
-        read = list(self.targets) + ([] if pairs is None else [c for c in pairs.numeric if c not in self.targets])
+        read = self._read(pairs)
         parts = []
         # In chunks of rows (with their parents' context): the candidates and the transformer's
         # matrices are bounded by the chunk, not by the scale.
@@ -127,14 +176,21 @@ class Generator:
     def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, start: int,
               parent_rows: pd.DataFrame | None, pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
         """Which of the ``size * k`` candidates to keep (one per output row)."""
+        coded = self._codes(raw, picks, size, k, None if parent_rows is None else parent_rows.iloc[start:start + size],
+                            pairs)
+        weights = rake_weights(size, k, coded)
+        if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
+            candidates = pd.DataFrame({c: self.gan.category_labels(c)[picks[c]] for c in self.targets})
+            return choose_with_quotas(weights, candidates, self.targets, size, k, rng)
+        return choose_per_slot(weights, size, k, rng)
+
+    def _codes(self, raw, picks: dict[str, np.ndarray], size: int, k: int, parent_rows: pd.DataFrame | None,
+               pairs: PairJoints | None) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """The raking targets over ``size * k`` candidates: (cell of each, real share of each
+        cell, cells) per category column, pair, and column given the parent row."""
         labels = {c: self.gan.category_labels(c) for c in self.targets}
         coded = [target_codes(picks[c], labels[c], target) for c, target in self.targets.items()]
         if pairs is not None:
             numbers = self.gan.numbers(raw, pairs.numeric, picks)
-            coded += pairs.rake_codes({**{c: (picks[c], labels[c]) for c in self.targets}, **numbers},
-                                      None if parent_rows is None else parent_rows.iloc[start:start + size], k)
-        weights = rake_weights(size, k, coded)
-        if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
-            candidates = pd.DataFrame({c: labels[c][picks[c]] for c in self.targets})
-            return choose_with_quotas(weights, candidates, self.targets, size, k, rng)
-        return choose_per_slot(weights, size, k, rng)
+            coded += pairs.rake_codes({**{c: (picks[c], labels[c]) for c in self.targets}, **numbers}, parent_rows, k)
+        return coded

@@ -34,7 +34,7 @@ from synth_pipeline.stats import determining_category, labels
 from synth_pipeline.thresholds import THRESHOLDS
 
 MAX_REDRAWS = 50
-FAKER_POOL = 20_000  # Faker calls per column at most; larger columns draw from that pool
+FAKER_POOL = 5_000  # Faker calls per column at most; larger columns draw from that pool (a Faker call costs ~30 µs)
 DEFAULT_LOCALE = "en_US"
 # Country code top-level domains and phone country codes -> Faker locale.
 _TLD_LOCALE = {"uk": "en_GB", "de": "de_DE", "fr": "fr_FR", "it": "it_IT", "es": "es_ES", "nl": "nl_NL",

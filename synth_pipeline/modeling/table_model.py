@@ -56,7 +56,7 @@ from synth_pipeline.stats import (
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = 5  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
+MODEL_FORMAT = 6  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
 
 
 class ModelFormatError(SynthPipelineError):
