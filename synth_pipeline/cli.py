@@ -94,7 +94,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, default=None,
                    help="sample in this many self-contained chunks of root rows (default 1)")
     p.add_argument("--workers", type=int, default=None,
-                   help="with --partitions: partitions sampled at once, each in its own process (default 1)")
+                   help="tables fitted at once, and with --partitions partitions sampled at once, each in its own "
+                        "process (default 1; 2 on a 2-core machine halves the fitting of a many-table database)")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None,
                    help="training steps per table: fast 60-150, default 250-900, best 1000-4000 (more rows, "
                         "more steps within each range); training time grows with the steps: the 1,000-student "

@@ -121,18 +121,23 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
     """A run in process; a partitioned one as several: the unpartitioned assets upstream (real, model), then
     ``synthetic``/``repaired`` (with their checks) one partition at a time (``workers`` > 1:
     that many partitions at once, each in its own process), then what needs every partition
-    (publish, evaluation); stops after the first failed stage. (Under ``dagster dev``,
+    (publish, evaluation); stops after the first failed stage. With ``workers`` > 1 the
+    tables' models are fitted that many at once, each in its own process. (Under ``dagster dev``,
     materializing the partitions is a backfill that orders them the same way.)"""
     from synth_pipeline.resources import partition_keys
 
     job = defs.resolve_job_def(JOB_NAME)
-    if config.partitions == 1:  # one run of everything (``keys``; None: the whole job)
-        return [_summary(_execute(job, instance, keys))]
     keys = keys or list(defs.resolve_asset_graph().get_all_asset_keys())
-    stages = {"before": [], "partitioned": [], "after": []}
+    models = [k for k in keys if k.path[0] == "model"] if config.workers > 1 else []
+    if config.partitions == 1 and len(models) < 2:  # one run of everything
+        return [_summary(_execute(job, instance, keys))]
+    stages = {"before": [], "models": [], "partitioned": [], "after": []}
     for key in keys:
-        stages[{"real": "before", "model": "before", "synthetic": "partitioned",
+        stages[{"real": "before", "model": "models" if models else "before", "synthetic": "partitioned",
                 "repaired": "partitioned"}.get(key.path[0], "after")].append(key)
+    if config.partitions == 1:
+        stages["after"] = stages.pop("partitioned") + stages["after"]
+        stages["partitioned"] = []
     runs: list[RunOutcome] = []
 
     def failed() -> bool:
@@ -140,6 +145,8 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
 
     if stages["before"]:
         runs.append(_summary(_execute(job, instance, stages["before"])))
+    if stages["models"] and not failed():
+        runs += _models_in_processes(config, metadata, stages["models"])
     if stages["partitioned"] and not failed():
         _require_root_rows(metadata, config)
         partitions = partition_keys(config.partitions)
@@ -153,7 +160,8 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
                 if failed():
                     break
     if stages["after"] and not failed():
-        runs.append(_summary(_execute(defs.resolve_job_def(PUBLISH_JOB_NAME), instance, stages["after"])))
+        after = PUBLISH_JOB_NAME if config.partitions > 1 else JOB_NAME
+        runs.append(_summary(_execute(defs.resolve_job_def(after), instance, stages["after"])))
     return runs
 
 
@@ -199,6 +207,54 @@ def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: l
                 except Exception as exc:  # the worker process itself failed (killed, out of memory)
                     runs.append(RunOutcome(False, 0.0, None, [f"partition {partition}: worker failed ({exc!r})"]))
     return runs
+
+
+def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
+    """Every table's model fitted in one of ``config.workers`` fresh processes, the tables
+    with the most real rows first (models are independent of each other: each reads only the
+    real tables); stops handing out tables after a failure."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import pyarrow.parquet as pq
+
+    from synth_pipeline.resources import Warehouse
+
+    warehouse = Warehouse(root=str(config.work_dir))
+
+    def rows(key: dg.AssetKey) -> int:
+        path = warehouse.table_path("real", key.path[-1])
+        return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
+    queue = sorted(keys, key=rows, reverse=True)
+    runs: list[RunOutcome] = []
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_threads, initargs=(config.workers,)) as pool:
+        pending = {}
+        while queue or pending:
+            while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
+                key = queue.pop(0)
+                log.info("fitting %s", key.path[-1])
+                pending[pool.submit(_run_keys, config, metadata, [key.to_user_string()])] = key
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                key = pending.pop(future)
+                try:
+                    runs.append(future.result())
+                except Exception as exc:  # the worker process itself failed (killed, out of memory)
+                    runs.append(RunOutcome(False, 0.0, None, [f"{key.to_user_string()}: worker failed ({exc!r})"]))
+    return runs
+
+
+def _run_keys(config: PipelineConfig, metadata: Metadata, names: list[str]) -> RunOutcome:
+    """Those assets' run (unpartitioned), in a worker process."""
+    defs = build_definitions(metadata, config)
+    keys = [dg.AssetKey.from_user_string(n) for n in names]
+    run = _summary(_execute(defs.resolve_job_def(JOB_NAME), dg.DagsterInstance.ephemeral(), keys))
+    release_memory()
+    return run
 
 
 def _worker_threads(workers: int) -> None:

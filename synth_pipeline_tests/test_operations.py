@@ -272,3 +272,21 @@ def test_changed_only_refits_nothing_when_unchanged_and_resamples_only_what_a_ch
                                                                                              "repaired/marks"}
     assert "published/synthetic_db" in changed.materialized
     assert _orphans(load_tables(config.out_dir / "synthetic.duckdb"), school_metadata) == 0
+
+
+def test_models_fitted_in_worker_processes_are_the_ones_fitted_in_process(tiny_run, tmp_path):
+    """``workers: 2``: the tables' models are fitted two at once in worker processes, and each
+    learns exactly what the in-process fit learned (same content digest)."""
+    from synth_pipeline.modeling.table_model import TableModel
+
+    config, _ = tiny_run
+    work = tmp_path / "work"
+    shutil.copytree(config.work_dir, work, ignore=shutil.ignore_patterns("models", "dagster"))
+    parallel = config.replace(out_dir=tmp_path, work_dir=work, workers=2)
+    outcome = run_pipeline(parallel, selection='key:"model/*"')
+    assert outcome.success, outcome.failures
+    fitted = sorted(p.stem for p in (Path(config.work_dir) / "models").glob("*.pkl"))
+    assert sorted(p.stem for p in (work / "models").glob("*.pkl")) == fitted and len(fitted) == 10
+    for name in fitted:
+        assert TableModel.load(work / "models" / f"{name}.pkl").content_digest() == \
+            TableModel.load(Path(config.work_dir) / "models" / f"{name}.pkl").content_digest(), name
