@@ -20,6 +20,10 @@ class Thresholds:
     # --- columns (schema.number_shapes, modeling.transforms)
     support_max: int = 50  # distinct real values up to which a number's values themselves are its support
     few_values: int = 12  # a number with at most this many distinct values is encoded as a category
+    # a category with more values is learned as one number (its values in order of frequency,
+    # decoded by the real shares) rather than one-hot: a one-hot span this wide is most of the
+    # generator's and discriminator's width, and of the cost of training and sampling
+    wide_category: int = 100
 
     # --- rules between columns (schema.constraints, stats)
     constraints_min_rows: int = 20  # real rows before a rule between columns is looked for

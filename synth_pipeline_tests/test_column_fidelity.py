@@ -68,3 +68,23 @@ def test_dates_without_time_stay_dates():
     encoded["d"] = encoded["d"] + np.random.default_rng(3).normal(0, 0.4, len(days))
     decoded = codec.decode(encoded)["d"]
     assert (decoded == decoded.dt.normalize()).all()
+
+
+def test_a_wide_category_is_learned_as_one_number_and_decoded_to_its_real_shares():
+    """A category with more values than ``wide_category`` is one number to the GAN (not a
+    one-hot span hundreds wide); whatever numbers the GAN writes, the decoded values come back
+    at the real shares (nulls included), and only real values (or null) come back."""
+    rng = np.random.default_rng(0)
+    names = [f"Clerk#{i:04d}" for i in range(300)]
+    values = pd.Series(rng.choice(names, 20_000, p=np.r_[np.full(10, 0.05), np.full(290, 0.5 / 290)]), dtype=object)
+    values[::40] = None
+    frame = pd.DataFrame({"clerk": values, "mode": rng.choice(["air", "rail"], 20_000)})
+    codec = TableCodec.fit(frame, [Column("clerk", "categorical"), Column("mode", "categorical")])
+    assert codec.discrete_columns == ["mode"]  # the wide one is a single continuous column
+    encoded = codec.encode(frame)
+    assert encoded["clerk"].between(0, 1).all() and encoded["clerk"].nunique() == 301
+    for generated in (rng.normal(size=20_000), rng.exponential(size=20_000)):  # any shape of GAN output
+        decoded = codec.decode(encoded.assign(clerk=generated))["clerk"]
+        assert set(decoded.dropna()) <= set(names)
+        real, synthetic = (s.fillna("<null>").value_counts(normalize=True) for s in (values, decoded))
+        assert 0.5 * (real - synthetic.reindex(real.index, fill_value=0)).abs().sum() < 0.01

@@ -1,7 +1,11 @@
 """Turn a table's modelled columns into a frame CTGAN can learn, and back.
 
 Dates become day numbers, booleans and categories become strings (nulls a category of
-their own), numeric nulls become a fill value plus a null-indicator category. After
+their own), numeric nulls become a fill value plus a null-indicator category. A category
+with very many values (``THRESHOLDS.wide_category``) becomes one number instead: each value
+the middle of its slice of the real shares (values in order of frequency); a generated
+number's rank among the generated values then picks the value whose slice holds it, so the
+real shares come back exactly. After
 sampling, numeric and date columns are mapped by rank onto the real marginal
 distribution (interpolated quantiles, so values are new, not copied), integers are
 rounded and nulls restored: the GAN's joint structure is kept, its marginal errors are not.
@@ -35,6 +39,8 @@ class ColumnCodec:
     dtype: str = "object"
     time_of_day: np.ndarray | None = None  # quantiles of the real seconds past midnight (None: dates only)
     time_step: int = 1  # the real times' resolution in seconds (1, 60, 3600...)
+    wide: bool = False  # a category with very many values, learned as one number (``categories`` by frequency)
+    cumulative: np.ndarray | None = None  # a wide category's real shares, cumulated in ``categories`` order
 
     @property
     def null_column(self) -> str:
@@ -53,9 +59,9 @@ class TableCodec:
     def discrete_columns(self) -> list[str]:
         out = []
         for c in self.columns:
-            if c.kind in ("categorical", "boolean") or c.few_values:
+            if (c.kind in ("categorical", "boolean") and not c.wide) or c.few_values:
                 out.append(c.name)
-            elif 0 < c.null_rate < 1:
+            elif 0 < c.null_rate < 1 and not c.wide:
                 out.append(c.null_column)
         return out
 
@@ -63,6 +69,12 @@ class TableCodec:
         out = {}
         for c in self.columns:
             values = frame[c.name]
+            if c.wide:  # the middle of the value's slice of the real shares (nulls are a value here)
+                labels = values.astype(object).where(values.notna(), NULL).astype(str)
+                index = pd.Index([str(v) for v in c.categories]).get_indexer(labels)
+                middle = c.cumulative - np.diff(np.r_[0.0, c.cumulative]) / 2
+                out[c.name] = np.where(index >= 0, middle[np.maximum(index, 0)], 0.5)
+                continue
             if c.few_values:
                 values = pd.to_numeric(values, errors="coerce").astype(float)
             if c.kind in ("categorical", "boolean") or c.few_values:
@@ -79,6 +91,11 @@ class TableCodec:
         out = {}
         for c in self.columns:
             values = encoded[c.name]
+            if c.wide:
+                ranks = (pd.Series(values.to_numpy(dtype=float)).rank(method="first").to_numpy() - 0.5) / max(len(values), 1)
+                picked = np.minimum(np.searchsorted(c.cumulative, ranks, side="right"), len(c.categories) - 1)
+                out[c.name] = pd.Series(np.asarray(c.categories, dtype=object)[picked], index=encoded.index)
+                continue
             if c.kind in ("categorical", "boolean"):
                 out[c.name] = _decode_category(values, c)
                 continue
@@ -107,6 +124,13 @@ def _fit_column(values: pd.Series, column: Column) -> ColumnCodec:
     codec = ColumnCodec(name=column.name, kind=kind, null_rate=float(values.isna().mean()), dtype=str(values.dtype))
     if kind in ("categorical", "boolean"):
         codec.categories = sorted(values.dropna().unique().tolist(), key=str)
+        if kind == "categorical" and len(codec.categories) > THRESHOLDS.wide_category:
+            counts = values.astype(object).where(values.notna(), NULL).astype(str).value_counts()
+            order = sorted(counts.index, key=lambda v: (-counts[v], v))  # by frequency, then label
+            lookup = {str(v): v for v in codec.categories}
+            codec.wide = True
+            codec.categories = [lookup.get(v) for v in order]  # a null's slot decodes to None
+            codec.cumulative = np.cumsum(counts[order].to_numpy(dtype=float)) / counts.sum()
         return codec
     numbers = _to_number(values, codec)
     finite = numbers[np.isfinite(numbers)]
