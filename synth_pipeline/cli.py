@@ -113,6 +113,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit-rows", type=int, default=None,
                    help="a larger table's model is fitted on a consistent subsample of this many rows "
                         "(default 200000; 0: never)")
+    p.add_argument("--evaluation-rows", type=int, default=None,
+                   help="a database with a larger table is scored on a lineage sample of this many rows per table "
+                        "(FK violations on every row; default 200000; 0: score every row)")
     p.add_argument("--cardinality-threshold", type=float, default=None,
                    help="the blocking check's least similarity of children per parent to real, 0..1 (default 0.80)")
     p.add_argument("--constraint-off", dest="constraints_off", action="append", metavar="'TABLE: RULE'",
@@ -137,7 +140,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args) -> dict:
     out = {k: getattr(args, k) for k in ("seed", "scale", "partitions", "workers", "quality", "steps", "output_format",
-                                         "on_orphans", "device", "fit_rows", "cardinality_threshold",
+                                         "on_orphans", "device", "fit_rows", "evaluation_rows", "cardinality_threshold",
                                          "privacy_holdout", "privacy_min_count", "dcr_threshold")
            if getattr(args, k) is not None}
     for key in ("constraints_off", "constraints_add", "mechanisms_off", "privacy_allow"):

@@ -16,6 +16,7 @@ schedule_cron: "0 2 * * *"       # the nightly refresh
 nightly_refresh: false           # true: the schedule and the refresh sensor start switched on (else: in the UI)
 output_format: duckdb            # duckdb | parquet | csv (folder out_dir/synthetic/, beside synthetic.duckdb)
 fit_rows: 200000                 # a table larger than this is fitted on a consistent subsample (0: never)
+evaluation_rows: 200000          # a database with a larger table is scored on a lineage sample this size (0: never)
 device: cpu                      # cpu | cuda | cuda:N | mps | auto (a GPU when torch sees one)
 executor: in_process             # runs from the UI/daemon: in_process | multiprocess | celery | k8s
 max_concurrent: 0                # multiprocess: steps at once (0: one per CPU; each computes with one thread)
@@ -81,6 +82,7 @@ class PipelineConfig:
     dcr_threshold: float = 0.5  # the privacy check's least DCR overfitting protection (with a holdout)
     on_orphans: str = "drop"  # real FK values with no parent row: "drop" those rows or "fail"
     fit_rows: int = 200_000  # a larger table's model is fitted on a consistent subsample this size (0: never)
+    evaluation_rows: int = 200_000  # a database with a larger table is scored on a lineage sample (0: never)
     device: str = "cpu"  # where CTGAN trains: cpu, cuda, cuda:N, or auto (a GPU when torch sees one)
     executor: str = "in_process"  # runs from the UI/daemon: in_process, multiprocess, celery or k8s
     max_concurrent: int = 0  # steps the multiprocess executor runs at once (0: one per CPU)
@@ -103,6 +105,8 @@ class PipelineConfig:
             raise ConfigError(f"config: partitions must be between 1 and {MAX_PARTITIONS}, got {self.partitions}")
         if self.workers < 1:
             raise ConfigError(f"config: workers must be at least 1, got {self.workers}")
+        if self.evaluation_rows < 0:
+            raise ConfigError(f"config: evaluation_rows must be 0 (score every row) or a row count, got {self.evaluation_rows}")
         if self.fit_rows < 0:
             raise ConfigError(f"config: fit_rows must be 0 (no subsample) or a row count, got {self.fit_rows}")
         if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", self.device):
@@ -190,7 +194,7 @@ _FIELDS = {
     "school_students": int, "school_seed": int, "constraints_off": list, "constraints_add": list,
     "mechanisms_off": list, "privacy_holdout": float, "privacy_min_count": int, "privacy_allow": list,
     "dcr_threshold": float,
-    "on_orphans": str, "output_format": str, "fit_rows": int, "device": str, "executor": str, "max_concurrent": int,
+    "on_orphans": str, "output_format": str, "fit_rows": int, "evaluation_rows": int, "device": str, "executor": str, "max_concurrent": int,
 }
 
 

@@ -59,7 +59,7 @@ def code_versions(config: PipelineConfig) -> dict[str, str]:
         "synthetic": (config.seed, config.scale, config.partitions, sorted(config.mechanisms_off)),
         "repaired": (config.seed, config.partitions, sorted(config.mechanisms_off)),
         "published": (config.cardinality_threshold, config.dcr_threshold, config.output_format, str(config.out_dir), config.partitions),
-        "evaluation": (config.seed,),
+        "evaluation": (config.seed, config.evaluation_rows),
     }
     code = source_digest()
     return {stage: f"{code}-{hashlib.sha256(repr(v).encode()).hexdigest()[:8]}" for stage, v in settings.items()}

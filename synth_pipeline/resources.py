@@ -246,6 +246,7 @@ class RunSettings(dg.ConfigurableResource):
     dcr_threshold: float = 0.5  # the privacy check's least DCR overfitting protection (with a holdout)
     output_format: str = "duckdb"  # "parquet" / "csv": also a folder out_dir/synthetic/ of files
     fit_rows: int = 0  # > 0: tables above this many rows are fitted on a consistent subsample
+    evaluation_rows: int = 0  # > 0: a database with a larger table is scored on a lineage sample
 
     def model_settings(self) -> ModelSettings:
         """The model's settings: every field of ``ModelSettings`` is one of these, by name."""

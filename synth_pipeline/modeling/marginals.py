@@ -20,6 +20,7 @@ from synth_pipeline.stats import day_numbers, labels
 from synth_pipeline.thresholds import THRESHOLDS
 
 RAKING_ROUNDS = 8
+RAKING_CONVERGED = 1e-4  # rounds stop once no cell's kept share is further than this from its target
 
 
 def category_targets(encoded: pd.DataFrame, discrete_columns: list[str]) -> dict[str, pd.Series]:
@@ -41,8 +42,10 @@ def rake_weights(n: int, k: int, codes: list[tuple[np.ndarray, np.ndarray, int]]
     """
     weights = np.full(n * k, 1.0 / k)  # each slot's chances, summing to 1
     for _ in range(RAKING_ROUNDS):
+        off = 0.0  # the largest miss of a cell's share this round: none left, nothing more to do
         for cell, share, n_cells in codes:
             current = np.bincount(cell, weights=weights, minlength=n_cells) / n
+            off = max(off, float(np.abs(current - share).max()))
             # one factor per cell (a cell nothing weighs in takes none of the weight)
             factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
             updated = (weights * factor[cell]).reshape(k, n)
@@ -53,6 +56,8 @@ def rake_weights(n: int, k: int, codes: list[tuple[np.ndarray, np.ndarray, int]]
                 updated[:, empty] = weights.reshape(k, n)[:, empty]
                 totals[empty] = updated[:, empty].sum(axis=0)
             weights = (updated / np.maximum(totals, 1e-300)).reshape(-1)
+        if off < RAKING_CONVERGED:
+            break
     return weights
 
 
@@ -188,7 +193,7 @@ class PairJoints:
         for col in numeric:
             values = encoded[col].to_numpy(dtype=float)
             edges = np.unique(np.quantile(values, np.linspace(0, 1, THRESHOLDS.pair_bins + 1))[1:-1])
-            if len(edges):
+            if len(edges) and len(np.unique(values)) > 1:  # a constant has no pair to keep
                 columns.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)],
                                            np.quantile(values, np.linspace(0, 1, 201))))
         columns = [c for c in columns if c.size >= 2]
@@ -219,7 +224,7 @@ class PairJoints:
                 numbers = _as_number(parent_rows[col])
                 finite = numbers[np.isfinite(numbers)]
                 edges = np.unique(np.quantile(finite, np.linspace(0, 1, THRESHOLDS.pair_bins + 1))[1:-1]) if len(finite) else []
-                if len(edges):
+                if len(edges) and len(np.unique(finite)) > 1:  # a constant says nothing of its children
                     parents.append(RakedColumn(col, edges, [str(i) for i in range(len(edges) + 1)]))
         parent_codes = [p.parent_codes(parent_rows[p.name]) for p in parents]
         for p, (parent, given) in enumerate(zip(parents, parent_codes)):
