@@ -419,23 +419,21 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
     def evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.evaluate import build_report, write_report
 
-        from synth_pipeline.evaluation.lineage_sample import load_sampled, whole_fk_violations
+        from synth_pipeline.evaluation.lineage_sample import load_for_scoring, load_sampled, whole_fk_violations
 
         started = time.perf_counter()
         out = Path(settings.out_dir)
         # a large database is scored on a lineage sample (the same share of both), its FKs on every row
-        real, sample = load_sampled(out / "real.duckdb", metadata, settings.evaluation_rows, settings.seed)
-        synthetic, synthetic_sample = load_sampled(out / "synthetic.duckdb", metadata, settings.evaluation_rows,
-                                                   settings.seed)
+        real, synthetic, sampled = load_for_scoring(out / "real.duckdb", out / "synthetic.duckdb", metadata,
+                                                    settings.evaluation_rows, settings.seed)
         holdout = load_sampled(out / HOLDOUT_DB, metadata, settings.evaluation_rows, settings.seed)[0] \
             if settings.privacy_holdout > 0 and (out / HOLDOUT_DB).exists() else None
         report = build_report(real, synthetic, metadata, seed=settings.seed, timings=warehouse.timings(),
                               holdout=holdout, allow=tuple(settings.privacy_allow),
                               min_count=settings.privacy_min_count)
-        if sample or synthetic_sample:
+        if sampled:
             whole_fk_violations(report["synth_pipeline"], out / "synthetic.duckdb", metadata)
-            report["synth_pipeline"]["sampled"] = {"real": sample, "synthetic": synthetic_sample,
-                                                   "evaluation_rows": settings.evaluation_rows}
+            report["synth_pipeline"]["sampled"] = sampled
         previous = out / "report.json"
         if previous.exists():  # the publish step's structural report of this run
             report = {"run": json.loads(previous.read_text()).get("run"), **report}

@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baseline", choices=["hma"], help="also fit SDV's HMA and score it on the same sub-schema")
     evaluate.add_argument("--seed", type=int, default=0,
                           help="seed of the scores that sample (detection classifiers, the HMA baseline; default 0)")
+    evaluate.add_argument("--evaluation-rows", type=int, default=200_000,
+                          help="DuckDB databases with a larger table are scored on a lineage sample of this many rows "
+                               "per table, FK violations on every row (default 200000; 0: score every row)")
     evaluate.add_argument("--out", required=True, help="folder for report.json and report.html")
     evaluate.set_defaults(handler=_evaluate)
 
@@ -180,10 +183,10 @@ def _run(args) -> int:
 
 def _evaluate(args) -> int:
     from synth_pipeline.evaluation.evaluate import build_report, write_report
+    from synth_pipeline.evaluation.lineage_sample import load_for_scoring, whole_fk_violations
     from synth_pipeline.resources import read_timings
     from synth_pipeline.schema.detect import detect_metadata
     from synth_pipeline.schema.metadata import Metadata
-    from synth_pipeline.sources import load_tables
 
     beside = Path(args.synthetic).resolve().parent / "metadata.json"
     if args.metadata:
@@ -192,10 +195,12 @@ def _evaluate(args) -> int:
         metadata = Metadata.load(beside)
     else:
         metadata = detect_metadata(args.real)
-    tables = list(metadata.tables)
-    real, synthetic = load_tables(args.real, tables), load_tables(args.synthetic, tables)
+    real, synthetic, sampled = load_for_scoring(args.real, args.synthetic, metadata, args.evaluation_rows, args.seed)
     timings = read_timings(Path(args.synthetic).resolve().parent / "work")
     report = build_report(real, synthetic, metadata, baseline=args.baseline, seed=args.seed, timings=timings)
+    if sampled:
+        whole_fk_violations(report["synth_pipeline"], args.synthetic, metadata)
+        report["synth_pipeline"]["sampled"] = sampled
     json_path, html_path = write_report(report, real, synthetic, metadata, args.out)
     print(_evaluation_summary(report))
     print(f"\nwrote {json_path} and {html_path}")

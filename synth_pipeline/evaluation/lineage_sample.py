@@ -13,9 +13,9 @@ privacy holdout chooses them (``sources.holdout``):
   row's owner is there and children-per-parent counts are whole families;
 * a table above every head (a lookup of 25 nations) is kept whole.
 
-Rows a kept row references through another foreign key may be out of the sample, so
-foreign-key violations are counted on the whole database (``fk_violations``), never on the
-sample. The sample is chosen by a seeded hash of the keys, so the same database and seed give
+The rows a kept row references through another foreign key are added (a line item's
+part-supplier row, and that row's part), so no kept row dangles; foreign-key violations are
+still counted on the whole database (``fk_violations``), never on the sample. The sample is chosen by a seeded hash of the keys, so the same database and seed give
 the same rows.
 """
 
@@ -30,6 +30,7 @@ from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.sources.loaders import _normalise_dtypes, load_tables
 
 MIN_KEPT_ROWS = 1000  # a table keeps at least this many rows to be sampled itself (a lineage head)
+SELF_REFERENCE_ROUNDS = 20  # levels of a self-reference (a manager's manager...) brought into the sample
 
 
 def _columns(names) -> str:
@@ -41,14 +42,15 @@ def row_counts(path: str | Path, tables: list[str]) -> dict[str, int]:
         return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
-def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict]:
+def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int = 0,
+                 largest: int | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
     """Every table of ``metadata`` from the DuckDB file at ``path``: whole when none holds more
-    than ``max_rows`` rows (``max_rows`` <= 0: always whole), else a lineage sample.
-    Returns (tables, what was sampled: ``{"share": s, "tables": {name: [kept, of]}}``, empty
-    when whole)."""
+    than ``max_rows`` rows (``max_rows`` <= 0: always whole), else a lineage sample of share
+    ``max_rows`` / ``largest`` (default: this database's largest table's rows). Returns
+    (tables, what was sampled: ``{"share": s, "tables": {name: [kept, of]}}``, empty when whole)."""
     names = list(metadata.tables)
     counts = row_counts(path, names)
-    largest = max(counts.values(), default=0)
+    largest = largest or max(counts.values(), default=0)
     if max_rows <= 0 or largest <= max_rows:
         return load_tables(path, names), {}
     share = max_rows / largest
@@ -72,6 +74,27 @@ def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int 
                 query += f" WHERE hash({_columns(key)}, {int(seed)}) < {below}::UBIGINT"
                 sampled.add(name)
             frames[name] = _normalise_dtypes(con.execute(query).df())
+        # the rows kept rows reference through their other foreign keys, children first (a
+        # line item's part-supplier row, then that row's part), so no kept row dangles
+        for name in reversed(metadata.topological_order()):
+            for rel in metadata.foreign_keys(name):
+                if rel.parent_table_name not in sampled:
+                    continue
+                for _ in range(SELF_REFERENCE_ROUNDS if rel.is_self_reference else 1):
+                    wanted = frames[name][list(rel.child_columns)].dropna().drop_duplicates()
+                    wanted = wanted.set_axis([f"k{i}" for i in range(wanted.shape[1])], axis=1)
+                    have = frames[rel.parent_table_name][list(rel.parent_columns)]
+                    have = have.set_axis(list(wanted.columns), axis=1).drop_duplicates()
+                    missing = wanted.merge(have, how="left", indicator=True)
+                    missing = missing.loc[missing["_merge"] == "left_only", list(wanted.columns)]
+                    if missing.empty:
+                        break
+                    con.register("wanted", missing)
+                    on = " AND ".join(f'p."{c}" = w.k{i}' for i, c in enumerate(rel.parent_columns))
+                    found = _normalise_dtypes(con.execute(
+                        f'SELECT p.* FROM "{rel.parent_table_name}" p SEMI JOIN wanted w ON {on}').df())
+                    frames[rel.parent_table_name] = pd.concat([frames[rel.parent_table_name], found],
+                                                              ignore_index=True)
     return frames, {"share": round(share, 6),
                     "tables": {t: [len(frames[t]), counts[t]] for t in metadata.topological_order() if t in sampled}}
 
@@ -104,3 +127,22 @@ def whole_fk_violations(report: dict, path: str | Path, metadata: Metadata) -> N
             entry["fk_violations"] = found.pop(0)
             entry["fk_violations_counted_on"] = "every row"
     report["summary"]["fk_violations"] = int(sum(counts.values()))
+
+
+def load_for_scoring(real_path: str | Path, synthetic_path: str | Path, metadata: Metadata, max_rows: int,
+                     seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict]:
+    """The real and the synthetic tables to score: lineage samples of the same share when
+    either database has a table above ``max_rows`` rows and both are DuckDB files (a real
+    source of another kind is read whole), and what was sampled (empty: nothing)."""
+    from synth_pipeline.sources.loaders import source_kind
+
+    if source_kind(Path(real_path)) != "duckdb":
+        return load_tables(real_path, list(metadata.tables)), load_tables(synthetic_path, list(metadata.tables)), {}
+    names = list(metadata.tables)
+    largest = max([*row_counts(real_path, names).values(), *row_counts(synthetic_path, names).values()], default=0)
+    if max_rows <= 0 or largest <= max_rows:
+        return load_tables(real_path, names), load_tables(synthetic_path, names), {}
+    real, real_info = load_sampled(real_path, metadata, max_rows, seed, largest)
+    synthetic, synthetic_info = load_sampled(synthetic_path, metadata, max_rows, seed, largest)
+    return real, synthetic, {"evaluation_rows": max_rows, "share": real_info["share"],
+                             "real": real_info["tables"], "synthetic": synthetic_info["tables"]}
