@@ -14,6 +14,7 @@ from synth_pipeline.evaluation.fidelity import cross_table_trends, two_hop_chain
 from synth_pipeline.evaluation.privacy import table_privacy
 from synth_pipeline.evaluation.report import evaluate
 from synth_pipeline.schema import constraints
+from synth_pipeline.sources import load_tables
 
 TABLES = ["teachers", "courses", "students", "fees", "student_courses", "marks"]
 
@@ -178,3 +179,45 @@ def test_held_out_check_scores_the_fitted_school_like_itself(tiny_school_db, cap
         assert synthetic[figure] == pytest.approx(value, abs=1e-3), figure
     assert resample_reference.main(["--synthetic", str(tiny_school_db) + ".missing"]) == 2
     assert "--synthetic" in capsys.readouterr().err
+
+
+def test_a_large_database_is_scored_on_a_lineage_sample_with_its_fk_violations_counted_on_every_row(
+        tiny_run, school_metadata, tmp_path):
+    """Above ``evaluation_rows`` rows in a table, both databases are read as a sample of whole
+    families (every kept row's parent rows are there, a parent keeps all its children) of about
+    the share asked; a foreign-key violation anywhere in the database is still counted."""
+    import shutil
+
+    import duckdb
+
+    from synth_pipeline.evaluation.lineage_sample import load_for_scoring, whole_fk_violations
+    from synth_pipeline.evaluation.structure import fk_violations
+
+    config, _ = tiny_run
+    synthetic_path = tmp_path / "synthetic.duckdb"
+    shutil.copy(config.out_dir / "synthetic.duckdb", synthetic_path)
+    with duckdb.connect(str(synthetic_path)) as con:
+        largest = max(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in school_metadata.tables)
+    whole = load_tables(config.out_dir / "real.duckdb", list(school_metadata.tables))
+    cap = largest // 4
+    real, synthetic, sampled = load_for_scoring(config.out_dir / "real.duckdb", synthetic_path, school_metadata, cap,
+                                                min_kept=10)  # a tiny school: 150 students
+    assert sampled and 0.2 < sampled["share"] < 0.3
+    for frames in (real, synthetic):
+        for rel in school_metadata.relationships:  # nothing kept dangles
+            assert fk_violations(frames[rel.child_table_name], frames[rel.parent_table_name], rel) == 0, rel.label
+    kept = real["students"]["student_id"]
+    assert len(kept) < len(whole["students"])
+    for child in ("fees", "student_courses"):  # whole families: every child of a kept student
+        assert len(real[child]) == whole[child]["student_id"].isin(kept).sum(), child
+    assert len(real["marks"]) < 0.5 * len(whole["marks"])
+    # the sampled figures of FK violations are replaced by the whole database's
+    report = {"summary": {"fk_violations": 0}, "relationships": []}
+    with duckdb.connect(str(synthetic_path)) as con:  # one fee of a student who does not exist
+        con.execute("CREATE TABLE fees_copy AS SELECT * FROM fees")
+        con.execute("DROP TABLE fees")
+        con.execute("CREATE TABLE fees AS SELECT * FROM fees_copy")
+        con.execute("DROP TABLE fees_copy")
+        con.execute("UPDATE fees SET student_id = 'no-such-student' WHERE rowid = (SELECT max(rowid) FROM fees)")
+    whole_fk_violations(report, synthetic_path, school_metadata)
+    assert report["summary"]["fk_violations"] == 1

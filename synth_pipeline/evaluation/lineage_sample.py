@@ -43,7 +43,7 @@ def row_counts(path: str | Path, tables: list[str]) -> dict[str, int]:
 
 
 def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int = 0,
-                 largest: int | None = None) -> tuple[dict[str, pd.DataFrame], dict]:
+                 largest: int | None = None, min_kept: int = MIN_KEPT_ROWS) -> tuple[dict[str, pd.DataFrame], dict]:
     """Every table of ``metadata`` from the DuckDB file at ``path``: whole when none holds more
     than ``max_rows`` rows (``max_rows`` <= 0: always whole), else a lineage sample of share
     ``max_rows`` / ``largest`` (default: this database's largest table's rows). Returns
@@ -69,7 +69,7 @@ def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int 
                 on = " AND ".join(f't."{c}" = k.k{i}' for i, c in enumerate(primary.child_columns))
                 query = f'SELECT t.* FROM "{name}" t SEMI JOIN kept_parent k ON {on}'
                 sampled.add(name)
-            elif counts[name] * share >= MIN_KEPT_ROWS:  # a lineage head
+            elif counts[name] * share >= min_kept:  # a lineage head
                 key = metadata.table(name).primary_key
                 query += f" WHERE hash({_columns(key)}, {int(seed)}) < {below}::UBIGINT"
                 sampled.add(name)
@@ -130,7 +130,7 @@ def whole_fk_violations(report: dict, path: str | Path, metadata: Metadata) -> N
 
 
 def load_for_scoring(real_path: str | Path, synthetic_path: str | Path, metadata: Metadata, max_rows: int,
-                     seed: int = 0) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict]:
+                     seed: int = 0, min_kept: int = MIN_KEPT_ROWS) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict]:
     """The real and the synthetic tables to score: lineage samples of the same share when
     either database has a table above ``max_rows`` rows and both are DuckDB files (a real
     source of another kind is read whole), and what was sampled (empty: nothing)."""
@@ -142,7 +142,7 @@ def load_for_scoring(real_path: str | Path, synthetic_path: str | Path, metadata
     largest = max([*row_counts(real_path, names).values(), *row_counts(synthetic_path, names).values()], default=0)
     if max_rows <= 0 or largest <= max_rows:
         return load_tables(real_path, names), load_tables(synthetic_path, names), {}
-    real, real_info = load_sampled(real_path, metadata, max_rows, seed, largest)
-    synthetic, synthetic_info = load_sampled(synthetic_path, metadata, max_rows, seed, largest)
+    real, real_info = load_sampled(real_path, metadata, max_rows, seed, largest, min_kept)
+    synthetic, synthetic_info = load_sampled(synthetic_path, metadata, max_rows, seed, largest, min_kept)
     return real, synthetic, {"evaluation_rows": max_rows, "share": real_info["share"],
                              "real": real_info["tables"], "synthetic": synthetic_info["tables"]}
