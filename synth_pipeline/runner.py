@@ -133,7 +133,7 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
         return [_summary(_execute(job, instance, keys))]
     stages = {"before": [], "models": [], "partitioned": [], "after": []}
     for key in keys:
-        stages[{"real": "before", "model": "models" if models else "before", "synthetic": "partitioned",
+        stages[{"real": "before", "model": "models", "synthetic": "partitioned",
                 "repaired": "partitioned"}.get(key.path[0], "after")].append(key)
     if config.partitions == 1:
         stages["after"] = stages.pop("partitioned") + stages["after"]
@@ -145,10 +145,14 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
 
     if stages["before"]:
         runs.append(_summary(_execute(job, instance, stages["before"])))
-    if stages["models"] and not failed():
-        runs += _models_in_processes(config, metadata, stages["models"])
-    if stages["partitioned"] and not failed():
+    if stages["partitioned"] and not failed():  # before fitting: a clear error, not minutes later
         _require_root_rows(metadata, config)
+    if stages["models"] and not failed():
+        if models:
+            runs += _models_in_processes(config, metadata, stages["models"])
+        else:
+            runs.append(_summary(_execute(job, instance, stages["models"])))
+    if stages["partitioned"] and not failed():
         partitions = partition_keys(config.partitions)
         if config.workers > 1:
             runs += _partitions_in_processes(config, metadata, stages["partitioned"], partitions)
