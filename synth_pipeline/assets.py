@@ -419,7 +419,7 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
     def evaluation(context: dg.AssetExecutionContext, warehouse: Warehouse, settings: RunSettings) -> dg.MaterializeResult:
         from synth_pipeline.evaluation.evaluate import build_report, write_report
 
-        from synth_pipeline.evaluation.lineage_sample import load_for_scoring, load_sampled, whole_fk_violations
+        from synth_pipeline.evaluation.lineage_sample import load_for_scoring, load_sampled, whole_structure
 
         started = time.perf_counter()
         out = Path(settings.out_dir)
@@ -432,7 +432,7 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
                               holdout=holdout, allow=tuple(settings.privacy_allow),
                               min_count=settings.privacy_min_count)
         if sampled:
-            whole_fk_violations(report["synth_pipeline"], out / "synthetic.duckdb", metadata)
+            whole_structure(report["synth_pipeline"], out / "real.duckdb", out / "synthetic.duckdb", metadata)
             report["synth_pipeline"]["sampled"] = sampled
         previous = out / "report.json"
         if previous.exists():  # the publish step's structural report of this run

@@ -183,7 +183,7 @@ def _run(args) -> int:
 
 def _evaluate(args) -> int:
     from synth_pipeline.evaluation.evaluate import build_report, write_report
-    from synth_pipeline.evaluation.lineage_sample import load_for_scoring, whole_fk_violations
+    from synth_pipeline.evaluation.lineage_sample import load_for_scoring, whole_structure
     from synth_pipeline.resources import read_timings
     from synth_pipeline.schema.detect import detect_metadata
     from synth_pipeline.schema.metadata import Metadata
@@ -199,7 +199,7 @@ def _evaluate(args) -> int:
     timings = read_timings(Path(args.synthetic).resolve().parent / "work")
     report = build_report(real, synthetic, metadata, baseline=args.baseline, seed=args.seed, timings=timings)
     if sampled:
-        whole_fk_violations(report["synth_pipeline"], args.synthetic, metadata)
+        whole_structure(report["synth_pipeline"], args.real, args.synthetic, metadata)
         report["synth_pipeline"]["sampled"] = sampled
     json_path, html_path = write_report(report, real, synthetic, metadata, args.out)
     print(_evaluation_summary(report))

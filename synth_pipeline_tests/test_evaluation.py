@@ -190,7 +190,7 @@ def test_a_large_database_is_scored_on_a_lineage_sample_with_its_fk_violations_c
 
     import duckdb
 
-    from synth_pipeline.evaluation.lineage_sample import load_for_scoring, whole_fk_violations
+    from synth_pipeline.evaluation.lineage_sample import load_for_scoring, whole_structure
     from synth_pipeline.evaluation.structure import fk_violations
 
     config, _ = tiny_run
@@ -202,7 +202,7 @@ def test_a_large_database_is_scored_on_a_lineage_sample_with_its_fk_violations_c
     cap = largest // 4
     real, synthetic, sampled = load_for_scoring(config.out_dir / "real.duckdb", synthetic_path, school_metadata, cap,
                                                 min_kept=10)  # a tiny school: 150 students
-    assert sampled and 0.2 < sampled["share"] < 0.3
+    assert sampled and 0.2 < sampled["real"]["share"] < 0.3 and sampled["synthetic"]
     for frames in (real, synthetic):
         for rel in school_metadata.relationships:  # nothing kept dangles
             assert fk_violations(frames[rel.child_table_name], frames[rel.parent_table_name], rel) == 0, rel.label
@@ -211,13 +211,18 @@ def test_a_large_database_is_scored_on_a_lineage_sample_with_its_fk_violations_c
     for child in ("fees", "student_courses"):  # whole families: every child of a kept student
         assert len(real[child]) == whole[child]["student_id"].isin(kept).sum(), child
     assert len(real["marks"]) < 0.5 * len(whole["marks"])
-    # the sampled figures of FK violations are replaced by the whole database's
-    report = {"summary": {"fk_violations": 0}, "relationships": []}
+    # the figures a sample cannot give are replaced by the whole databases': FK violations,
+    # children per parent (here the same database on both sides: a similarity of 1)
+    report = {"summary": {"fk_violations": 0},
+              "relationships": [{**r.to_dict(), "cardinality_similarity": 0.0} for r in school_metadata.relationships]}
     with duckdb.connect(str(synthetic_path)) as con:  # one fee of a student who does not exist
         con.execute("CREATE TABLE fees_copy AS SELECT * FROM fees")
         con.execute("DROP TABLE fees")
         con.execute("CREATE TABLE fees AS SELECT * FROM fees_copy")
         con.execute("DROP TABLE fees_copy")
         con.execute("UPDATE fees SET student_id = 'no-such-student' WHERE rowid = (SELECT max(rowid) FROM fees)")
-    whole_fk_violations(report, synthetic_path, school_metadata)
+    whole_structure(report, synthetic_path, synthetic_path, school_metadata)
     assert report["summary"]["fk_violations"] == 1
+    assert report["summary"]["cardinality_similarity_min"] == 1.0
+    fees = next(r for r in report["relationships"] if r["child_table_name"] == "fees" and r["child_foreign_key"] == "student_id")
+    assert fees["fk_violations"] == 1 and fees["synthetic_children_per_parent"]["count"] > 0

@@ -2,21 +2,22 @@
 
 Scoring every row of a database of millions (TPC-H at scale 1: 6 M line items) costs more
 memory and time than the scores are worth: a column's shape or a pair's trend is estimated
-as well from a few hundred thousand rows. When a table holds more than ``max_rows`` rows,
-both databases (real and synthetic alike) are read as a sample of whole lineages, as the
-privacy holdout chooses them (``sources.holdout``):
+as well from a few hundred thousand rows. A database (the real or the synthetic one, each on
+its own) with a table of more than ``max_rows`` rows is read as a sample of whole lineages,
+as the privacy holdout chooses them (``sources.holdout``):
 
 * every table keeps the same share of its rows: ``max_rows`` / the largest table's rows;
 * a *lineage head* (the highest table on a line of descent with rows enough to keep
   ``MIN_KEPT_ROWS`` at that share) keeps the rows whose key hashes below the share;
 * a row below a head is kept with its primary parent (the one that owns it), so every kept
-  row's owner is there and children-per-parent counts are whole families;
-* a table above every head (a lookup of 25 nations) is kept whole.
+  row's owner is there and its children are whole families;
+* a table above every head (a lookup of 25 nations) is kept whole;
+* the rows a kept row references through another foreign key are brought in (a line item's
+  part-supplier row, then that row's part), so no kept row dangles.
 
-The rows a kept row references through another foreign key are added (a line item's
-part-supplier row, and that row's part), so no kept row dangles; foreign-key violations are
-still counted on the whole database (``fk_violations``), never on the sample. The sample is chosen by a seeded hash of the keys, so the same database and seed give
-the same rows.
+What a sample cannot give is counted by DuckDB on every row (``whole_structure``): foreign-key
+violations and children per parent. Copies of real rows are judged within the sample. The
+sample is chosen by a seeded hash of the keys: the same database and seed give the same rows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from synth_pipeline.schema.metadata import Metadata
@@ -113,36 +115,65 @@ def fk_violations(path: str | Path, metadata: Metadata) -> dict[str, int]:
     return out
 
 
-def whole_fk_violations(report: dict, path: str | Path, metadata: Metadata) -> None:
-    """Replace the sampled figures of FK violations in ``report`` (``evaluate``'s) with the
-    counts over the whole synthetic database at ``path``: per relationship (matched by child
-    and parent table, in order) and in the summary."""
-    counts = fk_violations(path, metadata)
-    whole = {}
-    for rel in metadata.relationships:
-        whole.setdefault((rel.child_table_name, rel.parent_table_name), []).append(counts[rel.label])
-    for entry in report.get("relationships", []):
-        found = whole.get((entry.get("child_table_name"), entry.get("parent_table_name")))
-        if found:
-            entry["fk_violations"] = found.pop(0)
-            entry["fk_violations_counted_on"] = "every row"
-    report["summary"]["fk_violations"] = int(sum(counts.values()))
-
-
 def load_for_scoring(real_path: str | Path, synthetic_path: str | Path, metadata: Metadata, max_rows: int,
                      seed: int = 0, min_kept: int = MIN_KEPT_ROWS) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame], dict]:
-    """The real and the synthetic tables to score: lineage samples of the same share when
-    either database has a table above ``max_rows`` rows and both are DuckDB files (a real
-    source of another kind is read whole), and what was sampled (empty: nothing)."""
+    """The real and the synthetic tables to score, each database read as a lineage sample when
+    one of its tables holds more than ``max_rows`` rows (a real source other than DuckDB: read
+    whole), else whole (a real school of 42,000 rows stays whole beside its synthetic twin
+    at scale 10); and what was sampled (empty: nothing)."""
     from synth_pipeline.sources.loaders import source_kind
 
-    if source_kind(Path(real_path)) != "duckdb":
-        return load_tables(real_path, list(metadata.tables)), load_tables(synthetic_path, list(metadata.tables)), {}
     names = list(metadata.tables)
-    largest = max([*row_counts(real_path, names).values(), *row_counts(synthetic_path, names).values()], default=0)
-    if max_rows <= 0 or largest <= max_rows:
-        return load_tables(real_path, names), load_tables(synthetic_path, names), {}
-    real, real_info = load_sampled(real_path, metadata, max_rows, seed, largest, min_kept)
-    synthetic, synthetic_info = load_sampled(synthetic_path, metadata, max_rows, seed, largest, min_kept)
-    return real, synthetic, {"evaluation_rows": max_rows, "share": real_info["share"],
-                             "real": real_info["tables"], "synthetic": synthetic_info["tables"]}
+    if source_kind(Path(real_path)) == "duckdb":
+        real, real_info = load_sampled(real_path, metadata, max_rows, seed, min_kept=min_kept)
+    else:
+        real, real_info = load_tables(real_path, names), {}
+    synthetic, synthetic_info = load_sampled(synthetic_path, metadata, max_rows, seed, min_kept=min_kept)
+    if not real_info and not synthetic_info:
+        return real, synthetic, {}
+    return real, synthetic, {"evaluation_rows": max_rows, "real": real_info, "synthetic": synthetic_info}
+
+
+def child_counts(path: str | Path, rel) -> np.ndarray:
+    """Children per parent row under ``rel`` (zeros included), counted by DuckDB on every row."""
+    on = " AND ".join(f'c."{a}" = p."{b}"' for a, b in zip(rel.child_columns, rel.parent_columns))
+    with duckdb.connect(str(path), read_only=True) as con:
+        found = con.execute(f'SELECT count(c."{rel.child_columns[0]}") AS n FROM "{rel.parent_table_name}" p '
+                            f'LEFT JOIN "{rel.child_table_name}" c ON {on} GROUP BY p.rowid').fetchnumpy()
+    return np.asarray(found["n"], dtype="int64")
+
+
+def whole_structure(report: dict, real_path: str | Path, synthetic_path: str | Path, metadata: Metadata) -> None:
+    """Replace the figures of ``report`` (``evaluate``'s) a sample cannot give with those of the
+    whole databases: FK violations of the synthetic database and (with a DuckDB real
+    database) children per parent, per relationship (matched by child and parent table, in
+    order) and in the summary."""
+    from synth_pipeline.sources.loaders import source_kind
+
+    from synth_pipeline.evaluation.report import _histogram, _mean
+    from synth_pipeline.evaluation.structure import cardinality_similarity, count_summary
+
+    violations = fk_violations(synthetic_path, metadata)
+    whole: dict[tuple[str, str], list] = {}
+    for rel in metadata.relationships:
+        whole.setdefault((rel.child_table_name, rel.parent_table_name), []).append(rel)
+    relationships = report.get("relationships", [])
+    for entry in relationships:
+        found = whole.get((entry.get("child_table_name"), entry.get("parent_table_name")))
+        if not found:
+            continue
+        rel = found.pop(0)
+        entry["fk_violations"] = violations[rel.label]
+        entry["counted_on"] = "every row"
+        if source_kind(Path(real_path)) != "duckdb":
+            continue
+        real_counts, synthetic_counts = child_counts(real_path, rel), child_counts(synthetic_path, rel)
+        entry.update({"cardinality_similarity": round(cardinality_similarity(real_counts, synthetic_counts), 4),
+                      "real_children_per_parent": count_summary(real_counts),
+                      "synthetic_children_per_parent": count_summary(synthetic_counts),
+                      "real_counts_histogram": _histogram(real_counts),
+                      "synthetic_counts_histogram": _histogram(synthetic_counts)})
+    summary = report["summary"]
+    summary["fk_violations"] = int(sum(violations.values()))
+    summary["cardinality_similarity_mean"] = _mean(r["cardinality_similarity"] for r in relationships)
+    summary["cardinality_similarity_min"] = min((r["cardinality_similarity"] for r in relationships), default=None)
