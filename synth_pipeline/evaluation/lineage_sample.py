@@ -45,14 +45,14 @@ def row_counts(path: str | Path, tables: list[str]) -> dict[str, int]:
 
 
 def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int = 0,
-                 largest: int | None = None, min_kept: int = MIN_KEPT_ROWS) -> tuple[dict[str, pd.DataFrame], dict]:
+                 min_kept: int = MIN_KEPT_ROWS) -> tuple[dict[str, pd.DataFrame], dict]:
     """Every table of ``metadata`` from the DuckDB file at ``path``: whole when none holds more
     than ``max_rows`` rows (``max_rows`` <= 0: always whole), else a lineage sample of share
-    ``max_rows`` / ``largest`` (default: this database's largest table's rows). Returns
-    (tables, what was sampled: ``{"share": s, "tables": {name: [kept, of]}}``, empty when whole)."""
+    ``max_rows`` / the largest table's rows. Returns (tables, what was sampled:
+    ``{"share": s, "tables": {name: [kept, of]}}``, empty when whole)."""
     names = list(metadata.tables)
     counts = row_counts(path, names)
-    largest = largest or max(counts.values(), default=0)
+    largest = max(counts.values(), default=0)
     if max_rows <= 0 or largest <= max_rows:
         return load_tables(path, names), {}
     share = max_rows / largest
@@ -72,8 +72,8 @@ def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int 
                 query = f'SELECT t.* FROM "{name}" t SEMI JOIN kept_parent k ON {on}'
                 sampled.add(name)
             elif counts[name] * share >= min_kept:  # a lineage head
-                key = metadata.table(name).primary_key
-                query += f" WHERE hash({_columns(key)}, {int(seed)}) < {below}::UBIGINT"
+                key = _columns(metadata.table(name).primary_key) or "rowid"  # a key-less table: its row
+                query += f" WHERE hash({key}, {int(seed)}) < {below}::UBIGINT"
                 sampled.add(name)
             frames[name] = _normalise_dtypes(con.execute(query).df())
         # the rows kept rows reference through their other foreign keys, children first (a
