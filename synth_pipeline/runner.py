@@ -185,41 +185,16 @@ def _require_root_rows(metadata: Metadata, config: PipelineConfig) -> None:
 
 def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey],
                              partitions: list[str]) -> list[RunOutcome]:
-    """Each partition's run in one of ``config.workers`` fresh processes (spawned: each loads
-    the definitions itself; torch gets an equal share of the CPUs); stops handing out
-    partitions after a failure."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
+    """Each partition's run in one of ``config.workers`` fresh processes."""
     names = [k.to_user_string() for k in keys]
-    runs: list[RunOutcome] = []
-    with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_threads, initargs=(config.workers,)) as pool:
-        pending, queue = {}, list(partitions)
-        while queue or pending:
-            while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
-                partition = queue.pop(0)
-                log.info("partition %s of %d", partition, len(partitions))
-                pending[pool.submit(_run_partition, config, metadata, names, partition)] = partition
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                partition = pending.pop(future)
-                try:
-                    runs.append(future.result())
-                except Exception as exc:  # the worker process itself failed (killed, out of memory)
-                    runs.append(RunOutcome(False, 0.0, None, [f"partition {partition}: worker failed ({exc!r})"]))
-    return runs
+    return _in_processes(config, [(f"partition {p} of {len(partitions)}", _run_partition, (config, metadata, names, p))
+                                  for p in partitions])
 
 
 def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
     """Every table's model fitted in one of ``config.workers`` fresh processes, the tables
     with the most real rows first (models are independent of each other: each reads only the
-    real tables); stops handing out tables after a failure."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
+    real tables)."""
     import pyarrow.parquet as pq
 
     from synth_pipeline.resources import Warehouse
@@ -230,25 +205,35 @@ def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[
         path = warehouse.table_path("real", key.path[-1])
         return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
 
-    queue = sorted(keys, key=rows, reverse=True)
+    return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
+                                  for k in sorted(keys, key=rows, reverse=True)])
+
+
+def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]) -> list[RunOutcome]:
+    """Each task ``(label, function, arguments)`` in one of ``config.workers`` fresh processes
+    (spawned: each loads the definitions itself; torch gets an equal share of the CPUs), in
+    order; stops handing out tasks after a failure."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     runs: list[RunOutcome] = []
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_threads, initargs=(config.workers,)) as pool:
-        pending = {}
+        pending, queue = {}, list(tasks)
         while queue or pending:
             while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
-                key = queue.pop(0)
-                log.info("fitting %s", key.path[-1])
-                pending[pool.submit(_run_keys, config, metadata, [key.to_user_string()])] = key
+                label, function, arguments = queue.pop(0)
+                log.info("%s", label)
+                pending[pool.submit(function, *arguments)] = label
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                key = pending.pop(future)
+                label = pending.pop(future)
                 try:
                     runs.append(future.result())
                 except Exception as exc:  # the worker process itself failed (killed, out of memory)
-                    runs.append(RunOutcome(False, 0.0, None, [f"{key.to_user_string()}: worker failed ({exc!r})"]))
+                    runs.append(RunOutcome(False, 0.0, None, [f"{label}: worker failed ({exc!r})"]))
     return runs
 
 
