@@ -573,6 +573,31 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
     assert abs(chunked["amount_due"].median() / whole["amount_due"].median() - 1) < 0.1
 
 
+def test_candidates_in_bfloat16_match_on_any_cpu_and_kept_rows_are_completed_in_float32(school_metadata,
+                                                                                       school_tables, monkeypatch):
+    import torch
+
+    from synth_pipeline.modeling import ctgan_model
+
+    model = TableModel.fit(school_metadata, "fees", school_tables, ModelSettings(steps=30), seed=0)
+    gan = model.get("generator").gan
+    n, k = 500, 6
+    context = np.random.default_rng(0).normal(size=(n, gan.context_dim)).astype("float32")
+    with ctgan_model.fixed_threads():
+        drawn = {}
+        for native in (True, False):  # bfloat16 instructions, or the same rounded values in float32
+            monkeypatch.setattr(ctgan_model, "native_bfloat16", lambda device, native=native: native)
+            drawn[native] = gan.sample_candidates(n, context, seed=3, k=k)
+        exact = gan.sample_raw(n, context, seed=3, k=k)
+    assert drawn[True].raw.shape == exact.shape == (n * k, gan.transformer.output_dimensions)
+    # the same numbers up to the order of float32 sums (a rare bfloat16 rounding flip)
+    assert float((drawn[True].raw - drawn[False].raw).abs().mean()) < 1e-4
+    # candidates are rounded, but close; the kept ones are completed exactly as an exact draw gives them
+    assert 0 < float((drawn[True].raw - exact).abs().mean()) < 0.05
+    kept = np.random.default_rng(1).integers(0, k, n) * n + np.arange(n)
+    assert torch.equal(drawn[True].complete(kept), exact[torch.from_numpy(kept)])
+
+
 def test_category_pairs_the_real_data_never_shows_are_redrawn():
     from synth_pipeline.modeling.pair_support import fit_pair_supports
 

@@ -226,25 +226,25 @@ class ContextCTGAN:
         layers.append((last.weight.t().contiguous(), last.bias))
         return layers
 
-    def _generate(self, parts, layers, shared: torch.Tensor | None = None, k: int = 1):
+    def _generate(self, parts, layers, shared: torch.Tensor | None = None, k: int = 1, native: bool = True,
+                  exact: bool = True) -> torch.Tensor:
         """The generator's forward pass for sampling, for ``k`` candidates of each slot (row
-        ``j * slots + i`` is candidate ``j`` of slot ``i``). ``parts``: each candidate's own
-        input (noise, condition); ``shared``: each slot's context, which its candidates share,
-        so its share of every layer is computed once per slot rather than per candidate. Each
-        residual block's output is written in place of ctgan's concatenations (the same
-        layout: ``[out_2, out_1, input]``), so a large sample does not copy its widening rows."""
-        *blocks, (last_w, last_b) = layers
-        given = 0 if shared is None else shared.shape[1]  # the context's weights: each layer's last rows
+        ``j * slots + i`` is candidate ``j`` of slot ``i``): their raw output.
+        ``parts``: each candidate's own input (noise, condition); ``shared``: each slot's
+        context, which its candidates share, so its share of every layer is computed once
+        per slot rather than per candidate. Each residual block's output is written in place
+        of ctgan's concatenations (the same layout: ``[out_2, out_1, input]``), so a large
+        sample does not copy its widening rows.
 
-        def layer(weight, bias, x):
-            if not given:
-                return torch.addmm(bias, x, weight)
-            out = torch.mm(x, weight[:-given])
-            out.view(k, -1, out.shape[1]).add_(torch.addmm(bias, shared, weight[-given:]))
-            return out
-
+        The hidden rows (inputs and block outputs) are held in the type of the blocks'
+        weights (bfloat16 when sampling, ``SAMPLE_HIDDEN``). The last layer computes in
+        float32 where ``exact``, else in that type too (candidates only raking reads: the
+        kept ones are completed in float32 by ``Candidates.complete``)."""
+        *blocks, last = layers
+        hidden = blocks[0][0].dtype if blocks else torch.float32
         width = sum(p.shape[1] for p in parts)
-        rows = torch.empty(parts[0].shape[0], width + sum(w.shape[1] for w, _ in blocks), device=parts[0].device)
+        rows = torch.empty(parts[0].shape[0], width + sum(w.shape[1] for w, _ in blocks), device=parts[0].device,
+                           dtype=hidden)
         start = rows.shape[1] - width
         for p in parts:
             rows[:, start:start + p.shape[1]] = p
@@ -252,9 +252,19 @@ class ContextCTGAN:
         start = rows.shape[1] - width
         for weight, bias in blocks:
             size = weight.shape[1]
-            rows[:, start - size:start] = torch.relu_(layer(weight, bias, rows[:, start:]))
+            rows[:, start - size:start] = torch.relu_(_layer(weight, bias, rows[:, start:], shared, k, native))
             start -= size
-        return layer(last_w, last_b, rows)
+        return self._last(last, rows, shared, k, native, exact)
+
+    @staticmethod
+    def _last(last, rows: torch.Tensor, shared: torch.Tensor | None, k: int, native: bool,
+              exact: bool = True) -> torch.Tensor:
+        """The generator's last layer on hidden ``rows``, as float32: computed in float32 where
+        ``exact``, else in the rows' type (rounded: enough for picks and raking)."""
+        weight, bias = last
+        if exact or rows.dtype == torch.float32:
+            return _layer(weight, bias, rows.to(torch.float32), shared, k, native)
+        return _layer(weight.to(rows.dtype), bias.to(rows.dtype), rows, shared, k, native).to(torch.float32)
 
     def _discriminator_step(self, disc, opt, train_t, ctx, batch, device) -> float:
         c, _, col, opt_ = self._condition(batch, device)
@@ -353,15 +363,26 @@ class ContextCTGAN:
         """``k`` generated candidates for each of ``n`` rows (given each row's ``context``),
         before their activation (``activate``; ``picks``): row ``j * n + i`` is candidate
         ``j`` of row ``i``."""
+        return self.sample_candidates(n, context, seed, k, exact=True).raw
+
+    @torch.no_grad()
+    def sample_candidates(self, n: int, context: np.ndarray | None = None, seed: int = 0, k: int = 1,
+                          exact: bool = False) -> "Candidates":
+        """Like ``sample_raw``, keeping each candidate's input: the raw output is rounded
+        (bfloat16) unless ``exact``, and ``Candidates.complete`` computes the kept
+        candidates' output in float32."""
         _seed_everything(seed)
         try:  # a model trained on a GPU samples on the CPU where no GPU is
             device = torch.device(resolve_device(self.settings.device))
         except ConfigError:
             device = torch.device("cpu")
         self.generator.to(device)
-        layers = [(w.to(device), b.to(device)) for w, b in self._folded_layers()]
+        *blocks, last = [(w.to(device), b.to(device)) for w, b in self._folded_layers()]
+        layers = [(w.to(SAMPLE_HIDDEN), b.to(SAMPLE_HIDDEN)) for w, b in blocks] + [last]
+        native = native_bfloat16(device)
         given = None if context is None else torch.from_numpy(np.asarray(context, dtype="float32")).to(device)
         out = torch.empty(k, n, self.transformer.output_dimensions)
+        inputs = []
         step = max(1, 32768 // k)
         for start in range(0, n, step):
             size = min(step, n - start)
@@ -369,9 +390,11 @@ class ContextCTGAN:
             c = self._sample_condition(size * k, device)
             if c is not None:
                 parts.append(c)
+            x = torch.cat(parts, dim=1).to(SAMPLE_HIDDEN)
             shared = None if given is None else given[start:start + size]
-            out[:, start:start + size] = self._generate(parts, layers, shared, k).view(k, size, -1).cpu()
-        return out.view(k * n, -1)
+            out[:, start:start + size] = self._generate([x], layers, shared, k, native, exact).view(k, size, -1).cpu()
+            inputs.append(x)
+        return Candidates(self, out.view(k * n, -1), inputs, step, given, layers, native)
 
     @torch.no_grad()
     def activate(self, raw: torch.Tensor, fixed: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -439,6 +462,74 @@ class ContextCTGAN:
             losses.append(functional.cross_entropy(data[:, st:ed], torch.argmax(c[:, st_c:ed_c], dim=1), reduction="none"))
             st, st_c = ed, ed_c
         return (torch.stack(losses, dim=1) * m).sum() / data.size()[0]
+
+
+def _layer(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, shared: torch.Tensor | None, k: int,
+           native: bool) -> torch.Tensor:
+    """One linear layer of the sampling pass, in ``x``'s type. ``shared``: each slot's context,
+    whose weights are the layer's last rows, multiplied once per slot for its ``k``
+    candidates. Where bfloat16 is not ``native``, its rounded values are multiplied in
+    float32 and the result rounded once, as the bfloat16 kernel rounds its float32 sums."""
+    def mm(a, w, b=None):
+        if native or a.dtype == torch.float32:
+            return torch.mm(a, w) if b is None else torch.addmm(b, a, w)
+        wide = torch.float32
+        out = torch.mm(a.to(wide), w.to(wide)) if b is None else torch.addmm(b.to(wide), a.to(wide), w.to(wide))
+        return out.to(a.dtype)
+
+    if shared is None:
+        return mm(x, weight, bias)
+    given = shared.shape[1]
+    out = mm(x, weight[:-given])
+    out.view(k, -1, out.shape[1]).add_(mm(shared.to(x.dtype), weight[-given:], bias))
+    return out
+
+
+SAMPLE_HIDDEN = torch.bfloat16  # the generator's hidden layers when sampling (see ``native_bfloat16``)
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively (a CUDA GPU; a CPU with
+    AVX-512 BF16 or AMX instructions). Sampling holds the generator's hidden layers in
+    bfloat16 everywhere: where it is native the multiplications run several times faster
+    than in float32; elsewhere the same rounded values are multiplied in float32, so the
+    same seed gives the same rows (up to the order of float32 sums) on any machine."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+@dataclass
+class Candidates:
+    """Generated candidates (``raw``: row ``j * slots + i`` is candidate ``j`` of slot ``i``),
+    with what completing the kept ones needs: each candidate's input (noise and condition,
+    drawn ``step`` slots at a time) and the slots' context."""
+
+    gan: "ContextCTGAN"
+    raw: torch.Tensor
+    inputs: list[torch.Tensor]
+    step: int
+    context: torch.Tensor | None
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    native: bool
+
+    @torch.no_grad()
+    def complete(self, kept: np.ndarray) -> torch.Tensor:
+        """The raw output of the ``kept`` candidates (one per slot, in slot order), its last
+        layer in float32: the generator run again on their inputs only."""
+        slots = len(kept)
+        k = len(self.raw) // slots
+        out = []
+        for s, x in enumerate(self.inputs):
+            start = s * self.step
+            size = len(x) // k
+            local = (kept[start:start + size] // slots) * size + np.arange(size)  # candidate j of slot i: j * size + i
+            shared = None if self.context is None else self.context[start:start + size]
+            out.append(self.gan._generate([x[torch.from_numpy(local)]], self.layers, shared, 1, self.native).cpu())
+        return torch.cat(out) if len(out) > 1 else out[0]
 
 
 def _softmax_pick(logits: torch.Tensor) -> torch.Tensor:

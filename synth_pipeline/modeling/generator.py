@@ -16,7 +16,6 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
 from synth_pipeline.modeling.ctgan_model import ContextCTGAN, GanSettings
 from synth_pipeline.modeling.marginals import (
@@ -113,7 +112,7 @@ class Generator:
         ctx = None if context.context is None else context.context[probe]
         parents = context.parent_rows.iloc[probe].reset_index(drop=True) \
             if context.parent_rows is not None and context.settings.conditional else None
-        raw = self.gan.sample_raw(m, ctx, context.seed + 1, full)
+        raw = self.gan.sample_candidates(m, ctx, context.seed + 1, full).raw
         picks = self.gan.picks(raw, self._read(self.pair_joints))
         codes = self._codes(raw, picks, m, full, parents, self.pair_joints)
 
@@ -163,12 +162,15 @@ class Generator:
             if size == 0:
                 parts.append(self.codec.decode(self.gan.sample(0)))
                 continue
-            raw = self.gan.sample_raw(size, None if context is None else context[start:start + size], seed + i, k)
+            ctx = None if context is None else context[start:start + size]
             fixed = None
-            if k > 1:  # candidates are drawn as far as raking reads them; the kept ones completed
-                picks = self.gan.picks(raw, read)
-                kept = self._rake(raw, picks, size, k, start, parent_rows, pairs, rng, on)
-                raw, fixed = raw[torch.from_numpy(kept)], {c: p[kept] for c, p in picks.items()}
+            if k > 1:  # candidates are drawn as far as raking reads them (rounded); the kept ones completed
+                candidates = self.gan.sample_candidates(size, ctx, seed + i, k)
+                picks = self.gan.picks(candidates.raw, read)
+                kept = self._rake(candidates.raw, picks, size, k, start, parent_rows, pairs, rng, on)
+                raw, fixed = candidates.complete(kept), {c: p[kept] for c, p in picks.items()}
+            else:
+                raw = self.gan.sample_raw(size, ctx, seed + i)
             parts.append(self.codec.decode(self.gan.decode(self.gan.activate(raw, fixed))))
         out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         return out.reset_index(drop=True)
