@@ -28,7 +28,7 @@ from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.constraints import unit_of
 from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.stats import as_labels, row_digests
+from synth_pipeline.stats import as_datetimes, as_labels, row_digests
 
 
 @dataclass
@@ -182,9 +182,9 @@ def _enforce_parent_dates(frame: pd.DataFrame, metadata: Metadata, name: str, pa
         child_col, parent_col = c.columns
         rel = next(r for r in metadata.foreign_keys(name) if r.child_foreign_key == c.foreign_key)
         parent = parents[c.parent]
-        dates = pd.Series(pd.to_datetime(parent[parent_col]).to_numpy(), index=parent[rel.parent_primary_key].to_numpy())
-        linked = pd.to_datetime(frame[c.foreign_key].map(dates))
-        child = pd.to_datetime(frame[child_col])
+        dates = pd.Series(as_datetimes(parent[parent_col]).to_numpy(), index=parent[rel.parent_primary_key].to_numpy())
+        linked = as_datetimes(frame[c.foreign_key].map(dates))
+        child = as_datetimes(frame[child_col])
         bad = (child < linked).fillna(False).to_numpy(dtype=bool)
         if not bad.any():
             continue

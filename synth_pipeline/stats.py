@@ -30,9 +30,15 @@ def compared_columns(metadata: Metadata, table: str) -> dict[str, str]:
 
 def as_numbers(values: pd.Series, sdtype: str) -> pd.Series:
     if sdtype == "datetime":
-        stamps = values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values, errors="coerce")
+        stamps = as_datetimes(values)
         return (stamps - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
     return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+def as_datetimes(values: pd.Series) -> pd.Series:
+    """Dates as datetimes (unparseable ones NaT); a datetime column as it is (pandas' parser
+    would hash and map every value of it again)."""
+    return values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values, errors="coerce")
 
 
 def as_labels(values: pd.Series) -> pd.Series:
@@ -67,7 +73,7 @@ def decimals_of(values: np.ndarray, most: int = 6) -> int | None:
 def day_numbers(values: pd.Series, sdtype: str) -> np.ndarray:
     """Numbers as floats, dates as days since 1970 (NaN where missing)."""
     if sdtype == "datetime":
-        return ((pd.to_datetime(values, errors="coerce") - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+        return ((as_datetimes(values) - EPOCH) / pd.Timedelta(days=1)).to_numpy(dtype=float)
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
 
 
