@@ -236,6 +236,14 @@ def test_identity_values_beyond_the_faker_pool_come_from_it(monkeypatch):
     assert 150 < values.nunique() <= 300  # the pool, not 5000 calls
     assert not values.isin(real).any()
     assert values.equals(spec.generate(5000, seed=1))
+    # pools drawn once (at fit): sampling only draws among them, each value once up to the pool's size
+    spec.draw_pools(seed=7)
+    pool = set(spec.pools["values"])
+    assert 250 < len(pool) <= 300 and not pool & set(real)
+    few, many = spec.generate(200, seed=2), spec.generate(5000, seed=2)
+    assert few.is_unique == (len(spec.pools["values"]) == len(pool)) and set(few) <= pool
+    assert set(many) <= pool and many.nunique() > 0.9 * len(pool)
+    assert many.equals(spec.generate(5000, seed=2)) and not many.equals(spec.generate(5000, seed=3))
 
 
 def test_a_key_prefix_and_a_description_follow_the_category_that_sets_them():

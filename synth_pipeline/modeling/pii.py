@@ -34,7 +34,7 @@ from synth_pipeline.stats import determining_category, labels
 from synth_pipeline.thresholds import THRESHOLDS
 
 MAX_REDRAWS = 50
-FAKER_POOL = 5_000  # Faker calls per column at most; larger columns draw from that pool (a Faker call costs ~30 µs)
+FAKER_POOL = 5_000  # Faker values drawn per column once, at fit; sampling draws from them (a Faker call costs ~30 µs)
 DEFAULT_LOCALE = "en_US"
 # Country code top-level domains and phone country codes -> Faker locale.
 _TLD_LOCALE = {"uk": "en_GB", "de": "de_DE", "fr": "fr_FR", "it": "it_IT", "es": "es_ES", "nl": "nl_NL",
@@ -70,6 +70,7 @@ class IdentitySpec:
     words: int = 0  # free text: the real values' usual number of words (a title has 3, a note 12)
     period: bool = True  # ... whether they end in a full stop
     title_case: bool = False  # ... and whether every word starts upper-case (titles)
+    pools: dict[str, list[str]] = field(default_factory=dict)  # Faker values drawn at fit (``draw_pools``)
 
     SHARED_FAMILY_MIN = 0.2  # below it, a shared family name is taken as chance
 
@@ -113,6 +114,28 @@ class IdentitySpec:
             spec.real_digests = frozenset(digest(v) for v in present.unique())
         return spec
 
+    def draw_pools(self, seed: int) -> None:
+        """The Faker values this column is generated from, ``FAKER_POOL`` of each, drawn once
+        (at fit, in the column's locale): sampling then draws among them rather than calling
+        Faker per row (a random subset of independent draws is itself independent draws;
+        beyond the pool, values repeat as shared addresses and common names do). Real values
+        of an identifying column are left out of its pool."""
+        fake = Faker(self.locale)
+        fake.seed_instance(seed)
+        rng = np.random.default_rng(seed)
+        self.pools = {}
+        if self.sdtype in ("email", "phone_number"):  # built per row (from the names; a layout)
+            return
+        if self.family_of is not None:
+            self.pools = {"first_name": _faker_values(fake.first_name, rng, FAKER_POOL),
+                          "last_name": _faker_values(fake.last_name, rng, FAKER_POOL)}
+            return
+        values = self._draw(fake, rng, FAKER_POOL)
+        self.pools = {"values": [v for v in values if not self.is_real(v)] or values}
+
+    def _pool(self, key: str) -> list[str] | None:
+        return getattr(self, "pools", {}).get(key)  # a model stored before pools: Faker per row
+
     def is_real(self, value: str) -> bool:
         return bool(self.real_digests) and digest(value) in self.real_digests
 
@@ -132,15 +155,17 @@ class IdentitySpec:
             rate = lookup[3] if len(lookup) > 3 else self.null_rate
             return series.where(rng.random(n) >= rate) if rate > 0 else series
         elif self.family_of is not None and rows is not None and self.family_of in rows.columns:
-            values = [f"{first} {last}" for first, last in zip(_faker_values(fake.first_name, rng, n),
-                                                                 _faker_values(fake.last_name, rng, n))]
+            values = [f"{first} {last}" for first, last in zip(
+                _faker_values(fake.first_name, rng, n, self._pool("first_name")),
+                _faker_values(fake.last_name, rng, n, self._pool("last_name")))]
             family = rows[self.family_of].astype(str).to_numpy()
             for i in np.nonzero(rng.random(n) < self.family_rate)[0]:
                 values[i] = f"{values[i].split()[0]} {family[i]}"
             # a real full name: another given name, the family name kept
             self._redraw(values, lambda idx: [f"{fake.first_name()} {values[i].split()[-1]}" for i in idx])
         else:
-            values = self._draw(fake, rng, n)
+            pool = self._pool("values")
+            values = self._draw(fake, rng, n) if pool is None else _faker_values(None, rng, n, pool)
             self._redraw(values, lambda idx: self._draw(fake, rng, len(idx)))
         series = pd.Series(values, dtype=object)
         if self.null_rate > 0:
@@ -184,14 +209,18 @@ def _determining_category(values: pd.Series, frame: pd.DataFrame, categories: li
     return found[0], found[1], tuple(null_only), rate
 
 
-def _faker_values(method, rng: np.random.Generator, n: int) -> list[str]:
-    """``n`` values of a Faker provider: one call each up to FAKER_POOL values; beyond that
-    (a large ``scale``), drawn from a pool of FAKER_POOL calls, so the cost stops growing
-    with rows (values then repeat, as shared addresses and common names do)."""
-    if n <= FAKER_POOL:
+def _faker_values(method, rng: np.random.Generator, n: int, pool: list[str] | None = None) -> list[str]:
+    """``n`` values of a Faker provider: drawn among ``pool`` (its values drawn before: each
+    at most once up to its size, then at random), or one call each up to FAKER_POOL values
+    and beyond that (a large ``scale``) from a pool of FAKER_POOL calls, so the cost stops
+    growing with rows (values then repeat, as shared addresses and common names do)."""
+    if pool is None and n <= FAKER_POOL:
         return [method() for _ in range(n)]
-    pool = np.array([method() for _ in range(FAKER_POOL)], dtype=object)
-    return pool[rng.integers(0, FAKER_POOL, n)].tolist()
+    if pool is None:
+        pool = [method() for _ in range(FAKER_POOL)]
+    values = np.asarray(pool, dtype=object)
+    pick = rng.choice(len(values), n, replace=False) if n <= len(values) else rng.integers(0, len(values), n)
+    return values[pick].tolist()
 
 
 def guess_locale(frame: pd.DataFrame, sdtypes: dict[str, str]) -> str:

@@ -164,7 +164,7 @@ class TableModel:
                                pd.api.types.is_datetime64_any_dtype(full[c])})
         return cls(
             table=name, real_rows=len(full), fitted_rows=len(frame), key_formats=key_formats,
-            identities=_identities(metadata, name, frame, fit.copies, category_columns), real_counts=fit.real_counts,
+            identities=_identities(metadata, name, frame, fit.copies, category_columns, seed), real_counts=fit.real_counts,
             fk_null_rates={r.child_foreign_key: float(frame[r.child_foreign_key].isna().mean())
                            for r in metadata.foreign_keys(name)},
             column_order=list(table.columns) + list(fit.real_counts), context_encoder=encoder,
@@ -320,8 +320,9 @@ def _constraints(metadata: Metadata, name: str, real: dict[str, pd.DataFrame],
 
 
 def _identities(metadata: Metadata, name: str, frame: pd.DataFrame, copies: dict[str, str],
-                categories: list[str]) -> list[IdentitySpec]:
-    """Identity text (names, emails, phones, ...): Faker specs in one locale, templates last."""
+                categories: list[str], seed: int = 0) -> list[IdentitySpec]:
+    """Identity text (names, emails, phones, ...): Faker specs in one locale, templates last,
+    each with its pools of Faker values drawn."""
     table = metadata.table(name)
     keys = metadata.key_columns(name)
     family = [c.name for c in table.columns.values() if c.sdtype == "last_name"]
@@ -333,8 +334,9 @@ def _identities(metadata: Metadata, name: str, frame: pd.DataFrame, copies: dict
                      spec.lookup[0], spec.lookup[0])
     specs.sort(key=lambda spec: spec.family_of is not None or spec.sdtype == "email")  # templates last
     locale = guess_locale(frame, {s.column: s.sdtype for s in specs})
-    for spec in specs:
+    for i, spec in enumerate(specs):
         spec.locale = locale
+        spec.draw_pools(seed + i)
     return specs
 
 
