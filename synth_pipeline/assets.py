@@ -208,7 +208,8 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         fitted = stored(context, warehouse, settings)
         parent_frames = {p: warehouse.read("repaired", p, part) for p in inputs}
         seed = table_seed(settings.seed, name, "sample" if part.count == 1 else f"sample/{part.index}")
-        frame = fitted.sample(metadata, parent_frames, settings.scale, seed, part, off=tuple(settings.mechanisms_off))
+        frame = fitted.sample(metadata, parent_frames, settings.scale, seed, part, off=tuple(settings.mechanisms_off),
+                              threads=settings.sampling_threads())
         warehouse.write("synthetic", name, frame, part)
         seconds = time.perf_counter() - started
         warehouse.record_seconds(name, "sample", seconds, part)

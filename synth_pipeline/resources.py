@@ -232,6 +232,7 @@ class RunSettings(dg.ConfigurableResource):
     seed: int = 0
     scale: float = 1.0
     partitions: int = 1  # > 1: sampled, repaired and checked in self-contained chunks of root rows
+    workers: int = 1  # processes of the run at once (CLI); the CPUs a sampling step may use are shared by them
     quality: str = "default"
     steps: int | None = None
     device: str = "cpu"
@@ -247,6 +248,15 @@ class RunSettings(dg.ConfigurableResource):
     output_format: str = "duckdb"  # "parquet" / "csv": also a folder out_dir/synthetic/ of files
     fit_rows: int = 0  # > 0: tables above this many rows are fitted on a consistent subsample
     evaluation_rows: int = 0  # > 0: a database with a larger table is scored on a lineage sample
+
+    def sampling_threads(self) -> int:
+        """Chunks of rows a sampling step generates side by side: its process's share of the
+        run's ``workers`` (each of ``min(workers, partitions)`` processes sampling at once gets
+        an equal share), at most the CPUs this process may use. Rows do not depend on it."""
+        import os
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(cpus, self.workers // max(1, min(self.workers, self.partitions))))
 
     def model_settings(self) -> ModelSettings:
         """The model's settings: every field of ``ModelSettings`` is one of these, by name."""

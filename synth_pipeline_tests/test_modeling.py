@@ -571,6 +571,10 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
         shares = [f[column].value_counts(normalize=True, dropna=False) for f in (whole, chunked)]
         assert shares[0].subtract(shares[1], fill_value=0).abs().sum() < 0.1, column
     assert abs(chunked["amount_due"].median() / whole["amount_due"].median() - 1) < 0.1
+    # chunks drawn side by side in threads: the same rows as one after another
+    threaded = model.sample(school_metadata, parents, 1.0, seed=1, threads=2)
+    pd.testing.assert_frame_equal(threaded, chunked)
+    assert not threaded.equals(model.sample(school_metadata, parents, 1.0, seed=2, threads=2))
 
 
 def test_candidates_in_bfloat16_match_on_any_cpu_and_kept_rows_are_completed_in_float32(school_metadata,

@@ -200,7 +200,8 @@ def test_materializations_carry_what_the_ui_shows(tiny_run):
 
 
 def test_same_seed_same_output_with_one_or_two_threads(tmp_path, tiny_school_db):
-    """Models compute with a fixed thread count: a machine's cores do not change the output."""
+    """Models compute with a fixed thread count: a machine's cores do not change the output,
+    nor do the run's workers (models fitted side by side, rows sampled in threads)."""
     import os
     import subprocess
     import sys
@@ -214,7 +215,8 @@ def test_same_seed_same_output_with_one_or_two_threads(tmp_path, tiny_school_db)
         from synth_pipeline.config import SCHOOL_METADATA
 
         done = subprocess.run([sys.executable, "-m", "synth_pipeline.cli", "-q", "run", "--source", str(tiny_school_db),
-                               "--metadata", str(SCHOOL_METADATA), "--steps", "12", "--out", str(out)],
+                               "--metadata", str(SCHOOL_METADATA), "--steps", "12", "--out", str(out),
+                               "--workers", threads],
                               env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         outs.append(out / "synthetic.duckdb")
@@ -225,3 +227,14 @@ def test_same_seed_same_output_with_one_or_two_threads(tmp_path, tiny_school_db)
             left = a.execute(f'SELECT * FROM "{table}"').df()
             right = b.execute(f'SELECT * FROM "{table}"').df()
             pd.testing.assert_frame_equal(left, right, obj=table)
+
+
+def test_sampling_threads_share_the_workers_among_processes_sampling_at_once():
+    import os
+
+    from synth_pipeline.resources import RunSettings
+
+    cpus = len(os.sched_getaffinity(0))
+    threads = {(w, p): RunSettings(out_dir="out", workers=w, partitions=p).sampling_threads()
+               for w, p in [(1, 1), (2, 1), (2, 2), (2, 8), (4, 2), (64, 1)]}
+    assert threads == {(1, 1): 1, (2, 1): min(2, cpus), (2, 2): 1, (2, 8): 1, (4, 2): min(2, cpus), (64, 1): cpus}

@@ -325,18 +325,20 @@ class ContextCTGAN:
         return np.asarray(info.transform.dummies, dtype=object).astype(str)
 
     @torch.no_grad()
-    def picks(self, raw: torch.Tensor, columns: list[str]) -> dict[str, np.ndarray]:
+    def picks(self, raw: torch.Tensor, columns: list[str], generator: torch.Generator | None = None
+              ) -> dict[str, np.ndarray]:
         """For each named column, the index its hard activation picks in every generated row:
         a category's label index, or a number's mode. Candidates are drawn this far only (the
         costly one-hot rows of what raking does not read are never built); ``activate`` then
-        completes the kept rows with these picks."""
+        completes the kept rows with these picks. ``generator``: where the draws come from
+        (the candidates' own; torch's global one if None)."""
         spans = self.spans()
         out = {}
         for column in columns:
             st, dim, kind = spans[column]
             if kind == "continuous":
                 st, dim = st + 1, dim - 1
-            out[column] = _softmax_pick(raw[:, st:st + dim]).numpy()
+            out[column] = _softmax_pick(raw[:, st:st + dim], generator).numpy()
         return out
 
     def numbers(self, raw: torch.Tensor, columns: list[str], picks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -356,7 +358,8 @@ class ContextCTGAN:
     @torch.no_grad()
     def sample_matrix(self, n: int, context: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
         """``n`` generated rows in the transformer's encoding (see ``decode``)."""
-        return self.activate(self.sample_raw(n, context, seed))
+        drawn = self.sample_candidates(n, context, seed, exact=True)
+        return self.activate(drawn.raw, generator=drawn.generator)
 
     @torch.no_grad()
     def sample_raw(self, n: int, context: np.ndarray | None = None, seed: int = 0, k: int = 1) -> torch.Tensor:
@@ -370,8 +373,11 @@ class ContextCTGAN:
                           exact: bool = False) -> "Candidates":
         """Like ``sample_raw``, keeping each candidate's input: the raw output is rounded
         (bfloat16) unless ``exact``, and ``Candidates.complete`` computes the kept
-        candidates' output in float32."""
-        _seed_everything(seed)
+        candidates' output in float32. The draws come from the candidates' own generators,
+        seeded with ``seed`` (``Candidates.generator`` continues them: picks, activation), so
+        chunks sampled side by side in threads give what they give one after another."""
+        generator = torch.Generator().manual_seed(seed)
+        conditions = np.random.RandomState(seed % (2**32))
         try:  # a model trained on a GPU samples on the CPU where no GPU is
             device = torch.device(resolve_device(self.settings.device))
         except ConfigError:
@@ -386,18 +392,19 @@ class ContextCTGAN:
         step = max(1, 32768 // k)
         for start in range(0, n, step):
             size = min(step, n - start)
-            parts = [torch.randn(size * k, self.settings.embedding_dim, device=device)]
-            c = self._sample_condition(size * k, device)
+            parts = [torch.randn(size * k, self.settings.embedding_dim, generator=generator).to(device)]
+            c = self._sample_condition(size * k, device, conditions)
             if c is not None:
                 parts.append(c)
             x = torch.cat(parts, dim=1).to(SAMPLE_HIDDEN)
             shared = None if given is None else given[start:start + size]
             out[:, start:start + size] = self._generate([x], layers, shared, k, native, exact).view(k, size, -1).cpu()
             inputs.append(x)
-        return Candidates(self, out.view(k * n, -1), inputs, step, given, layers, native)
+        return Candidates(self, out.view(k * n, -1), inputs, step, given, layers, native, generator)
 
     @torch.no_grad()
-    def activate(self, raw: torch.Tensor, fixed: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def activate(self, raw: torch.Tensor, fixed: dict[str, np.ndarray] | None = None,
+                 generator: torch.Generator | None = None) -> np.ndarray:
         """Generated rows as the transformer encodes them: tanh on the numbers, and each
         category and mode span one-hot at its Gumbel-max pick (the pick ctgan's Gumbel softmax
         decodes to, without the softmax); ``fixed``: the picks of some columns, already drawn."""
@@ -411,20 +418,20 @@ class ContextCTGAN:
                     out[:, st:ed] = torch.tanh(raw[:, st:ed])
                 else:
                     given = fixed.get(info.column_name)
-                    pick = _softmax_pick(raw[:, st:ed]) if given is None else torch.from_numpy(given)
+                    pick = _softmax_pick(raw[:, st:ed], generator) if given is None else torch.from_numpy(given)
                     out[rows, st + pick] = 1.0
                 st = ed
         return out.numpy()
 
-    def _sample_condition(self, n: int, device):
+    def _sample_condition(self, n: int, device, rng: np.random.RandomState):
         """Condition on one discrete column, its category drawn at its *real* frequency."""
         if self.sampler.dim_cond_vec() == 0:
             return None
         cond = np.zeros((n, self.sampler.dim_cond_vec()), dtype="float32")
-        cols = np.random.randint(len(self._category_probs), size=n)
+        cols = rng.randint(len(self._category_probs), size=n)
         for j, (offset, probs) in enumerate(self._category_probs):
             rows = np.nonzero(cols == j)[0]
-            cond[rows, offset + np.random.choice(len(probs), size=len(rows), p=probs)] = 1
+            cond[rows, offset + rng.choice(len(probs), size=len(rows), p=probs)] = 1
         return torch.from_numpy(cond).to(device)
 
     def _true_category_probs(self, train: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -515,6 +522,7 @@ class Candidates:
     context: torch.Tensor | None
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     native: bool
+    generator: torch.Generator  # the draws' generator, continued by picks and activation
 
     @torch.no_grad()
     def complete(self, kept: np.ndarray) -> torch.Tensor:
@@ -532,13 +540,13 @@ class Candidates:
         return torch.cat(out) if len(out) > 1 else out[0]
 
 
-def _softmax_pick(logits: torch.Tensor) -> torch.Tensor:
+def _softmax_pick(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each row's draw from the softmax of a span: what the Gumbel-max pick of ctgan's Gumbel
     softmax draws (the temperature does not move an argmax), drawn by the inverse of the
     cumulative softmax with one uniform number per row rather than one noise per cell (2-5x
     faster on spans of 10-30 cells)."""
     weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values).cumsum_(dim=1)
-    draws = torch.rand(len(logits), 1, dtype=weights.dtype, device=weights.device) * weights[:, -1:]
+    draws = torch.rand(len(logits), 1, dtype=weights.dtype, generator=generator).to(weights.device) * weights[:, -1:]
     return torch.searchsorted(weights, draws).squeeze(1).clamp_(max=logits.shape[1] - 1)
 
 

@@ -11,6 +11,7 @@ shares exactly (``quotas``). The GAN is given each row's parent context (``paren
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -31,6 +32,28 @@ from synth_pipeline.modeling.transforms import TableCodec
 from synth_pipeline.thresholds import THRESHOLDS
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def in_threads(threads: int):
+    """A ``map`` over ``threads`` threads (in order; the plain one for a single thread), each
+    computing with the models' fixed torch thread count. numpy's global random state is
+    left as it was (the transformer's inverse sets and restores it around each call)."""
+    if threads <= 1:
+        yield map
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from synth_pipeline.modeling.ctgan_model import COMPUTE_THREADS
+
+    state = np.random.get_state()
+    try:
+        with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(COMPUTE_THREADS,)) as pool:
+            yield pool.map
+    finally:
+        np.random.set_state(state)
 
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
 SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
@@ -146,32 +169,41 @@ class Generator:
         return "; ".join(parts)
 
     def sample(self, n: int, seed: int, rng: np.random.Generator, context: np.ndarray | None,
-               parent_rows: pd.DataFrame | None, on) -> pd.DataFrame:
-        """``n`` rows (given each row's context and parent row), raked among candidates."""
+               parent_rows: pd.DataFrame | None, on, threads: int = 1) -> pd.DataFrame:
+        """``n`` rows (given each row's context and parent row), raked among candidates.
+
+        In chunks of rows (with their parents' context): the candidates and the transformer's
+        matrices are bounded by the chunk, not by the scale. Each chunk draws from its own
+        generators (seeded from ``seed`` and ``rng``), so ``threads`` chunks can be drawn
+        side by side (torch and numpy release the interpreter lock in their loops) with the
+        same rows as one after another; they are decoded in order."""
         pairs = self.pair_joints if on("pair_joints") else None
         k = self._full_candidates(on)
         if k > 1 and n > THRESHOLDS.quota_max_rows and self.candidates is not None and pairs is self.pair_joints:
             k = self.candidates  # a small table (quota draws) keeps every candidate: it costs little
         chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
+        starts = range(0, max(n, 1), chunk)
+        chunk_rngs = rng.spawn(len(starts))
         read = self._read(pairs)
-        parts = []
-        # In chunks of rows (with their parents' context): the candidates and the transformer's
-        # matrices are bounded by the chunk, not by the scale.
-        for i, start in enumerate(range(0, max(n, 1), chunk)):
+
+        def draw(i: int) -> tuple[np.ndarray, dict | None]:
+            """Chunk ``i``'s rows in the transformer's encoding (activated)."""
+            start = starts[i]
             size = min(chunk, n - start)
-            if size == 0:
-                parts.append(self.codec.decode(self.gan.sample(0)))
-                continue
             ctx = None if context is None else context[start:start + size]
-            fixed = None
-            if k > 1:  # candidates are drawn as far as raking reads them (rounded); the kept ones completed
-                candidates = self.gan.sample_candidates(size, ctx, seed + i, k)
-                picks = self.gan.picks(candidates.raw, read)
-                kept = self._rake(candidates.raw, picks, size, k, start, parent_rows, pairs, rng, on)
-                raw, fixed = candidates.complete(kept), {c: p[kept] for c, p in picks.items()}
-            else:
-                raw = self.gan.sample_raw(size, ctx, seed + i)
-            parts.append(self.codec.decode(self.gan.decode(self.gan.activate(raw, fixed))))
+            drawn = self.gan.sample_candidates(size, ctx, seed + i, k, exact=k == 1)
+            if k == 1:
+                return self.gan.activate(drawn.raw, generator=drawn.generator)
+            # candidates are drawn as far as raking reads them (rounded); the kept ones completed
+            picks = self.gan.picks(drawn.raw, read, drawn.generator)
+            kept = self._rake(drawn.raw, picks, size, k, start, parent_rows, pairs, chunk_rngs[i], on)
+            fixed = {c: p[kept] for c, p in picks.items()}
+            return self.gan.activate(drawn.complete(kept), fixed, drawn.generator)
+
+        if n == 0:
+            return self.codec.decode(self.gan.sample(0)).reset_index(drop=True)
+        with in_threads(min(threads, len(starts))) as map_:
+            parts = [self.codec.decode(self.gan.decode(matrix)) for matrix in map_(draw, range(len(starts)))]
         out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         return out.reset_index(drop=True)
 

@@ -180,10 +180,11 @@ class TableModel:
     # ---------------------------------------------------------------- sample
     @with_fixed_threads
     def sample(self, metadata: Metadata, parents: dict[str, pd.DataFrame], scale: float, seed: int,
-               part: Partition = WHOLE, off: tuple[str, ...] = ()) -> pd.DataFrame:
+               part: Partition = WHOLE, off: tuple[str, ...] = (), threads: int = 1) -> pd.DataFrame:
         """Synthetic rows of this table given the (repaired) synthetic parent tables; ``part``:
         which partition of a partitioned run (a root table gets its share of ``scale`` x its
-        real rows; keys are unique across the partitions); ``off``: mechanisms not applied."""
+        real rows; keys are unique across the partitions); ``off``: mechanisms not applied;
+        ``threads``: chunks of rows generated side by side (the same rows with any count)."""
         primary = metadata.primary_relationship(self.table)
         generator = self.get("generator")
         run = SampleContext(metadata=metadata, parents=parents, rng=np.random.default_rng(seed),
@@ -201,7 +202,7 @@ class TableModel:
             if self.context_encoder is not None:
                 run.context = self.context_encoder.transform(context_frame(metadata, primary, parent, parents)[0])[rows]
         out = pd.DataFrame(index=range(n)) if generator is None else \
-            generator.sample(n, seed, run.column_rng, run.context, run.parent_rows, run.on)
+            generator.sample(n, seed, run.column_rng, run.context, run.parent_rows, run.on, threads)
         if generator is not None and (self.get("count_calibration") is None or not run.on("count_calibration")):
             for col in self.real_counts:  # uncalibrated: the generated counts, as whole non-negative numbers
                 out[col] = np.clip(np.round(out[col].to_numpy(dtype=float)), 0, None).astype("int64")
