@@ -424,7 +424,7 @@ def evaluation_asset(metadata: Metadata, version: str | None = None) -> dg.Asset
 
         started = time.perf_counter()
         out = Path(settings.out_dir)
-        # a large database is scored on a lineage sample (the same share of both), its FKs on every row
+        # a database with a table above evaluation_rows is scored on a lineage sample of its own; FKs on every row
         real, synthetic, sampled = load_for_scoring(out / "real.duckdb", out / "synthetic.duckdb", metadata,
                                                     settings.evaluation_rows, settings.seed)
         holdout = load_sampled(out / HOLDOUT_DB, metadata, settings.evaluation_rows, settings.seed)[0] \

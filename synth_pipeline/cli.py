@@ -97,12 +97,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partitions", type=int, default=None,
                    help="sample in this many self-contained chunks of root rows (default 1)")
     p.add_argument("--workers", type=int, default=None,
-                   help="tables fitted at once, and with --partitions partitions sampled at once, each in its own "
-                        "process (default 1; 2 on a 2-core machine halves the fitting of a many-table database)")
+                   help="tables fitted at once, each in its own process; with --partitions, partitions sampled at "
+                        "once; without, each table's rows sampled in that many threads (run: default 1, each "
+                        "process holds its tables; demo: default one per CPU)")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None,
                    help="training steps per table: fast 60-150, default 250-900, best 1000-4000 (more rows, "
                         "more steps within each range); training time grows with the steps: the 1,000-student "
-                        "demo takes about 2.5 minutes on 2 cores at default")
+                        "demo takes 1-1.5 minutes on 2 cores at default")
     p.add_argument("--steps", type=int, default=None, help="training steps per table (overrides --quality)")
     p.add_argument("--format", dest="output_format", choices=["duckdb", "parquet", "csv"], default=None,
                    help="also export out/synthetic/ as Parquet or CSV files (synthetic.duckdb is always written)")
@@ -155,9 +156,10 @@ def _overrides(args) -> dict:
 
 
 def _demo(args) -> int:
-    from synth_pipeline.config import school_config
+    from synth_pipeline.config import available_cpus, school_config
 
-    config = school_config(students=args.students, seed=args.seed or 0)
+    # the embedded school is small: its models are fitted side by side on every CPU
+    config = school_config(students=args.students, seed=args.seed or 0, workers=available_cpus())
     if args.config:  # the demo's source and metadata, the file's settings
         from synth_pipeline.config import config_from_yaml
 

@@ -180,6 +180,11 @@ def _source_stamp(path: Path) -> list:
     return [str(path)] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def school_config(students: int = 1000, seed: int = 0, out_dir: Path | None = None, **overrides) -> PipelineConfig:
     """The demo: the embedded school database (rebuilt when missing)."""
     source = SCHOOL_DB if students == 1000 and seed == 0 else DATA_DIR / "school" / f"school_{students}_{seed}.duckdb"

@@ -253,10 +253,9 @@ class RunSettings(dg.ConfigurableResource):
         """Chunks of rows a sampling step generates side by side: its process's share of the
         run's ``workers`` (each of ``min(workers, partitions)`` processes sampling at once gets
         an equal share), at most the CPUs this process may use. Rows do not depend on it."""
-        import os
+        from synth_pipeline.config import available_cpus
 
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(cpus, self.workers // max(1, min(self.workers, self.partitions))))
+        return max(1, min(available_cpus(), self.workers // max(1, min(self.workers, self.partitions))))
 
     def model_settings(self) -> ModelSettings:
         """The model's settings: every field of ``ModelSettings`` is one of these, by name."""
