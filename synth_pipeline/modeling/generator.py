@@ -37,11 +37,13 @@ log = logging.getLogger(__name__)
 @contextmanager
 def in_threads(threads: int):
     """A ``map`` over ``threads`` threads (in order; the plain one for a single thread), each
-    computing with the models' fixed torch thread count. numpy's global random state is
+    computing with the models' fixed torch thread count, at most two results per thread
+    ahead of the caller (each result is a chunk's matrix). numpy's global random state is
     left as it was (the transformer's inverse sets and restores it around each call)."""
     if threads <= 1:
         yield map
         return
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -51,7 +53,16 @@ def in_threads(threads: int):
     state = np.random.get_state()
     try:
         with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(COMPUTE_THREADS,)) as pool:
-            yield pool.map
+            def ordered(function, items):
+                items, pending = iter(items), deque()
+                for item in items:
+                    pending.append(pool.submit(function, item))
+                    if len(pending) >= 2 * threads:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+
+            yield ordered
     finally:
         np.random.set_state(state)
 
