@@ -66,6 +66,7 @@ def in_threads(threads: int):
     finally:
         np.random.set_state(state)
 
+
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
 SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
 PROBE_ROWS = 4000  # real rows (their contexts and parents) the candidate count is chosen on
@@ -197,7 +198,7 @@ class Generator:
         chunk_rngs = rng.spawn(len(starts))
         read = self._read(pairs)
 
-        def draw(i: int) -> tuple[np.ndarray, dict | None]:
+        def draw(i: int) -> np.ndarray:
             """Chunk ``i``'s rows in the transformer's encoding (activated)."""
             start = starts[i]
             size = min(chunk, n - start)
