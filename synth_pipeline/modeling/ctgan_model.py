@@ -325,13 +325,12 @@ class ContextCTGAN:
         return np.asarray(info.transform.dummies, dtype=object).astype(str)
 
     @torch.no_grad()
-    def picks(self, raw: torch.Tensor, columns: list[str], generator: torch.Generator | None = None
-              ) -> dict[str, np.ndarray]:
+    def picks(self, raw: torch.Tensor, columns: list[str], generator: torch.Generator) -> dict[str, np.ndarray]:
         """For each named column, the index its hard activation picks in every generated row:
         a category's label index, or a number's mode. Candidates are drawn this far only (the
         costly one-hot rows of what raking does not read are never built); ``activate`` then
         completes the kept rows with these picks. ``generator``: where the draws come from
-        (the candidates' own; torch's global one if None)."""
+        (the candidates' own)."""
         spans = self.spans()
         out = {}
         for column in columns:
@@ -359,7 +358,7 @@ class ContextCTGAN:
     def sample_matrix(self, n: int, context: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
         """``n`` generated rows in the transformer's encoding (see ``decode``)."""
         drawn = self.sample_candidates(n, context, seed, exact=True)
-        return self.activate(drawn.raw, generator=drawn.generator)
+        return self.activate(drawn.raw, None, drawn.generator)
 
     @torch.no_grad()
     def sample_raw(self, n: int, context: np.ndarray | None = None, seed: int = 0, k: int = 1) -> torch.Tensor:
@@ -403,11 +402,12 @@ class ContextCTGAN:
         return Candidates(self, out.view(k * n, -1), inputs, step, given, layers, native, generator)
 
     @torch.no_grad()
-    def activate(self, raw: torch.Tensor, fixed: dict[str, np.ndarray] | None = None,
-                 generator: torch.Generator | None = None) -> np.ndarray:
+    def activate(self, raw: torch.Tensor, fixed: dict[str, np.ndarray] | None,
+                 generator: torch.Generator) -> np.ndarray:
         """Generated rows as the transformer encodes them: tanh on the numbers, and each
         category and mode span one-hot at its Gumbel-max pick (the pick ctgan's Gumbel softmax
-        decodes to, without the softmax); ``fixed``: the picks of some columns, already drawn."""
+        decodes to, without the softmax); ``fixed``: the picks of some columns, already drawn;
+        ``generator``: where the other picks are drawn from (the candidates' own)."""
         fixed = fixed or {}
         out, st = torch.zeros_like(raw), 0
         rows = torch.arange(len(raw))
@@ -540,7 +540,7 @@ class Candidates:
         return torch.cat(out) if len(out) > 1 else out[0]
 
 
-def _softmax_pick(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def _softmax_pick(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each row's draw from the softmax of a span: what the Gumbel-max pick of ctgan's Gumbel
     softmax draws (the temperature does not move an argmax), drawn by the inverse of the
     cumulative softmax with one uniform number per row rather than one noise per cell (2-5x

@@ -147,8 +147,9 @@ class Generator:
         ctx = None if context.context is None else context.context[probe]
         parents = context.parent_rows.iloc[probe].reset_index(drop=True) \
             if context.parent_rows is not None and context.settings.conditional else None
-        raw = self.gan.sample_candidates(m, ctx, context.seed + 1, full).raw
-        picks = self.gan.picks(raw, self._read(self.pair_joints))
+        drawn = self.gan.sample_candidates(m, ctx, context.seed + 1, full)
+        raw = drawn.raw
+        picks = self.gan.picks(raw, self._read(self.pair_joints), drawn.generator)
         codes = self._codes(raw, picks, m, full, parents, self.pair_joints)
 
         def miss(k: int) -> float:
@@ -205,7 +206,7 @@ class Generator:
             ctx = None if context is None else context[start:start + size]
             drawn = self.gan.sample_candidates(size, ctx, seed + i, k, exact=k == 1)
             if k == 1:
-                return self.gan.activate(drawn.raw, generator=drawn.generator)
+                return self.gan.activate(drawn.raw, None, drawn.generator)
             # candidates are drawn as far as raking reads them (rounded); the kept ones completed
             picks = self.gan.picks(drawn.raw, read, drawn.generator)
             kept = self._rake(drawn.raw, picks, size, k, start, parent_rows, pairs, chunk_rngs[i], on)
