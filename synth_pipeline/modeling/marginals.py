@@ -41,6 +41,8 @@ def rake_weights(n: int, k: int, codes: list[tuple[np.ndarray, np.ndarray, int]]
     as (cell of each candidate, each cell's real share, number of cells).
     """
     weights = np.full(n * k, 1.0 / k)  # each slot's chances, summing to 1
+    by_slot = weights.reshape(k, n)  # a view: updated in place
+    updated, totals = np.empty((k, n)), np.empty(n)
     for _ in range(RAKING_ROUNDS):
         off = 0.0  # the largest miss of a cell's share this round: none left, nothing more to do
         for cell, share, n_cells in codes:
@@ -48,14 +50,14 @@ def rake_weights(n: int, k: int, codes: list[tuple[np.ndarray, np.ndarray, int]]
             off = max(off, float(np.abs(current - share).max()))
             # one factor per cell (a cell nothing weighs in takes none of the weight)
             factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
-            updated = (weights * factor[cell]).reshape(k, n)
-            totals = updated.sum(axis=0)
+            np.multiply(weights, factor[cell], out=updated.reshape(-1))
+            updated.sum(axis=0, out=totals)
             # a slot none of whose candidates this target allows keeps its weights from before it
             empty = totals <= 0
             if empty.any():
-                updated[:, empty] = weights.reshape(k, n)[:, empty]
+                updated[:, empty] = by_slot[:, empty]
                 totals[empty] = updated[:, empty].sum(axis=0)
-            weights = (updated / np.maximum(totals, 1e-300)).reshape(-1)
+            np.divide(updated, np.maximum(totals, 1e-300, out=totals), out=by_slot)
         if off < RAKING_CONVERGED:
             break
     return weights
