@@ -332,7 +332,7 @@ def _guess_composite_foreign_keys(frames, pks, fks) -> list[tuple]:
     for parent, pk in pks.items():
         if not pk or len(pk) < 2:
             continue
-        keys = frames[parent][pk].astype(str).agg("|".join, axis=1)
+        keys = None  # the parent's key combinations, hashed once a child names every key column
         for child, frame in frames.items():
             if child == parent:
                 continue
@@ -347,10 +347,19 @@ def _guess_composite_foreign_keys(frames, pks, fks) -> list[tuple]:
             values = frame[match].dropna()
             if not len(values) or any(not _compatible(frame[c], frames[parent][k]) for c, k in zip(match, pk)):
                 continue
-            combos = values.astype(str).agg("|".join, axis=1).drop_duplicates()
+            if keys is None:
+                keys = _combination_hashes(frames[parent], list(pk))
+            combos = _combination_hashes(values, match).drop_duplicates()
             if combos.isin(keys).mean() >= 1 - ORPHAN_SHARE:
                 out.append((child, tuple(match), parent, tuple(pk)))
     return out
+
+
+def _combination_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """A 64-bit hash of each row's values in ``columns``, compared as text (a key held as
+    numbers in one table and as text in another still matches), without a string per row."""
+    text = pd.DataFrame({i: frame[c].astype(str).to_numpy() for i, c in enumerate(columns)})
+    return pd.util.hash_pandas_object(text, index=False)
 
 
 def _without_subsumed(fks: list[tuple]) -> list[tuple]:
