@@ -160,9 +160,21 @@ def copy_columns(metadata: Metadata, name: str, allow: tuple[str, ...] = (),
     return columns
 
 
+DIGEST_CHUNK_ROWS = 200_000  # rows turned into text at once by ``row_digests``
+
+
 def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
-    other rows hold), the same for a row alone as within its table."""
+    other rows hold), the same for a row alone as within its table. Rows are taken
+    ``DIGEST_CHUNK_ROWS`` at a time: the text of a whole large table (a string per value)
+    would take several times the table's memory."""
+    out = np.empty(len(frame), dtype="uint64")
+    for start in range(0, len(frame), DIGEST_CHUNK_ROWS):
+        out[start:start + DIGEST_CHUNK_ROWS] = _digests(frame.iloc[start:start + DIGEST_CHUNK_ROWS], columns)
+    return out
+
+
+def _digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     text = {}
     for col in columns:
         values = frame[col]
