@@ -181,9 +181,9 @@ def _decimals_as_floats(table):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    for i, field in enumerate(table.schema):
-        if pa.types.is_decimal(field.type):
-            table = table.set_column(i, field.name, pc.cast(pc.cast(table.column(i), pa.string()), pa.float64()))
+    for i, column in enumerate(table.schema):
+        if pa.types.is_decimal(column.type):
+            table = table.set_column(i, column.name, pc.cast(pc.cast(table.column(i), pa.string()), pa.float64()))
     return table
 
 
