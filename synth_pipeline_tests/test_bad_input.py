@@ -225,3 +225,31 @@ def test_a_question_mark_in_a_csv_is_a_missing_value(tmp_path):
     frame = load_tables(tmp_path)["district"]
     assert pd.api.types.is_float_dtype(frame["unemployment"]) and frame["unemployment"].isna().tolist() == [False, True, False]
     assert frame["name"].tolist() == ["Praha", "Jesenik", "Beroun"]
+
+
+def test_parquet_decimals_are_numbers_and_dates_out_of_range_are_kept(tmp_path):
+    """DECIMAL values come as the floats their text reads as (Arrow's own cast would give
+    24386.670000000002); dates and timestamps load as datetime64, except a column holding a
+    value outside its range (a 9999-12-31 "open end"), which keeps its values as they are."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from synth_pipeline.sources.loaders import load_tables
+
+    pq.write_table(pa.table({
+        "price": pa.array([decimal.Decimal("24386.67"), None, decimal.Decimal("0.10")], pa.decimal128(15, 2)),
+        "shipped": pa.array([datetime.date(1995, 3, 1), None, datetime.date(1998, 12, 31)], pa.date32()),
+        "valid_to": pa.array([datetime.date(2001, 1, 1), datetime.date(9999, 12, 31), None], pa.date32()),
+        "closed_at": pa.array([datetime.datetime(2001, 1, 1, 8), datetime.datetime(9999, 12, 31), None],
+                              pa.timestamp("us")),
+    }), tmp_path / "items.parquet")
+    frame = load_tables(tmp_path)["items"]
+    assert frame["price"].dtype == "float64" and frame["price"].tolist()[0] == 24386.67
+    assert frame["price"].isna().tolist() == [False, True, False] and frame["price"].tolist()[2] == 0.1
+    assert frame["shipped"].dtype == "datetime64[ns]"
+    assert frame["shipped"].tolist()[0] == pd.Timestamp("1995-03-01") and pd.isna(frame["shipped"].tolist()[1])
+    assert frame["valid_to"].tolist()[:2] == [datetime.date(2001, 1, 1), datetime.date(9999, 12, 31)]
+    assert frame["closed_at"].tolist()[1] == datetime.datetime(9999, 12, 31)
