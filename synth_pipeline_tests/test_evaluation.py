@@ -226,3 +226,15 @@ def test_a_large_database_is_scored_on_a_lineage_sample_with_its_fk_violations_c
     assert report["summary"]["cardinality_similarity_min"] == 1.0
     fees = next(r for r in report["relationships"] if r["child_table_name"] == "fees" and r["child_foreign_key"] == "student_id")
     assert fees["fk_violations"] == 1 and fees["synthetic_children_per_parent"]["count"] > 0
+
+
+def test_key_digests_of_a_row_do_not_depend_on_the_other_rows():
+    """pandas writes a date column as '2020-01-01' or '2020-01-01 00:00:00' depending on the
+    column's other values: the report's key digests (compared across partitions and chunks of
+    rows) must not, or a repeated key goes uncounted."""
+    from synth_pipeline.evaluation.run_report import _digests
+
+    dates_only = pd.DataFrame({"day": [pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02")], "store": [1, 2]})
+    with_times = pd.DataFrame({"day": [pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02 05:00")], "store": [1, 2]})
+    left, right = _digests(dates_only)["digest"].to_numpy(), _digests(with_times)["digest"].to_numpy()
+    assert left[0] == right[0] and left[1] != right[1]

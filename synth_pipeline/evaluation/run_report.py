@@ -76,11 +76,9 @@ def _parts(tables, name: str):
 
 def _digests(frame: pd.DataFrame) -> pd.DataFrame:
     """Per row of ``frame``: a 64-bit digest of its values (as text, so a key read as a
-    number in one partition and as text in another still compares) and whether one is missing."""
-    from synth_pipeline.stats import DIGEST_CHUNK_ROWS
+    number in one partition and as text in another still compares; dates as nanoseconds, so
+    their text does not depend on the other rows) and whether one is missing."""
+    from synth_pipeline.stats import row_digests
 
-    digest = np.empty(len(frame), dtype="uint64")  # a chunk of rows as text at a time (a string per value)
-    for start in range(0, len(frame), DIGEST_CHUNK_ROWS):
-        chunk = frame.iloc[start:start + DIGEST_CHUNK_ROWS]
-        digest[start:start + len(chunk)] = pd.util.hash_pandas_object(chunk.astype(str), index=False).to_numpy()
-    return pd.DataFrame({"digest": digest, "null": frame.isna().any(axis=1).to_numpy()})
+    return pd.DataFrame({"digest": row_digests(frame, list(frame.columns)),
+                         "null": frame.isna().any(axis=1).to_numpy()})
