@@ -12,6 +12,7 @@ from synth_pipeline.evaluation.structure import (
     fk_violations,
 )
 from synth_pipeline.schema.metadata import Metadata
+from synth_pipeline.stats import row_digests
 
 
 def build_run_report(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame],
@@ -78,7 +79,5 @@ def _digests(frame: pd.DataFrame) -> pd.DataFrame:
     """Per row of ``frame``: a 64-bit digest of its values (as text, so a key read as a
     number in one partition and as text in another still compares; dates as nanoseconds, so
     their text does not depend on the other rows) and whether one is missing."""
-    from synth_pipeline.stats import row_digests
-
     return pd.DataFrame({"digest": row_digests(frame, list(frame.columns)),
                          "null": frame.isna().any(axis=1).to_numpy()})
