@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.errors import ConfigError
-from synth_pipeline.modeling.context import real_subset_for, sampling_inputs
+from synth_pipeline.modeling.context import real_columns_for, real_subset_for, sampling_inputs
 from synth_pipeline.modeling.settings import table_seed
 from synth_pipeline.modeling.table_model import ModelFormatError, TableModel
 from synth_pipeline.repair import repair_table
@@ -132,8 +132,9 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
     def real(context: dg.AssetExecutionContext, source: SourceDatabase, warehouse: Warehouse,
              settings: RunSettings) -> dg.MaterializeResult:
         # a parent's held-out rows are real rows too: its children's foreign keys resolve there
-        held_parents = {p: warehouse.read_holdout(p) for p in loaded_after}
-        fitted_parents = {p: warehouse.read("real", p) for p in loaded_after}
+        # of a parent, only the columns this table's foreign keys are checked and joined against
+        held_parents = {p: warehouse.read_holdout(p, plan.referenced_columns(name, p)) for p in loaded_after}
+        fitted_parents = {p: warehouse.read("real", p, columns=plan.referenced_columns(name, p)) for p in loaded_after}
         real_parents = {p: pd.concat([fitted_parents[p], held_parents[p]], ignore_index=True)
                         if len(held_parents[p]) else fitted_parents[p] for p in loaded_after}
         frame, notes = source.load_valid_table(plan.user, name, real_parents)
@@ -169,7 +170,7 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         )
 
     def fit(context, warehouse: Warehouse, settings: RunSettings) -> TableModel:
-        real_tables = {t: warehouse.read("real", t) for t in real_subset_for(metadata, name)}
+        real_tables = {t: warehouse.read("real", t, columns=columns) for t, columns in real_columns_for(metadata, name).items()}
         with progress_to(context):
             fitted = TableModel.fit(metadata, name, real_tables, settings.model_settings(),
                                     table_seed(settings.seed, name, "fit"))
@@ -384,8 +385,9 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
             write_database(held, metadata, stage / HOLDOUT_DB, constraints=False, sql_types=declared)
         staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
         metadata.save(stage / "metadata.json")
-        report = build_run_report(plan.evaluation, _evaluation_view(plan, real), _evaluation_view(plan, synthetic),
-                                  settings.cardinality_threshold)
+        # the report reads back only the key columns of what was written
+        report = build_run_report(plan.evaluation, _evaluation_view(plan, _written_keys(plan, stage / "real.duckdb")),
+                                  _evaluation_view(plan, _written_keys(plan, staged)), settings.cardinality_threshold)
         report["source_notes"] = warehouse.source_notes()
         if plan.deferred_labels:
             report["deferred_relationships"] = plan.deferred_labels
@@ -469,6 +471,13 @@ class _Override(Mapping):
 
     def __len__(self):
         return len(self._frames)
+
+
+def _written_keys(plan: SchemaPlan, database: Path) -> LazyTables:
+    """The user tables of a written database, only their key and foreign-key columns."""
+    from synth_pipeline.publish import read_columns
+
+    return LazyTables(plan.user.tables, lambda t: read_columns(database, t, plan.key_columns(t)))
 
 
 def _evaluation_view(plan: SchemaPlan, frames: LazyTables) -> LazyTables:

@@ -83,12 +83,13 @@ class Warehouse(dg.ConfigurableResource):
         tmp.replace(path)
         return path
 
-    def read(self, stage: str, table: str, part: Partition = WHOLE) -> pd.DataFrame:
+    def read(self, stage: str, table: str, part: Partition = WHOLE, columns: list[str] | None = None) -> pd.DataFrame:
+        """A stored frame (only ``columns``, where given)."""
         path = self.table_path(stage, table, part)
         if not path.exists():
             which = f"{stage}/{table}" + (f" partition {partition_key(part.index, part.count)}" if part.count > 1 else "")
             raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {which} first)")
-        return pq.read_table(path).to_pandas()
+        return pq.read_table(path, columns=columns).to_pandas()
 
     def read_parts(self, stage: str, table: str, partitions: int):
         """Each partition's frame in turn (the one frame of an unpartitioned run)."""
@@ -107,10 +108,10 @@ class Warehouse(dg.ConfigurableResource):
         path = Path(self.root) / "holdout" / f"{table}.json"
         path.write_text(json.dumps(info))
 
-    def read_holdout(self, table: str) -> pd.DataFrame:
+    def read_holdout(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """The real rows of ``table`` held out of fitting (an empty frame without a holdout)."""
         path = self.table_path("holdout", table)
-        return pq.read_table(path).to_pandas() if path.exists() else pd.DataFrame()
+        return pq.read_table(path, columns=columns).to_pandas() if path.exists() else pd.DataFrame()
 
     def holdout_info(self, table: str) -> dict:
         path = Path(self.root) / "holdout" / f"{table}.json"

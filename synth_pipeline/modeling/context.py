@@ -143,6 +143,25 @@ def real_subset_for(metadata: Metadata, name: str) -> list[str]:
     return list(dict.fromkeys(tables + bridge_tables(metadata, name)))
 
 
+def real_columns_for(metadata: Metadata, name: str) -> dict[str, list[str] | None]:
+    """Of each real table a model of ``name`` reads (``real_subset_for``), the columns it
+    reads (None: all of them). A table read only as a child of ``name`` gives its
+    children-per-parent counts and the sums of its numbers (``child_sum`` rules): its keys
+    and numbers are read, not its text, which at scale holds most of a large table's memory."""
+    whole = {name, *metadata.parents(name), *bridge_tables(metadata, name)}
+    primary = metadata.primary_relationship(name)
+    if primary is not None:
+        whole |= {primary.parent_table_name, *metadata.children(primary.parent_table_name),
+                  *(r.parent_table_name for r in context_links(metadata, primary))}
+    out: dict[str, list[str] | None] = {}
+    for t in real_subset_for(metadata, name):
+        table = metadata.table(t)
+        keys = [*table.primary_key, *(c for r in metadata.foreign_keys(t) for c in r.child_columns)]
+        numbers = [c.name for c in table.columns.values() if c.sdtype == "numerical"]
+        out[t] = None if t in whole else list(dict.fromkeys(keys + numbers))
+    return out
+
+
 def context_frame(metadata: Metadata, primary: Relationship, parent: pd.DataFrame,
                   tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, str]]:
     """The parent rows (with their child counts) joined with their own second parents' columns,

@@ -150,10 +150,22 @@ class RakedColumn:
             found = pd.Index(self.labels).get_indexer(np.asarray(values).astype(str))
             return np.where(found < 0, self.size, found)
         numbers = np.asarray(values, dtype=float)
-        if generated and len(numbers):
-            ranks = (pd.Series(numbers).rank(method="first").to_numpy() - 0.5) / len(numbers)
-            numbers = np.interp(ranks, np.linspace(0, 1, len(self.quantiles)), self.quantiles)
+        if generated and len(numbers) and np.isfinite(numbers).all():
+            return self._rank_codes(numbers)
         return np.digitize(numbers, self.edges)
+
+    def _rank_codes(self, numbers: np.ndarray) -> np.ndarray:
+        """The codes of the real quantiles the values' ranks map to: the r-th smallest of n
+        takes the code of the real quantile at (r - 0.5) / n. Each rank's code is found once;
+        a value's code then comes from the values at the ranks where the code steps up (a
+        partial sort, not a full one; values tied across a step take the higher code)."""
+        n = len(numbers)
+        grid = np.linspace(0, 1, len(self.quantiles))
+        by_rank = np.digitize(np.interp((np.arange(n) + 0.5) / n, grid, self.quantiles), self.edges)
+        steps = np.searchsorted(by_rank, np.arange(1, self.size))  # the first rank of each code above 0
+        steps = steps[steps < n]
+        cuts = np.partition(numbers, steps)[steps] if len(steps) else np.empty(0)
+        return np.searchsorted(cuts, numbers, side="right")
 
     def parent_codes(self, values: pd.Series) -> np.ndarray:
         """A parent column's published values as codes (``size``: missing, or never seen)."""

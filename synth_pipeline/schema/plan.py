@@ -132,6 +132,22 @@ class SchemaPlan:
         return cls(user, internal, evaluation.without_missing_primary_parents(), restored, composite,
                    {n: cols for n, cols in left_out.items() if cols and n not in empty})
 
+    def referenced_columns(self, child: str, parent: str) -> list[str]:
+        """The columns of ``parent``'s internal rows that ``child``'s foreign keys are checked
+        and joined against (``to_internal``): the columns they name and the parent's model key."""
+        columns = [c for r in self.user.foreign_keys(child) if r.parent_table_name == parent for c in r.parent_columns]
+        return list(dict.fromkeys([*columns, *self.internal.tables[parent].primary_key]))
+
+    def key_columns(self, name: str) -> list[str]:
+        """The user columns of ``name`` that its keys and every relationship touching it are
+        made of: all that ``evaluation_frame`` and the run report read."""
+        table = self.user.tables[name]
+        columns = [*table.primary_key, *table.alternate_keys]
+        for rel in self.user.relationships:
+            columns += list(rel.child_columns) if rel.child_table_name == name else []
+            columns += list(rel.parent_columns) if rel.parent_table_name == name else []
+        return [c for c in dict.fromkeys(columns) if c in table.columns]
+
     # -------------------------------------------------------------- user -> internal
     def to_internal(self, name: str, frame: pd.DataFrame, parents: dict[str, pd.DataFrame],
                     deferred: bool = False) -> pd.DataFrame:
@@ -229,9 +245,8 @@ def lookup(child: pd.DataFrame, child_cols, parent: pd.DataFrame, parent_cols, v
     right.columns = list(child_cols)
     right["__value__"] = values.to_numpy()
     right = right.drop_duplicates(list(child_cols))
-    for c in child_cols:  # join on text: an integer key and a float column of the same values match
-        left[c] = _key_text(left[c])
-        right[c] = _key_text(right[c])
+    for c in child_cols:  # an integer key and a float column of the same values match
+        left[c], right[c] = _join_keys(left[c], right[c])
     joined = left.merge(right, on=list(child_cols), how="left")
     out = joined["__value__"].astype(object)
     null = child[list(child_cols)].isna().any(axis=1).to_numpy()
@@ -240,10 +255,21 @@ def lookup(child: pd.DataFrame, child_cols, parent: pd.DataFrame, parent_cols, v
     return out.reset_index(drop=True)
 
 
-def _key_text(values: pd.Series) -> pd.Series:
-    if pd.api.types.is_float_dtype(values) and values.dropna().eq(values.dropna().round()).all():
-        values = values.astype("Int64")
-    return values.astype(str).where(values.notna(), None)
+def _join_keys(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Two key columns as values a join matches: whole numbers on both sides as integers,
+    anything else as text."""
+    a, b = _as_integers(a), _as_integers(b)
+    if pd.api.types.is_integer_dtype(a) and pd.api.types.is_integer_dtype(b):
+        return a.astype("Int64"), b.astype("Int64")
+    return tuple(v.astype(str).where(v.notna(), None) for v in (a, b))
+
+
+def _as_integers(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_float_dtype(values):
+        finite = values.dropna()
+        if finite.eq(finite.round()).all() and (finite.abs() < 2 ** 53).all():
+            return values.astype("Int64")
+    return values
 
 
 def numbering_columns(real: pd.DataFrame, key: tuple[str, ...]) -> dict[str, int]:
