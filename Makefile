@@ -24,8 +24,9 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(VENV)/bin/synth-pipeline demo
 
+# two worker processes (models compute with one thread each): the slow tests start first
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 bench: install
 	$(PY) -m synth_pipeline.evaluation.benchmark

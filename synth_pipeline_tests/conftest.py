@@ -18,6 +18,12 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DATASETS = SHARED / "datasets"
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked ``slow`` first (in their order): split over worker processes
+    (``make test``), the longest ones start at once instead of last."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def require_dataset(name: str) -> Path:
     path = DATASETS / name
     if not path.exists():

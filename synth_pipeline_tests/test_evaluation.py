@@ -126,6 +126,7 @@ def test_hma_subschema_is_one_it_accepts(school_tables, school_metadata):
     assert all(r.parent_table_name == "students" for r in sub.relationships)  # depth 2 (parent -> child)
 
 
+@pytest.mark.slow
 def test_evaluate_command_with_the_hma_baseline(tiny_run, tmp_path):
     config, _ = tiny_run
     out = tmp_path / "eval"
@@ -163,6 +164,7 @@ def test_pipeline_evaluation_asset_writes_the_report(tiny_run, school_metadata):
     assert "cardinality_similarity_student_id" in repaired
 
 
+@pytest.mark.slow
 def test_held_out_check_scores_the_fitted_school_like_itself(tiny_school_db, capsys):
     """The fitted school itself, read back from its database as if it were synthetic, scores
     what the simulated real school scores against the same fresh draw; a wrong path is one line."""

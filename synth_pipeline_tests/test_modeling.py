@@ -1220,3 +1220,47 @@ def test_a_mark_date_follows_its_enrollments_year_and_term_together():
     alone[0].apply(generated, parent)
     month = generated["assessed"].dt.month
     assert np.where(term == "Fall", month >= 9, (month >= 2) & (month <= 5)).mean() < 0.7
+
+
+
+def test_a_table_seen_only_as_a_child_is_read_for_its_keys_and_numbers_and_the_model_is_the_same(school_metadata):
+    """A fit reads of a table it sees only as a child its keys and numbers (its text can be
+    most of a large table's memory); every model learns exactly what it learns from whole
+    tables: children per parent, and a parent's total that is the sum of its children's."""
+    from synth_pipeline.modeling.context import real_columns_for
+    from synth_pipeline.sources.school import simulate_school
+
+    rng = np.random.default_rng(4)
+    lines = pd.DataFrame({"invoice_id": np.repeat(np.arange(400), rng.integers(1, 6, 400))})
+    lines.insert(0, "line_id", np.arange(len(lines)))
+    lines["price"], lines["qty"] = rng.integers(1, 50, len(lines)) + 0.5, rng.integers(1, 4, len(lines))
+    lines["note"] = [f"line note {i}" for i in range(len(lines))]
+    lines["kind"] = rng.choice(["a", "b"], len(lines))
+    invoices = pd.DataFrame({"invoice_id": np.arange(400), "region": rng.choice(["n", "s"], 400),
+                             "total": (lines.price * lines.qty).groupby(lines.invoice_id).sum().to_numpy()})
+    shop = Metadata.from_dict({"tables": {
+        "invoices": {"primary_key": "invoice_id", "columns": {
+            "invoice_id": {"sdtype": "id"}, "region": {"sdtype": "categorical"}, "total": {"sdtype": "numerical"}}},
+        "lines": {"primary_key": "line_id", "columns": {
+            "line_id": {"sdtype": "id"}, "invoice_id": {"sdtype": "id"}, "price": {"sdtype": "numerical"},
+            "qty": {"sdtype": "numerical"}, "note": {"sdtype": "text"}, "kind": {"sdtype": "categorical"}}}},
+        "relationships": [{"parent_table_name": "invoices", "parent_primary_key": "invoice_id",
+                           "child_table_name": "lines", "child_foreign_key": "invoice_id"}]})
+    school = simulate_school(students=150, seed=4)
+    settings = ModelSettings(steps=3)
+    cases = [(shop, {"invoices": invoices, "lines": lines}, "invoices")] + \
+        [(school_metadata, school, name) for name in ("teachers", "students", "student_courses")]
+    for metadata, real, name in cases:
+        columns = real_columns_for(metadata, name)
+        assert columns[name] is None  # the table itself is read whole
+        projected = {t: c for t, c in columns.items() if c is not None}
+        assert projected, name
+        for t, kept in projected.items():
+            kinds = {c.name: c.sdtype for c in metadata.table(t).columns.values()}
+            assert all(kinds[c] in ("numerical", "id") for c in kept) and set(kept) != set(kinds), (t, kept)
+        whole = TableModel.fit(metadata, name, {t: real[t] for t in columns}, settings, 5)
+        narrow = TableModel.fit(metadata, name, {t: real[t] if c is None else real[t][c]
+                                                 for t, c in columns.items()}, settings, 5)
+        assert whole.content_digest() == narrow.content_digest(), name
+        if metadata is shop:
+            assert any(c.kind == "child_sum" for c in narrow.constraints), narrow.constraints

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from synth_pipeline.config import SCHOOL_METADATA
@@ -30,6 +31,7 @@ def _published_files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_the_daemon_loads_refreshes_and_leaves_the_output_alone_when_nothing_changed(tiny_school_db, school_metadata,
                                                                                      tmp_path):
     """dagster-daemon with the schedule (every minute) and the sensor on: the first tick's
@@ -96,6 +98,7 @@ run_pipeline(config_from_yaml(sys.argv[1]))
 """
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_publishing_leaves_the_previous_output_byte_identical(tiny_run, tmp_path):
     config, _ = tiny_run
     out = tmp_path / "out"

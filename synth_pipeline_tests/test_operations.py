@@ -57,6 +57,7 @@ def test_subtree_rerun_resamples_one_table_and_its_descendants_only(tiny_run, sc
 SAMPLING = 'key:"synthetic/*"+ and not key:"published/evaluation"'
 
 
+@pytest.mark.slow
 def test_partitioned_sampling_is_one_sound_database_and_each_partition_stands_alone(tiny_run, school_metadata,
                                                                                    tmp_path):
     """Three partitions at scale 1.5 from the tiny run's models: together one database with
@@ -243,6 +244,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
     assert {"real/students", "model/students", "synthetic/marks", "repaired/fees", "published/synthetic_db"} <= keys
 
 
+@pytest.mark.slow
 def test_changed_only_refits_nothing_when_unchanged_and_resamples_only_what_a_change_reaches(
         tiny_school_db, school_metadata, tmp_path):
     from synth_pipeline.modeling.context import real_subset_for

@@ -6,6 +6,7 @@ import shutil
 import dagster as dg
 import duckdb
 import pandas as pd
+import pytest
 
 from synth_pipeline.assets import PUBLISHED_KEY, stage_key
 from synth_pipeline_tests.conftest import count_orphans, materialize_all
@@ -187,6 +188,7 @@ def test_materializations_carry_what_the_ui_shows(tiny_run):
     assert {"training_generator_loss_first", "training_generator_loss_last"} <= set(model)
 
 
+@pytest.mark.slow
 def test_same_seed_same_output_with_one_or_two_threads(tmp_path, tiny_school_db):
     """Two runs with the same seed publish identical tables, whatever the machine's cores (models
     compute with a fixed thread count) and the run's workers (models fitted side by side, rows

@@ -138,6 +138,7 @@ def test_a_model_forced_to_copy_real_rows_is_blocked_before_publishing(tmp_path,
     assert not (config.out_dir / "synthetic.duckdb").exists()  # nothing published
 
 
+@pytest.mark.slow
 def test_a_privacy_holdout_is_never_fitted_and_scores_the_run(tmp_path, tiny_school_db, school_metadata):
     config = tiny_config(tmp_path, tiny_school_db, privacy_holdout=0.2)
     result = materialize_all(school_metadata, config)

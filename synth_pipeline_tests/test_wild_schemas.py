@@ -78,8 +78,11 @@ DATABASES = {"school_csv": _school, "chinook_csv": _chinook, "sakila_csv": _saki
              "tpch_0.01": _tpch, "constructed": _wild}
 # per-database run options (none needed today)
 SETTINGS: dict[str, list[str]] = {}
+# detected only: Sakila's CSV export (keys found from the values alone) runs as the SQLite file does
+DETECT_ONLY = {"sakila_csv"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DATABASES))
 def test_detect_then_run_without_metadata(name, tmp_path, capsys):
     source, truth = DATABASES[name](tmp_path)
@@ -89,6 +92,8 @@ def test_detect_then_run_without_metadata(name, tmp_path, capsys):
     metadata = Metadata.load(detected)
     precision, recall = precision_recall(foreign_key_set(metadata), truth)
     assert precision >= 0.95 and recall >= 0.95, (precision, recall, foreign_key_set(metadata) ^ truth)
+    if name in DETECT_ONLY:
+        return
 
     # small settings (a few steps): the similarity gate is lowered, these runs check structure
     config = tmp_path / "config.yaml"
