@@ -20,7 +20,7 @@ from synth_pipeline.modeling.settings import ModelSettings
 from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.sources.loaders import load_tables
+from synth_pipeline.sources.loaders import arrow_frame, load_tables
 from synth_pipeline.sources.validate import SourceNotes
 
 
@@ -89,7 +89,7 @@ class Warehouse(dg.ConfigurableResource):
         if not path.exists():
             which = f"{stage}/{table}" + (f" partition {partition_key(part.index, part.count)}" if part.count > 1 else "")
             raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {which} first)")
-        return pq.read_table(path, columns=columns).to_pandas()
+        return arrow_frame(pq.read_table(path, columns=columns))
 
     def read_parts(self, stage: str, table: str, partitions: int):
         """Each partition's frame in turn (the one frame of an unpartitioned run)."""
@@ -111,7 +111,7 @@ class Warehouse(dg.ConfigurableResource):
     def read_holdout(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """The real rows of ``table`` held out of fitting (an empty frame without a holdout)."""
         path = self.table_path("holdout", table)
-        return pq.read_table(path, columns=columns).to_pandas() if path.exists() else pd.DataFrame()
+        return arrow_frame(pq.read_table(path, columns=columns)) if path.exists() else pd.DataFrame()
 
     def holdout_info(self, table: str) -> dict:
         path = Path(self.root) / "holdout" / f"{table}.json"

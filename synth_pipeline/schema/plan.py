@@ -154,7 +154,7 @@ class SchemaPlan:
         """``frame`` (the user's columns) with the surrogate key and foreign-key columns added;
         ``parents``: the parent tables already in internal form. ``deferred``: deferred
         edges too (for evaluation; a deferred edge's parent may come after this table)."""
-        frame = frame.reset_index(drop=True).copy()
+        frame = frame.reset_index(drop=True)  # a copy: new columns go to it alone
         table = self.evaluation.tables[name]
         if ROW_ID in table.columns and ROW_ID not in frame.columns:
             frame.insert(0, ROW_ID, np.arange(1, len(frame) + 1, dtype="int64"))

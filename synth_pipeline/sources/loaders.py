@@ -177,6 +177,14 @@ def _sqlite_keys(path: Path) -> CatalogKeys:
 
 
 # ------------------------------------------------------------------- folder
+def arrow_frame(table) -> pd.DataFrame:
+    """An Arrow table as a pandas frame, each column's Arrow memory released as it is
+    converted (nothing else may hold the table): a large table is not held twice at once.
+    A column per pandas block, except in a wide table (pandas warns on every column added
+    to a frame of over 100 blocks)."""
+    return table.to_pandas(self_destruct=True, split_blocks=table.num_columns <= 100)
+
+
 def _compact_columns(table):
     """An Arrow table's DECIMAL columns as float64 and its dates as datetime64[ns], before
     pandas sees them: no Python object per value on the way (``Decimal`` and ``date``
@@ -216,7 +224,7 @@ def _read_file(file: Path, kind: str) -> pd.DataFrame:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            return _compact_columns(pq.read_table(file)).to_pandas()
+            return arrow_frame(_compact_columns(pq.read_table(file)))
         with duckdb.connect() as con:
             # "?" marks a missing value in many public CSV extracts (Berka's district table)
             return con.execute("SELECT * FROM read_csv(?, header = true, sample_size = -1, nullstr = ['', '?'])",
