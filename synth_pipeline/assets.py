@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -386,8 +387,11 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
         staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
         metadata.save(stage / "metadata.json")
         # the report reads back only the key columns of what was written
-        report = build_run_report(plan.evaluation, _evaluation_view(plan, _written_keys(plan, stage / "real.duckdb")),
-                                  _evaluation_view(plan, _written_keys(plan, staged)), settings.cardinality_threshold)
+        with duckdb.connect(str(stage / "real.duckdb"), read_only=True) as real_con, \
+                duckdb.connect(str(staged), read_only=True) as synthetic_con:
+            report = build_run_report(plan.evaluation, _evaluation_view(plan, _written_keys(plan, real_con)),
+                                      _evaluation_view(plan, _written_keys(plan, synthetic_con)),
+                                      settings.cardinality_threshold)
         report["source_notes"] = warehouse.source_notes()
         if plan.deferred_labels:
             report["deferred_relationships"] = plan.deferred_labels
@@ -473,11 +477,12 @@ class _Override(Mapping):
         return len(self._frames)
 
 
-def _written_keys(plan: SchemaPlan, database: Path) -> LazyTables:
-    """The user tables of a written database, only their key and foreign-key columns."""
+def _written_keys(plan: SchemaPlan, con) -> LazyTables:
+    """The user tables of a written database (``con``: a connection to it), only their key
+    and foreign-key columns."""
     from synth_pipeline.publish import read_columns
 
-    return LazyTables(plan.user.tables, lambda t: read_columns(database, t, plan.key_columns(t)))
+    return LazyTables(plan.user.tables, lambda t: read_columns(con, t, plan.key_columns(t)))
 
 
 def _evaluation_view(plan: SchemaPlan, frames: LazyTables) -> LazyTables:

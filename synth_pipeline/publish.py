@@ -92,13 +92,12 @@ def _write_table(con, metadata: Metadata, name: str, tables, types: dict[str, st
             con.unregister("incoming")
 
 
-def read_columns(database: str | Path, table: str, columns: list[str]) -> pd.DataFrame:
-    """Some columns of one table of a written database, in its rows' order (no column: as
-    many rows, without columns)."""
-    with duckdb.connect(str(database), read_only=True) as con:
-        if not columns:
-            return pd.DataFrame(index=pd.RangeIndex(con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]))
-        return con.execute(f'SELECT {_quoted(columns)} FROM "{table}"').df()
+def read_columns(con, table: str, columns: list[str]) -> pd.DataFrame:
+    """Some columns of one table of a written database (``con``: a connection to it), in its
+    rows' order (no column: as many rows, without columns)."""
+    if not columns:
+        return pd.DataFrame(index=pd.RangeIndex(con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]))
+    return con.execute(f'SELECT {_quoted(columns)} FROM "{table}"').df()
 
 
 OUTPUT_FORMATS = ("duckdb", "parquet", "csv")
