@@ -371,20 +371,24 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
             frames = repaired if frame is None else _Override(repaired, t, frame)
             return plan.publishable(t, frames, real_internal, table_seed(settings.seed, t, "publish"))
 
-        synthetic = LazyTables(metadata.tables, published,
+        # the published tables are written one at a time and not read again: one held at once
+        synthetic = LazyTables(metadata.tables, published, keep=1,
                                parts=(lambda t: (published(t, f) for f in warehouse.read_parts(
                                    "repaired", t, settings.partitions)))
                                if settings.partitions > 1 else None)
         real = LazyTables(metadata.tables, lambda t: plan.publishable(t, real_internal, real_internal, 0)
-                          if t not in internal else real_internal[t][list(metadata.tables[t].columns)])
+                          if t not in internal else real_internal[t][list(metadata.tables[t].columns)], keep=1)
         declared = source_types(source.ensure())  # the published columns keep the source's SQL types
         write_database(real, metadata, stage / "real.duckdb", constraints=False, sql_types=declared)
+        real_internal.clear()  # up to three whole tables: emptied once the real database is written
         if settings.privacy_holdout > 0:  # the real rows no model saw: the evaluation's privacy reference
             held_internal = LazyTables(internal, warehouse.read_holdout)
             held = LazyTables(metadata.tables, lambda t: plan.publishable(t, held_internal, held_internal, 0)
-                              if t not in internal else held_internal[t][list(metadata.tables[t].columns)])
+                              if t not in internal else held_internal[t][list(metadata.tables[t].columns)], keep=1)
             write_database(held, metadata, stage / HOLDOUT_DB, constraints=False, sql_types=declared)
         staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
+        for frames in (repaired, real_internal):
+            frames.clear()
         metadata.save(stage / "metadata.json")
         # the report reads back only the key columns of what was written
         with duckdb.connect(str(stage / "real.duckdb"), read_only=True) as real_con, \

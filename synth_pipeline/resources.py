@@ -185,6 +185,10 @@ class LazyTables(Mapping):
             raise KeyError(name)
         return self._load(name)
 
+    def clear(self) -> None:
+        """Forget the frames held (each is read again on its next use)."""
+        self._load.cache_clear()
+
     def parts(self, name: str):
         """The table in pieces (its partitions, as ``parts(name)`` reads them), or whole."""
         if name not in self._names:
