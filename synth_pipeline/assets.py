@@ -376,15 +376,16 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
                                parts=(lambda t: (published(t, f) for f in warehouse.read_parts(
                                    "repaired", t, settings.partitions)))
                                if settings.partitions > 1 else None)
+        # a stored real table as it is (the database takes the user's columns of it)
         real = LazyTables(metadata.tables, lambda t: plan.publishable(t, real_internal, real_internal, 0)
-                          if t not in internal else real_internal[t][list(metadata.tables[t].columns)], keep=1)
+                          if t not in internal else real_internal[t], keep=1)
         declared = source_types(source.ensure())  # the published columns keep the source's SQL types
         write_database(real, metadata, stage / "real.duckdb", constraints=False, sql_types=declared)
         real_internal.clear()  # up to three whole tables: emptied once the real database is written
         if settings.privacy_holdout > 0:  # the real rows no model saw: the evaluation's privacy reference
             held_internal = LazyTables(internal, warehouse.read_holdout)
             held = LazyTables(metadata.tables, lambda t: plan.publishable(t, held_internal, held_internal, 0)
-                              if t not in internal else held_internal[t][list(metadata.tables[t].columns)], keep=1)
+                              if t not in internal else held_internal[t], keep=1)
             write_database(held, metadata, stage / HOLDOUT_DB, constraints=False, sql_types=declared)
         staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
         for frames in (repaired, real_internal):

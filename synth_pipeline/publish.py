@@ -37,7 +37,8 @@ class PublishError(SynthPipelineError):
 
 def write_database(tables: Mapping[str, pd.DataFrame], metadata: Metadata, path: str | Path,
                    constraints: bool = True, sql_types: dict[str, dict[str, str]] | None = None) -> Path:
-    """Write ``tables`` to ``path`` atomically; returns the path. Where ``tables`` is
+    """Write ``tables`` to ``path`` atomically (of each frame, the metadata's columns);
+    returns the path. Where ``tables`` is
     ``partitioned`` (its ``parts(name)`` yields a table's partitions), each table is inserted
     one partition at a time. ``sql_types``: the source's column types, used where the values
     fit them (a column whose values do not takes the type its values show, logged)."""
@@ -83,7 +84,9 @@ def _write_table(con, metadata: Metadata, name: str, tables, types: dict[str, st
                  key_types: dict) -> None:
     pieces = tables.parts(name) if getattr(tables, "partitioned", False) else [tables[name]]
     for i, piece in enumerate(pieces):
-        frame = _with_key_types(metadata, name, piece[list(metadata.tables[name].columns)], key_types)
+        # the table's columns without copying their values (a large table is not held twice)
+        columns = {c: piece[c] for c in metadata.tables[name].columns}
+        frame = _with_key_types(metadata, name, pd.DataFrame(columns, copy=False), key_types)
         if i == 0:
             con.execute(_create_statement(metadata, metadata.tables[name], frame, constraints, types))
         for batch in _insert_batches(metadata, name, frame):
@@ -193,7 +196,7 @@ def _with_key_types(metadata: Metadata, name: str, frame: pd.DataFrame, key_type
         key_types[(name, pk)] = duckdb_type(frame[pk], table.columns[pk].sdtype, None)
     for key in table.alternate_keys:
         key_types[(name, key)] = duckdb_type(frame[key], table.columns[key].sdtype, None)
-    frame = frame.copy()
+    frame = frame.copy(deep=False)  # a column is replaced below, never written into
     for rel in metadata.relationships:
         if rel.child_table_name != name:
             continue
