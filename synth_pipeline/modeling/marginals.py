@@ -150,20 +150,26 @@ class RakedColumn:
             found = pd.Index(self.labels).get_indexer(np.asarray(values).astype(str))
             return np.where(found < 0, self.size, found)
         numbers = np.asarray(values, dtype=float)
-        if generated and len(numbers) and np.isfinite(numbers).all():
-            return self._rank_codes(numbers)
-        return np.digitize(numbers, self.edges)
+        if not generated or not len(numbers):
+            return np.digitize(numbers, self.edges)
+        known = ~np.isnan(numbers)
+        if known.all():
+            return self._rank_codes(numbers, len(numbers))
+        codes = np.full(len(numbers), len(self.edges))  # a missing number: the last code, as np.digitize gives it
+        codes[known] = self._rank_codes(numbers[known], len(numbers))
+        return codes
 
-    def _rank_codes(self, numbers: np.ndarray) -> np.ndarray:
-        """The codes of the real quantiles the values' ranks map to: the r-th smallest of n
-        takes the code of the real quantile at (r - 0.5) / n. Each rank's code is found once;
-        a value's code then comes from the values at the ranks where the code steps up (a
-        partial sort, not a full one; values tied across a step take the higher code)."""
-        n = len(numbers)
+    def _rank_codes(self, numbers: np.ndarray, n: int) -> np.ndarray:
+        """The codes of the real quantiles the values' ranks map to: the r-th smallest of
+        ``n`` values (``numbers`` and any missing ones) takes the code of the real quantile at
+        (r - 0.5) / n. Each rank's code is found once; a value's code then comes from the
+        values at the ranks where the code steps up (a partial sort, not a full one; values
+        tied across a step take the higher code)."""
+        m = len(numbers)
         grid = np.linspace(0, 1, len(self.quantiles))
-        by_rank = np.digitize(np.interp((np.arange(n) + 0.5) / n, grid, self.quantiles), self.edges)
+        by_rank = np.digitize(np.interp((np.arange(m) + 0.5) / n, grid, self.quantiles), self.edges)
         steps = np.searchsorted(by_rank, np.arange(1, self.size))  # the first rank of each code above 0
-        steps = steps[steps < n]
+        steps = steps[steps < m]
         cuts = np.partition(numbers, steps)[steps] if len(steps) else np.empty(0)
         return np.searchsorted(cuts, numbers, side="right")
 
