@@ -265,9 +265,10 @@ def _join_keys(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _as_integers(values: pd.Series) -> pd.Series:
+    """A float column of whole numbers (within int64's range) as integers; others as they are."""
     if pd.api.types.is_float_dtype(values):
         finite = values.dropna()
-        if finite.eq(finite.round()).all() and (finite.abs() < 2 ** 53).all():
+        if finite.eq(finite.round()).all() and (finite.abs() < 2.0 ** 63).all():
             return values.astype("Int64")
     return values
 
