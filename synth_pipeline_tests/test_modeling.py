@@ -596,10 +596,17 @@ def test_candidates_in_bfloat16_match_on_any_cpu_and_kept_rows_are_completed_in_
     assert drawn[True].raw.shape == exact.shape == (n * k, gan.transformer.output_dimensions)
     # the same numbers up to the order of float32 sums (a rare bfloat16 rounding flip)
     assert float((drawn[True].raw - drawn[False].raw).abs().mean()) < 1e-4
-    # candidates are rounded, but close; the kept ones are completed exactly as an exact draw gives them
+    # candidates are rounded, but close; the kept ones are completed as an exact draw gives them
     assert 0 < float((drawn[True].raw - exact).abs().mean()) < 0.05
     kept = np.random.default_rng(1).integers(0, k, n) * n + np.arange(n)
-    assert torch.equal(drawn[True].complete(kept), exact[torch.from_numpy(kept)])
+    other = (kept // n + 1) % k * n + np.arange(n)  # another candidate of each row
+    for native in (True, False):
+        # a CPU without bfloat16 instructions multiplies bfloat16 in torch's fallback, whose sums'
+        # order may follow the batch's shape: a rare rounding flip, never another candidate's row
+        completed = drawn[native].complete(kept)
+        differs = (completed - exact[torch.from_numpy(kept)]).abs().amax(dim=1)
+        assert float((differs > 0).float().mean()) < 0.02 and float(differs.max()) < 0.01, native
+        assert float((completed - exact[torch.from_numpy(other)]).abs().amax(dim=1).min()) > 0.05
 
 
 def test_category_pairs_the_real_data_never_shows_are_redrawn():
