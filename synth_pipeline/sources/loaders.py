@@ -178,22 +178,27 @@ def _sqlite_keys(path: Path) -> CatalogKeys:
 
 
 # ------------------------------------------------------------------- folder
-TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # text held in Arrow, missing values NaN as in object columns
+TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # text held in Arrow, as pandas reads it
 
 
 def arrow_frame(table) -> pd.DataFrame:
     """An Arrow table as a pandas frame, each column's Arrow memory released as it is
     converted (nothing else may hold the table): a large table is not held twice at once.
-    Text stays in Arrow (``TEXT``: pandas' Arrow-backed strings with NaN for missing, the
-    semantics of an object column): a Python object per value took 1.9 GB for the comments of
-    TPC-H scale 1's 6M line items. A column per pandas block, except in a wide table (pandas
-    warns on every column added to a frame of over 100 blocks)."""
+    A text column without missing values stays in Arrow (``TEXT``, pandas' Arrow-backed
+    strings): a Python object per value took 1.9 GB for the comments of TPC-H scale 1's 6M
+    line items. Its values, their text and hashes are those of an object column; one with
+    missing values stays an object column (a missing value reads ``None`` as text there,
+    ``nan`` in Arrow). A column per pandas block, except in a wide table (pandas warns on
+    every column added to a frame of over 100 blocks)."""
     import pyarrow as pa
 
-    def text(arrow_type):
-        return TEXT if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) else None
-
-    return table.to_pandas(self_destruct=True, split_blocks=table.num_columns <= 100, types_mapper=text)
+    for i, field in enumerate(table.schema):  # large strings are the ones kept in Arrow
+        text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+        if text and (table.column(i).null_count == 0) != pa.types.is_large_string(field.type):
+            wanted = pa.large_string() if table.column(i).null_count == 0 else pa.string()
+            table = table.set_column(i, field.name, table.column(i).cast(wanted))
+    return table.to_pandas(self_destruct=True, split_blocks=table.num_columns <= 100,
+                           types_mapper=lambda arrow_type: TEXT if pa.types.is_large_string(arrow_type) else None)
 
 
 def _compact_columns(table):
