@@ -381,7 +381,8 @@ def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
     if pd.api.types.is_numeric_dtype(values):
         integer = bool(len(present)) and bool((present == present.round()).all())
         return {"sdtype": "numerical", "computer_representation": "Int64" if integer else "Float"}
-    text = present.astype(str)
+    # text kept in Arrow is read as it is (a Python string per value took 1.9 GB for 6M comments)
+    text = present if isinstance(present.dtype, pd.StringDtype) else present.astype(str)
     if len(text) and DATE_NAME_RE.search(name) and pd.to_datetime(text, errors="coerce").notna().mean() > 0.95:
         parsed = pd.to_datetime(text, errors="coerce")
         has_time = bool((parsed.dropna() != parsed.dropna().dt.normalize()).any())
