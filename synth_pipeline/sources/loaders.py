@@ -193,8 +193,10 @@ def arrow_frame(table) -> pd.DataFrame:
     import pyarrow as pa
 
     for i, field in enumerate(table.schema):  # large strings are the ones kept in Arrow
-        text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
-        if text and (table.column(i).null_count == 0) != pa.types.is_large_string(field.type):
+        text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or \
+            pa.types.is_string_view(field.type)
+        if text and not (pa.types.is_string(field.type) if table.column(i).null_count else
+                         pa.types.is_large_string(field.type)):
             wanted = pa.large_string() if table.column(i).null_count == 0 else pa.string()
             table = table.set_column(i, field.name, table.column(i).cast(wanted))
     return table.to_pandas(self_destruct=True, split_blocks=table.num_columns <= 100,
