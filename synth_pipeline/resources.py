@@ -20,7 +20,7 @@ from synth_pipeline.modeling.settings import ModelSettings
 from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.sources.loaders import arrow_frame, load_tables
+from synth_pipeline.sources.loaders import arrow_frame, load_tables, release_arrow_memory
 from synth_pipeline.sources.validate import SourceNotes
 
 
@@ -80,6 +80,7 @@ class Warehouse(dg.ConfigurableResource):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        release_arrow_memory()
         tmp.replace(path)
         return path
 
