@@ -21,7 +21,7 @@ from synth_pipeline.pipeline import (
     real_selection,
 )
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.sources.loaders import require_tables
+from synth_pipeline.sources.loaders import release_arrow_memory, require_tables
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +271,12 @@ def _summary(result) -> RunOutcome:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (glibc's ``malloc_trim``):
-    after a partition, so the next one starts from the same footprint, not a fragmented heap."""
+    """Collect garbage and hand freed heap pages back to the system (Arrow's allocator and
+    glibc's ``malloc_trim``): after each run of steps, so the next one starts from the same
+    footprint, not a fragmented heap (Arrow alone kept 1.3 GB in the main process while the
+    TPC-H scale 1 models were fitted)."""
     gc.collect()
+    release_arrow_memory()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
@@ -308,10 +311,13 @@ MAX_WAVES = 6
 
 
 def _execute(job, instance: dg.DagsterInstance, keys: list[dg.AssetKey] | None, partition: str | None = None):
-    return job.execute_in_process(
-        instance=instance, raise_on_error=False, asset_selection=keys, partition_key=partition,
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # failures are reported below
-    )
+    try:
+        return job.execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=keys, partition_key=partition,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},  # failures are reported below
+        )
+    finally:  # the steps' tables are gone: their memory goes back to the system, not kept for the next run
+        release_memory()
 
 
 def _report(config: PipelineConfig) -> dict | None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from synth_pipeline.schema.metadata import BINARY_SDTYPE, LOOKUP_MAX_ROWS, Metadata
 from synth_pipeline.schema.plan import prepare_metadata
-from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables
+from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables, release_arrow_memory
 from synth_pipeline.sources.validate import MAX_CATEGORIES, unsupported_kind
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,11 @@ def looks_like_person_names(text: pd.Series) -> bool:
 
 def detect_metadata(source: str | Path) -> Metadata:
     frames = load_tables(source)
-    return detect_from_frames(frames, catalog_keys(source))
+    try:
+        return detect_from_frames(frames, catalog_keys(source))
+    finally:
+        del frames
+        release_arrow_memory()  # the tables' memory back to the system, not kept by Arrow for the run
 
 
 def resolve_metadata(metadata: Metadata, source: str | Path) -> Metadata:
