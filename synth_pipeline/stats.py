@@ -41,6 +41,17 @@ def as_datetimes(values: pd.Series) -> pd.Series:
     return values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values, errors="coerce")
 
 
+def distinct_count(values: pd.Series) -> int:
+    """``values.nunique()`` (missing values not counted); text held in Arrow is counted by
+    Arrow (pandas' own count held 0.9 GB more for TPC-H scale 1's 6M comments)."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        return int(pc.count_distinct(pa.array(values.array), mode="only_valid").as_py())
+    return int(values.nunique())
+
+
 def as_labels(values: pd.Series) -> pd.Series:
     return values.astype(object).where(values.notna(), "__null__").astype(str)
 

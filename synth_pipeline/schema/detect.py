@@ -29,7 +29,7 @@ from synth_pipeline.schema.metadata import BINARY_SDTYPE, LOOKUP_MAX_ROWS, Metad
 from synth_pipeline.schema.plan import prepare_metadata
 from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables, release_arrow_memory
 from synth_pipeline.sources.validate import MAX_CATEGORIES, unsupported_kind
-from synth_pipeline.stats import DIGEST_CHUNK_ROWS
+from synth_pipeline.stats import DIGEST_CHUNK_ROWS, distinct_count
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _key_like(values: pd.Series) -> bool:
         return bool((present == present.round()).all())
     if values.dtype != object and not pd.api.types.is_string_dtype(values):
         return False
-    text = present.astype(str).head(1000)
+    text = present.head(1000).astype(str)
     return bool(text.str.len().mean() <= 40 and (text.str.count(" ") <= 1).mean() > 0.9)
 
 
@@ -407,7 +407,7 @@ def _column_spec(name: str, values: pd.Series, is_key: bool) -> dict:
     if len(sample) and sample.str.match(PHONE_RE).mean() > 0.9 and sample.str.count(r"[0-9]").min() >= 7 \
             and sample.nunique() > 0.5 * len(sample) and not sample.str.match(YEAR_RANGE_RE).any():
         return {"sdtype": "phone_number", "pii": True}
-    distinct = text.nunique()
+    distinct = distinct_count(text)
     if len(values) <= LOOKUP_MAX_ROWS and distinct == len(text):
         return {"sdtype": "categorical"}  # a genre, a media type: the rows are the categories
     if len(text) >= 20 and (distinct > 0.5 * len(text) or distinct > MAX_CATEGORIES):
