@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.privacy_labels import is_rare, rare_columns, rare_values, replace_rare, value_digests
+from synth_pipeline.privacy_labels import is_rare, rare_columns, rare_digests, replace_rare
 from synth_pipeline.schema.metadata import Metadata
 
 
@@ -34,11 +34,11 @@ class RareValues:
         rare ones get the stand-ins the parent's do, so the copy stays equal)."""
         out = {}
         for column in rare_columns(metadata, name, allow):
-            rare = rare_values(frame[column], min_count)
+            rare = rare_digests(frame[column], min_count)
             if column in (copied or {}):
-                rare = rare.append(rare_values(copied[column], min_count)).unique()
+                rare = np.union1d(rare, rare_digests(copied[column], min_count))
             if len(rare):
-                out[column] = np.sort(value_digests(pd.Series(rare)))
+                out[column] = rare
         return cls(out, seed, min_count)
 
     def is_rare(self, column: str, values: pd.Series) -> np.ndarray:
