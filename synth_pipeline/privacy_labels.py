@@ -19,21 +19,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from synth_pipeline.stats import text_hashes
+
 RARE_SDTYPES = ("categorical", "text")  # labels and free text; numbers and dates are smoothed instead
 MAX_TRIES = 20
 
 
-DIGEST_CHUNK = 200_000  # values turned into text at once
-
-
 def value_digests(values: pd.Series) -> np.ndarray:
-    """A 64-bit hash of each value as text (the same for a value wherever it is), a chunk of
-    values at a time (a Python string per value of a 6M-row column held 1 GB at once)."""
-    out = np.empty(len(values), dtype="uint64")
-    for start in range(0, len(values), DIGEST_CHUNK):
-        chunk = values.iloc[start:start + DIGEST_CHUNK]
-        out[start:start + len(chunk)] = pd.util.hash_pandas_object(chunk.astype(str), index=False).to_numpy(dtype="uint64")
-    return out
+    """A 64-bit hash of each value as text (the same for a value wherever it is)."""
+    return text_hashes(values, lambda chunk: chunk.astype(str))
 
 
 def rare_columns(metadata, name: str, allow: tuple[str, ...] = ()) -> list[str]:

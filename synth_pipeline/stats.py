@@ -174,18 +174,25 @@ def copy_columns(metadata: Metadata, name: str, allow: tuple[str, ...] = (),
 DIGEST_CHUNK_ROWS = 200_000  # rows turned into text at once by ``row_digests``
 
 
-def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
-    other rows hold), the same for a row alone as within its table. Rows are taken
-    ``DIGEST_CHUNK_ROWS`` at a time: the text of a whole large table (a string per value)
-    would take several times the table's memory."""
-    out = np.empty(len(frame), dtype="uint64")
-    for start in range(0, len(frame), DIGEST_CHUNK_ROWS):
-        out[start:start + DIGEST_CHUNK_ROWS] = _digests(frame.iloc[start:start + DIGEST_CHUNK_ROWS], columns)
+def text_hashes(values: pd.Series | pd.DataFrame, as_text) -> np.ndarray:
+    """A 64-bit hash per row of ``as_text(rows)`` (a Series or frame of text), taken
+    ``DIGEST_CHUNK_ROWS`` rows at a time: the text of a whole large table (a string per
+    value) would take several times the table's memory. A row's hash does not depend on the
+    rows beside it."""
+    out = np.empty(len(values), dtype="uint64")
+    for start in range(0, len(values), DIGEST_CHUNK_ROWS):
+        rows = values.iloc[start:start + DIGEST_CHUNK_ROWS]
+        out[start:start + len(rows)] = pd.util.hash_pandas_object(as_text(rows), index=False).to_numpy(dtype="uint64")
     return out
 
 
-def _digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
+    other rows hold), the same for a row alone as within its table."""
+    return text_hashes(frame, lambda rows: _digest_text(rows, columns))
+
+
+def _digest_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     text = {}
     for col in columns:
         values = frame[col]
@@ -194,7 +201,7 @@ def _digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
             text[col] = values.astype("datetime64[ns]").astype("int64").astype(str).where(values.notna(), "NaT")
         else:
             text[col] = values.astype(str)
-    return pd.util.hash_pandas_object(pd.DataFrame(text, index=frame.index), index=False).to_numpy(dtype="uint64")
+    return pd.DataFrame(text, index=frame.index)
 
 
 def unique_row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:

@@ -274,3 +274,20 @@ def test_a_key_prefix_and_a_description_follow_the_category_that_sets_them():
     # free text that differs between rows of one category is not looked up
     notes = pd.Series([f"Note {i}: {rng.integers(1e6)}" for i in range(60)])
     assert IdentitySpec.fit("notes", "text", notes, real.assign(notes=notes), categories=["name", "department"]).lookup is None
+
+
+def test_stored_text_without_missing_values_is_read_into_arrow_with_the_same_text_and_digests():
+    import pyarrow as pa
+
+    from synth_pipeline.sources.loaders import arrow_frame
+    from synth_pipeline.stats import labels, row_digests
+
+    frame = pd.DataFrame({"name": ["ann", "bo", "ann"], "note": ["x", None, "y"], "n": [1, 2, 3]})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(0, "name", table.column(0).cast(pa.string_view()))  # as tpchgen writes text
+    read = arrow_frame(table)
+    assert isinstance(read["name"].dtype, pd.StringDtype) and read["note"].dtype == object
+    assert read["note"].tolist() == ["x", None, "y"]  # a missing value stays None (its text: "None")
+    assert np.array_equal(row_digests(read, list(frame.columns)), row_digests(frame, list(frame.columns)))
+    for column in frame.columns:
+        assert labels(read[column]).tolist() == labels(frame[column]).tolist()

@@ -177,3 +177,22 @@ def test_a_privacy_holdout_is_never_fitted_and_scores_the_run(tmp_path, tiny_sch
         assert 0 <= privacy["membership_attack_auc"] <= 1
         assert privacy["copied_rows"] == 0, table
     assert report["summary"]["dcr_overfitting_protection_min"] >= config.dcr_threshold
+
+
+def test_rare_values_counted_by_digest_are_the_rare_values_of_the_value_counts():
+    from synth_pipeline.privacy_labels import rare_digests, rare_values, value_digests
+    from synth_pipeline.sources.loaders import TEXT
+
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        n, k = int(rng.integers(1, 3000)), int(rng.integers(1, 300))
+        values = pd.Series([f"v{x}" for x in rng.zipf(1.5, n) % k], dtype=object)
+        if trial % 3 == 0:
+            values[rng.random(n) < 0.1] = None
+        for column in (values, values.dropna().astype(TEXT)):  # object text, and text held in Arrow
+            for min_count in (1, 2, 5):
+                rare = rare_values(column, min_count)
+                wanted = np.unique(value_digests(pd.Series(rare))) if len(rare) else np.array([], dtype="uint64")
+                assert np.array_equal(rare_digests(column, min_count), wanted), (trial, min_count)
+    assert len(rare_digests(pd.Series(["a", "a", "b"]), 2)) == 1
+    assert not len(rare_digests(pd.Series([1, 1, 2]), 2))  # numbers kept as categories are published as they are

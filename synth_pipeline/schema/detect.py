@@ -22,14 +22,13 @@ from functools import lru_cache
 from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from synth_pipeline.schema.metadata import BINARY_SDTYPE, LOOKUP_MAX_ROWS, Metadata
 from synth_pipeline.schema.plan import prepare_metadata
 from synth_pipeline.sources.loaders import CatalogKeys, catalog_keys, load_tables, release_arrow_memory
 from synth_pipeline.sources.validate import MAX_CATEGORIES, unsupported_kind
-from synth_pipeline.stats import DIGEST_CHUNK_ROWS, distinct_count
+from synth_pipeline.stats import distinct_count, text_hashes
 
 log = logging.getLogger(__name__)
 
@@ -364,12 +363,8 @@ def _guess_composite_foreign_keys(frames, pks, fks) -> list[tuple]:
 def _combination_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """A 64-bit hash of each row's values in ``columns``, compared as text (a key held as
     numbers in one table and as text in another still matches), without a string per row."""
-    parts = []
-    for start in range(0, len(frame), DIGEST_CHUNK_ROWS):  # the text of a chunk of rows at a time
-        rows = frame.iloc[start:start + DIGEST_CHUNK_ROWS]
-        text = pd.DataFrame({i: rows[c].astype(str).to_numpy() for i, c in enumerate(columns)})
-        parts.append(pd.util.hash_pandas_object(text, index=False).to_numpy())
-    return pd.Series(np.concatenate(parts) if parts else np.empty(0, dtype="uint64"))
+    return pd.Series(text_hashes(frame, lambda rows: pd.DataFrame(
+        {i: rows[c].astype(str).to_numpy() for i, c in enumerate(columns)})))
 
 
 def _without_subsumed(fks: list[tuple]) -> list[tuple]:

@@ -192,12 +192,10 @@ def arrow_frame(table) -> pd.DataFrame:
     every column added to a frame of over 100 blocks)."""
     import pyarrow as pa
 
-    for i, column in enumerate(table.schema):  # large strings are the ones kept in Arrow
-        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or \
-            pa.types.is_string_view(column.type)
-        if text and not (pa.types.is_string(column.type) if table.column(i).null_count else
-                         pa.types.is_large_string(column.type)):
-            wanted = pa.large_string() if table.column(i).null_count == 0 else pa.string()
+    text_types = (pa.string(), pa.large_string(), pa.string_view())
+    for i, column in enumerate(table.schema):  # the text kept in Arrow is cast to large strings
+        wanted = pa.string() if table.column(i).null_count else pa.large_string()
+        if column.type in text_types and column.type != wanted:
             table = table.set_column(i, column.name, table.column(i).cast(wanted))
     frame = table.to_pandas(self_destruct=True, split_blocks=table.num_columns <= 100,
                             types_mapper=lambda arrow_type: TEXT if pa.types.is_large_string(arrow_type) else None)
