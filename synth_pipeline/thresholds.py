@@ -50,6 +50,9 @@ class Thresholds:
     # fewer candidates where a probe shows raking meets every target as closely with them (the
     # largest share of a target's cells it misses, within this of what the full count reaches)
     candidates_tolerance: float = 0.005
+    # candidates drawn from one forward pass of the generator (its categories and modes drawn
+    # again from the pass's scores); the probe takes fewer passes only within the tolerance above
+    draws_per_pass: int = 4
     quota_max_rows: int = 2000  # up to this many rows, each category's count is held to its real share
     quota_miss: float = 1e-3  # weight left to a candidate whose value has used up its quota
     max_parent_values: int = 30  # a parent category with more values is not raked in a pair

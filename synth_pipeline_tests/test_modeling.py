@@ -577,6 +577,43 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
     assert not threaded.equals(model.sample(school_metadata, parents, 1.0, seed=2, threads=2))
 
 
+def test_candidates_drawn_again_from_one_pass_are_raked_to_the_real_shares(school_metadata, school_tables):
+    import torch
+
+    from synth_pipeline.modeling.context import sampling_inputs
+    from synth_pipeline.modeling.ctgan_model import _softmax_pick
+    from synth_pipeline.stats import child_counts, count_column
+
+    # draws from one row's scores follow its softmax; draw r of row j comes at r * rows + j
+    logits = torch.tensor([[0.0, 1.0, 2.0], [30.0, 0.0, 0.0]])
+    draws = _softmax_pick(logits, torch.Generator().manual_seed(0), draws=20_000).numpy().reshape(20_000, 2)
+    assert (draws[:, 1] == 0).all()
+    assert np.abs(np.bincount(draws[:, 0], minlength=3) / 20_000 - torch.softmax(logits[0], 0).numpy()).max() < 0.01
+
+    model = TableModel.fit(school_metadata, "fees", school_tables, ModelSettings(steps=60), seed=0)
+    generator = model.get("generator")
+    assert generator.passes is not None and generator.candidates % generator.passes == 0
+    parents = {p: school_tables[p].copy() for p in sampling_inputs(school_metadata, "fees")}
+    for name, parent in parents.items():
+        for rel in school_metadata.child_relationships(name):
+            parent[count_column(rel)] = child_counts(parent[rel.parent_primary_key],
+                                                     school_tables[rel.child_table_name][rel.child_foreign_key])
+    real = school_tables["fees"]
+
+    def miss(candidates: int, passes: int) -> float:
+        """The largest total variation of a raked column's shares from the real ones."""
+        generator.candidates, generator.passes = candidates, passes
+        rows = model.sample(school_metadata, parents, 1.0, seed=1)
+        assert len(rows) == len(real) and rows["fee_id"].is_unique
+        return max(0.5 * rows[c].value_counts(normalize=True).subtract(real[c].value_counts(normalize=True),
+                                                                       fill_value=0).abs().sum()
+                   for c in ("fee_type", "payment_mode", "status"))
+
+    one, independent, drawn_again = miss(1, 1), miss(8, 8), miss(8, 2)
+    # 8 candidates from 2 passes meet the shares about as closely as 8 passes, far better than one
+    assert drawn_again < independent + 0.02 and drawn_again < one / 2, (one, independent, drawn_again)
+
+
 def test_candidates_in_bfloat16_match_on_any_cpu_and_kept_rows_are_completed_in_float32(school_metadata,
                                                                                        school_tables, monkeypatch):
     import torch

@@ -6,6 +6,9 @@ that category shares follow the real ones (``marginals.rake_weights``); where co
 are raked too (``pair_joints``: a number's decile with a category, two categories), among
 more (pairs with a primary-parent column included). Few rows (a small table): the category counts are held to the real
 shares exactly (``quotas``). The GAN is given each row's parent context (``parent_context``).
+A large table draws its candidates from fewer forward passes of the GAN, the categories
+raking reads drawn again from each pass's scores, where a probe at fit time shows raking
+meets the targets as closely so (``Generator._fewest_passes``).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def in_threads(threads: int):
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
 SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
 PROBE_ROWS = 4000  # real rows (their contexts and parents) the candidate count is chosen on
-CANDIDATE_LADDER = (1, 2, 3, 5, 8, 12)  # counts tried below the full one
+PASS_LADDER = (1, 2, 3, 5, 8, 12)  # forward passes per row tried below the full count of candidates
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Generator:
     targets: dict[str, pd.Series] = field(default_factory=dict)  # category -> real shares
     pair_joints: PairJoints | None = None
     candidates: int | None = None  # per output row where the table is large (None: the full count)
+    passes: int | None = None  # ... drawn from this many forward passes per row (None: one per candidate)
     name: ClassVar[str] = "generator"
     phase: ClassVar[str] = "generate"
     refit: ClassVar[bool] = False
@@ -119,9 +123,9 @@ class Generator:
                 and c.null_rate < 1 and c.name not in remapped], *parent,
                 not_given=spreads.columns if spreads is not None else set())
         if found.targets and context.on("raking"):
-            found.candidates = found._fewest_candidates(context)
-            log.info("%s: %d candidates per row meet the raking targets (of %d)", context.table, found.candidates,
-                     found._full_candidates(lambda _: True))
+            found.passes, found.candidates = found._fewest_passes(context)
+            log.info("%s: %d candidates per row from %d forward passes meet the raking targets (of %d candidates)",
+                     context.table, found.candidates, found.passes, found._full_candidates(lambda _: True))
         return found
 
     def _full_candidates(self, on) -> int:
@@ -130,16 +134,23 @@ class Generator:
         return THRESHOLDS.pair_candidates_per_row if self.pair_joints is not None and on("pair_joints") \
             else THRESHOLDS.candidates_per_row
 
-    def _fewest_candidates(self, context: FitContext) -> int:
-        """The fewest candidates per row with which raking meets every target (category
-        shares, pair shares, shares given the parent) about as closely as with the full count.
+    def _fewest_passes(self, context: FitContext) -> tuple[int, int]:
+        """The fewest forward passes of the generator per row, and the candidates drawn from
+        them, with which raking meets every target (category shares, pair shares, shares
+        given the parent) about as closely as with the full count of candidates, each from
+        a pass of its own.
 
-        Probed on the contexts and parents of up to ``PROBE_ROWS`` real rows: the full count
-        of candidates is drawn once, raked with the first ``k`` of each row for each ``k`` of
-        ``CANDIDATE_LADDER``, and each target's expected kept shares compared with its real
-        ones (total variation). Candidates are most of the sampling cost; a generator that
-        already draws near the real shares needs few."""
+        A pass gives a row's scores; the categories (and numbers' modes) raking reads are
+        drawn from them. Drawing them again from the same pass gives another candidate for
+        a small fraction of a pass's cost (up to ``THRESHOLDS.draws_per_pass`` per pass),
+        nearly as varied where the targets turn on categories. Probed on the contexts and
+        parents of up to ``PROBE_ROWS`` real rows: the full count of passes is drawn once,
+        each drawn ``draws_per_pass`` times; for each count of ``PASS_LADDER`` and of draws
+        (fewest first), the first passes and draws are raked and each target's expected
+        kept shares compared with its real ones (total variation), against one draw of every
+        pass. Passes are most of the sampling cost, then the candidates raked."""
         full = self._full_candidates(lambda _: True)
+        most = THRESHOLDS.draws_per_pass
         rows = len(context.rows)
         rng = np.random.default_rng(context.seed)
         probe = np.sort(rng.choice(rows, min(rows, PROBE_ROWS), replace=False))
@@ -148,19 +159,23 @@ class Generator:
         parents = context.parent_rows.iloc[probe].reset_index(drop=True) \
             if context.parent_rows is not None and context.settings.conditional else None
         drawn = self.gan.sample_candidates(m, ctx, context.seed + 1, full)
-        raw = drawn.raw
-        picks = self.gan.picks(raw, self._read(self.pair_joints), drawn.generator)
-        codes = self._codes(raw, picks, m, full, parents, self.pair_joints)
+        picks = self.gan.picks(drawn.raw, self._read(self.pair_joints), drawn.generator, most)
+        codes = self._codes(drawn.raw, picks, m, full * most, parents, self.pair_joints)
 
-        def miss(k: int) -> float:
-            sub = [(cell[:k * m], share, cells) for cell, share, cells in codes]
-            weights = rake_weights(m, k, sub)
+        def miss(passes: int, draws: int) -> float:
+            # draw r of pass f of slot i: r * full * m + f * m + i
+            taken = (np.arange(draws)[:, None] * full * m + np.arange(passes * m)[None, :]).reshape(-1)
+            sub = [(cell[taken], share, cells) for cell, share, cells in codes]
+            weights = rake_weights(m, passes * draws, sub)
             return max(0.5 * np.abs(np.bincount(cell, weights=weights, minlength=cells) / m - share).sum()
                        for cell, share, cells in sub)
 
-        best = miss(full)
-        return next((k for k in CANDIDATE_LADDER if k < full and miss(k) <= best + THRESHOLDS.candidates_tolerance),
-                    full)
+        best = miss(full, 1)
+        for passes in (p for p in PASS_LADDER if p < full):
+            for draws in range(1, min(most, -(-full // passes)) + 1):
+                if miss(passes, draws) <= best + THRESHOLDS.candidates_tolerance:
+                    return passes, passes * draws
+        return full, full
 
     def _read(self, pairs: PairJoints | None) -> list[str]:
         """The columns raking reads."""
@@ -191,9 +206,11 @@ class Generator:
         side by side (torch and numpy release the interpreter lock in their loops) with the
         same rows as one after another; they are decoded in order."""
         pairs = self.pair_joints if on("pair_joints") else None
-        k = self._full_candidates(on)
+        k = passes = self._full_candidates(on)
         if k > 1 and n > THRESHOLDS.quota_max_rows and self.candidates is not None and pairs is self.pair_joints:
-            k = self.candidates  # a small table (quota draws) keeps every candidate: it costs little
+            # a small table (quota draws) keeps every candidate, each from its own pass: it costs little
+            k, passes = self.candidates, self.passes or self.candidates
+        draws = k // passes
         chunk = max(1, min(SAMPLE_CHUNK_ROWS, SAMPLE_CHUNK_CANDIDATES // k))
         starts = range(0, max(n, 1), chunk)
         chunk_rngs = rng.spawn(len(starts))
@@ -204,14 +221,14 @@ class Generator:
             start = starts[i]
             size = min(chunk, n - start)
             ctx = None if context is None else context[start:start + size]
-            drawn = self.gan.sample_candidates(size, ctx, seed + i, k, exact=k == 1)
+            drawn = self.gan.sample_candidates(size, ctx, seed + i, passes, exact=k == 1)
             if k == 1:
                 return self.gan.activate(drawn.raw, None, drawn.generator)
             # candidates are drawn as far as raking reads them (rounded); the kept ones completed
-            picks = self.gan.picks(drawn.raw, read, drawn.generator)
+            picks = self.gan.picks(drawn.raw, read, drawn.generator, draws)
             kept = self._rake(drawn.raw, picks, size, k, start, parent_rows, pairs, chunk_rngs[i], on)
             fixed = {c: p[kept] for c, p in picks.items()}
-            return self.gan.activate(drawn.complete(kept), fixed, drawn.generator)
+            return self.gan.activate(drawn.complete(kept % (passes * size)), fixed, drawn.generator)
 
         if n == 0:
             return self.codec.decode(self.gan.sample(0)).reset_index(drop=True)
