@@ -197,11 +197,14 @@ class Generator:
         return "; ".join(parts)
 
     def sample(self, n: int, seed: int, rng: np.random.Generator, context: np.ndarray | None,
-               parent_rows: pd.DataFrame | None, on, threads: int = 1) -> pd.DataFrame:
+               parents: pd.DataFrame | None, rows: np.ndarray | None, on, threads: int = 1) -> pd.DataFrame:
         """``n`` rows (given each row's context and parent row), raked among candidates.
+        ``parents``, ``context``: the parent rows and their encoded context, one per parent;
+        ``rows``: each output row's parent (a position in them).
 
-        In chunks of rows (with their parents' context): the candidates and the transformer's
-        matrices are bounded by the chunk, not by the scale. Each chunk draws from its own
+        In chunks of rows (with their parents' context, taken a chunk at a time): the
+        candidates, the transformer's matrices and the parents repeated per row are bounded
+        by the chunk, not by the scale. Each chunk draws from its own
         generators (seeded from ``seed`` and ``rng``), so ``threads`` chunks can be drawn
         side by side (torch and numpy release the interpreter lock in their loops) with the
         same rows as one after another; they are decoded in order."""
@@ -220,13 +223,15 @@ class Generator:
             """Chunk ``i``'s rows in the transformer's encoding (activated)."""
             start = starts[i]
             size = min(chunk, n - start)
-            ctx = None if context is None else context[start:start + size]
+            owners = None if rows is None else rows[start:start + size]
+            ctx = None if context is None else context[owners]
             drawn = self.gan.sample_candidates(size, ctx, seed + i, passes, exact=k == 1)
             if k == 1:
                 return self.gan.activate(drawn.raw, None, drawn.generator)
             # candidates are drawn as far as raking reads them (rounded); the kept ones completed
             picks = self.gan.picks(drawn.raw, read, drawn.generator, draws)
-            kept = self._rake(drawn.raw, picks, size, k, start, parent_rows, pairs, chunk_rngs[i], on)
+            parent_rows = None if parents is None else parents.iloc[owners].reset_index(drop=True)
+            kept = self._rake(drawn.raw, picks, size, k, parent_rows, pairs, chunk_rngs[i], on)
             fixed = {c: p[kept] for c, p in picks.items()}
             return self.gan.activate(drawn.complete(kept % (passes * size)), fixed, drawn.generator)
 
@@ -237,11 +242,10 @@ class Generator:
         out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         return out.reset_index(drop=True)
 
-    def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, start: int,
-              parent_rows: pd.DataFrame | None, pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
-        """Which of the ``size * k`` candidates to keep (one per output row)."""
-        coded = self._codes(raw, picks, size, k, None if parent_rows is None else parent_rows.iloc[start:start + size],
-                            pairs)
+    def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, parent_rows: pd.DataFrame | None,
+              pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
+        """Which of the ``size * k`` candidates to keep (one per output row; ``parent_rows``: each one's parent)."""
+        coded = self._codes(raw, picks, size, k, parent_rows, pairs)
         weights = rake_weights(size, k, coded)
         if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
             candidates = pd.DataFrame({c: self.gan.category_labels(c)[picks[c]] for c in self.targets})

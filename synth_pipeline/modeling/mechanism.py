@@ -105,14 +105,29 @@ class SampleContext:
     rng: np.random.Generator
     column_rng: np.random.Generator  # the generator's stream ("columns" phase)
     owners: np.ndarray | None = None  # each row's primary parent key
-    parent_rows: pd.DataFrame | None = None  # each row's primary parent row
-    context: np.ndarray | None = None  # each row's encoded parent context
+    parent: pd.DataFrame | None = None  # the primary parent table
+    rows: np.ndarray | None = None  # each row's position in it
+    parent_context: np.ndarray | None = None  # each parent's encoded context
+    _parent_rows: pd.DataFrame | None = field(default=None, repr=False)
     part: Partition = WHOLE
     off: frozenset[str] = frozenset()  # mechanisms switched off for this sampling run
     generated: bool = True  # the table has a generator (else no column was generated)
 
     def on(self, name: str) -> bool:
         return name not in self.off
+
+    @property
+    def parent_rows(self) -> pd.DataFrame | None:
+        """Each row's primary parent row, built on first use (the generator reads the parents
+        a chunk of rows at a time; a large child table would hold its parents repeated)."""
+        if self._parent_rows is None and self.parent is not None:
+            self._parent_rows = self.parent.iloc[self.rows].reset_index(drop=True)
+        return self._parent_rows
+
+    @property
+    def context(self) -> np.ndarray | None:
+        """Each row's encoded parent context."""
+        return None if self.parent_context is None else self.parent_context[self.rows]
 
 
 class Mechanism(Protocol):

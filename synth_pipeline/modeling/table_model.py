@@ -195,15 +195,14 @@ class TableModel:
             require_partition_rows(self.table, self.real_rows, scale, part.count)
             n = part.share(int(round(self.real_rows * scale)))
         else:
-            parent = parents[primary.parent_table_name]
-            rows = np.repeat(np.arange(len(parent)), parent[count_column(primary)].to_numpy(dtype="int64"))
-            run.owners = parent[primary.parent_primary_key].to_numpy(dtype=object)[rows]
+            run.parent = parent = parents[primary.parent_table_name]
+            run.rows = np.repeat(np.arange(len(parent)), parent[count_column(primary)].to_numpy(dtype="int64"))
+            run.owners = parent[primary.parent_primary_key].to_numpy(dtype=object)[run.rows]
             n = len(run.owners)
-            run.parent_rows = parent.iloc[rows].reset_index(drop=True)
-            if self.context_encoder is not None:
-                run.context = self.context_encoder.transform(context_frame(metadata, primary, parent, parents)[0])[rows]
+            if self.context_encoder is not None:  # one per parent, taken per row a chunk at a time
+                run.parent_context = self.context_encoder.transform(context_frame(metadata, primary, parent, parents)[0])
         out = pd.DataFrame(index=range(n)) if generator is None else \
-            generator.sample(n, seed, run.column_rng, run.context, run.parent_rows, run.on, threads)
+            generator.sample(n, seed, run.column_rng, run.parent_context, run.parent, run.rows, run.on, threads)
         if generator is not None and (self.get("count_calibration") is None or not run.on("count_calibration")):
             for col in self.real_counts:  # uncalibrated: the generated counts, as whole non-negative numbers
                 out[col] = np.clip(np.round(out[col].to_numpy(dtype=float)), 0, None).astype("int64")
