@@ -96,6 +96,26 @@ class FitContext:
                 and c.name not in keys and c.name not in dropped and c.name not in self.copies]
 
 
+class AlignedRows:
+    """A parent table's rows, one per child row (``rows``: each child's position in it), read
+    like a frame one column at a time: a column is repeated only when a mechanism reads it
+    (a table of millions of rows would otherwise hold every parent column once per row)."""
+
+    def __init__(self, parent: pd.DataFrame, rows: np.ndarray):
+        self._parent, self._rows, self._columns = parent, rows, {}
+
+    def __contains__(self, column) -> bool:
+        return column in self._parent.columns
+
+    def __getitem__(self, column: str) -> pd.Series:
+        if column not in self._columns:
+            self._columns[column] = self._parent[column].iloc[self._rows].reset_index(drop=True)
+        return self._columns[column]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 @dataclass
 class SampleContext:
     """What applying a table's mechanisms reads while sampling."""
@@ -108,7 +128,7 @@ class SampleContext:
     parent: pd.DataFrame | None = None  # the primary parent table
     rows: np.ndarray | None = None  # each row's position in it
     parent_context: np.ndarray | None = None  # each parent's encoded context
-    _parent_rows: pd.DataFrame | None = field(default=None, repr=False)
+    _parent_rows: "AlignedRows | None" = field(default=None, repr=False)
     part: Partition = WHOLE
     off: frozenset[str] = frozenset()  # mechanisms switched off for this sampling run
     generated: bool = True  # the table has a generator (else no column was generated)
@@ -117,11 +137,10 @@ class SampleContext:
         return name not in self.off
 
     @property
-    def parent_rows(self) -> pd.DataFrame | None:
-        """Each row's primary parent row, built on first use (the generator reads the parents
-        a chunk of rows at a time; a large child table would hold its parents repeated)."""
+    def parent_rows(self) -> "AlignedRows | None":
+        """Each row's primary parent row, a column at a time (see ``AlignedRows``)."""
         if self._parent_rows is None and self.parent is not None:
-            self._parent_rows = self.parent.iloc[self.rows].reset_index(drop=True)
+            self._parent_rows = AlignedRows(self.parent, self.rows)
         return self._parent_rows
 
     @property
