@@ -516,8 +516,9 @@ def native_bfloat16(device: torch.device) -> bool:
 
 @dataclass
 class Candidates:
-    """Generated candidates (``raw``: row ``j * slots + i`` is candidate ``j`` of slot ``i``),
-    with what completing the kept ones needs: each candidate's input (noise and condition,
+    """Generated rows, ``k`` forward passes per slot (``raw``: row ``j * slots + i`` is pass
+    ``j`` of slot ``i``; each a candidate, or several where ``picks`` draws it again),
+    with what completing the kept ones needs: each pass's input (noise and condition,
     drawn ``step`` slots at a time) and the slots' context."""
 
     gan: "ContextCTGAN"

@@ -85,8 +85,10 @@ class Generator:
     gan: ContextCTGAN
     targets: dict[str, pd.Series] = field(default_factory=dict)  # category -> real shares
     pair_joints: PairJoints | None = None
-    candidates: int | None = None  # per output row where the table is large (None: the full count)
-    passes: int | None = None  # ... drawn from this many forward passes per row (None: one per candidate)
+    # per output row where the table is large (None: the full count); drawn from ``passes`` forward
+    # passes (None: one per candidate), so a few passes may give more candidates than the full count
+    candidates: int | None = None
+    passes: int | None = None
     name: ClassVar[str] = "generator"
     phase: ClassVar[str] = "generate"
     refit: ClassVar[bool] = False
@@ -124,7 +126,7 @@ class Generator:
                 not_given=spreads.columns if spreads is not None else set())
         if found.targets and context.on("raking"):
             found.passes, found.candidates = found._fewest_passes(context)
-            log.info("%s: %d candidates per row from %d forward passes meet the raking targets (of %d candidates)",
+            log.info("%s: %d candidates per row from %d forward passes meet the raking targets (as %d passes do)",
                      context.table, found.candidates, found.passes, found._full_candidates(lambda _: True))
         return found
 
@@ -198,7 +200,7 @@ class Generator:
 
     def sample(self, n: int, seed: int, rng: np.random.Generator, context: np.ndarray | None,
                parents: pd.DataFrame | None, rows: np.ndarray | None, on, threads: int = 1) -> pd.DataFrame:
-        """``n`` rows (given each row's context and parent row), raked among candidates.
+        """``n`` rows (given each row's parent row and its context), raked among candidates.
         ``parents``, ``context``: the parent rows and their encoded context, one per parent;
         ``rows``: each output row's parent (a position in them).
 
