@@ -171,7 +171,7 @@ def copy_columns(metadata: Metadata, name: str, allow: tuple[str, ...] = (),
     return columns
 
 
-DIGEST_CHUNK_ROWS = 200_000  # rows turned into text at once by ``row_digests``
+DIGEST_CHUNK_ROWS = 200_000  # rows turned into text at once by ``text_hashes``
 
 
 def text_hashes(values: pd.Series | pd.DataFrame, as_text) -> np.ndarray:
