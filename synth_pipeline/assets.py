@@ -36,7 +36,7 @@ from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.schema.plan import SchemaPlan, evaluation_frame
 from synth_pipeline.sources.holdout import split_holdout
-from synth_pipeline.sources.loaders import source_types
+from synth_pipeline.sources.loaders import release_arrow_memory, source_types
 from synth_pipeline.stats import is_count_column
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
@@ -230,7 +230,12 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         seed = table_seed(settings.seed, name, "repair" if part.count == 1 else f"repair/{part.index}")
         frame, repairs = repair_table(warehouse.read("synthetic", name, part), metadata, name, parent_frames, fitted,
                                       seed, part, off=tuple(settings.mechanisms_off))
-        frame, restored = plan.restore(name, frame, parent_frames, warehouse.read("real", name))
+        release_arrow_memory()  # text columns' intermediate Arrow buffers, kept by its allocator otherwise
+        # of the real table, restoring reads only the composite key (its numbering columns)
+        key = [c for c in plan.composite_keys.get(name, ()) if c in warehouse.columns("real", name)]
+        frame, restored = plan.restore(name, frame, parent_frames,
+                                       warehouse.read("real", name, columns=key) if key else None)
+        release_arrow_memory()
         for what, count in restored.items():
             repairs.add(what, count)
         warehouse.write("repaired", name, frame, part)
@@ -281,7 +286,7 @@ def with_child_sums(name: str, frame: pd.DataFrame, warehouse: Warehouse, repair
     rules = [c for c in warehouse.load_model(name).constraints if c.kind == "child_sum" and c.child in metadata.tables]
     if not rules:
         return frame
-    frame = frame.copy()
+    frame = frame.copy(deep=False)  # each summed column is replaced whole below, the caller's frame kept
     pk = metadata.table(name).single_primary_key
     for c in rules:
         sums = child_sum_values(c, frame, repaired[c.child], pk)
@@ -290,7 +295,9 @@ def with_child_sums(name: str, frame: pd.DataFrame, warehouse: Warehouse, repair
         values = sums[have].round(decimals if decimals is not None else 6)
         if pd.api.types.is_integer_dtype(frame[c.columns[0]]):
             values = values.round().astype(frame[c.columns[0]].dtype)
-        frame.loc[have, c.columns[0]] = values.to_numpy()
+        column = frame[c.columns[0]].copy()
+        column.loc[have] = values.to_numpy()
+        frame[c.columns[0]] = column
     return frame
 
 
@@ -366,7 +373,7 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
                 frame = with_child_sums(t, repaired[t] if frame is None else frame, warehouse, repaired, real_internal,
                                         plan.internal)
                 # rare values get their stand-ins only now: every child was sampled given the real label
-                frame = frame.copy()
+                frame = frame.copy(deep=False)  # their columns are replaced whole, the stored frame kept
                 warehouse.load_model(t).rare_values.replace(frame)
             frames = repaired if frame is None else _Override(repaired, t, frame)
             return plan.publishable(t, frames, real_internal, table_seed(settings.seed, t, "publish"))

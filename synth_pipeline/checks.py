@@ -26,6 +26,7 @@ from synth_pipeline.evaluation.structure import (
 from synth_pipeline.resources import RunSettings, Warehouse
 from synth_pipeline.schema.metadata import Relationship
 from synth_pipeline.schema.plan import SchemaPlan
+from synth_pipeline.sources.loaders import release_arrow_memory
 from synth_pipeline.thresholds import THRESHOLDS
 
 CONSTRAINTS_CHECK = "discovered_constraints_hold"
@@ -81,14 +82,14 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
             for key in user_key:
                 expectations[f"primary_key_unique_not_null__user_{key}"] = ("ExpectColumnValuesToNotBeNull",
                                                                           {"column": key})
-        checked = frame
+        looked_up = {}  # the parent key each foreign key finds, beside the frame's own columns
         for rel in fks:
             # The parent each value finds by a left join; an FK value equal to it resolves.
             # (A value set of every parent key would be copied by GE's configuration objects
             # many times over: minutes on a million-row parent.)
             found = _parent_lookup(frame[rel.child_foreign_key], parents[rel.parent_table_name][rel.parent_primary_key])
             column = f"{rel.child_foreign_key} -> {rel.parent_table_name}.{rel.parent_primary_key}"
-            checked = checked.assign(**{column: found})
+            looked_up[column] = found
             expectations[fk_check_name(rel)] = ("ExpectColumnPairValuesToBeEqual",
                                                 {"column_A": rel.child_foreign_key, "column_B": column,
                                                  "ignore_row_if": "both_values_are_missing"})
@@ -99,11 +100,15 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
         named = list(dict.fromkeys(c for _, kwargs in expectations.values()
                                    for c in [kwargs.get(k) for k in ("column", "column_A", "column_B")]
                                    + kwargs.get("column_list", []) if c is not None))
-        outcomes = validate_table(checked[named], name, expectations)
+        checked = pd.DataFrame({c: looked_up[c] if c in looked_up else frame[c] for c in named}, index=frame.index)
+        outcomes = validate_table(checked, name, expectations)
+        del checked, looked_up
+        release_arrow_memory()  # GE's and the lookups' buffers, before the checks below read more
         selected = context.selected_asset_check_keys
         for spec in specs:
             if dg.AssetCheckKey(asset, spec.name) not in selected:
                 continue
+            release_arrow_memory()
             if spec.name == CONSTRAINTS_CHECK:
                 yield _constraints_result(metadata, name, warehouse, frame, parents, real,
                                           lambda t: warehouse.read("repaired", t, part))
@@ -141,7 +146,7 @@ def privacy_result(metadata, name: str, model, frame: pd.DataFrame, real: pd.Dat
     from synth_pipeline.sources.holdout import MIN_HELD_ROWS
     from synth_pipeline.stats import compared_columns, row_digests
 
-    frame = frame.copy()
+    frame = frame.copy(deep=False)  # rare values' columns are replaced whole, the caller's frame kept
     model.rare_values.replace(frame)
     columns = [c for c in model.copy_columns if c in frame.columns]
     copies = 0

@@ -92,6 +92,11 @@ class Warehouse(dg.ConfigurableResource):
             raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {which} first)")
         return arrow_frame(pq.read_table(path, columns=columns))
 
+    def columns(self, stage: str, table: str, part: Partition = WHOLE) -> list[str]:
+        """The column names of a stored frame (its file's schema; nothing is read)."""
+        path = self.table_path(stage, table, part)
+        return pq.read_schema(path).names if path.exists() else []
+
     def read_parts(self, stage: str, table: str, partitions: int):
         """Each partition's frame in turn (the one frame of an unpartitioned run)."""
         for index in range(partitions):

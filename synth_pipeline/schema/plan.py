@@ -176,11 +176,14 @@ class SchemaPlan:
         surrogate names, a composite key's numbering column renumbered within its group, and
         rows repeating a composite key dropped. Returns the frame and what was changed."""
         fixes: dict[str, int] = {}
-        frame = frame.reset_index(drop=True)
+        frame = frame.copy(deep=False)  # columns below are replaced whole, never written into
+        frame.index = pd.RangeIndex(len(frame))
         for rel, column in self.restored.get(name, []):
             parent = frame if rel.is_self_reference else parents[rel.parent_table_name]
             key = self.internal.tables[rel.parent_table_name].primary_key[0]
-            rows = parent.drop_duplicates(key).set_index(key).reindex(frame[column].to_numpy())
+            # only the columns copied: a parent's other columns (its text) are not repeated per child row
+            needed = list(dict.fromkeys([key, *rel.parent_columns]))
+            rows = parent[needed].drop_duplicates(key).set_index(key).reindex(frame[column].to_numpy())
             for child_col, parent_col in zip(rel.child_columns, rel.parent_columns):
                 frame[child_col] = rows[parent_col].to_numpy()
         pk = self.composite_keys.get(name)
@@ -204,7 +207,8 @@ class SchemaPlan:
             repeated = frame.duplicated(list(pk)) | frame[list(pk)].isna().any(axis=1)
             if repeated.any():
                 fixes[f"rows repeating the key ({', '.join(pk)}) dropped"] = int(repeated.sum())
-                frame = frame[~repeated].reset_index(drop=True)
+                frame = frame[~repeated]
+                frame.index = pd.RangeIndex(len(frame))
         return frame, fixes
 
     def publishable(self, name: str, frames: dict[str, pd.DataFrame], real: dict[str, pd.DataFrame],
