@@ -1,6 +1,7 @@
 """The modelling pieces on constructed data where the right answer is known."""
 
 import json
+import logging
 import re
 from dataclasses import replace
 
@@ -551,7 +552,8 @@ def test_fit_subsample_keeps_whole_sibling_groups_and_the_full_size(school_metad
         kept_parents["student_course_id"]).sum()
 
 
-def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metadata, school_tables, monkeypatch):
+def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metadata, school_tables, monkeypatch,
+                                                                   caplog):
     from synth_pipeline.modeling import generator
     from synth_pipeline.modeling.context import sampling_inputs
     from synth_pipeline.stats import child_counts, count_column
@@ -564,7 +566,12 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
                                                      school_tables[rel.child_table_name][rel.child_foreign_key])
     whole = model.sample(school_metadata, parents, 1.0, seed=1)
     monkeypatch.setattr(generator, "SAMPLE_CHUNK_ROWS", 700)  # 8 chunks
-    chunked = model.sample(school_metadata, parents, 1.0, seed=1)
+    # progress of long work is logged (here after every chunk but the last), naming the table
+    monkeypatch.setattr(generator.Progress.__init__, "__defaults__", (0.0,))
+    with caplog.at_level(logging.INFO, logger=generator.log.name):
+        chunked = model.sample(school_metadata, parents, 1.0, seed=1)
+    progress = [r.getMessage() for r in caplog.records if "rows generated" in r.getMessage()]
+    assert len(progress) == 7 and progress[0].startswith(f"fees: 700 of {len(whole)} rows generated"), progress
     assert len(chunked) == len(whole) == len(school_tables["fees"])
     assert chunked["fee_id"].is_unique and chunked["fee_id"].notna().all()
     for column in ("fee_type", "payment_mode"):

@@ -14,6 +14,7 @@ meets the targets as closely so (``Generator._fewest_passes``).
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -68,6 +69,24 @@ def in_threads(threads: int):
             yield ordered
     finally:
         np.random.set_state(state)
+
+
+class Progress:
+    """Logs how many of ``total`` rows are generated, at most once per ``every`` seconds
+    (nothing for work shorter than that): a table of millions of rows takes minutes."""
+
+    def __init__(self, label: str, total: int, every: float = 30.0):
+        self.label, self.total, self.every, self.done = label, total, every, 0
+        self.started = self.logged = time.perf_counter()
+
+    def add(self, part: pd.DataFrame) -> pd.DataFrame:
+        self.done += len(part)
+        now = time.perf_counter()
+        if now - self.logged >= self.every and self.done < self.total:
+            self.logged = now
+            log.info("%s: %d of %d rows generated (%.0f rows/s)", self.label, self.done, self.total,
+                     self.done / (now - self.started))
+        return part
 
 
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
@@ -199,8 +218,10 @@ class Generator:
         return "; ".join(parts)
 
     def sample(self, n: int, seed: int, rng: np.random.Generator, context: np.ndarray | None,
-               parents: pd.DataFrame | None, rows: np.ndarray | None, on, threads: int = 1) -> pd.DataFrame:
-        """``n`` rows (given each row's parent row and its context), raked among candidates.
+               parents: pd.DataFrame | None, rows: np.ndarray | None, on, threads: int = 1,
+               label: str = "rows") -> pd.DataFrame:
+        """``n`` rows (given each row's parent row and its context), raked among candidates;
+        on long work, progress is logged under ``label`` (the table's name).
         ``parents``, ``context``: the parent rows and their encoded context, one per parent;
         ``rows``: each output row's parent (a position in them).
 
@@ -239,8 +260,10 @@ class Generator:
 
         if n == 0:
             return self.codec.decode(self.gan.sample(0)).reset_index(drop=True)
+        progress = Progress(label, n)
         with in_threads(min(threads, len(starts))) as map_:
-            parts = [self.codec.decode(self.gan.decode(matrix)) for matrix in map_(draw, range(len(starts)))]
+            parts = [progress.add(self.codec.decode(self.gan.decode(matrix)))
+                     for matrix in map_(draw, range(len(starts)))]
         out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         return out.reset_index(drop=True)
 

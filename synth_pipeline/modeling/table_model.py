@@ -202,7 +202,8 @@ class TableModel:
             if self.context_encoder is not None:  # one per parent, taken per row a chunk at a time
                 run.parent_context = self.context_encoder.transform(context_frame(metadata, primary, parent, parents)[0])
         out = pd.DataFrame(index=range(n)) if generator is None else \
-            generator.sample(n, seed, run.column_rng, run.parent_context, run.parent, run.rows, run.on, threads)
+            generator.sample(n, seed, run.column_rng, run.parent_context, run.parent, run.rows, run.on, threads,
+                             self.table)
         if generator is not None and (self.get("count_calibration") is None or not run.on("count_calibration")):
             for col in self.real_counts:  # uncalibrated: the generated counts, as whole non-negative numbers
                 out[col] = np.clip(np.round(out[col].to_numpy(dtype=float)), 0, None).astype("int64")
