@@ -28,7 +28,7 @@ from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.constraints import unit_of
 from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.stats import as_datetimes, as_labels, row_digests
+from synth_pipeline.stats import as_datetimes, as_labels, changed_values, row_digests
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _applied(model: TableModel, phase: str, frame: pd.DataFrame, run: SampleCont
         if run.on(mechanism.name):
             changed = mechanism.apply(frame, run)
             frame = frame if changed is None else changed
-        changed = sum(int((as_labels(before[c]) != as_labels(frame[c])).sum()) for c in columns)
+        changed = sum(changed_values(before[c], frame[c]) for c in columns)
         repairs.add(f"{mechanism.name}: {mechanism.label}", changed)
     return frame
 

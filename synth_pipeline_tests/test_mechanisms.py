@@ -4,6 +4,7 @@ the ablation's decision rule."""
 import json
 import shutil
 
+import pandas as pd
 import pytest
 
 from synth_pipeline.evaluation.ablation import MOVES, effects, verdicts
@@ -131,3 +132,20 @@ def test_a_category_whose_rows_share_one_second_parent_is_a_rule_and_checked():
     share = satisfied(found[0], {**real, "ride": broken}, md, None)
     route = ride.loc[5, "route"]
     assert share.mean() == 1 - (ride["route"] == route).mean()  # the broken route's rows fail
+
+
+def test_a_mechanism_is_logged_with_the_values_it_changed_nulls_included():
+    from synth_pipeline.stats import changed_values
+
+    # nulls and values differ, two nulls do not; counted alike in every dtype
+    for before, after, expected in [
+        ([1.5, None, None, 2.0], [1.5, 3.0, None, 2.5], 2),
+        (["a", None, "b", None], ["a", "a", None, None], 2),
+    ]:
+        for dtype in ("object", "string[pyarrow]", "float64"):
+            if dtype == "float64" and isinstance(before[0], str):
+                continue
+            assert changed_values(pd.Series(before, dtype=dtype), pd.Series(after, dtype=dtype)) == expected, dtype
+    # a column whose type changed counts the values whose labels changed
+    assert changed_values(pd.Series([1, 2, 3]), pd.Series([1.0, 2.0, 3.0])) == 3
+    assert changed_values(pd.Series([1, 2, 3], dtype="Int64"), pd.Series([1, None, 4], dtype="Int64")) == 2
