@@ -240,7 +240,8 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
             repairs.add(what, count)
         warehouse.write("repaired", name, frame, part)
         warehouse.record_seconds(name, "repair", time.perf_counter() - started, part)
-        scores = table_quality(metadata, name, warehouse, frame, parent_frames)
+        scores = table_quality(metadata, name, warehouse, frame, parent_frames, settings.evaluation_rows,
+                               table_seed(settings.seed, name, "quality"))
         scores.update(path_and_time(metadata, name, fitted, warehouse, frame, parent_frames, part))
         context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes), "
                          f"column shapes {scores['column_shapes']}, FK violations {scores['fk_violations']}")
@@ -251,8 +252,12 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
 
 
 def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd.DataFrame,
-                  parent_frames: dict[str, pd.DataFrame]) -> dict:
-    """What a person wants to see on a repaired table in the UI: violations and similarity scores."""
+                  parent_frames: dict[str, pd.DataFrame], max_rows: int = 0, seed: int = 0) -> dict:
+    """What a person wants to see on a repaired table in the UI: violations and similarity
+    scores. Column shapes of a table above ``max_rows`` rows (> 0) are scored on that many
+    rows of each side, drawn at random (as the evaluation scores a large database on a
+    sample); violations and children per parent on every row. Of the real tables, only the
+    columns scored are read."""
     from synth_pipeline.evaluation.fidelity import column_shapes
     from synth_pipeline.evaluation.structure import (
         cardinality_counts,
@@ -261,13 +266,23 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
     )
     from synth_pipeline.stats import compared_columns
 
-    real = warehouse.read("real", name)
-    shapes = column_shapes(real, frame, compared_columns(metadata, name))
+    compared = compared_columns(metadata, name)
+    fks = metadata.foreign_keys(name)
+    stored = set(warehouse.columns("real", name))
+    needed = [*compared, *(r.child_foreign_key for r in fks), *(r.parent_primary_key for r in fks if r.is_self_reference)]
+    real = warehouse.read("real", name, columns=[c for c in dict.fromkeys(needed) if c in stored])
+
+    def rows(table: pd.DataFrame) -> pd.DataFrame:
+        table = table[list(compared)]
+        return table.sample(n=max_rows, random_state=seed) if 0 < max_rows < len(table) else table
+
+    shapes = column_shapes(rows(real), rows(frame), compared)
     scores: dict = {"column_shapes": round(sum(shapes.values()) / len(shapes), 4) if shapes else None,
                     "fk_violations": 0}
-    for rel in metadata.foreign_keys(name):
+    for rel in fks:
         parent = frame if rel.is_self_reference else parent_frames[rel.parent_table_name]
-        real_parent = real if rel.is_self_reference else warehouse.read("real", rel.parent_table_name)
+        real_parent = real if rel.is_self_reference else \
+            warehouse.read("real", rel.parent_table_name, columns=[rel.parent_primary_key])
         scores["fk_violations"] += fk_violations(frame, parent, rel)
         real_counts, syn_counts = cardinality_counts(real_parent, real, rel), cardinality_counts(parent, frame, rel)
         similarity = cardinality_similarity(real_counts, syn_counts)

@@ -240,3 +240,25 @@ def test_key_digests_of_a_row_do_not_depend_on_the_other_rows():
     with_times = pd.DataFrame({"day": [pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02 05:00")], "store": [1, 2]})
     left, right = _digests(dates_only)["digest"].to_numpy(), _digests(with_times)["digest"].to_numpy()
     assert left[0] == right[0] and left[1] != right[1]
+
+
+def test_a_large_table_is_scored_in_the_ui_on_a_sample_that_reads_like_every_row(school_metadata, school_tables,
+                                                                                 tmp_path):
+    from synth_pipeline.assets import table_quality
+    from synth_pipeline.resources import Warehouse
+
+    warehouse = Warehouse(root=str(tmp_path))
+    parents = {r.parent_table_name: school_tables[r.parent_table_name] for r in school_metadata.foreign_keys("fees")}
+    for name in ("fees", *parents):
+        warehouse.write("real", name, school_tables[name])
+    fees = school_tables["fees"]
+    redrawn = fees.sample(frac=1.0, replace=True, random_state=1).reset_index(drop=True)
+    broken = redrawn.assign(amount_due=redrawn["amount_due"] * 3, fee_type=redrawn["fee_type"].iloc[0])
+    every = table_quality(school_metadata, "fees", warehouse, redrawn, parents)
+    sampled = table_quality(school_metadata, "fees", warehouse, redrawn, parents, max_rows=len(fees) // 4, seed=3)
+    assert every["column_shapes"] > 0.97 and abs(sampled["column_shapes"] - every["column_shapes"]) < 0.03
+    assert table_quality(school_metadata, "fees", warehouse, broken, parents, max_rows=len(fees) // 4,
+                         seed=3)["column_shapes"] < every["column_shapes"] - 0.1
+    # violations and children per parent still come from every row
+    assert sampled["fk_violations"] == every["fk_violations"] == 0
+    assert sampled["cardinality_similarity_student_id"] == every["cardinality_similarity_student_id"]
