@@ -341,7 +341,11 @@ def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: 
     for c in fitted.constraints:
         if c.kind not in ("path", "parent_date_order") or c.parent not in parent_frames:
             continue
-        real = real or {t: warehouse.read("real", t) for t in [name, *parent_frames]}
+        if real is None:  # of each real table, its keys and the columns these rules name
+            named = {col for r in fitted.constraints if r.kind in ("path", "parent_date_order") for col in r.columns}
+            real = {t: warehouse.read("real", t, columns=[col for col in warehouse.columns("real", t)
+                                                          if col in named or col in metadata.key_columns(t)])
+                    for t in [name, *parent_frames]}
         if c.kind == "path":
             found = path_report(real, synthetic, c, metadata)
             paths.append({k: found[k] for k in ("path", "real", "synthetic", "chance")})
