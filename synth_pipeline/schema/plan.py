@@ -220,7 +220,7 @@ class SchemaPlan:
         if table.empty:
             return pd.DataFrame({c: pd.Series(dtype=real[name][c].dtype if name in real and c in real[name] else object)
                                  for c in table.columns})
-        frame = frames[name].copy()
+        frame = frames[name].copy(deep=False)  # columns below are replaced whole, the stored frame kept
         for column in self.left_out.get(name, []):
             frame[column] = None
         for i, rel in enumerate(r for r in self.user.deferred if r.child_table_name == name):
@@ -234,7 +234,8 @@ class SchemaPlan:
                 values[present] = parent[parent_col].to_numpy(dtype=object)[picks[present]]
                 frame[child_col] = values.infer_objects().to_numpy() if present.any() else values.to_numpy()
             log.info("%s: deferred %s linked (%d of %d rows)", name, rel.label, int(present.sum()), len(frame))
-        return frame[list(table.columns)]
+        # the user's columns, their values not copied (a table of millions of rows is not held twice)
+        return pd.DataFrame({c: frame[c] for c in table.columns}, copy=False)
 
     @cached_property
     def deferred_labels(self) -> list[str]:
