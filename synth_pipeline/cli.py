@@ -98,8 +98,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="sample in this many self-contained chunks of root rows (default 1)")
     p.add_argument("--workers", type=int, default=None,
                    help="tables fitted at once, each in its own process; with --partitions, partitions sampled at "
-                        "once; without, each table's rows sampled in that many threads (run: default 1, each "
-                        "process holds its tables; demo: default one per CPU)")
+                        "once (run: default 1, each process holds its tables; demo: default one per CPU). A "
+                        "table's rows are sampled in threads, one per CPU, shared among the partitions at once")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None,
                    help="training steps per table: fast 60-150, default 250-900, best 1000-4000 (more rows, "
                         "more steps within each range); training time grows with the steps: the 1,000-student "

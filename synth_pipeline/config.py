@@ -7,7 +7,7 @@ out_dir: data/output             # synthetic.duckdb, real.duckdb and report.json
 seed: 0
 scale: 1.0                       # root tables get scale x their real row count
 partitions: 1                    # sample in this many self-contained chunks of root rows (Dagster partitions)
-workers: 1                       # CLI: tables fitted at once, own processes; with partitions, partitions sampled at once; without, each table's rows sampled in that many threads
+workers: 1                       # CLI: tables fitted at once, own processes; with partitions, partitions sampled at once (a table's rows are sampled in threads, one per CPU)
 quality: default                 # fast | default | best
 steps: null                      # fixed training steps per table (overrides quality)
 conditional: true                # children generated given their parent row
@@ -66,7 +66,7 @@ class PipelineConfig:
     seed: int = 0
     scale: float = 1.0
     partitions: int = 1  # sampling in this many self-contained chunks of root rows (each its share of them)
-    workers: int = 1  # CLI runs: tables fitted at once (with partitions: partitions sampled at once; without: a table's rows in threads)
+    workers: int = 1  # CLI runs: tables fitted at once (with partitions: partitions sampled at once)
     quality: str = "default"
     steps: int | None = None
     conditional: bool = True

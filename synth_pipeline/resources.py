@@ -244,6 +244,8 @@ class RunSettings(dg.ConfigurableResource):
     scale: float = 1.0
     partitions: int = 1  # > 1: sampled, repaired and checked in self-contained chunks of root rows
     workers: int = 1  # processes of the run at once (CLI); the CPUs a sampling step may use are shared by them
+    executor: str = "in_process"  # how the UI's runs execute steps (the CLI runs them in its process)
+    max_concurrent: int = 0  # steps the multiprocess executor runs at once (0: one per CPU)
     quality: str = "default"
     steps: int | None = None
     device: str = "cpu"
@@ -261,12 +263,27 @@ class RunSettings(dg.ConfigurableResource):
     evaluation_rows: int = 0  # > 0: a database with a larger table is scored on a lineage sample
 
     def sampling_threads(self) -> int:
-        """Chunks of rows a sampling step generates side by side: its process's share of the
-        run's ``workers`` (each of ``min(workers, partitions)`` processes sampling at once gets
-        an equal share), at most the CPUs this process may use. Rows do not depend on it."""
+        """Chunks of rows a sampling step generates side by side: the CPUs this process may
+        use (``OMP_NUM_THREADS`` caps them where set), shared among the processes sampling at
+        once. Those are the CLI's ``min(workers, partitions)`` partition processes (one process
+        without partitions), or the multiprocess executor's ``max_concurrent`` steps (one per
+        CPU by default); a cluster worker's step runs beside others', on one thread. Rows do
+        not depend on it."""
+        import os
+
         from synth_pipeline.config import available_cpus
 
-        return max(1, min(available_cpus(), self.workers // max(1, min(self.workers, self.partitions))))
+        if self.executor in ("celery", "k8s"):
+            return 1
+        cpus = available_cpus()
+        limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if limit.isdigit() and int(limit) > 0:
+            cpus = min(cpus, int(limit))
+        if self.executor == "multiprocess":
+            at_once = self.max_concurrent or available_cpus()
+        else:
+            at_once = min(self.workers, self.partitions) if self.partitions > 1 else 1
+        return max(1, cpus // at_once)
 
     def model_settings(self) -> ModelSettings:
         """The model's settings: every field of ``ModelSettings`` is one of these, by name."""

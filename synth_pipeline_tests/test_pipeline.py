@@ -220,12 +220,24 @@ def test_same_seed_same_output_with_one_or_two_threads(tmp_path, tiny_school_db)
             pd.testing.assert_frame_equal(left, right, obj=table)
 
 
-def test_sampling_threads_share_the_workers_among_processes_sampling_at_once():
+def test_sampling_threads_share_the_cpus_among_processes_sampling_at_once(monkeypatch):
     import os
 
     from synth_pipeline.resources import RunSettings
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cpus = len(os.sched_getaffinity(0))
-    threads = {(w, p): RunSettings(out_dir="out", workers=w, partitions=p).sampling_threads()
-               for w, p in [(1, 1), (2, 1), (2, 2), (2, 8), (4, 2), (64, 1)]}
-    assert threads == {(1, 1): 1, (2, 1): min(2, cpus), (2, 2): 1, (2, 8): 1, (4, 2): min(2, cpus), (64, 1): cpus}
+
+    def threads(**settings) -> int:
+        return RunSettings(out_dir="out", **settings).sampling_threads()
+
+    # the CLI: one process owns the CPUs; partitions sampled min(workers, partitions) at once share them
+    assert {(w, p): threads(workers=w, partitions=p) for w, p in [(1, 1), (2, 1), (1, 4), (2, 2), (2, 8), (64, 4)]} \
+        == {(1, 1): cpus, (2, 1): cpus, (1, 4): cpus, (2, 2): max(1, cpus // 2), (2, 8): max(1, cpus // 2),
+            (64, 4): max(1, cpus // 4)}
+    # the UI: steps the multiprocess executor runs at once share them; a cluster worker's step takes one
+    assert threads(executor="multiprocess") == 1
+    assert threads(executor="multiprocess", max_concurrent=1) == cpus
+    assert threads(executor="celery") == threads(executor="k8s") == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads() == 1
