@@ -14,7 +14,6 @@ including the publish step, so the last published database stays as it was.
 import time
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from synth_pipeline.assets import current_partition, stage_key
@@ -144,14 +143,14 @@ def privacy_result(metadata, name: str, model, frame: pd.DataFrame, real: pd.Dat
     copies off real rows; what is left here blocks publication, and the metadata says why."""
     from synth_pipeline.evaluation.privacy import holdout_scores
     from synth_pipeline.sources.holdout import MIN_HELD_ROWS
-    from synth_pipeline.stats import compared_columns, row_digests
+    from synth_pipeline.stats import compared_columns, digest_in, row_digests
 
     frame = frame.copy(deep=False)  # rare values' columns are replaced whole, the caller's frame kept
     model.rare_values.replace(frame)
     columns = [c for c in model.copy_columns if c in frame.columns]
     copies = 0
     if model.real_row_digests is not None and len(model.real_row_digests) and columns and len(frame):
-        copies = int(np.isin(row_digests(frame, columns), model.real_row_digests).sum())
+        copies = int(digest_in(row_digests(frame, columns), model.real_row_digests).sum())
     rare = {c: int(model.rare_values.is_rare(c, frame[c]).sum()) for c in model.rare_values.digests if c in frame}
     rare = {c: n for c, n in rare.items() if n}
     scores = holdout_scores(real, frame, holdout, compared_columns(metadata, name), seed) \

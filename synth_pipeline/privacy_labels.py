@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import text_hashes
+from synth_pipeline.stats import digest_in, text_hashes
 
 RARE_SDTYPES = ("categorical", "text")  # labels and free text; numbers and dates are smoothed instead
 MAX_TRIES = 20
@@ -70,7 +70,7 @@ def is_rare(values: pd.Series, rare_digests: np.ndarray) -> np.ndarray:
     """Which of ``values`` are among the rare values (by digest)."""
     if values.empty or not len(rare_digests):
         return np.zeros(len(values), dtype=bool)
-    return values.notna().to_numpy() & np.isin(value_digests(values), rare_digests)
+    return values.notna().to_numpy() & digest_in(value_digests(values), rare_digests)
 
 
 def stand_ins(seed: int, values: pd.Series, rare_digests: np.ndarray) -> list[str]:
@@ -92,7 +92,7 @@ def stand_ins(seed: int, values: pd.Series, rare_digests: np.ndarray) -> list[st
         ends = np.cumsum(n_words[todo])
         labels = pd.Series([_cased_like(" ".join(picks[end - n:end]), texts[i])
                             for i, n, end in zip(todo, n_words[todo], ends)], dtype=object)
-        clash = np.isin(value_digests(labels), rare_digests)
+        clash = digest_in(value_digests(labels), rare_digests)
         out[todo[~clash]] = labels[~clash].to_numpy()
         todo = todo[clash]
     for i in todo:  # never reached in practice (twenty draws all on rare values); never the value itself

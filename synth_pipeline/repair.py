@@ -28,7 +28,13 @@ from synth_pipeline.modeling.table_model import TableModel
 from synth_pipeline.schema.constraints import unit_of
 from synth_pipeline.schema.keys import WHOLE, KeyFormat, Partition
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.stats import as_datetimes, as_labels, changed_values, row_digests
+from synth_pipeline.stats import (
+    as_datetimes,
+    as_labels,
+    changed_values,
+    digest_in,
+    row_digests,
+)
 
 
 @dataclass
@@ -273,8 +279,8 @@ def _swap_away(frame, rows, free, columns, digests, rng, tries, within: dict[str
         position = frame.columns.get_loc(col)
         before_i, before_j = frame.iloc[i, position].to_numpy(), frame.iloc[j, position].to_numpy()
         frame.iloc[i, position], frame.iloc[j, position] = before_j, before_i
-        copy_i = np.isin(row_digests(frame.iloc[i], columns), digests)
-        copy_j = np.isin(row_digests(frame.iloc[j], columns), digests)
+        copy_i = digest_in(row_digests(frame.iloc[i], columns), digests)
+        copy_j = digest_in(row_digests(frame.iloc[j], columns), digests)
         bad = copy_i | (copy_j & ~is_pending[j])  # kept: the row is freed and no clean row became a copy
         frame.iloc[i[bad], position], frame.iloc[j[bad], position] = before_i[bad], before_j[bad]
         is_pending[i[~bad]] = False
@@ -306,7 +312,7 @@ def _nudge_away(frame, rows, numeric, steps, columns, digests, reach: int = 10, 
                 if col in bounds:
                     inside = ((moved >= bounds[col][0]) & (moved <= bounds[col][1])).to_numpy()
                 frame.loc[moving, col] = moved.where(inside, original[moving])
-                still = np.isin(row_digests(frame.loc[moving], columns), digests) | ~inside
+                still = digest_in(row_digests(frame.loc[moving], columns), digests) | ~inside
                 moving = moving[still]
         frame.loc[moving, col] = original[moving]
         pending = pending[np.isin(pending, moving) | np.isin(pending, original.index[original.isna()])]
@@ -357,7 +363,7 @@ def _break_copies(frame: pd.DataFrame, model: TableModel, rng: np.random.Generat
     if digests is None or len(digests) == 0 or not columns or frame.empty:
         return 0, 0
     hashes = row_digests(frame, columns)
-    copied = np.nonzero(np.isin(hashes, digests))[0]
+    copied = np.nonzero(digest_in(hashes, digests))[0]
     if len(copied) == 0:
         return 0, 0
     bound = {col for c in model.constraints for col in c.columns}

@@ -196,6 +196,14 @@ def text_hashes(values: pd.Series | pd.DataFrame, as_text) -> np.ndarray:
     return out
 
 
+def digest_in(hashes: np.ndarray, digests: np.ndarray) -> np.ndarray:
+    """Which of ``hashes`` are among ``digests``, by a hash table (``np.isin`` sorts both:
+    8 s for 6 M hashes against 4.5 M digests, against 0.7 s)."""
+    if not len(hashes) or not len(digests):
+        return np.zeros(len(hashes), dtype=bool)
+    return pd.Series(hashes, copy=False).isin(digests).to_numpy()
+
+
 def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
     other rows hold), the same for a row alone as within its table."""
