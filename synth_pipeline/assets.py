@@ -7,6 +7,7 @@ The work itself is domain code; these functions read, call and record.
 """
 
 
+import gc
 import hashlib
 import json
 import logging
@@ -407,15 +408,20 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
                           if t not in internal else real_internal[t], keep=1)
         declared = source_types(source.ensure())  # the published columns keep the source's SQL types
         write_database(real, metadata, stage / "real.duckdb", constraints=False, sql_types=declared)
-        real_internal.clear()  # up to three whole tables: emptied once the real database is written
+        for frames in (real, real_internal):  # whole tables: emptied once the real database is written
+            frames.clear()
         if settings.privacy_holdout > 0:  # the real rows no model saw: the evaluation's privacy reference
             held_internal = LazyTables(internal, warehouse.read_holdout)
             held = LazyTables(metadata.tables, lambda t: plan.publishable(t, held_internal, held_internal, 0)
                               if t not in internal else held_internal[t], keep=1)
             write_database(held, metadata, stage / HOLDOUT_DB, constraints=False, sql_types=declared)
+            held.clear()
         staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
-        for frames in (repaired, real_internal):
+        # the last table written and the tables it was made from are not held through the report
+        for frames in (synthetic, repaired, real_internal):
             frames.clear()
+        gc.collect()
+        release_arrow_memory()
         metadata.save(stage / "metadata.json")
         # the report reads back only the key columns of what was written
         with duckdb.connect(str(stage / "real.duckdb"), read_only=True) as real_con, \
