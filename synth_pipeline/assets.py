@@ -7,7 +7,6 @@ The work itself is domain code; these functions read, call and record.
 """
 
 
-import gc
 import hashlib
 import json
 import logging
@@ -37,7 +36,7 @@ from synth_pipeline.schema.keys import WHOLE, Partition
 from synth_pipeline.schema.metadata import Metadata
 from synth_pipeline.schema.plan import SchemaPlan, evaluation_frame
 from synth_pipeline.sources.holdout import split_holdout
-from synth_pipeline.sources.loaders import release_arrow_memory, source_types
+from synth_pipeline.sources.loaders import release_arrow_memory, release_memory, source_types
 from synth_pipeline.stats import is_count_column
 
 PUBLISHED_KEY = dg.AssetKey(["published", "synthetic_db"])
@@ -214,11 +213,14 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         frame = fitted.sample(metadata, parent_frames, settings.scale, seed, part, off=tuple(settings.mechanisms_off),
                               threads=settings.sampling_threads())
         warehouse.write("synthetic", name, frame, part)
+        rows = len(frame)
+        del frame, parent_frames
+        release_memory(collect=False)  # the next step starts from this one's footprint, not above it
         seconds = time.perf_counter() - started
         warehouse.record_seconds(name, "sample", seconds, part)
-        context.log.info(f"{name}: sampled {len(frame)} rows in {seconds:.1f}s")
-        return dg.MaterializeResult(metadata={"row_count": len(frame), "sample_seconds": round(seconds, 2),
-                                              "rows_per_second": round(len(frame) / max(seconds, 1e-6))})
+        context.log.info(f"{name}: sampled {rows} rows in {seconds:.1f}s")
+        return dg.MaterializeResult(metadata={"row_count": rows, "sample_seconds": round(seconds, 2),
+                                              "rows_per_second": round(rows / max(seconds, 1e-6))})
 
     @dg.asset(key=stage_key("repaired", name), group_name=name, code_version=versions.get("repaired"), kinds={"pandas"},
               deps=[stage_key("synthetic", name)] + [stage_key("repaired", p) for p in parents], partitions_def=chunks,
@@ -246,8 +248,11 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
         scores.update(path_and_time(metadata, name, fitted, warehouse, frame, parent_frames, part))
         context.log.info(f"{name}: {len(frame)} rows repaired ({repairs.total} fixes), "
                          f"column shapes {scores['column_shapes']}, FK violations {scores['fk_violations']}")
-        return dg.MaterializeResult(metadata={"row_count": len(frame), "repairs": dg.MetadataValue.json(repairs.fixes),
-                                              "repair_count": repairs.total, **scores, "preview": preview(frame)})
+        shown = {"row_count": len(frame), "repairs": dg.MetadataValue.json(repairs.fixes),
+                 "repair_count": repairs.total, **scores, "preview": preview(frame)}
+        del frame, parent_frames
+        release_memory(collect=False)
+        return dg.MaterializeResult(metadata=shown)
 
     return [real, model, synthetic, repaired]
 
@@ -420,8 +425,7 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
         # the last table written and the tables it was made from are not held through the report
         for frames in (synthetic, repaired, real_internal):
             frames.clear()
-        gc.collect()
-        release_arrow_memory()
+        release_memory()
         metadata.save(stage / "metadata.json")
         # the report reads back only the key columns of what was written
         with duckdb.connect(str(stage / "real.duckdb"), read_only=True) as real_con, \

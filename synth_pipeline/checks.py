@@ -25,7 +25,7 @@ from synth_pipeline.evaluation.structure import (
 from synth_pipeline.resources import RunSettings, Warehouse
 from synth_pipeline.schema.metadata import Relationship
 from synth_pipeline.schema.plan import SchemaPlan
-from synth_pipeline.sources.loaders import release_arrow_memory
+from synth_pipeline.sources.loaders import release_arrow_memory, release_memory
 from synth_pipeline.thresholds import THRESHOLDS
 
 CONSTRAINTS_CHECK = "discovered_constraints_hold"
@@ -131,6 +131,8 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                 metadata={"unexpected_count": failing,
                           "examples": dg.MetadataValue.json([e for o in parts for e in o.examples][:5])},
             )
+        del frame, parents, real
+        release_memory(collect=False)
         warehouse.record_seconds(name, "check", time.perf_counter() - started, part)
 
     return checks

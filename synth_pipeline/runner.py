@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import logging
 import time
@@ -21,7 +19,7 @@ from synth_pipeline.pipeline import (
     real_selection,
 )
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.sources.loaders import release_arrow_memory, require_tables
+from synth_pipeline.sources.loaders import release_memory, require_tables
 
 log = logging.getLogger(__name__)
 
@@ -268,19 +266,6 @@ def _run_partition(config: PipelineConfig, metadata: Metadata, names: list[str],
 def _summary(result) -> RunOutcome:
     """What a caller needs of one Dagster run (picklable, unlike the run's result)."""
     return RunOutcome(result.success, 0.0, None, run_failures(result), _materialized(result), step_tracebacks(result))
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (Arrow's allocator and
-    glibc's ``malloc_trim``): after each run of steps, so the next one starts from the same
-    footprint, not a fragmented heap (Arrow alone kept 1.3 GB in the main process while the
-    TPC-H scale 1 models were fitted)."""
-    gc.collect()
-    release_arrow_memory()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 def _run_changed(config, defs, job, instance, scope, started, materialized) -> RunOutcome:

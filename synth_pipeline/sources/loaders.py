@@ -204,6 +204,25 @@ def arrow_frame(table) -> pd.DataFrame:
     return frame
 
 
+def release_memory(collect: bool = True) -> None:
+    """Hand freed heap pages back to the system (Arrow's allocator and glibc's
+    ``malloc_trim``), after collecting garbage unless ``collect`` is false (a collection takes
+    about 0.1 s in a process holding Dagster's definitions; the rest well under 1 ms): after
+    each heavy step and each run of steps, so the next one starts from the same footprint, not
+    a fragmented heap (Arrow alone kept 1.3 GB in the main process while the TPC-H scale 1
+    models were fitted)."""
+    import ctypes
+    import gc
+
+    if collect:
+        gc.collect()
+    release_arrow_memory()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def release_arrow_memory() -> None:
     """Give the memory Arrow freed back to the system: its allocator keeps it for reuse
     otherwise (1.5 GB after reading TPC-H scale 1's line items, held by every process that
