@@ -420,7 +420,8 @@ def publish_asset(plan: SchemaPlan, version: str | None = None) -> dg.AssetsDefi
             held = LazyTables(metadata.tables, lambda t: plan.publishable(t, held_internal, held_internal, 0)
                               if t not in internal else held_internal[t], keep=1)
             write_database(held, metadata, stage / HOLDOUT_DB, constraints=False, sql_types=declared)
-            held.clear()
+            for frames in (held, held_internal):
+                frames.clear()
         staged = write_database(synthetic, metadata, stage / "synthetic.duckdb", sql_types=declared)
         # the last table written and the tables it was made from are not held through the report
         for frames in (synthetic, repaired, real_internal):

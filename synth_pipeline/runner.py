@@ -81,6 +81,8 @@ def run_pipeline(config: PipelineConfig, selection: str | None = None,
     published report. ``changed_only``: load the real tables, then materialize only what is
     stale or missing (a persistent instance in the work folder keeps the versions)."""
     started = time.perf_counter()
+    # the CLI runs every step in its own process (or its workers'), whatever the UI's executor
+    config = config.replace(executor="in_process")
     metadata = config.metadata()
     if changed_only and config.partitions > 1:
         raise RunFailed("changed_only: not available with partitions > 1 yet (Dagster's staleness is per asset, "

@@ -59,7 +59,7 @@ def as_labels(values: pd.Series) -> pd.Series:
 def changed_values(before: pd.Series, after: pd.Series) -> int:
     """How many values differ between two aligned columns (a null and a value differ, two
     nulls do not): as ``as_labels`` reads them, compared without text where the dtype is kept."""
-    if before.dtype != after.dtype:
+    if before.dtype != after.dtype or before.dtype == object or not before.index.equals(after.index):
         return int((as_labels(before) != as_labels(after)).sum())
     a_null, b_null = before.isna().to_numpy(), after.isna().to_numpy()
     differ = np.asarray(before.ne(after).fillna(True), dtype=bool)

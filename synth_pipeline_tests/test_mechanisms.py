@@ -149,3 +149,5 @@ def test_a_mechanism_is_logged_with_the_values_it_changed_nulls_included():
     # a column whose type changed counts the values whose labels changed
     assert changed_values(pd.Series([1, 2, 3]), pd.Series([1.0, 2.0, 3.0])) == 3
     assert changed_values(pd.Series([1, 2, 3], dtype="Int64"), pd.Series([1, None, 4], dtype="Int64")) == 2
+    # an object column holding pandas' NA compares as labels (NA has no truth value)
+    assert changed_values(pd.Series([1, pd.NA, 3], dtype=object), pd.Series([1, pd.NA, 4], dtype=object)) == 1
