@@ -26,6 +26,7 @@ from synth_pipeline.resources import RunSettings, Warehouse
 from synth_pipeline.schema.metadata import Relationship
 from synth_pipeline.schema.plan import SchemaPlan
 from synth_pipeline.sources.loaders import release_arrow_memory, release_memory
+from synth_pipeline.stats import compared_columns
 from synth_pipeline.thresholds import THRESHOLDS
 
 CONSTRAINTS_CHECK = "discovered_constraints_hold"
@@ -72,7 +73,11 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
         frame = warehouse.read("repaired", name, part)
         parents = {r.parent_table_name: frame if r.is_self_reference else warehouse.read("repaired", r.parent_table_name, part)
                    for r in fks}
-        real = warehouse.read("real", name)
+        # of the real table, the columns checks read: keys, the scored columns, those rules name
+        model = warehouse.load_model(name)
+        wanted = {*metadata.key_columns(name), *compared_columns(metadata, name),
+                  *(c for rule in model.constraints for c in rule.columns)}
+        real = warehouse.read("real", name, columns=[c for c in warehouse.columns("real", name) if c in wanted])
         expectations = {"primary_key_unique_not_null": _pk_expectation(table.primary_key)}
         for key in table.primary_key:
             expectations[f"primary_key_unique_not_null__{key}"] = ("ExpectColumnValuesToNotBeNull", {"column": key})
@@ -145,7 +150,7 @@ def privacy_result(metadata, name: str, model, frame: pd.DataFrame, real: pd.Dat
     copies off real rows; what is left here blocks publication, and the metadata says why."""
     from synth_pipeline.evaluation.privacy import holdout_scores
     from synth_pipeline.sources.holdout import MIN_HELD_ROWS
-    from synth_pipeline.stats import compared_columns, digest_in, row_digests
+    from synth_pipeline.stats import digest_in, row_digests
 
     frame = frame.copy(deep=False)  # rare values' columns are replaced whole, the caller's frame kept
     model.rare_values.replace(frame)
@@ -201,7 +206,8 @@ def _cardinality_result(check_name, rel, warehouse, frame, parents, real, thresh
     """Children per parent close to real. A partition holds few parents of a small root table:
     its threshold is lowered by the KS statistic's critical value at that sample size (a
     distance sampling alone reaches once in a thousand), the whole run's figure is in the report."""
-    real_parent = real if rel.is_self_reference else warehouse.read("real", rel.parent_table_name)
+    real_parent = real if rel.is_self_reference else \
+        warehouse.read("real", rel.parent_table_name, columns=[rel.parent_primary_key])
     real_counts = cardinality_counts(real_parent, real, rel)
     syn_counts = cardinality_counts(parents[rel.parent_table_name], frame, rel)
     similarity = cardinality_similarity(real_counts, syn_counts)
