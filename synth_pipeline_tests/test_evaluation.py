@@ -262,3 +262,34 @@ def test_a_large_table_is_scored_in_the_ui_on_a_sample_that_reads_like_every_row
     # violations and children per parent still come from every row
     assert sampled["fk_violations"] == every["fk_violations"] == 0
     assert sampled["cardinality_similarity_student_id"] == every["cardinality_similarity_student_id"]
+
+
+def test_a_lineage_sample_reads_its_rows_in_the_same_order_every_time(tmp_path):
+    """DuckDB joins on several threads return rows in any order; scores drawn from a sample
+    of the rows (pair trends) must not change between two evaluations of the same databases."""
+    import duckdb
+
+    from synth_pipeline.evaluation.lineage_sample import load_sampled
+    from synth_pipeline.schema.metadata import Metadata
+
+    rng = np.random.default_rng(0)
+    parents, children = 300_000, 900_000
+    path = tmp_path / "db.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE parent AS SELECT range AS id, range % 7 AS kind FROM range(?)", [parents])
+        child = pd.DataFrame({"id": np.arange(children), "parent_id": rng.integers(0, parents, children),
+                              "amount": rng.random(children)})
+        con.register("incoming", child)
+        con.execute("CREATE TABLE child AS SELECT * FROM incoming")
+    metadata = Metadata.from_dict({
+        "tables": {"parent": {"primary_key": "id", "columns": {"id": {"sdtype": "id"}, "kind": {"sdtype": "categorical"}}},
+                   "child": {"primary_key": "id", "columns": {"id": {"sdtype": "id"}, "parent_id": {"sdtype": "id"},
+                                                              "amount": {"sdtype": "numerical"}}}},
+        "relationships": [{"parent_table_name": "parent", "parent_primary_key": "id",
+                           "child_table_name": "child", "child_foreign_key": "parent_id"}]})
+    first, info = load_sampled(path, metadata, 300_000, seed=1)
+    assert info and 0 < len(first["child"]) < children
+    for _ in range(3):
+        again, _ = load_sampled(path, metadata, 300_000, seed=1)
+        for name in ("parent", "child"):
+            pd.testing.assert_frame_equal(again[name], first[name], obj=name)

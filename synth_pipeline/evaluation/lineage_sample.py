@@ -69,7 +69,8 @@ def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int 
                 kept = kept.set_axis([f"k{i}" for i in range(kept.shape[1])], axis=1)
                 con.register("kept_parent", kept)
                 on = " AND ".join(f't."{c}" = k.k{i}' for i, c in enumerate(primary.child_columns))
-                query = f'SELECT t.* FROM "{name}" t SEMI JOIN kept_parent k ON {on}'
+                # in the table's own row order: a join's rows come back in any order otherwise
+                query = f'SELECT t.* FROM "{name}" t SEMI JOIN kept_parent k ON {on} ORDER BY t.rowid'
                 sampled.add(name)
             elif counts[name] * share >= min_kept:  # a lineage head
                 key = _columns(metadata.table(name).primary_key) or "rowid"  # a key-less table: its row
@@ -94,7 +95,8 @@ def load_sampled(path: str | Path, metadata: Metadata, max_rows: int, seed: int 
                     con.register("wanted", missing)
                     on = " AND ".join(f'p."{c}" = w.k{i}' for i, c in enumerate(rel.parent_columns))
                     found = _normalise_dtypes(con.execute(
-                        f'SELECT p.* FROM "{rel.parent_table_name}" p SEMI JOIN wanted w ON {on}').df())
+                        f'SELECT p.* FROM "{rel.parent_table_name}" p SEMI JOIN wanted w ON {on} '
+                        f'ORDER BY p.rowid').df())
                     frames[rel.parent_table_name] = pd.concat([frames[rel.parent_table_name], found],
                                                               ignore_index=True)
     return frames, {"share": round(share, 6),
