@@ -71,12 +71,22 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
         started = time.perf_counter()
         part = current_partition(context, partitions)
         frame = warehouse.read("repaired", name, part)
-        parents = {r.parent_table_name: frame if r.is_self_reference else warehouse.read("repaired", r.parent_table_name, part)
+        model = warehouse.load_model(name)
+        named = {c for rule in model.constraints for c in rule.columns}
+        links = model.get("links")
+        bridged = links is not None and any(b.binding for b in links.bridges.values())
+
+        def parent_columns(parent: str) -> list[str] | None:
+            # a parent's keys and the columns this table's rules name (a path kept by a bridge
+            # may read any of its columns: then all)
+            return None if bridged else [c for c in warehouse.columns("repaired", parent, part)
+                                         if c in metadata.key_columns(parent) or c in named]
+
+        parents = {r.parent_table_name: frame if r.is_self_reference else
+                   warehouse.read("repaired", r.parent_table_name, part, columns=parent_columns(r.parent_table_name))
                    for r in fks}
         # of the real table, the columns checks read: keys, the scored columns, those rules name
-        model = warehouse.load_model(name)
-        wanted = {*metadata.key_columns(name), *compared_columns(metadata, name),
-                  *(c for rule in model.constraints for c in rule.columns)}
+        wanted = {*metadata.key_columns(name), *compared_columns(metadata, name), *named}
         real = warehouse.read("real", name, columns=[c for c in warehouse.columns("real", name) if c in wanted])
         expectations = {"primary_key_unique_not_null": _pk_expectation(table.primary_key)}
         for key in table.primary_key:

@@ -406,10 +406,13 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
         return pd.Series(as_labels(frame[c.columns[0]][both]).to_numpy() == as_labels(reached[both]).to_numpy())
     rel = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
     child_col, parent_col = c.columns
-    joined = _join_parent(tables, rel, [child_col], [parent_col])
-    x, y = as_numbers(joined[child_col], "datetime"), as_numbers(joined[f"parent.{parent_col}"], "datetime")
+    # each row's parent date, looked up by key (a join would build the joined table)
+    parent = tables[rel.parent_table_name]
+    dates = parent.drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key)[parent_col]
+    x = as_numbers(frame[child_col], "datetime").reset_index(drop=True)
+    y = as_numbers(frame[rel.child_foreign_key].map(dates), "datetime").reset_index(drop=True)
     both = x.notna() & y.notna()
-    return x[both] >= y[both]
+    return (x[both] >= y[both]).reset_index(drop=True)
 
 
 def _as_values(values: pd.Series, kind: str) -> pd.Series:
