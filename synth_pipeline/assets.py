@@ -235,9 +235,9 @@ def table_assets(plan: SchemaPlan, name: str, versions: dict[str, str] | None = 
                                       seed, part, off=tuple(settings.mechanisms_off))
         release_arrow_memory()  # text columns' intermediate Arrow buffers, kept by its allocator otherwise
         # of the real table, restoring reads only the composite key (its numbering columns)
-        key = [c for c in plan.composite_keys.get(name, ()) if c in warehouse.columns("real", name)]
+        key = plan.composite_keys.get(name)
         frame, restored = plan.restore(name, frame, parent_frames,
-                                       warehouse.read("real", name, columns=key) if key else None)
+                                       warehouse.read_among("real", name, key) if key else None)
         release_arrow_memory()
         for what, count in restored.items():
             repairs.add(what, count)
@@ -274,9 +274,8 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
 
     compared = compared_columns(metadata, name)
     fks = metadata.foreign_keys(name)
-    stored = set(warehouse.columns("real", name))
-    needed = [*compared, *(r.child_foreign_key for r in fks), *(r.parent_primary_key for r in fks if r.is_self_reference)]
-    real = warehouse.read("real", name, columns=[c for c in dict.fromkeys(needed) if c in stored])
+    real = warehouse.read_among("real", name, [*compared, *(r.child_foreign_key for r in fks),
+                                               *(r.parent_primary_key for r in fks if r.is_self_reference)])
 
     def rows(table: pd.DataFrame) -> pd.DataFrame:
         table = table[list(compared)]
@@ -349,9 +348,7 @@ def path_and_time(metadata: Metadata, name: str, fitted: TableModel, warehouse: 
             continue
         if real is None:  # of each real table, its keys and the columns these rules name
             named = {col for r in fitted.constraints if r.kind in ("path", "parent_date_order") for col in r.columns}
-            real = {t: warehouse.read("real", t, columns=[col for col in warehouse.columns("real", t)
-                                                          if col in named or col in metadata.key_columns(t)])
-                    for t in [name, *parent_frames]}
+            real = {t: warehouse.read_among("real", t, named | metadata.key_columns(t)) for t in [name, *parent_frames]}
         if c.kind == "path":
             found = path_report(real, synthetic, c, metadata)
             paths.append({k: found[k] for k in ("path", "real", "synthetic", "chance")})

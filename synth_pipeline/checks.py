@@ -76,18 +76,15 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
         links = model.get("links")
         bridged = links is not None and any(b.binding for b in links.bridges.values())
 
-        def parent_columns(parent: str) -> list[str] | None:
-            # a parent's keys and the columns this table's rules name (a path kept by a bridge
-            # may read any of its columns: then all)
-            return None if bridged else [c for c in warehouse.columns("repaired", parent, part)
-                                         if c in metadata.key_columns(parent) or c in named]
+        def read_parent(parent: str) -> pd.DataFrame:
+            # its keys and the columns this table's rules name (a path kept by a bridge may
+            # read any of its columns: then all)
+            return warehouse.read("repaired", parent, part) if bridged else \
+                warehouse.read_among("repaired", parent, metadata.key_columns(parent) | named, part)
 
-        parents = {r.parent_table_name: frame if r.is_self_reference else
-                   warehouse.read("repaired", r.parent_table_name, part, columns=parent_columns(r.parent_table_name))
-                   for r in fks}
+        parents = {r.parent_table_name: frame if r.is_self_reference else read_parent(r.parent_table_name) for r in fks}
         # of the real table, the columns checks read: keys, the scored columns, those rules name
-        wanted = {*metadata.key_columns(name), *compared_columns(metadata, name), *named}
-        real = warehouse.read("real", name, columns=[c for c in warehouse.columns("real", name) if c in wanted])
+        real = warehouse.read_among("real", name, {*metadata.key_columns(name), *compared_columns(metadata, name), *named})
         expectations = {"primary_key_unique_not_null": _pk_expectation(table.primary_key)}
         for key in table.primary_key:
             expectations[f"primary_key_unique_not_null__{key}"] = ("ExpectColumnValuesToNotBeNull", {"column": key})

@@ -92,10 +92,12 @@ class Warehouse(dg.ConfigurableResource):
             raise SchemaError(f"table '{table}': no {stage} data yet in {self.root} (materialize {which} first)")
         return arrow_frame(pq.read_table(path, columns=columns))
 
-    def columns(self, stage: str, table: str, part: Partition = WHOLE) -> list[str]:
-        """The column names of a stored frame (its file's schema; nothing is read)."""
+    def read_among(self, stage: str, table: str, wanted, part: Partition = WHOLE) -> pd.DataFrame:
+        """A stored frame's columns that are among ``wanted``, in their stored order (those
+        it does not hold are left out; its file's schema says which)."""
         path = self.table_path(stage, table, part)
-        return pq.read_schema(path).names if path.exists() else []
+        names, wanted = pq.read_schema(path).names if path.exists() else [], set(wanted)
+        return self.read(stage, table, part, columns=[c for c in names if c in wanted])
 
     def read_parts(self, stage: str, table: str, partitions: int):
         """Each partition's frame in turn (the one frame of an unpartitioned run)."""
