@@ -584,6 +584,24 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
     assert not threaded.equals(model.sample(school_metadata, parents, 1.0, seed=2, threads=2))
 
 
+def test_sampled_chunks_are_stacked_a_column_at_a_time_into_the_same_table_as_one_concat():
+    from synth_pipeline.modeling.generator import stacked
+
+    rng = np.random.default_rng(0)
+
+    def part(n, labels):
+        return pd.DataFrame({"n": rng.integers(0, 9, n), "x": rng.random(n),
+                             "s": pd.array(rng.choice(["a", None], n), dtype="string"),
+                             "c": pd.Categorical(rng.choice(labels, n)),  # categories differ between parts
+                             "t": pd.to_datetime(rng.integers(0, 10**9, n), unit="s")}, index=np.arange(n) + 5)
+
+    parts = [part(300, ["u", "v"]), part(200, ["v", "w"]), part(1, ["u"])]
+    built = stacked(iter(parts))
+    pd.testing.assert_frame_equal(built, pd.concat(parts, ignore_index=True))
+    assert isinstance(built.index, pd.RangeIndex) and len(built) == 501
+    assert stacked(iter([pd.DataFrame(index=range(4))])).shape == (4, 0)  # rows without columns keep their count
+
+
 def test_candidates_drawn_again_from_one_pass_are_raked_to_the_real_shares(school_metadata, school_tables):
     import torch
 

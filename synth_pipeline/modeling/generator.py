@@ -89,6 +89,26 @@ class Progress:
         return part
 
 
+def stacked(parts) -> pd.DataFrame:
+    """The rows of ``parts`` (data frames with the same columns) one after another, on a fresh
+    range index, built a column at a time: each part's columns are copied out of it as it
+    comes (the part is then let go), and each column's pieces are let go once joined. At
+    most one column is held twice, where joining the parts at once holds the whole table twice."""
+    pieces: dict[str, list[pd.Series]] = {}
+    rows = 0
+    for part in parts:
+        rows += len(part)
+        for name in part.columns:
+            pieces.setdefault(name, []).append(part[name].reset_index(drop=True).copy())
+        del part
+    out = {}
+    for name in list(pieces):
+        column = pieces.pop(name)
+        out[name] = column[0] if len(column) == 1 else pd.concat(column, ignore_index=True)
+        del column
+    return pd.DataFrame(out, copy=False) if out else pd.DataFrame(index=pd.RangeIndex(rows))
+
+
 SAMPLE_CHUNK_ROWS = 25_000  # rows generated at once
 SAMPLE_CHUNK_CANDIDATES = 250_000  # ... and at most this many candidate rows
 PROBE_ROWS = 4000  # real rows (their contexts and parents) the candidate count is chosen on
@@ -262,10 +282,8 @@ class Generator:
             return self.codec.decode(self.gan.sample(0)).reset_index(drop=True)
         progress = Progress(label, n)
         with in_threads(min(threads, len(starts))) as map_:
-            parts = [progress.add(self.codec.decode(self.gan.decode(matrix)))
-                     for matrix in map_(draw, range(len(starts)))]
-        out = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-        return out.reset_index(drop=True)
+            return stacked(progress.add(self.codec.decode(self.gan.decode(matrix)))
+                           for matrix in map_(draw, range(len(starts))))
 
     def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, parent_rows: pd.DataFrame | None,
               pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:

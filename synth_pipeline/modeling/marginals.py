@@ -50,7 +50,9 @@ def rake_weights(n: int, k: int, codes: list[tuple[np.ndarray, np.ndarray, int]]
             off = max(off, float(np.abs(current - share).max()))
             # one factor per cell (a cell nothing weighs in takes none of the weight)
             factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
-            np.multiply(weights, factor[cell], out=updated.reshape(-1))
+            # each candidate's factor (its cell is in range: unchecked, twice as fast as factor[cell])
+            np.take(factor, cell, mode="clip", out=updated.reshape(-1))
+            np.multiply(updated.reshape(-1), weights, out=updated.reshape(-1))
             updated.sum(axis=0, out=totals)
             # a slot none of whose candidates this target allows keeps its weights from before it
             empty = totals <= 0
