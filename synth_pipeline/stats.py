@@ -216,10 +216,18 @@ def _digest_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         values = frame[col]
         if pd.api.types.is_datetime64_any_dtype(values):  # in nanoseconds, whatever the frame's unit
             values = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
-            text[col] = values.astype("datetime64[ns]").astype("int64").astype(str).where(values.notna(), "NaT")
+            text[col] = _as_str(values.astype("datetime64[ns]").astype("int64")).where(values.notna(), "NaT")
         else:
-            text[col] = values.astype(str)
+            text[col] = _as_str(values)
     return pd.DataFrame(text, index=frame.index)
+
+
+def _as_str(values: pd.Series) -> pd.Series:
+    """``values.astype(str)``; for 64-bit numbers the same ``str`` of each value, written
+    from the Python numbers (about half the time on floats)."""
+    if values.dtype in (np.dtype("float64"), np.dtype("int64")):
+        return pd.Series(list(map(str, values.to_numpy().tolist())), index=values.index, dtype=object)
+    return values.astype(str)
 
 
 def unique_row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:

@@ -147,7 +147,7 @@ def test_pair_raking_given_the_parent_keeps_parent_child_associations():
                                 "state": rng.choice(["CA", "OR", "WA"], n, p=[0.6, 0.2, 0.2])})
     candidates = pd.DataFrame({c: rng.permutation(np.tile(real[c].to_numpy(), k)) for c in real})
     chosen = candidates.iloc[choose_per_slot(
-        rake_weights(n, k, pairs.rake_codes(candidates, new_parents, k)), n, k, rng)].reset_index(drop=True)
+        rake_weights(n, k, pairs.rake_codes(candidates, pairs.given_codes(new_parents), k)), n, k, rng)].reset_index(drop=True)
     new_older = (new_parents["born"] < pd.Timestamp("2010-01-01")).to_numpy()
     card_older, card_younger = (chosen["mode"][new_older] == "card").mean(), (chosen["mode"][~new_older] == "card").mean()
     assert card_older > 0.8 and card_younger < 0.3  # unraked: 0.55 for both

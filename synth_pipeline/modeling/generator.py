@@ -197,11 +197,11 @@ class Generator:
         probe = np.sort(rng.choice(rows, min(rows, PROBE_ROWS), replace=False))
         m = len(probe)
         ctx = None if context.context is None else context.context[probe]
-        parents = context.parent_rows.iloc[probe].reset_index(drop=True) \
-            if context.parent_rows is not None and context.settings.conditional else None
+        given = {p: codes[probe] for p, codes in self.pair_joints.given_codes(context.parent_rows).items()} \
+            if self.pair_joints is not None and context.parent_rows is not None and context.settings.conditional else None
         drawn = self.gan.sample_candidates(m, ctx, context.seed + 1, full)
         picks = self.gan.picks(drawn.raw, self._read(self.pair_joints), drawn.generator, most)
-        codes = self._codes(drawn.raw, picks, m, full * most, parents, self.pair_joints)
+        codes = self._codes(drawn.raw, picks, m, full * most, given, self.pair_joints)
 
         def miss(passes: int, draws: int) -> float:
             # draw r of pass f of slot i: r * full * m + f * m + i
@@ -261,6 +261,8 @@ class Generator:
         starts = range(0, max(n, 1), chunk)
         chunk_rngs = rng.spawn(len(starts))
         read = self._read(pairs)
+        # the codes of the parents' values raking reads, taken by position a chunk at a time
+        given = None if pairs is None or parents is None else pairs.given_codes(parents)
 
         def draw(i: int) -> np.ndarray:
             """Chunk ``i``'s rows in the transformer's encoding (activated)."""
@@ -273,8 +275,8 @@ class Generator:
                 return self.gan.activate(drawn.raw, None, drawn.generator)
             # candidates are drawn as far as raking reads them (rounded); the kept ones completed
             picks = self.gan.picks(drawn.raw, read, drawn.generator, draws)
-            parent_rows = None if parents is None else parents.iloc[owners].reset_index(drop=True)
-            kept = self._rake(drawn.raw, picks, size, k, parent_rows, pairs, chunk_rngs[i], on)
+            slots = None if given is None else {p: codes[owners] for p, codes in given.items()}
+            kept = self._rake(drawn.raw, picks, size, k, slots, pairs, chunk_rngs[i], on)
             fixed = {c: p[kept] for c, p in picks.items()}
             return self.gan.activate(drawn.complete(kept % (passes * size)), fixed, drawn.generator)
 
@@ -285,17 +287,18 @@ class Generator:
             return stacked(progress.add(self.codec.decode(self.gan.decode(matrix)))
                            for matrix in map_(draw, range(len(starts))))
 
-    def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, parent_rows: pd.DataFrame | None,
+    def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, given: dict[int, np.ndarray] | None,
               pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
-        """Which of the ``size * k`` candidates to keep (one per output row; ``parent_rows``: each one's parent)."""
-        coded = self._codes(raw, picks, size, k, parent_rows, pairs)
+        """Which of the ``size * k`` candidates to keep (one per output row; ``given``: the codes of
+        each one's parent, ``PairJoints.given_codes``)."""
+        coded = self._codes(raw, picks, size, k, given, pairs)
         weights = rake_weights(size, k, coded)
         if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
             candidates = pd.DataFrame({c: self.gan.category_labels(c)[picks[c]] for c in self.targets})
             return choose_with_quotas(weights, candidates, self.targets, size, k, rng)
         return choose_per_slot(weights, size, k, rng)
 
-    def _codes(self, raw, picks: dict[str, np.ndarray], size: int, k: int, parent_rows: pd.DataFrame | None,
+    def _codes(self, raw, picks: dict[str, np.ndarray], size: int, k: int, given: dict[int, np.ndarray] | None,
                pairs: PairJoints | None) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """The raking targets over ``size * k`` candidates: (cell of each, real share of each
         cell, cells) per category column, pair, and column given the parent row."""
@@ -303,5 +306,5 @@ class Generator:
         coded = [target_codes(picks[c], labels[c], target) for c, target in self.targets.items()]
         if pairs is not None:
             numbers = self.gan.numbers(raw, pairs.numeric, picks)
-            coded += pairs.rake_codes({**{c: (picks[c], labels[c]) for c in self.targets}, **numbers}, parent_rows, k)
+            coded += pairs.rake_codes({**{c: (picks[c], labels[c]) for c in self.targets}, **numbers}, given, k)
         return coded

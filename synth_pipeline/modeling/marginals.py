@@ -272,23 +272,27 @@ class PairJoints:
         names += [f"{self.columns[i].name} x parent.{self.parent_columns[p].name}" for i, p, _ in self.parent_pairs]
         return f"{len(names)} column pairs raked to their real shares ({', '.join(names)})"
 
-    def rake_codes(self, candidates, parent_rows: pd.DataFrame | None = None,
+    def given_codes(self, parent_rows: pd.DataFrame) -> dict[int, np.ndarray]:
+        """The code of each parent row's value, per parent column a pair reads (coded once for
+        all parents: a chunk of slots takes its parents' codes by position)."""
+        return {p: self.parent_columns[p].parent_codes(parent_rows[self.parent_columns[p].name])
+                for p in sorted({p for _, p, _ in self.parent_pairs})}
+
+    def rake_codes(self, candidates, given: dict[int, np.ndarray] | None = None,
                    k: int = 1) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """(cell of each candidate, each cell's real share, cells) per pair, for ``rake_weights``.
         ``candidates``: each column's values (a category's as indices and their labels).
-        ``parent_rows``: each slot's parent row (the ``k`` candidates of a slot share it); a
-        child column is then raked to its real shares given the parent's value, weighed by
-        how often the synthetic parents carry that value."""
+        ``given``: the codes of each slot's parent row (``given_codes``; the ``k`` candidates
+        of a slot share it); a child column is then raked to its real shares given the
+        parent's value, weighed by how often the synthetic parents carry that value."""
         codes = [c.codes(candidates[c.name] if isinstance(candidates[c.name], tuple) else np.asarray(candidates[c.name]),
                          generated=True) for c in self.columns]
         out = []
         for i, j, shares in self.pairs:
             cell = codes[i] * (self.columns[j].size + 1) + codes[j]
             out.append((cell, shares, len(shares)))
-        if parent_rows is None or not len(parent_rows):
+        if not given or not len(next(iter(given.values()))):
             return out
-        given = {p: self.parent_columns[p].parent_codes(parent_rows[self.parent_columns[p].name])
-                 for p in {p for _, p, _ in self.parent_pairs}}
         for i, p, conditional in self.parent_pairs:
             slots = given[p]
             width = conditional.shape[1]
