@@ -59,6 +59,21 @@ class SourceDatabase(dg.ConfigurableResource):
         return validate_real_table(metadata, name, self.load_table(metadata, name), parents, self.on_orphans)
 
 
+WRITE_SLICE_ROWS = 500_000  # rows converted to Arrow at once when a frame is written
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as a Parquet file, converted to Arrow ``WRITE_SLICE_ROWS`` rows at a time
+    under the schema of the whole frame (inferred a column at a time): the Arrow copy of a
+    large table (its text above all) is not held beside the frame at once."""
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, max(len(frame), 1), WRITE_SLICE_ROWS):
+            writer.write_table(pa.Table.from_pandas(frame.iloc[start:start + WRITE_SLICE_ROWS], schema=schema,
+                                                    preserve_index=False))
+            release_arrow_memory()
+
+
 class Warehouse(dg.ConfigurableResource):
     """Staging storage of a run: one Parquet file per stage and table (per partition of a
     partitioned run: ``<stage>/<table>/<i>-of-<n>.parquet``), one pickle per model.
@@ -79,8 +94,7 @@ class Warehouse(dg.ConfigurableResource):
         path = self.table_path(stage, table, part)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        release_arrow_memory()
+        write_parquet(frame, tmp)
         tmp.replace(path)
         return path
 

@@ -274,8 +274,10 @@ class DerivedColumns:
         return out.drop(columns=list(self.dropped))
 
     def inverse(self, frame: pd.DataFrame, parent: pd.DataFrame | None) -> pd.DataFrame:
-        """Rebuild the real columns from a sampled frame, anchors before what depends on them."""
-        out = frame.copy()
+        """Rebuild the real columns from a sampled frame, anchors before what depends on them
+        (into a shallow copy: each rebuilt column replaces its array, ``frame``'s are left as
+        they were and the others are not copied)."""
+        out = frame.copy(deep=False)
         pending = list(self.derivations)
         while pending:
             ready = [d for d in pending if d.kind == "parent_offset" or all(p.column != d.anchor for p in pending)]
