@@ -65,7 +65,12 @@ WRITE_SLICE_ROWS = 500_000  # rows converted to Arrow at once when a frame is wr
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """``frame`` as a Parquet file, converted to Arrow ``WRITE_SLICE_ROWS`` rows at a time
     under the schema of the whole frame (inferred a column at a time): the Arrow copy of a
-    large table (its text above all) is not held beside the frame at once."""
+    large table (its text above all) is not held beside the frame at once. A frame of one
+    slice is converted once (inferring the schema apart would convert its text twice)."""
+    if len(frame) <= WRITE_SLICE_ROWS:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+        release_arrow_memory()
+        return
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
     with pq.ParquetWriter(path, schema) as writer:
         for start in range(0, max(len(frame), 1), WRITE_SLICE_ROWS):

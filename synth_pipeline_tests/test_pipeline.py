@@ -241,3 +241,24 @@ def test_sampling_threads_share_the_cpus_among_processes_sampling_at_once(monkey
     assert threads(executor="celery") == threads(executor="k8s") == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads() == 1
+
+
+def test_a_large_frame_is_written_in_slices_and_reads_back_the_same(tmp_path, monkeypatch):
+    import numpy as np
+
+    from synth_pipeline import resources
+    from synth_pipeline.resources import Warehouse
+
+    monkeypatch.setattr(resources, "WRITE_SLICE_ROWS", 40)  # 3 slices; the second's text all missing
+    n = 100
+    text = pd.Series([f"t{i}" for i in range(n)], dtype=object)
+    text[40:80] = None
+    frame = pd.DataFrame({"id": np.arange(n), "x": np.linspace(0, 1, n), "text": text,
+                          "kind": pd.Categorical(np.where(np.arange(n) % 3 == 0, "a", "b")),
+                          "at": pd.date_range("2020-01-01", periods=n, freq="D")})
+    warehouse = Warehouse(root=str(tmp_path))
+    warehouse.write("synthetic", "t", frame)
+    back = warehouse.read("synthetic", "t")
+    assert len(back) == n and list(back.columns) == list(frame.columns)
+    assert back["text"].isna().sum() == 40 and back["text"].dropna().tolist() == text.dropna().tolist()
+    pd.testing.assert_frame_equal(back.drop(columns="text"), frame.drop(columns="text"))
