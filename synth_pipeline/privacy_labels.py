@@ -19,15 +19,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from synth_pipeline.stats import digest_in, text_hashes
+from synth_pipeline.stats import digest_in, value_hashes
 
 RARE_SDTYPES = ("categorical", "text")  # labels and free text; numbers and dates are smoothed instead
 MAX_TRIES = 20
 
 
 def value_digests(values: pd.Series) -> np.ndarray:
-    """A 64-bit hash of each value as text (the same for a value wherever it is)."""
-    return text_hashes(values, lambda chunk: chunk.astype(str))
+    """A 64-bit hash of each value (the same for a value wherever it is: ``stats.value_hashes``)."""
+    return value_hashes(values)
 
 
 def rare_columns(metadata, name: str, allow: tuple[str, ...] = ()) -> list[str]:

@@ -205,29 +205,67 @@ def digest_in(hashes: np.ndarray, digests: np.ndarray) -> np.ndarray:
 
 
 def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """A 64-bit hash per row of its values as text (dates as nanoseconds, whatever the frame's
-    other rows hold), the same for a row alone as within its table."""
-    return text_hashes(frame, lambda rows: _digest_text(rows, columns))
+    """A 64-bit hash per row of its values in ``columns`` (``value_hashes`` of each, combined
+    in order), the same for a row alone as within its table: what a synthetic row is
+    compared with the real rows by (copies), without writing the values as text."""
+    out = np.full(len(frame), 0x345678, dtype="uint64")
+    multiplier = np.uint64(1000003)
+    with np.errstate(over="ignore"):
+        for i, col in enumerate(columns):  # the tuple hash pandas combines a frame's columns with
+            out ^= value_hashes(frame[col])
+            out *= multiplier
+            multiplier += np.uint64(82520 + 2 * (len(columns) - i))
+    return out + np.uint64(97531)
 
 
-def _digest_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    text = {}
-    for col in columns:
-        values = frame[col]
-        if pd.api.types.is_datetime64_any_dtype(values):  # in nanoseconds, whatever the frame's unit
-            values = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) is not None else values
-            text[col] = _as_str(values.astype("datetime64[ns]").astype("int64")).where(values.notna(), "NaT")
-        else:
-            text[col] = _as_str(values)
-    return pd.DataFrame(text, index=frame.index)
+NULL_HASH = np.uint64(0x9E3779B97F4A7C15)  # any missing value (NaN, None, NaT, <NA>)
 
 
-def _as_str(values: pd.Series) -> pd.Series:
-    """``values.astype(str)``; for 64-bit numbers the same ``str`` of each value, written
-    from the Python numbers (about half the time on floats)."""
-    if values.dtype in (np.dtype("float64"), np.dtype("int64")):
-        return pd.Series(list(map(str, values.to_numpy().tolist())), index=values.index, dtype=object)
-    return values.astype(str)
+def value_hashes(values: pd.Series) -> np.ndarray:
+    """A 64-bit hash of each value, whatever the column's other values and how it is held:
+    a whole number hashes the same held as an integer or as a float (5 and 5.0), a date as
+    its nanoseconds in any unit, text the same as object, Arrow string or category, and
+    every missing value alike. Numbers are hashed from their 64 bits, text from its
+    characters (any other object as its ``str``; a category's text once)."""
+    from pandas.api import types
+
+    missing = values.isna().to_numpy()
+    dtype = values.dtype
+    if types.is_datetime64_any_dtype(dtype) or types.is_timedelta64_dtype(dtype):
+        if getattr(dtype, "tz", None) is not None:
+            values = values.dt.tz_convert(None)
+        unit = "datetime64[ns]" if types.is_datetime64_any_dtype(dtype) else "timedelta64[ns]"
+        bits = values.to_numpy(dtype=unit).view("int64").view("uint64")
+    elif types.is_bool_dtype(dtype):
+        bits = values.to_numpy(dtype=bool, na_value=False).astype("uint64")
+    elif types.is_integer_dtype(dtype):
+        unsigned = types.is_unsigned_integer_dtype(dtype)
+        bits = values.to_numpy(dtype="uint64" if unsigned else "int64", na_value=0).view("uint64")
+    elif types.is_float_dtype(dtype):
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
+        whole = np.isfinite(numbers) & (np.floor(numbers) == numbers) & (np.abs(numbers) < 2.0 ** 63)
+        bits = numbers.view("uint64").copy()
+        bits[whole] = numbers[whole].astype("int64").view("uint64")
+    elif isinstance(dtype, pd.CategoricalDtype):  # each category's text once
+        codes = values.cat.codes.to_numpy()
+        out = _text_hashes(values.cat.categories.to_numpy(dtype=object))[np.maximum(codes, 0)] \
+            if len(values.cat.categories) else np.zeros(len(values), dtype="uint64")
+        out[missing] = NULL_HASH
+        return out
+    else:
+        out = _text_hashes(values.to_numpy(dtype=object, na_value=""))
+        out[missing] = NULL_HASH
+        return out
+    out = pd.util.hash_array(bits)
+    out[missing] = NULL_HASH
+    return out
+
+
+def _text_hashes(objects: np.ndarray) -> np.ndarray:
+    """pandas' hash of each object's text (``str`` of what is not text already)."""
+    if len(objects) and pd.api.types.infer_dtype(objects, skipna=False) != "string":
+        objects = np.array([v if isinstance(v, str) else str(v) for v in objects], dtype=object)
+    return pd.util.hash_array(objects, categorize=False)
 
 
 def unique_row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | None:

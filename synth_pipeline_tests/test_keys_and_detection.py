@@ -160,6 +160,27 @@ def test_rows_equal_to_a_unique_real_row_are_moved_off_it():
     assert (synthetic["score"] - before["score"]).abs().max() <= 10
 
 
+def test_a_row_digest_depends_on_the_values_not_on_how_the_column_holds_them():
+    from synth_pipeline.stats import row_digests
+
+    real = pd.DataFrame({"n": [5, 6, 7, 8], "x": [0.5, 1.25, -3.0, 2.0], "label": ["a", "b", None, "a"],
+                         "day": pd.to_datetime(["2024-01-01", "2024-02-03 10:00", None, "2024-03-01"], format="ISO8601")})
+    held_otherwise = pd.DataFrame({"n": pd.array([5.0, 6.0, 7.0, 8.0]), "x": real["x"],
+                                   "label": real["label"].astype("string[pyarrow]").astype("category"),
+                                   "day": real["day"].astype("datetime64[s]")})
+    columns = list(real.columns)
+    assert (row_digests(real, columns) == row_digests(held_otherwise, columns)).all()
+    assert (row_digests(real.iloc[[2, 0]], columns) == row_digests(real, columns)[[2, 0]]).all()  # a row alone
+    changed = [real.assign(n=[5, 6, 7, 9]), real.assign(x=[0.5, 1.25, -3.0, 2.0000001]),
+               real.assign(label=["a", "b", None, "A"]), real.assign(day=real["day"].fillna(pd.Timestamp(0))),
+               real.assign(day=real["day"] + pd.to_timedelta([0, 0, 0, 1], unit="ns"))]
+    for other in changed:  # exactly the changed rows get another digest
+        differs = row_digests(other, columns) != row_digests(real, columns)
+        assert differs.tolist() == (~((other == real) | (other.isna() & real.isna())).all(axis=1)).tolist()
+    assert len(set(row_digests(real, columns).tolist())) == 4
+    assert (row_digests(real, ["n", "x"]) != row_digests(real, ["x", "n"])).all()  # the columns' order counts
+
+
 def test_copies_without_a_number_to_move_are_broken_by_swaps_that_keep_each_column():
     from synth_pipeline.modeling.mechanisms import ParentCopies
     from synth_pipeline.modeling.table_model import TableModel

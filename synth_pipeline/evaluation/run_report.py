@@ -76,8 +76,11 @@ def _parts(tables, name: str):
 
 
 def _digests(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per row of ``frame``: a 64-bit digest of its values (as text, so a key read as a
-    number in one partition and as text in another still compares; dates as nanoseconds, so
-    their text does not depend on the other rows) and whether one is missing."""
+    """Per row of ``frame``: a 64-bit digest of its values (numbers as text, so a key read
+    as a number in one partition and as text in another still compares; dates as
+    nanoseconds, whatever their unit) and whether one is missing."""
+    numbers = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+    if numbers:  # as text: the same digest for 5 held as a number and "5" held as text
+        frame = frame.assign(**{c: frame[c].astype(str).where(frame[c].notna()) for c in numbers})
     return pd.DataFrame({"digest": row_digests(frame, list(frame.columns)),
                          "null": frame.isna().any(axis=1).to_numpy()})

@@ -167,11 +167,10 @@ def make_pairs_unique(owners: np.ndarray, linked: np.ndarray, rng: np.random.Gen
     A link table keyed by both foreign keys (a playlist holds a track once) must not repeat a
     pair; swapping keeps every parent's number of children on both sides.
     """
-    linked = np.asarray(linked, dtype=object).copy()
-    pairs = pd.Series(list(zip(owners, linked)))
-    duplicated = np.nonzero(pairs.duplicated().to_numpy())[0]
+    duplicated = np.nonzero(_repeated_pairs(owners, linked))[0]
     if len(duplicated) == 0:
-        return linked
+        return np.asarray(linked)
+    linked = np.asarray(linked, dtype=object).copy()
     taken = {}
     for owner, value in zip(owners, linked):
         taken.setdefault(owner, set()).add(value)
@@ -185,9 +184,15 @@ def make_pairs_unique(owners: np.ndarray, linked: np.ndarray, rng: np.random.Gen
             taken[a].add(linked[j])  # linked[i] stays in taken[a]: its first occurrence keeps it
             linked[i], linked[j] = linked[j], linked[i]
             break
-    if pd.Series(list(zip(owners, linked))).duplicated().any():
+    if _repeated_pairs(owners, linked).any():
         linked = _realize_pairs(owners, linked, rng)
     return linked
+
+
+def _repeated_pairs(owners: np.ndarray, linked: np.ndarray) -> np.ndarray:
+    """Rows whose (owner, linked) pair came before, found on each column's codes (no tuple
+    per row: a 6 M-row table's pairs as Python tuples took over a gigabyte)."""
+    return pd.DataFrame({"owner": owners, "linked": linked}, copy=False).duplicated().to_numpy()
 
 
 EXACT_PAIRS_MAX_WORK = 50_000_000  # owners x linked values the exact realization may scan

@@ -56,7 +56,7 @@ from synth_pipeline.stats import (
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = 6  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
+MODEL_FORMAT = 7  # bumped whenever a stored model's fields change: an older file is refitted, not loaded
 
 
 class ModelFormatError(SynthPipelineError):
@@ -216,7 +216,7 @@ class TableModel:
                 self._unique_key_pairs(out, metadata, primary, run.rng)
             if phase != "generated" or generator is not None:
                 out = self.apply_phase(phase, out, run)
-        return out[self.column_order]
+        return in_order(out, self.column_order)
 
     def apply_phase(self, phase: str, frame: pd.DataFrame, run: SampleContext) -> pd.DataFrame:
         """Apply the mechanisms of one phase (those switched on) to ``frame``; returns the frame."""
@@ -340,6 +340,16 @@ def _identities(metadata: Metadata, name: str, frame: pd.DataFrame, copies: dict
         spec.locale = locale
         spec.draw_pools(seed + i)
     return specs
+
+
+def in_order(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame[columns]`` without copying the columns (``frame[columns]`` copies every one:
+    a whole table held twice at the end of a large table's sampling)."""
+    if list(frame.columns) == list(columns):
+        return frame
+    if not columns:
+        return frame[[]]
+    return pd.DataFrame({name: frame[name] for name in columns}, copy=False)
 
 
 def require_partition_rows(table: str, real_rows: int, scale: float, partitions: int) -> None:
