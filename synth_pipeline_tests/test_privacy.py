@@ -196,3 +196,29 @@ def test_rare_values_counted_by_digest_are_the_rare_values_of_the_value_counts()
                 assert np.array_equal(rare_digests(column, min_count), wanted), (trial, min_count)
     assert len(rare_digests(pd.Series(["a", "a", "b"]), 2)) == 1
     assert not len(rare_digests(pd.Series([1, 1, 2]), 2))  # numbers kept as categories are published as they are
+
+
+def test_nearest_record_distances_are_the_gower_distances_a_tree_search_finds():
+    from sklearn.neighbors import NearestNeighbors
+
+    from synth_pipeline.evaluation.privacy import _gower_matrix, _gower_parts, _nearest
+
+    rng = np.random.default_rng(3)
+
+    def rows(n, labels):
+        return pd.DataFrame({"amount": rng.normal(100, 30, n).round(1), "day": pd.Timestamp("2024-01-01")
+                             + pd.to_timedelta(rng.integers(0, 90, n), unit="D"),
+                             "clerk": rng.choice(labels, n), "flag": rng.choice(["Y", "N", None], n)})
+
+    kinds = {"amount": "numerical", "day": "datetime", "clerk": "categorical", "flag": "categorical"}
+    real = rows(3000, [f"clerk {i}" for i in range(300)])
+    real.loc[real.sample(100, random_state=0).index, "amount"] = np.nan
+    reference = real.iloc[:2000]
+    queries = pd.concat([real.iloc[2000:2300], rows(300, [f"clerk {i}" for i in range(250, 400)]),  # unseen labels
+                         reference.iloc[:50]], ignore_index=True)  # and exact matches
+    index = NearestNeighbors(n_neighbors=1, metric="manhattan").fit(_gower_matrix(reference, kinds, real))
+    expected = index.kneighbors(_gower_matrix(queries, kinds, real))[0][:, 0]
+    found = _nearest(_gower_parts(reference, kinds, real), _gower_parts(queries, kinds, real), len(kinds))
+    assert np.allclose(found, expected, rtol=0, atol=1e-12)
+    assert (found[-50:] == 0).all() and (found[:-50] > 0).mean() > 0.9
+    assert 0.05 < np.median(found) < 0.6

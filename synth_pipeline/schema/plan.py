@@ -243,21 +243,42 @@ class SchemaPlan:
 
 
 def lookup(child: pd.DataFrame, child_cols, parent: pd.DataFrame, parent_cols, values: pd.Series) -> pd.Series:
-    """For each child row, ``values`` of the parent row whose ``parent_cols`` equal the child's
-    ``child_cols`` (null where a child column is null; ``ORPHAN`` where no parent row matches)."""
-    left = child[list(child_cols)].reset_index(drop=True)
-    right = parent[list(parent_cols)].reset_index(drop=True).copy()
-    right.columns = list(child_cols)
-    right["__value__"] = values.to_numpy()
-    right = right.drop_duplicates(list(child_cols))
-    for c in child_cols:  # an integer key and a float column of the same values match
-        left[c], right[c] = _join_keys(left[c], right[c])
-    joined = left.merge(right, on=list(child_cols), how="left")
-    out = joined["__value__"].astype(object)
+    """For each child row, ``values`` of the (first) parent row whose ``parent_cols`` equal the
+    child's ``child_cols`` (null where a child column is null; ``ORPHAN`` where no parent row
+    matches). The key columns are coded together, one number per combination, and the child's
+    numbers looked up among the parent's sorted ones (no join of the key columns)."""
+    child_keys, parent_keys = _combined_codes(
+        [_join_keys(child[c].reset_index(drop=True), parent[p].reset_index(drop=True))
+         for c, p in zip(child_cols, parent_cols)], len(child), len(parent))
+    found = np.full(len(child), -1, dtype=np.int64)
+    if len(parent):
+        unique, first = np.unique(parent_keys, return_index=True)
+        at = pd.Index(unique).get_indexer(child_keys)
+        found = np.where(at >= 0, first[at], -1)
+    out = pd.Series(values.to_numpy()[np.maximum(found, 0)] if len(parent) else np.full(len(child), None),
+                    dtype=object)
     null = child[list(child_cols)].isna().any(axis=1).to_numpy()
-    out[(~null) & out.isna().to_numpy()] = ORPHAN
+    out[(found < 0) | out.isna().to_numpy()] = ORPHAN
     out[null] = None
-    return out.reset_index(drop=True)
+    return out
+
+
+def _combined_codes(pairs: list[tuple[pd.Series, pd.Series]], n_left: int, n_right: int) -> tuple[np.ndarray, np.ndarray]:
+    """One int64 per row of each side, equal where every column's values are equal (codes of
+    the two sides' values together, combined a column at a time)."""
+    combined, bound = np.zeros(n_left + n_right, dtype=np.int64), 1
+    for left, right in pairs:
+        values = pd.concat([left, right], ignore_index=True)
+        if pd.api.types.is_integer_dtype(values) and not values.hasnans:
+            values = values.to_numpy(dtype=np.int64)  # coded faster than a nullable column
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        size = len(uniques) + 1
+        if bound * size >= 2 ** 62:  # renumbered 0..k-1 first: the product stays within int64
+            combined, uniques_so_far = pd.factorize(combined)
+            combined, bound = combined.astype(np.int64), len(uniques_so_far)
+        combined = combined * size + (codes + 1)
+        bound *= size
+    return combined[:n_left], combined[n_left:]
 
 
 def _join_keys(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
