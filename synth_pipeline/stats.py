@@ -181,7 +181,7 @@ def copy_columns(metadata: Metadata, name: str, allow: tuple[str, ...] = (),
     return columns
 
 
-DIGEST_CHUNK_ROWS = 200_000  # rows turned into text at once by ``text_hashes``
+DIGEST_CHUNK_ROWS = 200_000  # rows turned into text at once by ``text_hashes`` and ``value_hashes``
 
 
 def text_hashes(values: pd.Series | pd.DataFrame, as_text) -> np.ndarray:
@@ -208,13 +208,19 @@ def row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """A 64-bit hash per row of its values in ``columns`` (``value_hashes`` of each, combined
     in order), the same for a row alone as within its table: what a synthetic row is
     compared with the real rows by (copies), without writing the values as text."""
-    out = np.full(len(frame), 0x345678, dtype="uint64")
+    return combined_hashes(len(frame), (value_hashes(frame[col]) for col in columns), len(columns))
+
+
+def combined_hashes(rows: int, hashes, count: int) -> np.ndarray:
+    """One 64-bit hash per row from ``count`` arrays of hashes (one per column, in order):
+    the tuple hash pandas combines a frame's columns with."""
+    out = np.full(rows, 0x345678, dtype="uint64")
     multiplier = np.uint64(1000003)
     with np.errstate(over="ignore"):
-        for i, col in enumerate(columns):  # the tuple hash pandas combines a frame's columns with
-            out ^= value_hashes(frame[col])
+        for i, column in enumerate(hashes):
+            out ^= column
             out *= multiplier
-            multiplier += np.uint64(82520 + 2 * (len(columns) - i))
+            multiplier += np.uint64(82520 + 2 * (count - i))
     return out + np.uint64(97531)
 
 
@@ -252,8 +258,11 @@ def value_hashes(values: pd.Series) -> np.ndarray:
             if len(values.cat.categories) else np.zeros(len(values), dtype="uint64")
         out[missing] = NULL_HASH
         return out
-    else:
-        out = _text_hashes(values.to_numpy(dtype=object, na_value=""))
+    else:  # a chunk of rows at a time: a large table's text as Python strings would take gigabytes
+        out = np.empty(len(values), dtype="uint64")
+        for start in range(0, len(values), DIGEST_CHUNK_ROWS):
+            chunk = values.iloc[start:start + DIGEST_CHUNK_ROWS]
+            out[start:start + len(chunk)] = _text_hashes(chunk.to_numpy(dtype=object, na_value=""))
         out[missing] = NULL_HASH
         return out
     out = pd.util.hash_array(bits)

@@ -12,7 +12,7 @@ from synth_pipeline.evaluation.structure import (
     fk_violations,
 )
 from synth_pipeline.schema.metadata import Metadata
-from synth_pipeline.stats import row_digests
+from synth_pipeline.stats import DIGEST_CHUNK_ROWS, combined_hashes, value_hashes
 
 
 def build_run_report(metadata: Metadata, real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame],
@@ -75,12 +75,24 @@ def _parts(tables, name: str):
     return tables.parts(name) if getattr(tables, "partitioned", False) else iter([tables[name]])
 
 
+def _key_hashes(values: pd.Series) -> np.ndarray:
+    """``value_hashes``, numbers as their text (the same hash for 5 held as a number and "5"
+    held as text), written ``DIGEST_CHUNK_ROWS`` at a time."""
+    if not pd.api.types.is_numeric_dtype(values):
+        return value_hashes(values)
+    out = np.empty(len(values), dtype="uint64")
+    for start in range(0, len(values), DIGEST_CHUNK_ROWS):
+        chunk = values.iloc[start:start + DIGEST_CHUNK_ROWS]
+        text = pd.Series(list(map(str, chunk.tolist())), index=chunk.index, dtype=object) \
+            if chunk.dtype == np.dtype("int64") else chunk.astype(str)  # the same text, in half the time
+        out[start:start + len(chunk)] = value_hashes(text.where(chunk.notna()))
+    return out
+
+
 def _digests(frame: pd.DataFrame) -> pd.DataFrame:
     """Per row of ``frame``: a 64-bit digest of its values (numbers as text, so a key read
     as a number in one partition and as text in another still compares; dates as
     nanoseconds, whatever their unit) and whether one is missing."""
-    numbers = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
-    if numbers:  # as text: the same digest for 5 held as a number and "5" held as text
-        frame = frame.assign(**{c: frame[c].astype(str).where(frame[c].notna()) for c in numbers})
-    return pd.DataFrame({"digest": row_digests(frame, list(frame.columns)),
+    return pd.DataFrame({"digest": combined_hashes(len(frame), (_key_hashes(frame[c]) for c in frame.columns),
+                                                   len(frame.columns)),
                          "null": frame.isna().any(axis=1).to_numpy()})
