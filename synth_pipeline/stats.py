@@ -238,8 +238,8 @@ def value_hashes(values: pd.Series) -> np.ndarray:
     missing = values.isna().to_numpy()
     dtype = values.dtype
     if types.is_datetime64_any_dtype(dtype) or types.is_timedelta64_dtype(dtype):
-        if getattr(dtype, "tz", None) is not None:
-            values = values.dt.tz_convert(None)
+        if getattr(dtype, "tz", None) is not None:  # its local wall time, as the text digests read it
+            values = values.dt.tz_localize(None)
         unit = "datetime64[ns]" if types.is_datetime64_any_dtype(dtype) else "timedelta64[ns]"
         bits = values.to_numpy(dtype=unit).view("int64").view("uint64")
     elif types.is_bool_dtype(dtype):
