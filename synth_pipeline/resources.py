@@ -73,7 +73,7 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
         return
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
     with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, max(len(frame), 1), WRITE_SLICE_ROWS):
+        for start in range(0, len(frame), WRITE_SLICE_ROWS):
             writer.write_table(pa.Table.from_pandas(frame.iloc[start:start + WRITE_SLICE_ROWS], schema=schema,
                                                     preserve_index=False))
             release_arrow_memory()

@@ -254,7 +254,7 @@ def value_hashes(values: pd.Series) -> np.ndarray:
         bits[whole] = numbers[whole].astype("int64").view("uint64")
     elif isinstance(dtype, pd.CategoricalDtype):  # each category's text once
         codes = values.cat.codes.to_numpy()
-        out = _text_hashes(values.cat.categories.to_numpy(dtype=object))[np.maximum(codes, 0)] \
+        out = _string_hashes(values.cat.categories.to_numpy(dtype=object))[np.maximum(codes, 0)] \
             if len(values.cat.categories) else np.zeros(len(values), dtype="uint64")
         out[missing] = NULL_HASH
         return out
@@ -262,7 +262,7 @@ def value_hashes(values: pd.Series) -> np.ndarray:
         out = np.empty(len(values), dtype="uint64")
         for start in range(0, len(values), DIGEST_CHUNK_ROWS):
             chunk = values.iloc[start:start + DIGEST_CHUNK_ROWS]
-            out[start:start + len(chunk)] = _text_hashes(chunk.to_numpy(dtype=object, na_value=""))
+            out[start:start + len(chunk)] = _string_hashes(chunk.to_numpy(dtype=object, na_value=""))
         out[missing] = NULL_HASH
         return out
     out = pd.util.hash_array(bits)
@@ -270,7 +270,7 @@ def value_hashes(values: pd.Series) -> np.ndarray:
     return out
 
 
-def _text_hashes(objects: np.ndarray) -> np.ndarray:
+def _string_hashes(objects: np.ndarray) -> np.ndarray:
     """pandas' hash of each object's text (``str`` of what is not text already)."""
     if len(objects) and pd.api.types.infer_dtype(objects, skipna=False) != "string":
         objects = np.array([v if isinstance(v, str) else str(v) for v in objects], dtype=object)

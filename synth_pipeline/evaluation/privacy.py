@@ -50,17 +50,17 @@ def copied_rows(real: pd.DataFrame, synthetic: pd.DataFrame, columns: list[str])
 def _gower_matrix(frame: pd.DataFrame, kinds: dict[str, str], reference: pd.DataFrame) -> np.ndarray:
     """``_gower_parts`` as one matrix whose L1 distance is the Gower distance (a label as 1/2
     in its one-hot column), for a tree search."""
-    numbers, codes = _gower_parts(frame, kinds, reference)
-    sizes = [as_labels(reference[col]).nunique() for col, kind in kinds.items() if kind not in NUMERIC]
+    numbers, codes, sizes = _gower_parts(frame, kinds, reference)
     onehot = [0.5 * (codes[:, k, None] == np.arange(size)[None, :]) for k, size in enumerate(sizes)]
     return np.hstack([numbers, *onehot]) / max(len(kinds), 1)
 
 
-def _gower_parts(frame: pd.DataFrame, kinds: dict[str, str], reference: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _gower_parts(frame: pd.DataFrame, kinds: dict[str, str],
+                 reference: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """``frame``'s rows as Gower coordinates against ``reference``: numbers (and dates) scaled
     by the reference's range (a missing one at its median), labels as codes among the
-    reference's labels (-1: a label it lacks)."""
-    numbers, labels = [], []
+    reference's labels (-1: a label it lacks), and how many labels each such column has."""
+    numbers, labels, sizes = [], [], []
     for col, kind in kinds.items():
         if kind in NUMERIC:
             ref = as_numbers(reference[col], kind)
@@ -68,16 +68,18 @@ def _gower_parts(frame: pd.DataFrame, kinds: dict[str, str], reference: pd.DataF
             values = as_numbers(frame[col], kind).fillna(ref.median() if ref.notna().any() else 0.0)
             numbers.append(((values - ref.min()) / span).to_numpy(dtype=float))
         else:
-            labels.append(pd.Index(as_labels(reference[col]).unique()).get_indexer(as_labels(frame[col])))
+            known = pd.Index(as_labels(reference[col]).unique())
+            labels.append(known.get_indexer(as_labels(frame[col])))
+            sizes.append(len(known))
     n = len(frame)
     return (np.column_stack(numbers) if numbers else np.zeros((n, 0)),
-            np.column_stack(labels) if labels else np.zeros((n, 0), dtype=np.int64))
+            np.column_stack(labels) if labels else np.zeros((n, 0), dtype=np.int64), sizes)
 
 
 GOWER_BLOCK_CELLS = 4_000_000  # query x reference distances held at once
 
 
-def _nearest(reference: tuple[np.ndarray, np.ndarray], queries: tuple[np.ndarray, np.ndarray],
+def _nearest(reference: tuple[np.ndarray, np.ndarray, list[int]], queries: tuple[np.ndarray, np.ndarray, list[int]],
              width: int) -> np.ndarray:
     """Each query row's Gower distance to its nearest reference row (``_gower_parts`` of
     both; ``width``: the columns compared): the mean over columns of the absolute difference
@@ -85,8 +87,8 @@ def _nearest(reference: tuple[np.ndarray, np.ndarray], queries: tuple[np.ndarray
     among the reference's). A block of queries at a time against every reference row, a
     column at a time: no one-hot column per label (a 1,000-label column made nearest-
     neighbour search 50 times slower)."""
-    ref_numbers, ref_codes = reference
-    numbers, codes = queries
+    ref_numbers, ref_codes, _ = reference
+    numbers, codes, _ = queries
     ref_known = ref_codes >= 0
     out = np.empty(len(numbers))
     step = max(1, GOWER_BLOCK_CELLS // max(len(ref_numbers), 1))
