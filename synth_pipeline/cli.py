@@ -98,8 +98,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="sample in this many self-contained chunks of root rows (default 1)")
     p.add_argument("--workers", type=int, default=None,
                    help="tables fitted at once, each in its own process; with --partitions, partitions sampled at "
-                        "once (run: default 1, each process holds its tables; demo: default one per CPU). A "
-                        "table's rows are sampled in threads, one per CPU, shared among the partitions at once")
+                        "once (default: one per CPU, or 1 with --partitions or --config; fits run side by side while "
+                        "the real data they read together is no more than the largest fit reads). A table's rows are "
+                        "sampled in threads, one per CPU, shared among the partitions at once")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None,
                    help="training steps per table: fast 60-150, default 250-900, best 1000-4000 (more rows, "
                         "more steps within each range); training time grows with the steps: the 1,000-student "
@@ -180,6 +181,11 @@ def _run(args) -> int:
         changes["source"] = Path(args.source).resolve()
     if args.metadata:
         changes["metadata_path"] = Path(args.metadata).resolve()
+    if args.workers is None and not args.config and changes.get("partitions", config.partitions) == 1:
+        # models fitted side by side on every CPU, as much real data in memory at once as the largest fit's
+        from synth_pipeline.config import available_cpus
+
+        changes["workers"] = available_cpus()
     return _execute(config.replace(**changes), only=args.only, changed_only=args.changed_only)
 
 

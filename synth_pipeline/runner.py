@@ -191,50 +191,90 @@ def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: l
                                   for p in partitions])
 
 
-def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
-    """Every table's model fitted in one of ``config.workers`` fresh processes, the tables
-    with the most real rows first (models are independent of each other: each reads only the
-    real tables)."""
-    import pyarrow.parquet as pq
+FIT_MEMORY_FLOOR = 256 * 2**20  # fits reading less real data than this together run side by side freely
 
+
+def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
+    """Every table's model fitted in one of ``config.workers`` fresh processes, the fits
+    reading the most real data first (models are independent of each other: each reads only
+    the real tables). Fits run side by side only while the real data they read together is no
+    more than the largest single fit reads (or ``FIT_MEMORY_FLOOR``): fitting in parallel
+    then holds no more tables in memory at once than fitting one table at a time."""
     from synth_pipeline.resources import Warehouse
 
     warehouse = Warehouse(root=str(config.work_dir))
-
-    def rows(key: dg.AssetKey) -> int:
-        path = warehouse.table_path("real", key.path[-1])
-        return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
-
+    sizes = {k: fit_data_bytes(warehouse, metadata, k.path[-1]) for k in keys}
+    budget = max([FIT_MEMORY_FLOOR, *sizes.values()])
+    ordered = sorted(keys, key=lambda k: (-sizes[k], k.to_user_string()))
     return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
-                                  for k in sorted(keys, key=rows, reverse=True)])
+                                  for k in ordered], sizes=[sizes[k] for k in ordered], budget=budget)
 
 
-def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]) -> list[RunOutcome]:
+def fit_data_bytes(warehouse, metadata: Metadata, name: str) -> int:
+    """The real data a fit of ``name`` reads: the uncompressed bytes of the stored real
+    columns it loads (``real_columns_for``), from the Parquet files' metadata."""
+    import pyarrow.parquet as pq
+
+    from synth_pipeline.modeling.context import real_columns_for
+
+    total = 0
+    for table, columns in real_columns_for(metadata, name).items():
+        path = warehouse.table_path("real", table)
+        if not path.exists():
+            continue
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(j).path.split(".")[0] for j in range(meta.num_columns)]
+        wanted = set(names) if columns is None else set(columns)
+        total += sum(meta.row_group(i).column(j).total_uncompressed_size
+                     for i in range(meta.num_row_groups) for j in range(meta.num_columns) if names[j] in wanted)
+    return total
+
+
+def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]], sizes: list[int] | None = None,
+                  budget: int | None = None) -> list[RunOutcome]:
     """Each task ``(label, function, arguments)`` in one of ``config.workers`` fresh processes
     (spawned: each loads the definitions itself; torch gets an equal share of the CPUs), in
-    order; stops handing out tasks after a failure."""
+    order; stops handing out tasks after a failure. With ``sizes`` (each task's memory, in
+    any unit) and a ``budget``: a task starts beside others only while their sizes together
+    stay within it (the first queued one that does; alone, any task starts)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     runs: list[RunOutcome] = []
+    queue = list(zip(tasks, sizes or [0] * len(tasks)))
+
+    def next_task(running: int):
+        i = next_within([size for _, size in queue], running, budget)
+        return None if i is None else queue.pop(i)
+
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_worker_threads, initargs=(config.workers,)) as pool:
-        pending, queue = {}, list(tasks)
+        pending = {}
         while queue or pending:
             while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
-                label, function, arguments = queue.pop(0)
+                found = next_task(sum(size for _, size in pending.values()))
+                if found is None:
+                    break
+                (label, function, arguments), size = found
                 log.info("%s", label)
-                pending[pool.submit(function, *arguments)] = label
+                pending[pool.submit(function, *arguments)] = (label, size)
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                label = pending.pop(future)
+                label, _ = pending.pop(future)
                 try:
                     runs.append(future.result())
                 except Exception as exc:  # the worker process itself failed (killed, out of memory)
                     runs.append(RunOutcome(False, 0.0, None, [f"{label}: worker failed ({exc!r})"]))
     return runs
+
+
+def next_within(sizes: list[int], running: int, budget: int | None) -> int | None:
+    """The first of the queued tasks (their ``sizes``) that may start beside tasks of
+    ``running`` size in all: any while none runs, else one that keeps the sum within ``budget``."""
+    return next((i for i, size in enumerate(sizes) if budget is None or not running or running + size <= budget),
+                None)
 
 
 def _run_keys(config: PipelineConfig, metadata: Metadata, names: list[str]) -> RunOutcome:

@@ -292,3 +292,24 @@ def test_models_fitted_in_worker_processes_are_the_ones_fitted_in_process(tiny_r
     for name in fitted:
         assert TableModel.load(work / "models" / f"{name}.pkl").content_digest() == \
             TableModel.load(Path(config.work_dir) / "models" / f"{name}.pkl").content_digest(), name
+
+
+def test_fits_run_side_by_side_only_while_their_real_data_stays_within_the_largest_fits(tiny_run):
+    from synth_pipeline.resources import Warehouse
+    from synth_pipeline.runner import fit_data_bytes, next_within
+
+    config, _ = tiny_run
+    metadata = config.metadata()
+    warehouse = Warehouse(root=str(config.work_dir))
+    sizes = {t: fit_data_bytes(warehouse, metadata, t) for t in metadata.tables}
+    assert all(size > 0 for size in sizes.values())
+    # a fit reading its children's and parents' whole tables reads more than one reading a few key columns
+    assert sizes["students"] > sizes["course_instructors"]
+    # TPC-H scale 1's estimates (MB): line items alone; orders beside part supplies; the rest after
+    queue, budget = [617, 272, 266, 55, 35, 22, 3, 1], 617
+    assert next_within(queue, 0, budget) == 0
+    assert next_within(queue[1:], 617, budget) is None
+    assert next_within(queue[1:], 0, budget) == 0 and next_within(queue[2:], 272, budget) == 0
+    assert next_within(queue[3:], 272 + 266, budget) == 0  # 55 more still fits in 617
+    assert next_within([700, 5], 600, budget) == 1  # a smaller queued fit goes first when the next does not fit
+    assert next_within([700], 0, budget) == 0  # alone, any fit starts
