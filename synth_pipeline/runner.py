@@ -191,20 +191,21 @@ def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: l
                                   for p in partitions])
 
 
-FIT_MEMORY_FLOOR = 256 * 2**20  # fits reading less real data than this together run side by side freely
+FIT_MEMORY_SPARE = 256 * 2**20  # real data fits may read beside the largest fit's
 
 
 def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
     """Every table's model fitted in one of ``config.workers`` fresh processes, the fits
     reading the most real data first (models are independent of each other: each reads only
     the real tables). Fits run side by side only while the real data they read together is no
-    more than the largest single fit reads (or ``FIT_MEMORY_FLOOR``): fitting in parallel
-    then holds no more tables in memory at once than fitting one table at a time."""
+    more than the largest single fit reads plus ``FIT_MEMORY_SPARE``: fitting in parallel holds
+    about as much of the tables in memory at once as fitting one table at a time (TPC-H scale
+    1: the small tables are fitted beside the line items, orders beside part supplies)."""
     from synth_pipeline.resources import Warehouse
 
     warehouse = Warehouse(root=str(config.work_dir))
     sizes = {k: fit_data_bytes(warehouse, metadata, k.path[-1]) for k in keys}
-    budget = max([FIT_MEMORY_FLOOR, *sizes.values()])
+    budget = max(sizes.values(), default=0) + FIT_MEMORY_SPARE
     ordered = sorted(keys, key=lambda k: (-sizes[k], k.to_user_string()))
     return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
                                   for k in ordered], sizes=[sizes[k] for k in ordered], budget=budget)
