@@ -99,7 +99,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="tables fitted at once, each in its own process; with --partitions, partitions sampled at "
                         "once (default: one per CPU, or 1 with --partitions or --config; fits run side by side while "
-                        "the real data they read together is no more than the largest fit reads plus 256 MB). A table's rows are "
+                        "the real data they read together is no more than the largest fit reads). A table's rows are "
                         "sampled in threads, one per CPU, shared among the partitions at once")
     p.add_argument("--quality", choices=["fast", "default", "best"], default=None,
                    help="training steps per table: fast 60-150, default 250-900, best 1000-4000 (more rows, "

@@ -191,24 +191,28 @@ def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: l
                                   for p in partitions])
 
 
-FIT_MEMORY_SPARE = 256 * 2**20  # real data fits may read beside the largest fit's
+FIT_MEMORY_FLOOR = 256 * 2**20  # fits reading less real data than this together run side by side freely
 
 
 def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
     """Every table's model fitted in one of ``config.workers`` fresh processes, the fits
     reading the most real data first (models are independent of each other: each reads only
     the real tables). Fits run side by side only while the real data they read together is no
-    more than the largest single fit reads plus ``FIT_MEMORY_SPARE``: fitting in parallel holds
-    about as much of the tables in memory at once as fitting one table at a time (TPC-H scale
-    1: the small tables are fitted beside the line items, orders beside part supplies)."""
+    more than the largest single fit reads (or ``FIT_MEMORY_FLOOR``): fitting in parallel then
+    holds no more of the tables in memory at once than fitting one table at a time (TPC-H
+    scale 1: the line items alone, then orders beside part supplies, then the rest)."""
     from synth_pipeline.resources import Warehouse
 
     warehouse = Warehouse(root=str(config.work_dir))
     sizes = {k: fit_data_bytes(warehouse, metadata, k.path[-1]) for k in keys}
-    budget = max(sizes.values(), default=0) + FIT_MEMORY_SPARE
+    largest = max(sizes.values(), default=0)
     ordered = sorted(keys, key=lambda k: (-sizes[k], k.to_user_string()))
+    # a process keeps much of the memory it once held: with large fits, each starts in a fresh one
+    # (TPC-H scale 1: part supplies fitted in a process that had fitted five small tables, beside
+    # orders, took the run to 4.99 GB)
     return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
-                                  for k in ordered], sizes=[sizes[k] for k in ordered], budget=budget)
+                                  for k in ordered], sizes=[sizes[k] for k in ordered],
+                         budget=max(largest, FIT_MEMORY_FLOOR), fresh=largest > FIT_MEMORY_FLOOR)
 
 
 def fit_data_bytes(warehouse, metadata: Metadata, name: str) -> int:
@@ -232,12 +236,13 @@ def fit_data_bytes(warehouse, metadata: Metadata, name: str) -> int:
 
 
 def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]], sizes: list[int] | None = None,
-                  budget: int | None = None) -> list[RunOutcome]:
+                  budget: int | None = None, fresh: bool = False) -> list[RunOutcome]:
     """Each task ``(label, function, arguments)`` in one of ``config.workers`` fresh processes
     (spawned: each loads the definitions itself; torch gets an equal share of the CPUs), in
     order; stops handing out tasks after a failure. With ``sizes`` (each task's memory, in
     any unit) and a ``budget``: a task starts beside others only while their sizes together
-    stay within it (the first queued one that does; alone, any task starts)."""
+    stay within it (the first queued one that does; alone, any task starts). ``fresh``: each
+    task in a process of its own (a few seconds to start), not one a task before it used."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -249,7 +254,8 @@ def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]
         return None if i is None else queue.pop(i)
 
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_threads, initargs=(config.workers,)) as pool:
+                             initializer=_worker_threads, initargs=(config.workers,),
+                             max_tasks_per_child=1 if fresh else None) as pool:
         pending = {}
         while queue or pending:
             while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):

@@ -305,12 +305,11 @@ def test_fits_run_side_by_side_only_while_their_real_data_stays_within_the_large
     assert all(size > 0 for size in sizes.values())
     # a fit reading its children's and parents' whole tables reads more than one reading a few key columns
     assert sizes["students"] > sizes["course_instructors"]
-    # TPC-H scale 1's estimates (MB), 256 MB spare: the small tables beside the line items,
-    # orders beside part supplies, never orders beside the line items
-    queue, budget = [617, 272, 266, 55, 35, 22, 3, 1], 617 + 256
+    # TPC-H scale 1's estimates (MB): the line items alone; orders beside part supplies; the rest after
+    queue, budget = [617, 272, 266, 55, 35, 22, 3, 1], 617
     assert next_within(queue, 0, budget) == 0
-    assert next_within(queue[1:], 617, budget) == 2  # customer (55), not orders (272)
-    assert next_within([272, 266, 35], 617 + 55, budget) == 2
-    assert next_within([272, 266], 617, budget) is None
-    assert next_within([272, 266], 0, budget) == 0 and next_within([266], 272, budget) == 0
+    assert next_within(queue[1:], 617, budget) is None
+    assert next_within(queue[1:], 0, budget) == 0 and next_within(queue[2:], 272, budget) == 0
+    assert next_within(queue[3:], 272 + 266, budget) == 0  # 55 more still fits in 617
+    assert next_within([700, 5], 600, budget) == 1  # a smaller queued fit goes first when the next does not fit
     assert next_within([900], 0, budget) == 0  # alone, any fit starts
