@@ -207,12 +207,9 @@ def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[
     sizes = {k: fit_data_bytes(warehouse, metadata, k.path[-1]) for k in keys}
     largest = max(sizes.values(), default=0)
     ordered = sorted(keys, key=lambda k: (-sizes[k], k.to_user_string()))
-    # a process keeps much of the memory it once held: with large fits, each starts in a fresh one
-    # (TPC-H scale 1: part supplies fitted in a process that had fitted five small tables, beside
-    # orders, took the run to 4.99 GB)
     return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
                                   for k in ordered], sizes=[sizes[k] for k in ordered],
-                         budget=max(largest, FIT_MEMORY_FLOOR), fresh=largest > FIT_MEMORY_FLOOR)
+                         budget=max(largest, FIT_MEMORY_FLOOR))
 
 
 def fit_data_bytes(warehouse, metadata: Metadata, name: str) -> int:
@@ -236,13 +233,12 @@ def fit_data_bytes(warehouse, metadata: Metadata, name: str) -> int:
 
 
 def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]], sizes: list[int] | None = None,
-                  budget: int | None = None, fresh: bool = False) -> list[RunOutcome]:
+                  budget: int | None = None) -> list[RunOutcome]:
     """Each task ``(label, function, arguments)`` in one of ``config.workers`` fresh processes
     (spawned: each loads the definitions itself; torch gets an equal share of the CPUs), in
     order; stops handing out tasks after a failure. With ``sizes`` (each task's memory, in
     any unit) and a ``budget``: a task starts beside others only while their sizes together
-    stay within it (the first queued one that does; alone, any task starts). ``fresh``: each
-    task in a process of its own (a few seconds to start), not one a task before it used."""
+    stay within it (the first queued one that does; alone, any task starts)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -254,8 +250,7 @@ def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]
         return None if i is None else queue.pop(i)
 
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_threads, initargs=(config.workers,),
-                             max_tasks_per_child=1 if fresh else None) as pool:
+                             initializer=_worker_threads, initargs=(config.workers,)) as pool:
         pending = {}
         while queue or pending:
             while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
