@@ -26,6 +26,7 @@ import torch
 from ctgan.data_sampler import DataSampler
 from ctgan.data_transformer import DataTransformer
 from ctgan.synthesizers.ctgan import Discriminator, Generator
+from rdt.transformers.numerical import INTEGER_BOUNDS
 from torch import optim
 from torch.nn import functional
 
@@ -554,8 +555,6 @@ def _mode_values(normalizer, normalized: np.ndarray, pick: np.ndarray) -> np.nda
     (float32, as the generator's activation writes them) in these modes, computed on the arrays
     (the transformer goes through data frames: about an eighth of the line items' sampling);
     None where it would do more than this (a column with missing values, an extension dtype)."""
-    from rdt.transformers.numerical import INTEGER_BOUNDS
-
     nulls = normalizer.null_transformer
     dtype = normalizer._dtype
     if (nulls is not None and nulls.nulls) or pd.api.types.is_extension_array_dtype(dtype):
