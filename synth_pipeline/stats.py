@@ -111,7 +111,12 @@ def is_count_column(name: str) -> bool:
 
 
 def child_counts(parent_keys: pd.Series, child_fk: pd.Series) -> np.ndarray:
-    """For each parent key, how many child rows point at it (zeros included)."""
+    """For each parent key, how many child rows point at it (zeros included). Unique parent
+    keys (a primary key): each child row's parent found by position, then counted."""
+    keys = pd.Index(parent_keys)
+    if keys.is_unique:
+        found = keys.get_indexer(child_fk.dropna())
+        return np.bincount(found[found >= 0], minlength=len(keys)).astype("int64")
     counts = child_fk.dropna().value_counts()
     return parent_keys.map(counts).fillna(0).to_numpy(dtype="int64")
 

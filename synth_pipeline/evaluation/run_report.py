@@ -21,40 +21,32 @@ def build_run_report(metadata: Metadata, real: dict[str, pd.DataFrame], syntheti
     self-contained chunk of the database), every figure is gathered one part at a time, so
     the report never holds a whole large table: counts add up, key digests are compared
     across the parts, children-per-parent counts are joined."""
-    tables, relationships = {}, []
+    tables, found = {}, {}
+    # keys compared across parts are hashed as text (a key read as a number in one part and as
+    # text in another); within one part a column has one type, its values hashed as they are
+    as_text = getattr(synthetic, "partitioned", False)
+    as_child: dict[str, list[int]] = {}
+    for i, rel in enumerate(metadata.relationships):
+        as_child.setdefault(rel.child_table_name, []).append(i)
     for name in metadata.topological_order():
         table = metadata.table(name)
         rows, keys, alternates = 0, [], {k: [] for k in table.alternate_keys}
         for part in _parts(synthetic, name):  # 8-byte digests of the keys, not the parts themselves
             rows += len(part)
-            keys.append(_digests(part[list(table.primary_key)]))
+            keys.append(_digests(part[list(table.primary_key)], as_text))
             for k in alternates:
-                alternates[k].append(_digests(part[[k]].dropna()))
+                alternates[k].append(_digests(part[[k]].dropna(), as_text))
         keys = pd.concat(keys, ignore_index=True)
         tables[name] = {"real_rows": len(real[name]), "synthetic_rows": rows,
                         "pk_duplicates": int(keys["digest"].duplicated().sum() + keys["null"].sum()),
                         "alternate_key_duplicates": {k: int(pd.concat(v)["digest"].duplicated().sum())
                                                      for k, v in alternates.items()}}
-    for rel in metadata.relationships:
-        violations, counts = 0, []
-        if rel.is_self_reference:
-            pairs = ((part, part) for part in _parts(synthetic, rel.child_table_name))
-        else:
-            pairs = zip(_parts(synthetic, rel.parent_table_name), _parts(synthetic, rel.child_table_name))
-        for parent_part, child_part in pairs:
-            violations += fk_violations(child_part, parent_part, rel)
-            counts.append(cardinality_counts(parent_part, child_part, rel))
-        syn_counts = np.concatenate(counts)
-        real_counts = cardinality_counts(real[rel.parent_table_name], real[rel.child_table_name], rel)
-        similarity = cardinality_similarity(real_counts, syn_counts)
-        relationships.append({
-            "relationship": rel.label, **rel.to_dict(),
-            "fk_violations": violations,
-            "cardinality_similarity": round(similarity, 4),
-            "cardinality_check_passed": bool(similarity >= cardinality_threshold),
-            "real_children_per_parent": count_summary(real_counts),
-            "synthetic_children_per_parent": count_summary(syn_counts),
-        })
+        # its relationships as the child now, while its frames are held (a large table's
+        # frames are not read again for each of its parents)
+        for i in as_child.get(name, []):
+            found[i] = _relationship(metadata.relationships[i], real, synthetic, cardinality_threshold)
+    relationships = [found[i] if i in found else _relationship(rel, real, synthetic, cardinality_threshold)
+                     for i, rel in enumerate(metadata.relationships)]
     sims = [r["cardinality_similarity"] for r in relationships]
     return {
         "tables": tables,
@@ -68,6 +60,29 @@ def build_run_report(metadata: Metadata, real: dict[str, pd.DataFrame], syntheti
             "mean_cardinality_similarity": round(float(np.mean(sims)), 4) if sims else 1.0,
             "min_cardinality_similarity": round(float(np.min(sims)), 4) if sims else 1.0,
         },
+    }
+
+
+def _relationship(rel, real, synthetic, cardinality_threshold: float) -> dict:
+    """One relationship's FK violations and children-per-parent figures."""
+    violations, counts = 0, []
+    if rel.is_self_reference:
+        pairs = ((part, part) for part in _parts(synthetic, rel.child_table_name))
+    else:
+        pairs = zip(_parts(synthetic, rel.parent_table_name), _parts(synthetic, rel.child_table_name))
+    for parent_part, child_part in pairs:
+        violations += fk_violations(child_part, parent_part, rel)
+        counts.append(cardinality_counts(parent_part, child_part, rel))
+    syn_counts = np.concatenate(counts)
+    real_counts = cardinality_counts(real[rel.parent_table_name], real[rel.child_table_name], rel)
+    similarity = cardinality_similarity(real_counts, syn_counts)
+    return {
+        "relationship": rel.label, **rel.to_dict(),
+        "fk_violations": violations,
+        "cardinality_similarity": round(similarity, 4),
+        "cardinality_check_passed": bool(similarity >= cardinality_threshold),
+        "real_children_per_parent": count_summary(real_counts),
+        "synthetic_children_per_parent": count_summary(syn_counts),
     }
 
 
@@ -89,10 +104,11 @@ def _key_hashes(values: pd.Series) -> np.ndarray:
     return out
 
 
-def _digests(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per row of ``frame``: a 64-bit digest of its values (numbers as text, so a key read
-    as a number in one partition and as text in another still compares; dates as
+def _digests(frame: pd.DataFrame, as_text: bool = True) -> pd.DataFrame:
+    """Per row of ``frame``: a 64-bit digest of its values (``as_text``: numbers as text, so a
+    key read as a number in one partition and as text in another still compares; dates as
     nanoseconds, whatever their unit) and whether one is missing."""
-    return pd.DataFrame({"digest": combined_hashes(len(frame), (_key_hashes(frame[c]) for c in frame.columns),
+    hashes = _key_hashes if as_text else value_hashes
+    return pd.DataFrame({"digest": combined_hashes(len(frame), (hashes(frame[c]) for c in frame.columns),
                                                    len(frame.columns)),
                          "null": frame.isna().any(axis=1).to_numpy()})
