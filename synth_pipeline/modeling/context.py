@@ -74,8 +74,8 @@ class ContextEncoder:
             if p.kind == "category":
                 row_labels = labels(frame[p.column]).to_numpy()
                 block = np.zeros((len(frame), p.width), dtype="float32")
-                index = {c: i for i, c in enumerate(p.categories)}
-                pos = np.array([index.get(v, len(p.categories)) for v in row_labels], dtype=int)
+                pos = pd.Index(p.categories).get_indexer(row_labels)  # the pooled rest: after them
+                pos[pos < 0] = len(p.categories)
                 block[np.arange(len(frame)), pos] = 1.0
                 blocks.append(block)
             else:
