@@ -55,7 +55,8 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
                  off: tuple[str, ...] = ()) -> tuple[pd.DataFrame, RepairLog]:
     rng = np.random.default_rng(seed)
     table = metadata.table(name)
-    frame = frame.reset_index(drop=True)  # a copy (the caller's frame is left as it was)
+    # a copy: the caller's frame is left as it was (and one read from Parquet has read-only arrays)
+    frame = frame.reset_index(drop=True)
     repairs = RepairLog()
     pk = table.single_primary_key
     if pk is not None:
@@ -90,8 +91,9 @@ def repair_table(frame: pd.DataFrame, metadata: Metadata, name: str, parents: di
     if len(table.primary_key) > 1:
         dup = frame.duplicated(list(table.primary_key)) | frame[list(table.primary_key)].isna().any(axis=1)
         repairs.add(f"duplicate composite key ({', '.join(table.primary_key)}) rows dropped", int(dup.sum()))
-        frame = frame[~dup]
-        frame.index = pd.RangeIndex(len(frame))
+        if dup.any():  # (none: the frame as it is, not copied)
+            frame = frame[~dup]
+            frame.index = pd.RangeIndex(len(frame))
     return frame, repairs
 
 
