@@ -265,8 +265,15 @@ def value_hashes(values: pd.Series) -> np.ndarray:
         return out
     else:  # a chunk of rows at a time: a large table's text as Python strings would take gigabytes
         out = np.empty(len(values), dtype="uint64")
+        text = isinstance(dtype, pd.StringDtype)
         for start in range(0, len(values), DIGEST_CHUNK_ROWS):
             chunk = values.iloc[start:start + DIGEST_CHUNK_ROWS]
+            if text:  # text of a few values (a category): each value's text hashed once
+                codes, uniques = pd.factorize(chunk)
+                if len(uniques) <= len(chunk) // 4:
+                    hashes = _string_hashes(np.asarray(uniques, dtype=object))
+                    out[start:start + len(chunk)] = hashes[np.maximum(codes, 0)] if len(uniques) else 0
+                    continue
             out[start:start + len(chunk)] = _string_hashes(chunk.to_numpy(dtype=object, na_value=""))
         out[missing] = NULL_HASH
         return out
