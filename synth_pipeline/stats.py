@@ -294,7 +294,7 @@ def unique_row_digests(frame: pd.DataFrame, columns: list[str]) -> np.ndarray | 
     if not columns or frame.empty:
         return None
     hashes = pd.Series(row_digests(frame, columns))
-    counts = hashes.value_counts()
+    counts = hashes.value_counts(sort=False)  # sorted below, the few unique ones alone
     return np.sort(counts.index[counts.to_numpy() == 1].to_numpy(dtype="uint64"))
 
 
