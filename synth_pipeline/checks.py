@@ -83,8 +83,9 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                 warehouse.read_among("repaired", parent, metadata.key_columns(parent) | named, part)
 
         parents = {r.parent_table_name: frame if r.is_self_reference else read_parent(r.parent_table_name) for r in fks}
-        # of the real table, the columns checks read: keys, the scored columns, those rules name
-        real = warehouse.read_among("real", name, {*metadata.key_columns(name), *compared_columns(metadata, name), *named})
+        # of the real table, its foreign keys now (which may be null); the columns the other
+        # checks read after Great Expectations' (which copies its batch per expectation)
+        real_fks = warehouse.read_among("real", name, {r.child_foreign_key for r in fks}) if fks else None
         expectations = {"primary_key_unique_not_null": _pk_expectation(table.primary_key)}
         for key in table.primary_key:
             expectations[f"primary_key_unique_not_null__{key}"] = ("ExpectColumnValuesToNotBeNull", {"column": key})
@@ -104,7 +105,7 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
             expectations[fk_check_name(rel)] = ("ExpectColumnPairValuesToBeEqual",
                                                 {"column_A": rel.child_foreign_key, "column_B": column,
                                                  "ignore_row_if": "both_values_are_missing"})
-            if real[rel.child_foreign_key].notna().all():
+            if real_fks[rel.child_foreign_key].notna().all():
                 expectations[f"{fk_check_name(rel)}__not_null"] = ("ExpectColumnValuesToNotBeNull",
                                                                    {"column": rel.child_foreign_key})
         # GE reads (and hashes, to name its batch) only the columns the expectations name
@@ -113,8 +114,10 @@ def table_checks(plan: SchemaPlan, name: str, partitions: int = 1) -> dg.AssetCh
                                    + kwargs.get("column_list", []) if c is not None))
         checked = pd.DataFrame({c: looked_up[c] if c in looked_up else frame[c] for c in named}, index=frame.index)
         outcomes = validate_table(checked, name, expectations)
-        del checked, looked_up
+        del checked, looked_up, real_fks
         release_arrow_memory()  # GE's and the lookups' buffers, before the checks below read more
+        # keys, the scored columns, those rules name
+        real = warehouse.read_among("real", name, {*metadata.key_columns(name), *compared_columns(metadata, name), *named})
         selected = context.selected_asset_check_keys
         for spec in specs:
             if dg.AssetCheckKey(asset, spec.name) not in selected:

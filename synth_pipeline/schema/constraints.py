@@ -337,9 +337,14 @@ def offset_similarity(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.Dat
     rel = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
     offsets = []
     for tables in (real, synthetic):
-        joined = _join_parent(tables, rel, [c.columns[0]], [c.columns[1]])
-        gap = as_numbers(joined[c.columns[0]], "datetime") - as_numbers(joined[f"parent.{c.columns[1]}"], "datetime")
-        offsets.append(gap.dropna().astype(float))
+        # each row's parent date looked up by key (rows without a parent dropped, as by a join)
+        parent = tables[rel.parent_table_name]
+        pair = parent[list(dict.fromkeys([rel.parent_primary_key, c.columns[1]]))]
+        dates = pair.drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key, drop=False)[c.columns[1]]
+        child = tables[c.table]
+        gap = as_numbers(child[c.columns[0]], "datetime") - \
+            as_numbers(child[rel.child_foreign_key].map(dates), "datetime")
+        offsets.append(gap.dropna().astype(float).reset_index(drop=True))
     if min(len(o) for o in offsets) == 0:
         return None
     return round(float(KSComplement.compute(offsets[0], offsets[1])), 4)
@@ -355,7 +360,9 @@ def path_keys(c: Constraint, metadata: Metadata):
 
 def path_values(frame: pd.DataFrame, via: pd.DataFrame, f2, g) -> pd.Series:
     """Per row of ``frame``: the value of ``via.g`` on the row its foreign key ``f2`` names."""
-    lookup = via.drop_duplicates(f2.parent_primary_key).set_index(f2.parent_primary_key)[g.child_foreign_key]
+    # the two columns alone de-duplicated (not a copy of the whole table)
+    pair = via[list(dict.fromkeys([f2.parent_primary_key, g.child_foreign_key]))]
+    lookup = pair.drop_duplicates(f2.parent_primary_key).set_index(f2.parent_primary_key, drop=False)[g.child_foreign_key]
     return frame[f2.child_foreign_key].map(lookup)
 
 
@@ -408,7 +415,8 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
     child_col, parent_col = c.columns
     # each row's parent date, looked up by key (a join would build the joined table)
     parent = tables[rel.parent_table_name]
-    dates = parent.drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key)[parent_col]
+    pair = parent[list(dict.fromkeys([rel.parent_primary_key, parent_col]))]  # two columns, not the whole table
+    dates = pair.drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key, drop=False)[parent_col]
     x = as_numbers(frame[child_col], "datetime").reset_index(drop=True)
     y = as_numbers(frame[rel.child_foreign_key].map(dates), "datetime").reset_index(drop=True)
     both = x.notna() & y.notna()
