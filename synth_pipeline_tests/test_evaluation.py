@@ -242,6 +242,25 @@ def test_key_digests_of_a_row_do_not_depend_on_the_other_rows():
     assert left[0] == right[0] and left[1] != right[1]
 
 
+
+def test_a_values_hash_does_not_depend_on_how_its_text_is_held():
+    """Copied real rows and repeated keys are found by hashes: a category read as Arrow text
+    (its few values hashed once each), as Python strings, or among many distinct texts hashes
+    alike, missing values alike; children per parent count the same with unique parent keys
+    (found by position) and repeated ones."""
+    from synth_pipeline.stats import NULL_HASH, child_counts, value_hashes
+
+    arrow = pd.StringDtype("pyarrow", na_value=np.nan)
+    few = ["AIR", "MAIL", None, "AIR"] * 50  # 3 values in 200 rows: hashed per value
+    many = [f"comment {i}" for i in range(196)] + ["AIR", "MAIL", None, "AIR"]  # hashed per row
+    held = [value_hashes(pd.Series(few, dtype=arrow)), value_hashes(pd.Series(few, dtype=object))]
+    assert (held[0] == held[1]).all() and (held[0][2::4] == NULL_HASH).all()
+    assert len(set(held[0][:2])) == 2
+    assert (value_hashes(pd.Series(many, dtype=arrow))[-4:] == held[0][:4]).all()
+    children = pd.Series([3, 1, 3, None, 7, 3])
+    assert child_counts(pd.Series([1, 2, 3]), children).tolist() == [1, 0, 3]
+    assert child_counts(pd.Series([3, 1, 3]), children).tolist() == [3, 1, 3]
+
 def test_a_large_table_is_scored_in_the_ui_on_a_sample_that_reads_like_every_row(school_metadata, school_tables,
                                                                                  tmp_path):
     from synth_pipeline.assets import table_quality
