@@ -338,9 +338,7 @@ def offset_similarity(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.Dat
     offsets = []
     for tables in (real, synthetic):
         # each row's parent date looked up by key (rows without a parent dropped, as by a join)
-        parent = tables[rel.parent_table_name]
-        pair = parent[list(dict.fromkeys([rel.parent_primary_key, c.columns[1]]))]
-        dates = pair.drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key, drop=False)[c.columns[1]]
+        dates = _by_key(tables[rel.parent_table_name], rel.parent_primary_key, c.columns[1])
         child = tables[c.table]
         gap = as_numbers(child[c.columns[0]], "datetime") - \
             as_numbers(child[rel.child_foreign_key].map(dates), "datetime")
@@ -360,10 +358,14 @@ def path_keys(c: Constraint, metadata: Metadata):
 
 def path_values(frame: pd.DataFrame, via: pd.DataFrame, f2, g) -> pd.Series:
     """Per row of ``frame``: the value of ``via.g`` on the row its foreign key ``f2`` names."""
-    # the two columns alone de-duplicated (not a copy of the whole table)
-    pair = via[list(dict.fromkeys([f2.parent_primary_key, g.child_foreign_key]))]
-    lookup = pair.drop_duplicates(f2.parent_primary_key).set_index(f2.parent_primary_key, drop=False)[g.child_foreign_key]
-    return frame[f2.child_foreign_key].map(lookup)
+    return frame[f2.child_foreign_key].map(_by_key(via, f2.parent_primary_key, g.child_foreign_key))
+
+
+def _by_key(table: pd.DataFrame, key: str, column: str) -> pd.Series:
+    """``table[column]`` indexed by ``key`` (a key's first row), from those two columns alone:
+    not a copy of the whole table (a parent's text, at scale)."""
+    pair = table[list(dict.fromkeys([key, column]))]
+    return pair.drop_duplicates(key).set_index(key, drop=False)[column]
 
 
 def _join_parent(tables, rel, child_cols, parent_cols) -> pd.DataFrame:
@@ -414,9 +416,7 @@ def _holds(c: Constraint, tables: dict[str, pd.DataFrame], metadata: Metadata, r
     rel = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
     child_col, parent_col = c.columns
     # each row's parent date, looked up by key (a join would build the joined table)
-    parent = tables[rel.parent_table_name]
-    pair = parent[list(dict.fromkeys([rel.parent_primary_key, parent_col]))]  # two columns, not the whole table
-    dates = pair.drop_duplicates(rel.parent_primary_key).set_index(rel.parent_primary_key, drop=False)[parent_col]
+    dates = _by_key(tables[rel.parent_table_name], rel.parent_primary_key, parent_col)
     x = as_numbers(frame[child_col], "datetime").reset_index(drop=True)
     y = as_numbers(frame[rel.child_foreign_key].map(dates), "datetime").reset_index(drop=True)
     both = x.notna() & y.notna()
