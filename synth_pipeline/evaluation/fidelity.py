@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from synth_pipeline.schema.metadata import Metadata, Relationship
-from synth_pipeline.stats import NUMERIC, as_labels, as_numbers, compared_columns
+from synth_pipeline.stats import (
+    NUMERIC,
+    as_labels,
+    as_numbers,
+    compared_columns,
+    ks_complement,
+)
 
 
 def column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
@@ -29,16 +35,13 @@ def column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
 
 
 def _column_shape(real: pd.Series, synthetic: pd.Series, sdtype: str) -> float:
-    from sdmetrics.single_column import (  # ~6 s to import: only when scoring
-        KSComplement,
-        TVComplement,
-    )
+    from sdmetrics.single_column import TVComplement  # ~6 s to import: only when scoring
 
     if sdtype in NUMERIC:
         r, s = as_numbers(real, sdtype).dropna(), as_numbers(synthetic, sdtype).dropna()
         if len(r) == 0 or len(s) == 0:
             return float(len(r) == len(s))
-        score = KSComplement.compute(r, s)
+        score = ks_complement(r, s)
         # A column's null share is part of its shape: weigh it in as sdmetrics' diagnostic does.
         null_gap = abs(real.isna().mean() - synthetic.isna().mean())
         return float(score * (1 - null_gap))

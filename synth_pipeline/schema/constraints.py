@@ -26,6 +26,7 @@ from synth_pipeline.stats import (
     comparable,
     compared_columns,
     decimals_of,
+    ks_complement,
 )
 from synth_pipeline.thresholds import THRESHOLDS
 
@@ -332,8 +333,6 @@ def offset_similarity(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.Dat
                       metadata: Metadata) -> float | None:
     """For a date order across a foreign key: how alike the real and synthetic offsets
     (child date minus parent date) are, as sdmetrics' KSComplement."""
-    from sdmetrics.single_column import KSComplement
-
     rel = next(r for r in metadata.foreign_keys(c.table) if r.child_foreign_key == c.foreign_key)
     offsets = []
     for tables in (real, synthetic):
@@ -345,7 +344,7 @@ def offset_similarity(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.Dat
         offsets.append(gap.dropna().astype(float).reset_index(drop=True))
     if min(len(o) for o in offsets) == 0:
         return None
-    return round(float(KSComplement.compute(offsets[0], offsets[1])), 4)
+    return round(ks_complement(offsets[0], offsets[1]), 4)
 
 
 def path_keys(c: Constraint, metadata: Metadata):
