@@ -58,7 +58,7 @@ def file_digest(path: Path) -> str:
 
 
 def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
-    shown = frame[[c for c in frame.columns if not is_count_column(c)]].head(rows)
+    shown = frame.head(rows)[[c for c in frame.columns if not is_count_column(c)]]  # not a copy of every row first
     return dg.MetadataValue.md(shown.to_markdown(index=False))
 
 
@@ -284,8 +284,11 @@ def table_quality(metadata: Metadata, name: str, warehouse: Warehouse, frame: pd
                                                *(r.parent_primary_key for r in fks if r.is_self_reference)])
 
     def rows(table: pd.DataFrame) -> pd.DataFrame:
-        table = table[list(compared)]
-        return table.sample(n=max_rows, random_state=seed) if 0 < max_rows < len(table) else table
+        columns = table.columns.get_indexer(list(compared))
+        if not 0 < max_rows < len(table):
+            return table.iloc[:, columns]
+        # pandas' ``sample(n=max_rows, random_state=seed)``'s rows, of the scored columns alone
+        return table.iloc[np.random.RandomState(seed).choice(len(table), size=max_rows, replace=False), columns]
 
     shapes = column_shapes(rows(real), rows(frame), compared)
     scores: dict = {"column_shapes": round(sum(shapes.values()) / len(shapes), 4) if shapes else None,
