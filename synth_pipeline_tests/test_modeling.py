@@ -689,6 +689,28 @@ def test_candidates_in_bfloat16_match_on_any_cpu_and_kept_rows_are_completed_in_
         assert float((completed - exact[torch.from_numpy(other)]).abs().amax(dim=1).min()) > 0.05
 
 
+def test_a_sampling_layer_reads_only_its_own_columns_of_wider_rows():
+    """The sampling pass holds each layer's input as a view of wider rows; whatever lies beside
+    the view (here NaN) never reaches the result (torch's bfloat16 kernel on AMX CPUs read past
+    a strided view: whole generated rows came out NaN, differently from run to run)."""
+    import torch
+
+    from synth_pipeline.modeling.ctgan_model import _layer
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        m = (3, 7, 50, 130, 1000)[trial % 5]
+        rows = torch.full((m, 512 + 75), float("nan"), dtype=torch.bfloat16)
+        rows[:, 512:] = torch.randn(m, 75, generator=generator).to(torch.bfloat16)
+        weight = (torch.randn(75, 256, generator=generator) * 0.1).to(torch.bfloat16)
+        bias = torch.randn(256, generator=generator).to(torch.bfloat16)
+        expected = torch.addmm(bias.float(), rows[:, 512:].float(), weight.float())
+        for native in (True, False):
+            out = _layer(weight, bias, rows[:, 512:], None, 1, native).float()
+            assert torch.isfinite(out).all(), (m, native)
+            assert float((out - expected).abs().max()) < 0.1, (m, native)
+
+
 def test_category_pairs_the_real_data_never_shows_are_redrawn():
     from synth_pipeline.modeling.pair_support import fit_pair_supports
 

@@ -485,9 +485,15 @@ def _layer(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, shared: to
     """One linear layer of the sampling pass, in ``x``'s type. ``shared``: each slot's context,
     whose weights are the layer's last rows, multiplied once per slot for its ``k``
     candidates. Where bfloat16 is not ``native``, its rounded values are multiplied in
-    float32 and the result rounded once, as the bfloat16 kernel rounds its float32 sums."""
+    float32 and the result rounded once, as the bfloat16 kernel rounds its float32 sums.
+
+    ``x`` may be a view of wider rows (``_generate``'s layout): the native bfloat16 kernel
+    (torch 2.13, AMX CPUs) reads past a strided view's columns, so a NaN left in the memory
+    beside them turned whole generated rows into NaN, differently from run to run; it is
+    given a contiguous copy."""
     def mm(a, w, b=None):
         if native or a.dtype == torch.float32:
+            a = a.contiguous()
             return torch.mm(a, w) if b is None else torch.addmm(b, a, w)
         wide = torch.float32
         out = torch.mm(a.to(wide), w.to(wide)) if b is None else torch.addmm(b.to(wide), a.to(wide), w.to(wide))
