@@ -191,20 +191,23 @@ def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: l
                                   for p in partitions])
 
 
-FIT_MEMORY_FLOOR = 256 * 2**20  # fits reading less real data than this together run side by side freely
+FIT_PROCESS_BYTES = 384 * 2**20  # a fit process's own memory before it reads data (Python, torch, dagster: 0.3-0.4 GB)
+FIT_MEMORY_FLOOR = 2**30  # fits holding less than this together run side by side freely
 
 
 def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
     """Every table's model fitted in one of ``config.workers`` fresh processes, the fits
     reading the most real data first (models are independent of each other: each reads only
-    the real tables). Fits run side by side only while the real data they read together is no
-    more than the largest single fit reads (or ``FIT_MEMORY_FLOOR``): fitting in parallel then
-    holds no more of the tables in memory at once than fitting one table at a time (TPC-H
-    scale 1: the line items alone, then orders beside part supplies, then the rest)."""
+    the real tables). A fit holds the real data it reads and its process's own memory
+    (``FIT_PROCESS_BYTES``); fits run side by side only while what they hold together is no
+    more than the largest single fit holds (or ``FIT_MEMORY_FLOOR``): fitting in parallel then
+    holds no more in memory at once than fitting one table at a time. TPC-H scale 1: the line
+    items, orders and part supplies one at a time (orders beside part supplies peaked at
+    4.07 GB for the run, a process spawned beside a working one), then the rest in pairs."""
     from synth_pipeline.resources import Warehouse
 
     warehouse = Warehouse(root=str(config.work_dir))
-    sizes = {k: fit_data_bytes(warehouse, metadata, k.path[-1]) for k in keys}
+    sizes = {k: fit_data_bytes(warehouse, metadata, k.path[-1]) + FIT_PROCESS_BYTES for k in keys}
     largest = max(sizes.values(), default=0)
     ordered = sorted(keys, key=lambda k: (-sizes[k], k.to_user_string()))
     return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))

@@ -178,6 +178,45 @@ def test_quota_draws_hold_small_tables_to_the_real_counts():
     assert sorted((kept % n).tolist()) == list(range(n))  # one candidate per slot, from that slot
 
 
+def test_compiled_raking_gives_the_weights_of_plain_iterative_proportional_fitting():
+    """``rake_weights``' compiled pass against IPF written in numpy: per target, each cell's
+    weighted share, a factor per cell, weights normalised per slot (a slot none of whose
+    candidates the target allows keeps its weights)."""
+    from synth_pipeline.modeling.marginals import RAKING_CONVERGED, RAKING_ROUNDS
+
+    def reference(n, k, codes):
+        weights = np.full((k, n), 1.0 / k)
+        for _ in range(RAKING_ROUNDS):
+            off = 0.0
+            for cell, share, cells in codes:
+                current = np.bincount(cell, weights=weights.reshape(-1), minlength=cells) / n
+                off = max(off, float(np.abs(current - share).max()))
+                factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
+                updated = factor[cell].reshape(k, n) * weights
+                totals = updated.sum(axis=0)
+                updated[:, totals <= 0] = weights[:, totals <= 0]
+                weights = updated / np.maximum(updated.sum(axis=0), 1e-300)
+            if off < RAKING_CONVERGED:
+                break
+        return weights.reshape(-1)
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n, k = int(rng.integers(1, 400)), int(rng.integers(1, 16))
+        codes = []
+        for _ in range(int(rng.integers(1, 6))):
+            cells = int(rng.integers(1, 9))
+            share = rng.dirichlet(np.ones(cells))
+            share[rng.random(cells) < 0.25] = 0  # cells the real data lacks: slots may allow nothing
+            codes.append((rng.integers(0, cells, n * k), share / max(share.sum(), 1e-9), cells))
+        got, expected = rake_weights(n, k, codes), reference(n, k, codes)
+        assert np.allclose(got, expected, rtol=1e-9, atol=1e-12), trial
+        assert np.allclose(got.reshape(k, n).sum(axis=0), 1.0)
+    with pytest.raises(IndexError, match="out of its range"):
+        rake_weights(4, 2, [(np.array([0, 1, 1, 0, 1, 0, 1, 0]), np.array([0.5, 0.5]), 2),
+                            (np.array([0, 1, 2, 0, 1, 0, 1, 0]), np.array([0.5, 0.5]), 2)])
+
+
 def test_calibrated_counts_keep_rank_zeros_and_tail():
     rng = np.random.default_rng(0)
     real = np.r_[np.zeros(10), rng.poisson(5, 980), [15] * 10].astype(int)

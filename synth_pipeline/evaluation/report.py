@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -99,21 +101,19 @@ def _histogram(counts: np.ndarray) -> dict[str, int]:
     return {str(int(v)): int(f) for v, f in zip(values, freq)}
 
 
-def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
-             seed: int = 0, privacy: bool = True, detection: bool = True,
-             holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
-    """``seed``: the run's (rare real values are renamed with the stand-ins the run published, in
-    the real and the synthetic tables alike, so fidelity is scored up to that renaming, for our
-    output and a baseline's; privacy is judged on the values themselves)."""
-    started = time.perf_counter()
+def _detections(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
+                seed: int) -> list[dict]:
+    """Discriminative detection of each parent table with children (and a single-column key)."""
+    return [parent_detection(real, synthetic, metadata, name, seed=seed) for name in metadata.topological_order()
+            if metadata.children(name) and metadata.table(name).single_primary_key]
+
+
+def _scores(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], originals: dict[str, pd.DataFrame],
+            published: dict[str, pd.DataFrame], metadata: Metadata, seed: int, privacy: bool,
+            holdout: dict[str, pd.DataFrame] | None, allow: tuple[str, ...]) -> tuple:
+    """(each table's scores, the constraints found, relationship scores, 2-hop trends);
+    ``real``/``synthetic``: with rare values renamed, ``originals``/``published``: as given."""
     tables = {}
-    originals, published = real, synthetic
-    real, synthetic = dict(real), dict(synthetic)
-    for name in metadata.tables:
-        copied = {c: [originals[t][p] for t, p in sources if f"{t}.{p}" not in allow]
-                  for c, sources in copied_columns(originals, metadata, name, min_count).items()}
-        real[name], (synthetic[name],) = renamed(real[name], [synthetic[name]], metadata, name, seed, min_count, allow,
-                                                 copied)
     found = constraint_checks.report(real, synthetic, metadata)
     summed = {(c["table"], c["columns"][0]) for c in found if c["kind"] == "child_sum"}
     for name in metadata.topological_order():
@@ -130,11 +130,31 @@ def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], 
                                                     derived=tuple(c for t, c in summed if t == name))
     relationships = relationship_scores(real, synthetic, metadata)
     two_hop = [cross_table_trends(real, synthetic, metadata, chain, seed=seed) for chain in two_hop_chains(metadata)]
-    detections = []
-    if detection:
-        for name in metadata.topological_order():
-            if metadata.children(name) and metadata.table(name).single_primary_key:
-                detections.append(parent_detection(real, synthetic, metadata, name, seed=seed))
+    return tables, found, relationships, two_hop
+
+
+def evaluate(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
+             seed: int = 0, privacy: bool = True, detection: bool = True,
+             holdout: dict[str, pd.DataFrame] | None = None, allow: tuple[str, ...] = (), min_count: int = 5) -> dict:
+    """``seed``: the run's (rare real values are renamed with the stand-ins the run published, in
+    the real and the synthetic tables alike, so fidelity is scored up to that renaming, for our
+    output and a baseline's; privacy is judged on the values themselves)."""
+    started = time.perf_counter()
+    originals, published = real, synthetic
+    real, synthetic = dict(real), dict(synthetic)
+    for name in metadata.tables:
+        copied = {c: [originals[t][p] for t, p in sources if f"{t}.{p}" not in allow]
+                  for c, sources in copied_columns(originals, metadata, name, min_count).items()}
+        real[name], (synthetic[name],) = renamed(real[name], [synthetic[name]], metadata, name, seed, min_count, allow,
+                                                 copied)
+    # the classifiers (mostly outside the interpreter lock) beside the rest of the scoring; both
+    # sides change the process's warning filters (``catch_warnings`` is not thread-safe): they
+    # are put back as they were once both are done
+    with warnings.catch_warnings(), ThreadPoolExecutor(1) as background:
+        detecting = background.submit(_detections, real, synthetic, metadata, seed) if detection else None
+        tables, found, relationships, two_hop = _scores(real, synthetic, originals, published, metadata, seed,
+                                                        privacy, holdout, allow)
+        detections = detecting.result() if detecting is not None else []
     for c in found:  # a number computed from its children is held to its rule, not to its real values
         if c["kind"] == "child_sum":
             fidelity = tables[c["table"]]["column_fidelity"]

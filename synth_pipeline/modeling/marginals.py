@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -39,30 +40,67 @@ def rake_weights(n: int, k: int, codes: list[tuple[np.ndarray, np.ndarray, int]]
     Shares are measured as they will come out: each slot keeps one of its ``k``
     candidates with probability proportional to its weight. ``codes``: the targets, each
     as (cell of each candidate, each cell's real share, number of cells).
+
+    Per target: each cell's weighted share, one factor per cell, each candidate's weight
+    times its cell's factor, normalised within its slot. The candidates' pass (``_reweigh``,
+    compiled) also sums the next target's cells, so a target reads the candidates twice.
     """
     weights = np.full(n * k, 1.0 / k)  # each slot's chances, summing to 1
-    by_slot = weights.reshape(k, n)  # a view: updated in place
-    updated, totals = np.empty((k, n)), np.empty(n)
+    if not codes:
+        return weights
+    updated, totals = np.empty(n * k), np.empty(n)
+    first = codes[0]
+    counts = np.bincount(first[0], weights=weights, minlength=first[2])
     for _ in range(RAKING_ROUNDS):
         off = 0.0  # the largest miss of a cell's share this round: none left, nothing more to do
-        for cell, share, n_cells in codes:
-            current = np.bincount(cell, weights=weights, minlength=n_cells) / n
+        for t, (cell, share, n_cells) in enumerate(codes):
+            current = counts / n
             off = max(off, float(np.abs(current - share).max()))
             # one factor per cell (a cell nothing weighs in takes none of the weight)
             factor = np.where(current > 0, share / np.maximum(current, 1e-12), 0.0)
-            # each candidate's factor (its cell is in range: unchecked, twice as fast as factor[cell])
-            np.take(factor, cell, mode="clip", out=updated.reshape(-1))
-            np.multiply(updated.reshape(-1), weights, out=updated.reshape(-1))
-            updated.sum(axis=0, out=totals)
-            # a slot none of whose candidates this target allows keeps its weights from before it
-            empty = totals <= 0
-            if empty.any():
-                updated[:, empty] = by_slot[:, empty]
-                totals[empty] = updated[:, empty].sum(axis=0)
-            np.divide(updated, np.maximum(totals, 1e-300, out=totals), out=by_slot)
+            following = codes[(t + 1) % len(codes)]
+            counts = np.zeros(following[2])
+            _reweigh(cell, factor, weights, updated, totals, k, n, following[0], counts)
         if off < RAKING_CONVERGED:
             break
     return weights
+
+
+@numba.njit(nogil=True, cache=True)
+def _reweigh(cell, factor, weights, updated, totals, k, n, following, counts):  # pragma: no cover (compiled)
+    """One raking target's update, in place: each candidate's weight times its cell's
+    ``factor``, normalised within its slot (candidate ``j`` of slot ``i`` at ``j * n + i``);
+    a slot none of whose candidates the target allows keeps its weights. The new weights
+    are summed per cell of the ``following`` target into ``counts``. Sums run in the order
+    numpy's would (slots' totals candidate by candidate, cells' in candidate order): the
+    same weights to the bit as ``np.take``, ``sum(axis=0)`` and ``np.bincount``."""
+    last = len(factor) - 1
+    for j in range(k):
+        for i in range(n):
+            c = min(max(cell[j * n + i], 0), last)
+            value = factor[c] * weights[j * n + i]
+            updated[j * n + i] = value
+            if j == 0:
+                totals[i] = value
+            else:
+                totals[i] += value
+    for i in range(n):
+        if totals[i] <= 0:  # nothing allowed: the weights from before this target
+            total = 0.0
+            for j in range(k):
+                updated[j * n + i] = weights[j * n + i]
+                total = updated[j * n + i] if j == 0 else total + updated[j * n + i]
+            totals[i] = total
+        totals[i] = max(totals[i], 1e-300)
+    cells = len(counts)
+    for j in range(k):
+        for i in range(n):
+            value = updated[j * n + i] / totals[i]
+            weights[j * n + i] = value
+            c = following[j * n + i]
+            if c < 0 or c >= cells:
+                raise IndexError("a raking target's cell is out of its range")
+            counts[c] += value
 
 
 def choose_per_slot(weights: np.ndarray, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
