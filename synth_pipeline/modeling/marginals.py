@@ -71,9 +71,10 @@ def _reweigh(cell, factor, weights, updated, totals, k, n, following, counts):  
     """One raking target's update, in place: each candidate's weight times its cell's
     ``factor``, normalised within its slot (candidate ``j`` of slot ``i`` at ``j * n + i``);
     a slot none of whose candidates the target allows keeps its weights. The new weights
-    are summed per cell of the ``following`` target into ``counts``. Sums run in the order
-    numpy's would (slots' totals candidate by candidate, cells' in candidate order): the
-    same weights to the bit as ``np.take``, ``sum(axis=0)`` and ``np.bincount``."""
+    are summed per cell of the ``following`` target into ``counts``. Sums run candidate by
+    candidate (a slot's total) and in candidate order (a cell's), as ``sum(axis=0)`` and
+    ``np.bincount`` add large arrays: the same weights as numpy's, to the bit on a line-item
+    chunk, within a rounding elsewhere."""
     last = len(factor) - 1
     for j in range(k):
         for i in range(n):
