@@ -191,23 +191,32 @@ def _partitions_in_processes(config: PipelineConfig, metadata: Metadata, keys: l
                                   for p in partitions])
 
 
-FIT_PROCESS_BYTES = 384 * 2**20  # a fit process's own memory before it reads data (Python, torch, dagster: 0.3-0.4 GB)
-FIT_MEMORY_FLOOR = 2**30  # fits holding less than this together run side by side freely
+FIT_PROCESS_BYTES = 900 * 2**20  # a fit process's memory besides its real data: Python, torch, dagster, the GAN's
+# training (0.8-1.1 GB measured for fits reading 22-55 MB of data, TPC-H scale 1's parts and customers)
+FIT_DATA_FACTOR = 4  # a fit holds the real data it reads about this many times over (pandas frames, the fit
+# sample, the context's encoding): 4.4x for TPC-H scale 1's line items and part supplies, 6x for orders
+FIT_MEMORY_FLOOR = 2 * FIT_PROCESS_BYTES + FIT_DATA_FACTOR * 256 * 2**20  # two fits reading 256 MB together: side by side
+
+
+def fit_memory_bytes(data_bytes: int) -> int:
+    """What a fit process holds at its peak, estimated from the real data it reads."""
+    return FIT_PROCESS_BYTES + FIT_DATA_FACTOR * data_bytes
 
 
 def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
     """Every table's model fitted in one of ``config.workers`` fresh processes, the fits
     reading the most real data first (models are independent of each other: each reads only
-    the real tables). A fit holds the real data it reads and its process's own memory
-    (``FIT_PROCESS_BYTES``); fits run side by side only while what they hold together is no
+    the real tables). A fit's memory is estimated from the real data it reads
+    (``fit_memory_bytes``); fits run side by side only while what they hold together is no
     more than the largest single fit holds (or ``FIT_MEMORY_FLOOR``): fitting in parallel then
     holds no more in memory at once than fitting one table at a time. TPC-H scale 1: the line
-    items, orders and part supplies one at a time (orders beside part supplies peaked at
-    4.07 GB for the run, a process spawned beside a working one), then the rest in pairs."""
+    items alone (their fit process holds 2.5-3.1 GB); orders beside customers, then suppliers;
+    part supplies beside parts (orders beside part supplies took the run to 4.07 GB: not
+    allowed); the small tables in pairs."""
     from synth_pipeline.resources import Warehouse
 
     warehouse = Warehouse(root=str(config.work_dir))
-    sizes = {k: fit_data_bytes(warehouse, metadata, k.path[-1]) + FIT_PROCESS_BYTES for k in keys}
+    sizes = {k: fit_memory_bytes(fit_data_bytes(warehouse, metadata, k.path[-1])) for k in keys}
     largest = max(sizes.values(), default=0)
     ordered = sorted(keys, key=lambda k: (-sizes[k], k.to_user_string()))
     return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
