@@ -47,7 +47,7 @@ def test_the_daemon_loads_refreshes_and_leaves_the_output_alone_when_nothing_cha
         loads = [r for r in runs if r[0] == LOAD_JOB_NAME and r[1] == "SUCCESS"]
         return len(loads) >= 2 and time.time() - loads[1][4] > 2 * REFRESH_SENSOR_SECONDS + 10
 
-    refresh = daemon_refresh(config, tmp_path / "home", timeout=480, until=second_load_settled)
+    refresh = daemon_refresh(config, tmp_path / "home", timeout=720, until=second_load_settled)
     assert [(job, status) for job, status, *_ in refresh.runs] == [
         (LOAD_JOB_NAME, "SUCCESS"), (JOB_NAME, "SUCCESS"), (LOAD_JOB_NAME, "SUCCESS")], refresh.daemon_log
     assert {"synthetic.duckdb", "real.duckdb", "report.json", "report.html", "metadata.json"} <= set(first_output)
@@ -120,3 +120,22 @@ def test_a_run_killed_while_publishing_leaves_the_previous_output_byte_identical
     assert outcome.success, outcome.failures
     assert not (out / ".staging").exists()
     assert outcome.report["run"]["totals"]["fk_violations"] == 0
+
+
+def test_a_stalled_refresh_says_which_run_and_step_it_was_in(tmp_path):
+    """A CI machine's daemon log is gone with it: the error carries the runs and the last step events."""
+    from synth_pipeline.evaluation.nightly import _progress
+
+    log = tmp_path / "daemon.log"
+    log.write_text("\n".join([
+        "2026-12-04 19:02:25 - dagster - DEBUG - synthesize - 1f2a - RUN_START - Started execution of run",
+        "2026-12-04 19:02:26 - dagster - DEBUG - synthesize - 1f2a - model__marks - STEP_START - Started step",
+        "2026-12-04 19:02:26 - dagster - INFO - synthesize - 1f2a - model__marks - marks: step 180/900",
+    ]) + "\n")
+    now = time.time()
+    runs = [("load_real", "SUCCESS", now - 400, now - 400, now - 398), ("synthesize", "STARTED", now - 390, now - 380, None)]
+    text = _progress(runs, log)
+    assert "load_real success 2 s" in text and "synthesize started 38" in text
+    assert text.splitlines()[-1].endswith("model__marks - STEP_START - Started step")
+    assert "step 180/900" not in text  # progress lines are not events
+    assert "runs: none" in _progress([], tmp_path / "missing.log")

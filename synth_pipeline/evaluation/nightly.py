@@ -57,6 +57,20 @@ def _runs(instance) -> list[tuple[str, str, float, float | None, float | None]]:
                     r.start_time, r.end_time) for r in records), key=lambda r: r[2])
 
 
+_EVENTS = ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "RUN_", "ERROR", "Error", "skipped", "Creating new run")
+
+
+def _progress(runs, log_path: Path, lines: int = 20) -> str:
+    """What a stalled or failed refresh had done: each run (job, status, seconds so far) and
+    the daemon log's last step and run events (the log itself is gone with a CI machine)."""
+    now = time.time()
+    listed = "; ".join(f"{job} {status.lower()}" + (f" {(end or now) - start:.0f} s" if start else " (not started)")
+                       for job, status, _, start, end in runs) or "none"
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    events = [line[:240] for line in text.splitlines() if any(k in line for k in _EVENTS)][-lines:]
+    return f"runs: {listed}\nthe daemon's last events:\n" + "\n".join(events)
+
+
 def daemon_refresh(config_path: Path, home: Path, timeout: float = 900, settle: float = 25,
                    until=None) -> DaemonRefresh:
     """Start ``dagster-daemon`` for ``config_path`` (schedule and sensor on) and wait until a
@@ -86,7 +100,7 @@ def daemon_refresh(config_path: Path, home: Path, timeout: float = 900, settle: 
             if failed or daemon.poll() is not None or time.time() > deadline:
                 why = (f"run of {failed[0][0]} {failed[0][1].lower()}" if failed else
                        "the daemon exited" if daemon.poll() is not None else f"no published output in {timeout:.0f} s")
-                raise RuntimeError(f"nightly refresh: {why}; daemon log {log_path}")
+                raise RuntimeError(f"nightly refresh: {why}; daemon log {log_path}\n{_progress(result.runs, log_path)}")
             if until is not None:
                 if until(result.runs):
                     break
