@@ -26,7 +26,7 @@ run: install
 
 # two worker processes (models compute with one thread each): the slow tests start first
 test: install
-	$(PY) -m pytest -n 2 --dist worksteal
+	$(PY) -m pytest -n 2 --dist worksteal --durations=15
 
 bench: install
 	$(PY) -m synth_pipeline.evaluation.benchmark
