@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -28,6 +29,7 @@ from synth_pipeline.modeling.marginals import (
     category_targets,
     choose_per_slot,
     choose_with_quotas,
+    rake,
     rake_weights,
     target_codes,
 )
@@ -263,9 +265,18 @@ class Generator:
         read = self._read(pairs)
         # the codes of the parents' values raking reads, taken by position a chunk at a time
         given = None if pairs is None or parents is None else pairs.given_codes(parents)
+        first = Future()  # the first chunk's raking factors: every later chunk's raking starts from them
 
         def draw(i: int) -> np.ndarray:
             """Chunk ``i``'s rows in the transformer's encoding (activated)."""
+            try:
+                return drawn_chunk(i)
+            except BaseException as error:
+                if i == 0 and not first.done():  # the later chunks waiting for it fail with it
+                    first.set_exception(error)
+                raise
+
+        def drawn_chunk(i: int) -> np.ndarray:
             start = starts[i]
             size = min(chunk, n - start)
             owners = None if rows is None else rows[start:start + size]
@@ -276,7 +287,7 @@ class Generator:
             # candidates are drawn as far as raking reads them (rounded); the kept ones completed
             picks = self.gan.picks(drawn.raw, read, drawn.generator, draws)
             slots = None if given is None else {p: codes[owners] for p, codes in given.items()}
-            kept = self._rake(drawn.raw, picks, size, k, slots, pairs, chunk_rngs[i], on)
+            kept = self._rake(drawn.raw, picks, size, k, slots, pairs, chunk_rngs[i], on, first, i == 0)
             fixed = {c: p[kept] for c, p in picks.items()}
             return self.gan.activate(drawn.complete(kept % (passes * size)), fixed, drawn.generator)
 
@@ -288,11 +299,17 @@ class Generator:
                            for matrix in map_(draw, range(len(starts))))
 
     def _rake(self, raw, picks: dict[str, np.ndarray], size: int, k: int, given: dict[int, np.ndarray] | None,
-              pairs: PairJoints | None, rng: np.random.Generator, on) -> np.ndarray:
+              pairs: PairJoints | None, rng: np.random.Generator, on, first: Future, is_first: bool) -> np.ndarray:
         """Which of the ``size * k`` candidates to keep (one per output row; ``given``: the codes of
-        each one's parent, ``PairJoints.given_codes``)."""
+        each one's parent, ``PairJoints.given_codes``). The first chunk rakes from even weights
+        and hands its factors on (``first``); the others wait for them and start from them
+        (``marginals.rake``): the same rows whatever the threads."""
         coded = self._codes(raw, picks, size, k, given, pairs)
-        weights = rake_weights(size, k, coded)
+        if is_first:
+            weights, factors = rake(size, k, coded)
+            first.set_result(factors)
+        else:
+            weights, _ = rake(size, k, coded, first.result())
         if size <= THRESHOLDS.quota_max_rows and on("quotas"):  # few rows: category counts held to the real shares
             candidates = pd.DataFrame({c: self.gan.category_labels(c)[picks[c]] for c in self.targets})
             return choose_with_quotas(weights, candidates, self.targets, size, k, rng)
