@@ -660,6 +660,17 @@ def test_sampling_in_chunks_gives_every_row_and_the_same_marginals(school_metada
     threaded = model.sample(school_metadata, parents, 1.0, seed=1, threads=2)
     pd.testing.assert_frame_equal(threaded, chunked)
     assert not threaded.equals(model.sample(school_metadata, parents, 1.0, seed=2, threads=2))
+    # the later chunks wait for the first chunk's raking factors: if it fails, they fail with it
+    raked = generator.rake
+
+    def failing(n, k, codes, start=None):
+        if start is None:
+            raise ValueError("the first chunk's raking failed")
+        return raked(n, k, codes, start)
+
+    monkeypatch.setattr(generator, "rake", failing)
+    with pytest.raises(ValueError, match="first chunk's raking failed"):
+        model.sample(school_metadata, parents, 1.0, seed=1, threads=2)
 
 
 def test_sampled_chunks_are_stacked_a_column_at_a_time_into_the_same_table_as_one_concat():
