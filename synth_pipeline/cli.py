@@ -257,11 +257,19 @@ def _execute(config, only: str | None = None, changed_only: bool = False) -> int
 
     if config.school_students == 0:
         source_kind(config.source)  # a missing or unreadable source fails before the heavy imports
-    from synth_pipeline.runner import run_pipeline
+    from synth_pipeline import workers
 
-    log = logging.getLogger("synth_pipeline")
-    log.info("source %s -> %s%s", config.source, config.out_dir, f" (only {only} and its descendants)" if only else "")
-    outcome = run_pipeline(config, only=only, changed_only=changed_only)
+    if config.workers > 1 and only is None and not changed_only:
+        workers.start(config.workers)  # the fits' processes import while this one imports and stages the data
+    try:
+        from synth_pipeline.runner import run_pipeline
+
+        log = logging.getLogger("synth_pipeline")
+        log.info("source %s -> %s%s", config.source, config.out_dir,
+                 f" (only {only} and its descendants)" if only else "")
+        outcome = run_pipeline(config, only=only, changed_only=changed_only)
+    finally:
+        workers.discard()
     if not outcome.success:
         for line in outcome.failures:
             print(f"failed: {line}", file=sys.stderr)

@@ -319,3 +319,53 @@ def test_fits_run_side_by_side_only_while_their_memory_stays_within_the_largest_
     assert next_within(queue[5:], queue[2], budget) == 0
     assert next_within([700, 5], 600, 617) == 1  # a smaller queued fit goes first when the next does not fit
     assert next_within([9000], 0, budget) == 0  # alone, any fit starts
+
+
+def test_the_largest_tables_fits_start_first(tiny_run):
+    """The longest fits start first (fits side by side end together): the largest real tables,
+    not the ones reading the most data of other tables (a small parent reads its children)."""
+    from synth_pipeline.resources import Warehouse
+    from synth_pipeline.runner import fit_data_bytes, fit_order
+
+    config, _ = tiny_run
+    metadata = config.metadata()
+    warehouse = Warehouse(root=str(config.work_dir))
+    rows = {t: len(warehouse.read("real", t)) for t in metadata.tables}
+    order = fit_order(warehouse, metadata, sorted(metadata.tables))
+    assert sorted(order) == sorted(metadata.tables)
+    assert order[0] == max(rows, key=rows.get) == "marks"
+    # the courses read their children's tables (more data than the marks' fit reads) but have few rows
+    assert fit_data_bytes(warehouse, metadata, "courses") > fit_data_bytes(warehouse, metadata, "marks")
+    assert order.index("courses") > order.index("students")
+    assert order.index("courses") > len(order) // 2
+
+
+def test_worker_processes_started_early_are_handed_on_with_the_fits_imports_done():
+    """``workers.start`` spawns the fits' processes at once; ``take`` hands the same ones on,
+    the pipeline already imported in each; a different count gets new ones."""
+    import os
+
+    from synth_pipeline import workers
+
+    workers.start(2)
+    try:
+        pool = workers.take(2)
+        with pool:
+            pids = {pool.submit(os.getpid).result() for _ in range(8)}
+            assert os.getpid() not in pids and 1 <= len(pids) <= 2
+            assert all(pool.submit(_imported, "synth_pipeline.pipeline").result() for _ in range(4))
+        workers.start(2)
+        other = workers.take(3)
+        other.shutdown()
+        assert other._max_workers == 3
+        fresh = workers.take(2)  # nothing left started: new processes
+        fresh.shutdown()
+        assert fresh is not pool
+    finally:
+        workers.discard()
+
+
+def _imported(module: str) -> bool:
+    import sys
+
+    return module in sys.modules

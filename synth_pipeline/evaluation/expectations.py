@@ -21,6 +21,11 @@ class ExpectationOutcome:
     examples: list
 
 
+def warm_context() -> None:
+    """Import GE and make its context ahead of the first validation (``workers.preload_later_stages``)."""
+    _context()
+
+
 @lru_cache(maxsize=1)
 def _context():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
