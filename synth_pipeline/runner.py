@@ -225,21 +225,22 @@ def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[
     from synth_pipeline.resources import Warehouse
 
     warehouse = Warehouse(root=str(config.work_dir))
-    sizes = {k: fit_memory_bytes(fit_data_bytes(warehouse, metadata, k.path[-1])) for k in keys}
+    read = {k.path[-1]: fit_data_bytes(warehouse, metadata, k.path[-1]) for k in keys}
+    sizes = {k: fit_memory_bytes(read[k.path[-1]]) for k in keys}
     largest = max(sizes.values(), default=0)
-    order = fit_order(warehouse, metadata, [k.path[-1] for k in keys])
+    order = fit_order(warehouse, read)
     ordered = sorted(keys, key=lambda k: order.index(k.path[-1]))
     return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
                                   for k in ordered], sizes=[sizes[k] for k in ordered],
                          budget=max(largest, FIT_MEMORY_FLOOR))
 
 
-def fit_order(warehouse, metadata: Metadata, tables: list[str]) -> list[str]:
-    """``tables`` in the order their fits start: the largest stored real table first, then
-    the fit reading more real data, then by name."""
-    own = {t: stored_bytes(warehouse.table_path("real", t)) for t in tables}
-    read = {t: fit_data_bytes(warehouse, metadata, t) for t in tables}
-    return sorted(tables, key=lambda t: (-own[t], -read[t], t))
+def fit_order(warehouse, read: dict[str, int]) -> list[str]:
+    """The tables of ``read`` (the real data each one's fit reads, ``fit_data_bytes``) in the
+    order their fits start: the largest stored real table first, then the fit reading more
+    real data, then by name."""
+    own = {t: stored_bytes(warehouse.table_path("real", t)) for t in read}
+    return sorted(read, key=lambda t: (-own[t], -read[t], t))
 
 
 def fit_data_bytes(warehouse, metadata: Metadata, name: str) -> int:
@@ -270,8 +271,9 @@ def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]
     """Each task ``(label, function, arguments)`` in one of ``config.workers`` fresh processes
     (``workers.take``: spawned, perhaps already by the CLI; each loads the definitions
     itself; torch gets an equal share of the CPUs), in order; stops handing out tasks after a
-    failure; the processes end with the stage. With ``sizes`` (each task's memory, in any unit) and a ``budget``: a task starts beside others only while their sizes together
-    stay within it (the first queued one that does; alone, any task starts)."""
+    failure; the processes end with the stage. With ``sizes`` (each task's memory, in any
+    unit) and a ``budget``: a task starts beside others only while their sizes together stay
+    within it (the first queued one that does; alone, any task starts)."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from synth_pipeline import workers

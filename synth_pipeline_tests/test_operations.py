@@ -331,7 +331,7 @@ def test_the_largest_tables_fits_start_first(tiny_run):
     metadata = config.metadata()
     warehouse = Warehouse(root=str(config.work_dir))
     rows = {t: len(warehouse.read("real", t)) for t in metadata.tables}
-    order = fit_order(warehouse, metadata, sorted(metadata.tables))
+    order = fit_order(warehouse, {t: fit_data_bytes(warehouse, metadata, t) for t in metadata.tables})
     assert sorted(order) == sorted(metadata.tables)
     assert order[0] == max(rows, key=rows.get) == "marks"
     # the courses read their children's tables (more data than the marks' fit reads) but have few rows

@@ -87,8 +87,15 @@ def detection_accuracy(real: pd.DataFrame, synthetic: pd.DataFrame, numeric: lis
     return out
 
 
-def parent_detection(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
-                     parent: str, seed: int = 0) -> dict:
+def detection_inputs(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
+                     parent: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The parent joined with its children's aggregates, real and synthetic, and the numeric columns."""
     r, numeric = aggregate_table(real, metadata, parent)
     s, _ = aggregate_table(synthetic, metadata, parent)
+    return r, s, numeric
+
+
+def parent_detection(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
+                     parent: str, seed: int = 0) -> dict:
+    r, s, numeric = detection_inputs(real, synthetic, metadata, parent)
     return {"table": parent, "features": r.shape[1], **detection_accuracy(r, s, numeric, seed=seed)}

@@ -17,7 +17,7 @@ import pandas as pd
 
 from synth_pipeline.evaluation.column_fidelity import breaks as fidelity_breaks
 from synth_pipeline.evaluation.column_fidelity import column_fidelity
-from synth_pipeline.evaluation.detection import aggregate_table, detection_accuracy
+from synth_pipeline.evaluation.detection import detection_accuracy, detection_inputs
 from synth_pipeline.evaluation.fidelity import (
     column_shapes,
     cross_table_trends,
@@ -110,8 +110,7 @@ def _detecting(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame]
     out = []
     for name in metadata.topological_order():
         if metadata.children(name) and metadata.table(name).single_primary_key:
-            r, numeric = aggregate_table(real, metadata, name)
-            s, _ = aggregate_table(synthetic, metadata, name)
+            r, s, numeric = detection_inputs(real, synthetic, metadata, name)
             out.append((name, r.shape[1], background.submit(detection_accuracy, r, s, numeric, seed=seed)))
     return out
 
