@@ -259,7 +259,7 @@ def _execute(config, only: str | None = None, changed_only: bool = False) -> int
         source_kind(config.source)  # a missing or unreadable source fails before the heavy imports
     from synth_pipeline import workers
 
-    if config.workers > 1 and only is None and not changed_only:
+    if only is None and not changed_only and workers.start_early(config.workers, config.source):
         workers.start(config.workers)  # the fits' processes import while this one imports and stages the data
     try:
         from synth_pipeline.runner import run_pipeline

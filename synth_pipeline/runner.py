@@ -150,12 +150,9 @@ def execute_partitioned(defs: dg.Definitions, instance: dg.DagsterInstance, keys
         _require_root_rows(metadata, config)
     if stages["models"] and not failed():
         if models:
-            from synth_pipeline import workers
             from synth_pipeline.assets import EVALUATION_KEY
 
-            preload = workers.preload_later_stages(EVALUATION_KEY in keys)  # this process waits meanwhile
-            runs += _models_in_processes(config, metadata, stages["models"])
-            preload.join()
+            runs += _models_in_processes(config, metadata, stages["models"], EVALUATION_KEY in keys)
         else:
             runs.append(_summary(_execute(job, instance, stages["models"])))
     if stages["partitioned"] and not failed():
@@ -208,7 +205,8 @@ def fit_memory_bytes(data_bytes: int) -> int:
     return FIT_PROCESS_BYTES + FIT_DATA_FACTOR * data_bytes
 
 
-def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey]) -> list[RunOutcome]:
+def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[dg.AssetKey],
+                         evaluation: bool = False) -> list[RunOutcome]:
     """Every table's model fitted in one of ``config.workers`` fresh processes, the largest
     tables' first (their stored bytes: the longest fits, as a fit's cost grows with its rows
     and columns; the fits that also read the most real data of other tables first among
@@ -221,7 +219,12 @@ def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[
     holds no more in memory at once than fitting one table at a time. TPC-H scale 1: the line
     items alone (their fit process holds 2.5-3.1 GB); orders beside customers, then suppliers;
     part supplies beside parts (orders beside part supplies took the run to 4.07 GB: not
-    allowed); the small tables in pairs."""
+    allowed); the small tables in pairs. While the fits of a small database run (none larger
+    than ``FIT_MEMORY_FLOOR``), this process imports what its later stages need
+    (``workers.preload_later_stages``; ``evaluation``: the scores' libraries too); beside
+    larger fits it imports nothing ahead (0.18 GB more held through the largest table's
+    sampling, for a few seconds of a long run)."""
+    from synth_pipeline import workers
     from synth_pipeline.resources import Warehouse
 
     warehouse = Warehouse(root=str(config.work_dir))
@@ -230,9 +233,14 @@ def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[
     largest = max(sizes.values(), default=0)
     order = fit_order(warehouse, read)
     ordered = sorted(keys, key=lambda k: order.index(k.path[-1]))
-    return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
-                                  for k in ordered], sizes=[sizes[k] for k in ordered],
-                         budget=max(largest, FIT_MEMORY_FLOOR))
+    preload = workers.preload_later_stages(evaluation) if largest <= FIT_MEMORY_FLOOR else None
+    try:
+        return _in_processes(config, [(f"fitting {k.path[-1]}", _run_keys, (config, metadata, [k.to_user_string()]))
+                                      for k in ordered], sizes=[sizes[k] for k in ordered],
+                             budget=max(largest, FIT_MEMORY_FLOOR))
+    finally:
+        if preload is not None:
+            preload.join()
 
 
 def fit_order(warehouse, read: dict[str, int]) -> list[str]:
@@ -273,7 +281,9 @@ def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]
     itself; torch gets an equal share of the CPUs), in order; stops handing out tasks after a
     failure; the processes end with the stage. With ``sizes`` (each task's memory, in any
     unit) and a ``budget``: a task starts beside others only while their sizes together stay
-    within it (the first queued one that does; alone, any task starts)."""
+    within it (the first queued one that does; alone, any task starts), and while none of the
+    queued tasks may start, the idle workers' processes are stopped (started again when one
+    may): TPC-H scale 1's line items fit alone beside no idle process holding 0.55 GB."""
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from synth_pipeline import workers
@@ -285,25 +295,33 @@ def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]
         i = next_within([size for _, size in queue], running, budget)
         return None if i is None else queue.pop(i)
 
-    with workers.take(config.workers) as pool:
+    slots = workers.take(config.workers)
+    try:
         pending = {}
         while queue or pending:
             while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
-                found = next_task(sum(size for _, size in pending.values()))
+                found = next_task(sum(size for _, size, _ in pending.values()))
                 if found is None:
                     break
                 (label, function, arguments), size = found
                 log.info("%s", label)
-                pending[pool.submit(function, *arguments)] = (label, size)
+                future, slot = slots.submit(function, *arguments)
+                pending[future] = (label, size, slot)
             if not pending:
                 break
+            running = sum(size for _, size, _ in pending.values())
+            if not queue or next_within([size for _, size in queue], running, budget) is None:
+                slots.stop_idle()  # no task may start beside the running ones: an idle worker only holds memory
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                label, _ = pending.pop(future)
+                label, _, slot = pending.pop(future)
+                slots.done(slot)
                 try:
                     runs.append(future.result())
                 except Exception as exc:  # the worker process itself failed (killed, out of memory)
                     runs.append(RunOutcome(False, 0.0, None, [f"{label}: worker failed ({exc!r})"]))
+    finally:
+        slots.close()
     return runs
 
 

@@ -342,27 +342,64 @@ def test_the_largest_tables_fits_start_first(tiny_run):
 
 def test_worker_processes_started_early_are_handed_on_with_the_fits_imports_done():
     """``workers.start`` spawns the fits' processes at once; ``take`` hands the same ones on,
-    the pipeline already imported in each; a different count gets new ones."""
+    the pipeline already imported in each; a different count gets new ones. An idle worker
+    can be stopped (while a large fit runs alone) and is started again for the next task."""
     import os
 
     from synth_pipeline import workers
 
     workers.start(2)
     try:
-        pool = workers.take(2)
-        with pool:
-            pids = {pool.submit(os.getpid).result() for _ in range(8)}
-            assert os.getpid() not in pids and 1 <= len(pids) <= 2
-            assert all(pool.submit(_imported, "synth_pipeline.pipeline").result() for _ in range(4))
+        slots = workers.take(2)
+        try:
+            assert slots.running() == 2
+            first, i = slots.submit(_imported, "synth_pipeline.pipeline")
+            second, j = slots.submit(os.getpid)
+            assert i != j and first.result() and second.result() != os.getpid()
+            slots.done(j)
+            slots.stop_idle()  # worker i is still busy: only j's process ends
+            assert slots.pools[j] is None and slots.pools[i] is not None and slots.running() == 1
+            slots.done(i)
+            again, k = slots.submit(os.getpid)
+            assert k == i  # a running process is used before a stopped one is started again
+            pid = again.result()
+            third, m = slots.submit(_imported, "synth_pipeline.pipeline")
+            assert m == j and third.result() and slots.running() == 2  # started again, imports done
+            slots.done(k)
+            slots.done(m)
+            assert slots.submit(os.getpid)[0].result() == pid
+        finally:
+            slots.close()
+        assert slots.running() == 0
         workers.start(2)
         other = workers.take(3)
-        other.shutdown()
-        assert other._max_workers == 3
-        fresh = workers.take(2)  # nothing left started: new processes
-        fresh.shutdown()
-        assert fresh is not pool
+        assert other.running() == 0 and len(other.pools) == 3  # the two started ones were not three: ended
+        other.close()
+        fresh = workers.take(2)  # nothing left started: new processes, spawned as tasks need them
+        assert fresh.running() == 0
+        fresh.close()
     finally:
         workers.discard()
+
+
+def test_workers_start_before_staging_only_beside_a_small_source(tmp_path):
+    """Idle workers hold memory while the source is staged: they start early only for a small one."""
+    from synth_pipeline import workers
+
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "a.parquet").write_bytes(b"x" * 1000)
+    assert workers.start_early(2, small)
+    assert workers.start_early(2, tmp_path / "not built yet")
+    assert not workers.start_early(1, small)  # one worker: the fits run in this process
+    large = tmp_path / "large"
+    large.mkdir()
+    with (large / "big.parquet").open("wb") as fh:  # sparse: its size without the disk
+        fh.truncate(workers.EARLY_MAX_SOURCE_BYTES // 2 + 1)
+    with (large / "other.parquet").open("wb") as fh:
+        fh.truncate(workers.EARLY_MAX_SOURCE_BYTES // 2 + 1)
+    assert not workers.start_early(2, large)
+    assert workers.start_early(2, large / "big.parquet")  # one file, below the bound
 
 
 def _imported(module: str) -> bool:
