@@ -128,14 +128,26 @@ def _prefixed(frame: pd.DataFrame, metadata: Metadata, table: str, keep_keys: bo
 
 
 def cross_table_trends(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame], metadata: Metadata,
-                       chain: list[Relationship], max_rows: int = 5000, seed: int = 0) -> dict:
-    """Pair similarity of (first parent's columns) x (last child's columns) over the chain's join."""
+                       chain: list[Relationship], max_rows: int = 5000, seed: int = 0, submit=None):
+    """Pair similarity of (first parent's columns) x (last child's columns) over the chain's join.
+    ``submit`` (an executor's): the pairs are scored there, on the joined rows alone, and a
+    function returning the result is returned instead of the result."""
     top, bottom = chain[0].parent_table_name, chain[-1].child_table_name
     r, kinds = joined(real, metadata, chain, max_rows, seed)
     s, _ = joined(synthetic, metadata, chain, max_rows, seed)
     top_cols = [c for c in kinds if c.startswith(f"{top}.")]
     bottom_cols = [c for c in kinds if c.startswith(f"{bottom}.")]
-    pairs = pair_trends(r, s, kinds, [(a, b) for a in top_cols for b in bottom_cols]) if len(r) and len(s) else []
+    wanted = [(a, b) for a in top_cols for b in bottom_cols] if len(r) and len(s) else []
+    if submit is None:
+        return _chain_result(chain, pair_trends(r, s, kinds, wanted) if wanted else [])
+    if not wanted:
+        return lambda: _chain_result(chain, [])
+    used = list(dict.fromkeys(c for pair in wanted for c in pair))
+    future = submit(pair_trends, r[used], s[used], {c: kinds[c] for c in used}, wanted)
+    return lambda: _chain_result(chain, future.result())
+
+
+def _chain_result(chain: list[Relationship], pairs: list[dict]) -> dict:
     scores = [p["score"] for p in pairs]
     return {"path": " -> ".join([chain[0].parent_table_name] + [rel.child_table_name for rel in chain]),
             "via": [rel.label for rel in chain], "score": round(float(np.mean(scores)), 4) if scores else None,
