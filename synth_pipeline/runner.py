@@ -217,9 +217,9 @@ def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[
     (``fit_memory_bytes``); fits run side by side only while what they hold together is no
     more than the largest single fit holds (or ``FIT_MEMORY_FLOOR``): fitting in parallel then
     holds no more in memory at once than fitting one table at a time. TPC-H scale 1: the line
-    items alone (their fit process holds 2.5-3.1 GB); orders beside customers, then suppliers;
-    part supplies beside parts (orders beside part supplies took the run to 4.07 GB: not
-    allowed); the small tables in pairs. While the fits of a small database run (none larger
+    items alone (their fit process holds 2.7-3.1 GB); part supplies beside customers, then
+    parts; orders beside parts (3.83-3.96 GB with this process; orders beside part supplies
+    took a run to 4.07 GB: not allowed); the small tables in pairs. While the fits of a small database run (none larger
     than ``FIT_MEMORY_FLOOR``), this process imports what its later stages need
     (``workers.preload_later_stages``; ``evaluation``: the scores' libraries too); beside
     larger fits it imports nothing ahead (0.18 GB more held through the largest table's
