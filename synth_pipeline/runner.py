@@ -219,11 +219,11 @@ def _models_in_processes(config: PipelineConfig, metadata: Metadata, keys: list[
     holds no more in memory at once than fitting one table at a time. TPC-H scale 1: the line
     items alone (their fit process holds 2.7-3.1 GB); part supplies beside customers, then
     parts; orders beside parts (3.83-3.96 GB with this process; orders beside part supplies
-    took a run to 4.07 GB: not allowed); the small tables in pairs. While the fits of a small database run (none larger
-    than ``FIT_MEMORY_FLOOR``), this process imports what its later stages need
-    (``workers.preload_later_stages``; ``evaluation``: the scores' libraries too); beside
-    larger fits it imports nothing ahead (0.18 GB more held through the largest table's
-    sampling, for a few seconds of a long run)."""
+    took a run to 4.07 GB: not allowed); the small tables in pairs. While the fits of a small
+    database run (none larger than ``FIT_MEMORY_FLOOR``), this process imports what its later
+    stages need (``workers.preload_later_stages``; ``evaluation``: the scores' libraries too);
+    beside larger fits it imports nothing ahead (0.18 GB more held through the largest
+    table's sampling, for a few seconds of a long run)."""
     from synth_pipeline import workers
     from synth_pipeline.resources import Warehouse
 
@@ -290,28 +290,23 @@ def _in_processes(config: PipelineConfig, tasks: list[tuple[str, object, tuple]]
 
     runs: list[RunOutcome] = []
     queue = list(zip(tasks, sizes or [0] * len(tasks)))
-
-    def next_task(running: int):
-        i = next_within([size for _, size in queue], running, budget)
-        return None if i is None else queue.pop(i)
-
     slots = workers.take(config.workers)
     try:
         pending = {}
         while queue or pending:
-            while queue and len(pending) < config.workers and not any(r.failures or not r.success for r in runs):
-                found = next_task(sum(size for _, size, _ in pending.values()))
-                if found is None:
+            stopped = any(r.failures or not r.success for r in runs)
+            while queue and len(pending) < config.workers and not stopped:
+                i = next_within([size for _, size in queue], sum(size for _, size, _ in pending.values()), budget)
+                if i is None:
                     break
-                (label, function, arguments), size = found
+                (label, function, arguments), size = queue.pop(i)
                 log.info("%s", label)
                 future, slot = slots.submit(function, *arguments)
                 pending[future] = (label, size, slot)
             if not pending:
                 break
-            running = sum(size for _, size, _ in pending.values())
-            if not queue or next_within([size for _, size in queue], running, budget) is None:
-                slots.stop_idle()  # no task may start beside the running ones: an idle worker only holds memory
+            # every task that may start has: an idle worker would only hold memory until one ends
+            slots.stop_idle()
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 label, _, slot = pending.pop(future)

@@ -117,8 +117,8 @@ def _detecting(real: dict[str, pd.DataFrame], synthetic: dict[str, pd.DataFrame]
 
 @contextmanager
 def _beside():
-    """Where the detection classifiers (and the 2-hop trends' pairs) run beside the rest of the scoring: a process of their
-    own (spawned; a thread where this process may not have children). In a thread they held
+    """Where the detection classifiers (and the 2-hop trends' pairs) run beside the rest of the
+    scoring: a process of their own (spawned; a thread where this process may not have children). In a thread they held
     the interpreter lock for much of their time (the demo: 12.6 s of classifiers beside 14 s
     of other scores took about 20 s)."""
     import multiprocessing
